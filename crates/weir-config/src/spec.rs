@@ -1,0 +1,327 @@
+//! The configuration model exactly as operators write it (YAML or JSON).
+//!
+//! Owns: the serde shape of a Weir config, its defaults and its JSON Schema.
+//! Does not own: cross-field checks (see [`crate::validate`]) or any runtime form.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// A whole Weir configuration: listeners, routes and upstreams.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSpec {
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSpec>,
+    /// Where the gateway accepts client traffic.
+    #[serde(default)]
+    pub listeners: Vec<ListenerSpec>,
+    /// Routes, matched by precedence (most specific first, then declaration order).
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Named sets of endpoints that routes send traffic to.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// Address to bind, e.g. `127.0.0.1:9901`.
+    pub address: SocketAddr,
+}
+
+/// A client-facing listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSpec {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Address to bind, e.g. `0.0.0.0:8080`.
+    pub address: SocketAddr,
+}
+
+/// One route: what it matches and where matching requests go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Unique name, used in errors, logs and metrics.
+    pub name: String,
+    /// What a request must look like to take this route. Empty matches everything.
+    #[serde(default, rename = "match")]
+    pub matches: MatchSpec,
+    /// The upstream that serves this route (exclusive with `backends`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Weighted upstreams for a canary split, e.g. v1 90 / v2 10 (exclusive with `upstream`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendSpec>,
+    /// Deadline for the upstream to send response headers, per attempt. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    /// Retry policy. Default: one attempt, no retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetrySpec>,
+}
+
+/// Request predicates; all given ones must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Host names, exact (`api.example.com`) or wildcard (`*.shop.example`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Path predicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Allowed methods (upper case). Empty allows every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Headers that must be present with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters that must be present with exactly these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+}
+
+/// How a route matches the request path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PathMatch {
+    /// The path equals this string.
+    Exact(String),
+    /// The path starts with this string, on a segment boundary (`/a` matches `/a` and `/a/b`, not `/ab`).
+    Prefix(String),
+    /// Segments with `{name}` parameters, e.g. `/users/{id}/orders`.
+    Template(String),
+    /// A regular expression that must match the whole path.
+    Regex(String),
+}
+
+/// One weighted backend of a canary split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Upstream name.
+    pub upstream: String,
+    /// Relative weight (0 disables the backend).
+    pub weight: u32,
+}
+
+/// Retry policy of a route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Total attempts, the first included (1 = no retry). Retries go to another endpoint.
+    pub attempts: u32,
+}
+
+/// A named set of endpoints with its balancing, pooling and health policies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// Balancing policy and endpoints (the shape of the seed's section 2.3).
+    pub load_balancer: LoadBalancerSpec,
+    /// Connection pool limits per endpoint.
+    #[serde(default)]
+    pub pool: PoolSpec,
+    /// Deadline for establishing a TCP connection. Default 1s.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Active and passive health checking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+
+/// Balancing policy and endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancerSpec {
+    /// The balancing algorithm. Default `round_robin`.
+    #[serde(default)]
+    pub policy: LbPolicy,
+    /// What `consistent_hash` hashes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<HashKeySpec>,
+    /// The endpoints.
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+/// Load-balancing algorithms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin (nginx's algorithm).
+    WeightedRoundRobin,
+    /// The endpoint with the fewest requests in flight.
+    LeastConnections,
+    /// A hash ring keyed by a header or the client IP; stable under membership changes.
+    ConsistentHash,
+    /// Power of two choices by latency EWMA and load.
+    P2cEwma,
+}
+
+/// What `consistent_hash` hashes on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashKeySpec {
+    /// The value of this request header (requests without it hash on the client IP).
+    Header(String),
+    /// The client's IP address.
+    ClientIp(Empty),
+}
+
+/// An empty mapping, `{}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// One endpoint of an upstream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// IP address or host name.
+    pub address: String,
+    /// TCP port.
+    pub port: u16,
+    /// Relative weight for weighted policies. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Connection pool limits, per endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// Open connections (busy + idle) at most. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Idle connections kept at most. Default 64.
+    #[serde(default = "default_max_idle")]
+    pub max_idle: u32,
+    /// Idle connections are closed after this long. Default 60s.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Connections are not reused after this age. Default 10m.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: HumanDuration,
+    /// How long a request waits for a connection when `max_connections` are busy. Default 5s.
+    #[serde(default = "default_acquire_timeout")]
+    pub acquire_timeout: HumanDuration,
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            max_idle: default_max_idle(),
+            idle_timeout: default_idle_timeout(),
+            max_lifetime: default_max_lifetime(),
+            acquire_timeout: default_acquire_timeout(),
+        }
+    }
+}
+
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_max_idle() -> u32 {
+    64
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_max_lifetime() -> HumanDuration {
+    HumanDuration::secs(600)
+}
+fn default_acquire_timeout() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+
+/// Health checking of an upstream's endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// Periodic HTTP probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveHealthSpec>,
+    /// Ejection on consecutive failures of real traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<PassiveHealthSpec>,
+}
+
+/// Periodic HTTP probes: a 2xx/3xx answer is healthy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthSpec {
+    /// Path probed with GET. Default `/healthz`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes. Default 2s.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Probe deadline. Default 1s.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: HumanDuration,
+    /// Successes in a row that mark a down endpoint up. Default 2.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Failures in a row that mark an up endpoint down. Default 3.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+fn default_interval() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+fn default_probe_timeout() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Passive checks: eject an endpoint after consecutive failures of real requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthSpec {
+    /// Failures in a row (connect errors, 5xx, timeouts) that eject. Default 5.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// How long an ejected endpoint stays out. Default 30s.
+    #[serde(default = "default_ejection_time")]
+    pub ejection_time: HumanDuration,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_ejection_time() -> HumanDuration {
+    HumanDuration::secs(30)
+}

@@ -1,0 +1,241 @@
+//! Cross-field validation: names, references, patterns and limits.
+//!
+//! Owns: every check that the JSON Schema cannot express. Reports all problems at once.
+
+use std::collections::HashSet;
+
+use crate::error::{ConfigErrors, Errors};
+use crate::spec::{
+    ConfigSpec, HealthCheckSpec, MatchSpec, PathMatch, PoolSpec, RouteSpec, UpstreamSpec,
+};
+
+/// A config that passed every check. The only way to get one is [`validate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidConfig {
+    spec: ConfigSpec,
+}
+
+impl ValidConfig {
+    /// The validated spec.
+    pub fn spec(&self) -> &ConfigSpec {
+        &self.spec
+    }
+
+    /// Gives the spec back.
+    pub fn into_spec(self) -> ConfigSpec {
+        self.spec
+    }
+}
+
+/// Checks a parsed config and reports every problem with its path.
+pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
+    let mut errs = Errors::default();
+    let mut names = HashSet::new();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        check_name(&mut errs, &format!("listeners[{i}].name"), &l.name);
+        if !names.insert(l.name.as_str()) {
+            errs.push(format!("listeners[{i}].name"), format!("duplicate listener name {:?}", l.name));
+        }
+    }
+    let mut addrs = HashSet::new();
+    for (i, l) in spec.listeners.iter().enumerate() {
+        if !addrs.insert(l.address) {
+            errs.push(format!("listeners[{i}].address"), format!("address {} is used by another listener", l.address));
+        }
+    }
+    let mut upstreams = HashSet::new();
+    for (i, u) in spec.upstreams.iter().enumerate() {
+        if !upstreams.insert(u.name.as_str()) {
+            errs.push(format!("upstreams[{i}].name"), format!("duplicate upstream name {:?}", u.name));
+        }
+        check_upstream(&mut errs, &format!("upstreams[{i}]"), u);
+    }
+    let mut routes = HashSet::new();
+    for (i, r) in spec.routes.iter().enumerate() {
+        if !routes.insert(r.name.as_str()) {
+            errs.push(format!("routes[{i}].name"), format!("duplicate route name {:?}", r.name));
+        }
+        check_route(&mut errs, &format!("routes[{i}]"), r, &upstreams);
+    }
+    errs.finish()?;
+    Ok(ValidConfig { spec })
+}
+
+fn check_name(errs: &mut Errors, path: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        errs.push(path, format!("invalid name {name:?}: use 1-63 letters, digits, '-', '_' or '.'"));
+    }
+}
+
+fn check_route(errs: &mut Errors, at: &str, r: &RouteSpec, upstreams: &HashSet<&str>) {
+    check_name(errs, &format!("{at}.name"), &r.name);
+    check_match(errs, &format!("{at}.match"), &r.matches);
+    match (&r.upstream, r.backends.is_empty()) {
+        (Some(_), false) => errs.push(at, "give either `upstream` or `backends`, not both"),
+        (None, true) => errs.push(at, "a route needs an `upstream` (or weighted `backends`)"),
+        (Some(u), true) => {
+            if !upstreams.contains(u.as_str()) {
+                errs.push(format!("{at}.upstream"), format!("upstream {u:?} is not defined in `upstreams`"));
+            }
+        }
+        (None, false) => {
+            for (j, b) in r.backends.iter().enumerate() {
+                if !upstreams.contains(b.upstream.as_str()) {
+                    errs.push(
+                        format!("{at}.backends[{j}].upstream"),
+                        format!("upstream {:?} is not defined in `upstreams`", b.upstream),
+                    );
+                }
+            }
+            if r.backends.iter().all(|b| b.weight == 0) {
+                errs.push(format!("{at}.backends"), "at least one backend needs a weight above 0");
+            }
+        }
+    }
+    if let Some(t) = r.timeout
+        && t.get().is_zero()
+    {
+        errs.push(format!("{at}.timeout"), "must be greater than 0");
+    }
+    if let Some(rt) = &r.retries
+        && !(1..=10).contains(&rt.attempts)
+    {
+        errs.push(format!("{at}.retries.attempts"), "must be between 1 and 10 (1 = no retry)");
+    }
+}
+
+fn check_match(errs: &mut Errors, at: &str, m: &MatchSpec) {
+    for (i, h) in m.hosts.iter().enumerate() {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !bare.is_empty()
+            && bare.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+        if !ok {
+            errs.push(
+                format!("{at}.hosts[{i}]"),
+                format!("invalid host {h:?}: write a name like api.example.com or a wildcard like *.example.com"),
+            );
+        }
+    }
+    if let Some(p) = &m.path {
+        let (kind, s) = match p {
+            PathMatch::Exact(s) => ("exact", s),
+            PathMatch::Prefix(s) => ("prefix", s),
+            PathMatch::Template(s) => ("template", s),
+            PathMatch::Regex(s) => ("regex", s),
+        };
+        let path = format!("{at}.path.{kind}");
+        match p {
+            PathMatch::Regex(re) => {
+                if let Err(e) = regex::Regex::new(re) {
+                    let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
+                    errs.push(path, format!("invalid regex {re:?}: {first}"));
+                }
+            }
+            _ if !s.starts_with('/') => errs.push(path, format!("{s:?} must start with '/'")),
+            PathMatch::Template(t) => check_template(errs, &path, t),
+            _ => {}
+        }
+    }
+    for (i, meth) in m.methods.iter().enumerate() {
+        if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_uppercase()) {
+            errs.push(format!("{at}.methods[{i}]"), format!("invalid method {meth:?}: write it in upper case, e.g. GET"));
+        }
+    }
+    for name in m.headers.keys() {
+        let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            errs.push(format!("{at}.headers.{name}"), format!("invalid header name {name:?}"));
+        }
+    }
+}
+
+fn check_template(errs: &mut Errors, path: &str, t: &str) {
+    let mut seen = HashSet::new();
+    for seg in t.split('/').skip(1) {
+        let opens = seg.matches('{').count();
+        let closes = seg.matches('}').count();
+        if opens == 0 && closes == 0 {
+            continue;
+        }
+        let whole = seg.len() > 2 && seg.starts_with('{') && seg.ends_with('}') && opens == 1 && closes == 1;
+        if !whole {
+            errs.push(path, format!("segment {seg:?}: a parameter must be a whole segment like {{id}}"));
+        } else if !seen.insert(&seg[1..seg.len() - 1]) {
+            errs.push(path, format!("parameter {seg} appears twice"));
+        }
+    }
+}
+
+fn check_upstream(errs: &mut Errors, at: &str, u: &UpstreamSpec) {
+    check_name(errs, &format!("{at}.name"), &u.name);
+    let lb = &u.load_balancer;
+    if lb.endpoints.is_empty() {
+        errs.push(format!("{at}.load_balancer.endpoints"), "an upstream needs at least one endpoint");
+    }
+    let mut seen = HashSet::new();
+    for (i, e) in lb.endpoints.iter().enumerate() {
+        let ep = format!("{at}.load_balancer.endpoints[{i}]");
+        if e.address.is_empty() || e.address.contains(char::is_whitespace) || e.address.contains('/') {
+            errs.push(format!("{ep}.address"), format!("invalid address {:?}: write an IP or a host name", e.address));
+        }
+        if e.port == 0 {
+            errs.push(format!("{ep}.port"), "must be between 1 and 65535");
+        }
+        if e.weight == 0 {
+            errs.push(format!("{ep}.weight"), "must be at least 1 (remove the endpoint to take it out)");
+        }
+        if !seen.insert((&e.address, e.port)) {
+            errs.push(ep, format!("endpoint {}:{} is listed twice", e.address, e.port));
+        }
+    }
+    if u.connect_timeout.get().is_zero() {
+        errs.push(format!("{at}.connect_timeout"), "must be greater than 0");
+    }
+    check_pool(errs, &format!("{at}.pool"), &u.pool);
+    if let Some(hc) = &u.health_check {
+        check_health(errs, &format!("{at}.health_check"), hc);
+    }
+}
+
+fn check_pool(errs: &mut Errors, at: &str, p: &PoolSpec) {
+    if p.max_connections == 0 {
+        errs.push(format!("{at}.max_connections"), "must be at least 1");
+    }
+    if p.max_idle > p.max_connections {
+        errs.push(format!("{at}.max_idle"), format!("must not exceed max_connections ({})", p.max_connections));
+    }
+    for (name, d) in [("idle_timeout", p.idle_timeout), ("max_lifetime", p.max_lifetime)] {
+        if d.get().is_zero() {
+            errs.push(format!("{at}.{name}"), "must be greater than 0");
+        }
+    }
+}
+
+fn check_health(errs: &mut Errors, at: &str, hc: &HealthCheckSpec) {
+    if let Some(a) = &hc.active {
+        if !a.path.starts_with('/') {
+            errs.push(format!("{at}.active.path"), format!("{:?} must start with '/'", a.path));
+        }
+        for (name, d) in [("interval", a.interval), ("timeout", a.timeout)] {
+            if d.get().is_zero() {
+                errs.push(format!("{at}.active.{name}"), "must be greater than 0");
+            }
+        }
+        for (name, n) in [("healthy_threshold", a.healthy_threshold), ("unhealthy_threshold", a.unhealthy_threshold)] {
+            if n == 0 {
+                errs.push(format!("{at}.active.{name}"), "must be at least 1");
+            }
+        }
+    }
+    if let Some(p) = &hc.passive {
+        if p.consecutive_failures == 0 {
+            errs.push(format!("{at}.passive.consecutive_failures"), "must be at least 1");
+        }
+        if p.ejection_time.get().is_zero() {
+            errs.push(format!("{at}.passive.ejection_time"), "must be greater than 0");
+        }
+    }
+}
