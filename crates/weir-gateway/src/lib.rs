@@ -1,1 +1,24 @@
-//! Weir data plane.
+//! Weir's data plane.
+//!
+//! Handles: client listeners (HTTP/1.1, keep-alive, upgrades), route matching, canary splits,
+//! load balancing, pooled upstream connections, active and passive health checking, failover
+//! and retries, hot reload from a watched file, graceful drain, and the admin endpoints.
+//!
+//! Does NOT contain: config parsing and validation (`weir-config`), the control plane, or the
+//! CLI (`weir`).
+
+pub mod admin;
+pub mod body;
+pub mod error;
+pub mod gateway;
+pub mod headers;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+mod upgrade;
+pub mod upstream;
+pub mod watch;
+
+pub use gateway::{ApplyError, Gateway};
+pub use server::ServeOptions;

@@ -1,1 +1,90 @@
-fn main() {}
+//! `weir`: the one binary. Subcommands compose the libraries; see `weir --help`.
+
+mod echo;
+mod standalone;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Weir: an API gateway with a modular control plane.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a gateway from a YAML file, re-applying it whenever the file changes.
+    Standalone(standalone::Args),
+    /// Check a config file and print every error with its path (exit 1 if any).
+    Validate {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the config file format.
+    Schema,
+    /// Run a small HTTP echo server (for examples, demos and benchmarks).
+    EchoServer(echo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Standalone(args) => standalone::run(&args),
+        Command::Validate { config } => validate(&config),
+        Command::Schema => {
+            println!("{:#}", weir_config::json_schema());
+            ExitCode::SUCCESS
+        }
+        Command::EchoServer(args) => echo::run(&args),
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match weir_gateway::watch::load_file(path) {
+        Ok((_, cfg)) => {
+            let s = cfg.spec();
+            println!(
+                "{}: valid ({} listeners, {} routes, {} upstreams)",
+                path.display(),
+                s.listeners.len(),
+                s.routes.len(),
+                s.upstreams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

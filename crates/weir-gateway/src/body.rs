@@ -1,0 +1,172 @@
+//! Body types of the request path.
+//!
+//! Owns: [`UpstreamBody`] (what Weir sends upstream) and [`GatewayBody`] (what it sends
+//! downstream). A proxied response body carries the pooled connection it arrived on and gives
+//! it back to the pool the moment the body ends, so no task is spawned per request to watch
+//! for reuse; a body dropped half-read closes its connection instead.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::upstream::Endpoint;
+use crate::upstream::pool::Conn;
+
+/// The request body sent upstream: the client's body streamed through, or nothing.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The downstream body, streamed as it arrives.
+    Incoming(Incoming),
+    /// No body (retries of body-less requests, health probes).
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Incoming(b) => b.is_end_stream(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Incoming(b) => b.size_hint(),
+            Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Holds a request's claim on an endpoint until its response body is finished: the
+/// in-flight count (least connections, p2c) and the pooled connection.
+#[derive(Debug)]
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+    conn: Option<Conn>,
+}
+
+impl Lease {
+    /// Counts a request in flight on `endpoint`; the count drops with the lease.
+    pub fn new(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.begin_request();
+        Self { endpoint, conn: None }
+    }
+
+    /// The endpoint leased.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// Attaches the connection the request went out on.
+    pub fn attach(&mut self, conn: Conn) {
+        self.conn = Some(conn);
+    }
+
+    /// Mutable access to the attached connection.
+    pub fn conn_mut(&mut self) -> Option<&mut Conn> {
+        self.conn.as_mut()
+    }
+
+    /// Returns the connection to its pool: the exchange on it completed cleanly.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.endpoint.pool().put(conn);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.end_request();
+    }
+}
+
+/// The response body sent downstream.
+#[derive(Debug)]
+pub enum GatewayBody {
+    /// A body Weir made itself (errors, admin answers).
+    Full(Option<Bytes>),
+    /// An upstream body streamed through, with the lease it holds.
+    Proxied {
+        /// The upstream's body.
+        inner: Incoming,
+        /// Given back when `inner` ends; `None` once released.
+        lease: Option<Lease>,
+    },
+}
+
+impl GatewayBody {
+    /// A complete body.
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        Self::Full(Some(b.into()))
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Proxied { inner, lease } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                let done = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    _ => false,
+                };
+                if done && let Some(mut l) = lease.take() {
+                    l.release();
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_none(),
+            Self::Proxied { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Proxied { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl Drop for GatewayBody {
+    fn drop(&mut self) {
+        // Bodiless responses (HEAD, 204, 304, Content-Length: 0) are never polled: the
+        // exchange is still complete, so the connection is reusable.
+        if let Self::Proxied { inner, lease: Some(l) } = self
+            && inner.is_end_stream()
+        {
+            l.release();
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The request path, stated once: route → pick → pooled connection → send → stream back.
+//!
+//! Owns: the per-request pipeline and its failover (connect errors retry on another endpoint;
+//! 5xx retries too when the request is idempotent and has no body), passive health feedback,
+//! and the mapping of failures to [`ProxyError`]. Allocation on this path is limited to what
+//! hyper needs per message and the `X-Forwarded-For` value.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, Method, Request, Response, Uri, Version, header, uri::PathAndQuery};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{GatewayBody, Lease, UpstreamBody};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::router::{RequestView, Route};
+use crate::snapshot::Snapshot;
+use crate::upgrade;
+use crate::upstream::pool::AcquireError;
+use crate::upstream::{PickCx, Tried, Upstream};
+
+/// The live config, swapped atomically on reload.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+/// What the connection knows about a request.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// Serves one request; never fails (errors become JSON responses).
+pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>) -> Response<GatewayBody> {
+    match proxy(&snap, conn, req).await {
+        Ok(rsp) => rsp,
+        Err(e) => {
+            match &e {
+                ProxyError::NoRoute | ProxyError::BadRequest(_) => tracing::debug!(error = %e, "request refused"),
+                _ => tracing::warn!(route = e.route(), reason = e.reason(), error = %e, "request failed"),
+            }
+            e.into_response()
+        }
+    }
+}
+
+/// The request's host without port: the `Host` header, else the URI authority.
+fn host_of<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    let raw = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.host())?;
+    if let Some(rest) = raw.strip_prefix('[') {
+        return rest.split_once(']').map(|(h, _)| h);
+    }
+    Some(match raw.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
+    })
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+async fn proxy(snap: &Snapshot, conn: ConnInfo, mut req: Request<Incoming>) -> Result<Response<GatewayBody>, ProxyError> {
+    let route: Arc<Route> = {
+        let uri = req.uri();
+        let view = RequestView {
+            method: req.method(),
+            host: host_of(req.headers(), uri),
+            path: uri.path(),
+            query: uri.query(),
+            headers: req.headers(),
+        };
+        snap.router.find(&view).ok_or(ProxyError::NoRoute)?.clone()
+    };
+    let upstream = route.target.choose().clone();
+    let upgrade = headers::wants_upgrade(req.headers());
+    let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(auth) = parts.uri.authority().and_then(|a| a.as_str().parse().ok())
+    {
+        parts.headers.insert(header::HOST, auth);
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // Weir answers `Expect: 100-continue` itself when it starts reading the body.
+    parts.headers.remove(header::EXPECT);
+    headers::add_forwarding(&mut parts.headers, conn.client.ip(), conn.proto);
+    parts.uri = Uri::from(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    parts.version = Version::HTTP_11;
+
+    if let Some(on_upgrade) = on_upgrade {
+        return upgrade::tunnel(&route, &upstream, conn, Request::from_parts(parts, UpstreamBody::Incoming(body)), on_upgrade).await;
+    }
+
+    let bodiless = http_body::Body::is_end_stream(&body);
+    let retry_5xx = bodiless && is_idempotent(&parts.method);
+    let mut parts = Some(parts);
+    let mut body = Some(body);
+    // A request handed back unsent by a connection that closed under it.
+    let mut unsent: Option<Request<UpstreamBody>> = None;
+    let mut tried = Tried::default();
+    let mut last_err = None;
+
+    let mut attempt = 0;
+    // One extra try when a pooled connection turned out closed before the request left: the
+    // upstream timed it out, which says nothing about the endpoint's health.
+    let mut stale_retry = true;
+    while attempt < route.attempts {
+        attempt += 1;
+        let is_last = attempt == route.attempts;
+        let pick = {
+            let headers = parts.as_ref().map_or_else(|| unsent.as_ref().map(|r| r.headers()), |p| Some(&p.headers));
+            let empty = HeaderMap::new();
+            let cx = PickCx { client_ip: conn.client.ip(), headers: headers.unwrap_or(&empty) };
+            upstream.pick(&cx, tried)
+        };
+        let Some(i) = pick else { break };
+        let tried_before = tried;
+        tried.add(i);
+        let ep = upstream.endpoints()[i].clone();
+        let mut lease = Lease::new(ep.clone());
+        let pooled = ep.pool().acquire(|| ep.connect(upstream.connect_timeout(), false)).await;
+        match pooled {
+            Ok(c) => lease.attach(c),
+            Err(AcquireError::Timeout) => {
+                last_err = Some(ProxyError::PoolExhausted { route: route.name.clone(), upstream: upstream.name().clone() });
+                continue;
+            }
+            Err(AcquireError::Connect(e)) => {
+                ep.record_failure(upstream.passive());
+                last_err = Some(ProxyError::Connect { route: route.name.clone(), endpoint: ep.label().clone(), reason: e.to_string() });
+                continue;
+            }
+        }
+        let request = match unsent.take() {
+            Some(r) => r,
+            None if retry_5xx && !is_last => match &parts {
+                Some(p) => copy_head(p),
+                None => break,
+            },
+            None => match (parts.take(), body.take()) {
+                (Some(p), Some(b)) => Request::from_parts(p, if bodiless { UpstreamBody::Empty } else { UpstreamBody::Incoming(b) }),
+                _ => break,
+            },
+        };
+        let started = Instant::now();
+        let Some(c) = lease.conn_mut() else { break };
+        let sent = tokio::time::timeout(route.timeout, c.sender.try_send_request(request)).await;
+        match sent {
+            Err(_) => {
+                ep.record_failure(upstream.passive());
+                return Err(ProxyError::UpstreamTimeout { route: route.name.clone(), endpoint: ep.label().clone(), after: route.timeout });
+            }
+            Ok(Err(mut e)) => {
+                unsent = e.take_message();
+                if unsent.is_some() && stale_retry {
+                    stale_retry = false;
+                    attempt -= 1;
+                    tried = tried_before;
+                    continue;
+                }
+                ep.record_failure(upstream.passive());
+                last_err = Some(ProxyError::BadUpstream { route: route.name.clone(), endpoint: ep.label().clone(), reason: e.into_error().to_string() });
+            }
+            Ok(Ok(rsp)) => {
+                ep.observe_latency(started.elapsed());
+                if rsp.status().is_server_error() {
+                    ep.record_failure(upstream.passive());
+                    if retry_5xx && !is_last {
+                        continue;
+                    }
+                } else {
+                    ep.record_success();
+                }
+                let (mut rp, inner) = rsp.into_parts();
+                headers::strip_hop_by_hop(&mut rp.headers, false);
+                return Ok(Response::from_parts(rp, GatewayBody::Proxied { inner, lease: Some(lease) }));
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| no_endpoint(&route, &upstream)))
+}
+
+fn no_endpoint(route: &Route, upstream: &Upstream) -> ProxyError {
+    ProxyError::NoHealthyEndpoint { route: route.name.clone(), upstream: upstream.name().clone() }
+}
+
+/// A bodiless copy of a request head, for an attempt that may be retried.
+fn copy_head(p: &http::request::Parts) -> Request<UpstreamBody> {
+    let mut r = Request::new(UpstreamBody::Empty);
+    *r.method_mut() = p.method.clone();
+    *r.uri_mut() = p.uri.clone();
+    *r.version_mut() = p.version;
+    *r.headers_mut() = p.headers.clone();
+    r
+}

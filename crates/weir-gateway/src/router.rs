@@ -1,0 +1,261 @@
+//! Route matching.
+//!
+//! Owns: compiling `spec::RouteSpec`s into a [`Router`] and choosing the most specific route
+//! for a request. Precedence, decided once at compile time by sorting:
+//! 1. host: exact name > wildcard (longer suffix first) > no host condition;
+//! 2. path: exact > template (more literal segments first) > prefix (longer first) > regex > none;
+//! 3. more conditions on method, headers and query first;
+//! 4. ties go to the route declared first.
+//!
+//! The first entry whose conditions all hold wins. Matching allocates nothing.
+//!
+//! Does not own: what happens after the match (see [`crate::proxy`]).
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use regex::Regex;
+use weir_config::spec::{PathMatch, RouteSpec};
+
+use crate::upstream::Upstream;
+
+/// Where a route sends traffic.
+#[derive(Debug)]
+pub enum Target {
+    /// One upstream.
+    One(Arc<Upstream>),
+    /// A weighted split (canary); weights sum to `total` > 0.
+    Split {
+        /// `(upstream, weight)` pairs.
+        backends: Vec<(Arc<Upstream>, u32)>,
+        /// Sum of the weights.
+        total: u32,
+    },
+}
+
+impl Target {
+    /// The upstream for this request (a weighted random draw for splits).
+    pub fn choose(&self) -> &Arc<Upstream> {
+        match self {
+            Self::One(u) => u,
+            Self::Split { backends, total } => {
+                let mut r = fastrand::u32(..*total);
+                for (u, w) in backends {
+                    if r < *w {
+                        return u;
+                    }
+                    r -= w;
+                }
+                &backends[backends.len() - 1].0
+            }
+        }
+    }
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Where it sends traffic.
+    pub target: Target,
+    /// Per-attempt deadline for response headers.
+    pub timeout: Duration,
+    /// Attempts in total, the first included.
+    pub attempts: u32,
+    path: PathPat,
+    methods: Vec<Method>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    query: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+enum PathPat {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Template(Vec<Option<String>>),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+enum HostPat {
+    Any,
+    Exact(String),
+    /// The suffix with its leading dot, e.g. `.shop.example`.
+    Wildcard(String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    host: HostPat,
+    route: Arc<Route>,
+}
+
+/// What the router looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Host without port, if the request named one.
+    pub host: Option<&'a str>,
+    /// Path without query.
+    pub path: &'a str,
+    /// Raw query string.
+    pub query: Option<&'a str>,
+    /// Headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// All routes of a snapshot, in precedence order.
+#[derive(Debug, Default)]
+pub struct Router {
+    entries: Vec<Entry>,
+}
+
+impl Router {
+    /// Compiles routes; `resolve` maps each to its target. Specs must have passed validation.
+    pub fn new(specs: &[RouteSpec], mut resolve: impl FnMut(&RouteSpec) -> Target) -> Self {
+        let mut keyed = Vec::new();
+        for (order, spec) in specs.iter().enumerate() {
+            let route = Arc::new(compile_route(spec, resolve(spec)));
+            let m = &spec.matches;
+            let (path_rank, path_len) = match &m.path {
+                None => (0, 0),
+                Some(PathMatch::Regex(r)) => (1, r.len()),
+                Some(PathMatch::Prefix(p)) => (2, p.len()),
+                Some(PathMatch::Template(t)) => (3, t.split('/').filter(|s| !s.starts_with('{')).count()),
+                Some(PathMatch::Exact(p)) => (4, p.len()),
+            };
+            let conditions = usize::from(!m.methods.is_empty()) + m.headers.len() + m.query.len();
+            let hosts: Vec<HostPat> = if m.hosts.is_empty() {
+                vec![HostPat::Any]
+            } else {
+                m.hosts
+                    .iter()
+                    .map(|h| match h.strip_prefix('*') {
+                        Some(suffix) => HostPat::Wildcard(suffix.to_ascii_lowercase()),
+                        None => HostPat::Exact(h.to_ascii_lowercase()),
+                    })
+                    .collect()
+            };
+            for host in hosts {
+                let host_rank = match &host {
+                    HostPat::Any => (0, 0),
+                    HostPat::Wildcard(s) => (1, s.len()),
+                    HostPat::Exact(_) => (2, 0),
+                };
+                let key = (Reverse((host_rank, path_rank, path_len, conditions)), order);
+                keyed.push((key, Entry { host, route: route.clone() }));
+            }
+        }
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { entries: keyed.into_iter().map(|(_, e)| e).collect() }
+    }
+
+    /// The most specific route that matches, if any.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
+        self.entries
+            .iter()
+            .find(|e| host_matches(&e.host, req.host) && e.route.matches(req))
+            .map(|e| &e.route)
+    }
+
+    /// Number of (route, host) entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no routes.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn compile_route(spec: &RouteSpec, target: Target) -> Route {
+    let m = &spec.matches;
+    let path = match &m.path {
+        None => PathPat::Any,
+        Some(PathMatch::Exact(p)) => PathPat::Exact(p.clone()),
+        Some(PathMatch::Prefix(p)) if p == "/" => PathPat::Any,
+        Some(PathMatch::Prefix(p)) => PathPat::Prefix(p.clone()),
+        Some(PathMatch::Template(t)) => PathPat::Template(
+            t.split('/').skip(1).map(|s| (!s.starts_with('{')).then(|| s.to_owned())).collect(),
+        ),
+        // Validation compiled this regex already; an impossible failure matches nothing.
+        Some(PathMatch::Regex(r)) => PathPat::Regex(
+            Regex::new(&format!("^(?:{r})$")).unwrap_or_else(|_| Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!())),
+        ),
+    };
+    Route {
+        name: spec.name.as_str().into(),
+        target,
+        timeout: spec.timeout.map_or(Duration::from_secs(30), |t| t.get()),
+        attempts: spec.retries.as_ref().map_or(1, |r| r.attempts.max(1)),
+        path,
+        methods: m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect(),
+        headers: m
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.as_str()).ok()?)))
+            .collect(),
+        query: m.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+fn host_matches(pat: &HostPat, host: Option<&str>) -> bool {
+    match (pat, host) {
+        (HostPat::Any, _) => true,
+        (_, None) => false,
+        (HostPat::Exact(h), Some(got)) => got.eq_ignore_ascii_case(h),
+        (HostPat::Wildcard(suffix), Some(got)) => {
+            got.len() > suffix.len()
+                && got.is_char_boundary(got.len() - suffix.len())
+                && got[got.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        }
+    }
+}
+
+impl Route {
+    fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.path_matches(req.path)
+            && (self.methods.is_empty() || self.methods.contains(req.method))
+            && self.headers.iter().all(|(k, v)| req.headers.get_all(k).iter().any(|got| got == v))
+            && self.query.iter().all(|(k, v)| query_has(req.query, k, v))
+    }
+
+    fn path_matches(&self, path: &str) -> bool {
+        match &self.path {
+            PathPat::Any => true,
+            PathPat::Exact(p) => path == p,
+            PathPat::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+            }
+            PathPat::Template(segs) => {
+                let mut got = path.split('/').skip(1);
+                segs.iter().all(|want| match (want, got.next()) {
+                    (_, None) => false,
+                    (None, Some(seg)) => !seg.is_empty(),
+                    (Some(lit), Some(seg)) => seg == lit,
+                }) && got.next().is_none()
+            }
+            PathPat::Regex(re) => re.is_match(path),
+        }
+    }
+}
+
+fn query_has(query: Option<&str>, key: &str, value: &str) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| match pair.split_once('=') {
+            Some((k, v)) => k == key && v == value,
+            None => pair == key && value.is_empty(),
+        })
+    })
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,0 +1,55 @@
+//! The immutable, compiled form of one config version, and reconciliation across versions.
+//!
+//! Owns: turning a [`ValidConfig`] into a [`Snapshot`] (router with resolved targets,
+//! upstreams) while reusing every upstream whose spec did not change, so its pools and health
+//! state survive a reload. The request path reads a snapshot and never mutates it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weir_config::ValidConfig;
+
+use crate::router::{Router, Target};
+use crate::upstream::Upstream;
+
+/// One compiled config version.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Monotonic version, 1 for the first config applied.
+    pub version: u64,
+    /// Routes in precedence order.
+    pub router: Router,
+    /// Upstreams by name.
+    pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// Compiles `cfg`, reusing unchanged upstreams from `prev`. Needs a Tokio runtime (it
+    /// starts health-check tasks for new upstreams). Infallible: `cfg` is valid.
+    pub fn compile(cfg: &ValidConfig, prev: Option<&Snapshot>, version: u64) -> Self {
+        let spec = cfg.spec();
+        let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
+        for u in &spec.upstreams {
+            let kept = prev
+                .and_then(|p| p.upstreams.get(u.name.as_str()))
+                .filter(|old| old.spec() == u)
+                .cloned();
+            let up = kept.unwrap_or_else(|| Arc::new(Upstream::start(u)));
+            upstreams.insert(up.name().clone(), up);
+        }
+        let router = Router::new(&spec.routes, |r| match &r.upstream {
+            Some(name) => Target::One(upstreams[name.as_str()].clone()),
+            None => {
+                let backends: Vec<_> = r
+                    .backends
+                    .iter()
+                    .filter(|b| b.weight > 0)
+                    .map(|b| (upstreams[b.upstream.as_str()].clone(), b.weight))
+                    .collect();
+                let total = backends.iter().map(|(_, w)| w).sum();
+                Target::Split { backends, total }
+            }
+        });
+        Self { version, router, upstreams }
+    }
+}

@@ -1,0 +1,182 @@
+//! One endpoint of an upstream: its address, pool, load and health.
+//!
+//! Owns: dialing, the in-flight count, the latency EWMA and the up/down state that active
+//! probes and passive ejection write and balancers read (all atomics, no locks).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::pool::{Pool, PoolLimits};
+use crate::body::UpstreamBody;
+
+/// One `address:port` that serves an upstream.
+#[derive(Debug)]
+pub struct Endpoint {
+    label: Arc<str>,
+    host: String,
+    port: u16,
+    /// Set when `address` is an IP, so dialing skips name resolution.
+    ip: Option<SocketAddr>,
+    weight: u32,
+    pool: Pool,
+    inflight: AtomicU32,
+    /// Latency EWMA in microseconds (0 = no sample yet), for `p2c_ewma`.
+    ewma_micros: AtomicU64,
+    /// Written by active probes; starts up so traffic flows before the first probe.
+    active_up: AtomicBool,
+    /// Passive ejection deadline, in ms since `base`; 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+    /// Consecutive failures of real requests, for passive ejection.
+    failures: AtomicU32,
+    /// The epoch of `ejected_until_ms`.
+    base: Instant,
+}
+
+impl Endpoint {
+    /// An endpoint at `host:port`.
+    pub fn new(host: &str, port: u16, weight: u32, limits: PoolLimits) -> Self {
+        let ip = host.parse().ok().map(|ip| SocketAddr::new(ip, port));
+        Self {
+            label: format!("{host}:{port}").into(),
+            host: host.to_owned(),
+            port,
+            ip,
+            weight: weight.max(1),
+            pool: Pool::new(limits),
+            inflight: AtomicU32::new(0),
+            ewma_micros: AtomicU64::new(0),
+            active_up: AtomicBool::new(true),
+            ejected_until_ms: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    /// `host:port`, for logs, errors and metric labels.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// Configured weight (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Requests in flight (from upstream request to the end of the response body).
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Relaxed)
+    }
+
+    pub(crate) fn begin_request(&self) {
+        self.inflight.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn end_request(&self) {
+        self.inflight.fetch_sub(1, Relaxed);
+    }
+
+    /// Latency EWMA in microseconds; 0 before the first sample.
+    pub fn ewma_micros(&self) -> u64 {
+        self.ewma_micros.load(Relaxed)
+    }
+
+    /// Folds one response-header latency into the EWMA (weight 0.3 on the new sample).
+    pub fn observe_latency(&self, d: Duration) {
+        let sample = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.ewma_micros.load(Relaxed);
+        let new = if old == 0 { sample } else { (old * 7 + sample * 3) / 10 };
+        self.ewma_micros.store(new.max(1), Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the balancer may pick this endpoint now.
+    pub fn is_available(&self) -> bool {
+        if !self.active_up.load(Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until_ms.load(Relaxed);
+        until == 0 || self.now_ms() >= until
+    }
+
+    /// What active probes last concluded.
+    pub fn is_active_up(&self) -> bool {
+        self.active_up.load(Relaxed)
+    }
+
+    /// Whether passive checks have it ejected now.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Relaxed);
+        until != 0 && self.now_ms() < until
+    }
+
+    pub(crate) fn set_active_up(&self, up: bool) -> bool {
+        self.active_up.swap(up, Relaxed) != up
+    }
+
+    /// A real request failed (connect error, 5xx, timeout); ejects after `threshold` in a row.
+    pub fn record_failure(&self, passive: Option<(u32, Duration)>) {
+        let Some((threshold, ejection)) = passive else { return };
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        if n >= threshold {
+            self.failures.store(0, Relaxed);
+            let until = self.now_ms() + u64::try_from(ejection.as_millis()).unwrap_or(u64::MAX / 2);
+            self.ejected_until_ms.store(until.max(1), Relaxed);
+            tracing::warn!(endpoint = %self.label, failures = n, ejection = ?ejection, "endpoint ejected");
+        }
+    }
+
+    /// A real request succeeded.
+    pub fn record_success(&self) {
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+    }
+
+    /// Opens a TCP connection and an HTTP/1.1 session on it.
+    pub async fn connect(&self, timeout: Duration, upgrades: bool) -> io::Result<SendRequest<UpstreamBody>> {
+        let stream = tokio::time::timeout(timeout, async {
+            match self.ip {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect((self.host.as_str(), self.port)).await,
+            }
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        let label = self.label.clone();
+        if upgrades {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(endpoint = %label, error = %e, "upstream connection ended");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(endpoint = %label, error = %e, "upstream connection ended");
+                }
+            });
+        }
+        Ok(sender)
+    }
+}

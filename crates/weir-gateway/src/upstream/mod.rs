@@ -1,0 +1,114 @@
+//! Upstreams: named endpoint sets with a balancer, pools and health checking.
+//!
+//! Owns: compiling an [`UpstreamSpec`] into a live [`Upstream`] whose background work (active
+//! probes, idle sweeps) lives exactly as long as it does. Reload keeps an `Upstream` whose spec
+//! did not change, so its pools and health state survive (see [`crate::snapshot`]).
+
+pub mod balancer;
+mod endpoint;
+mod health;
+pub mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use weir_config::spec::UpstreamSpec;
+
+pub use balancer::{Balancer, PickCx, Tried};
+pub use endpoint::Endpoint;
+use pool::PoolLimits;
+
+/// A live upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    name: Arc<str>,
+    /// Kept to decide, on reload, whether this upstream can be reused as is.
+    spec: UpstreamSpec,
+    endpoints: Vec<Arc<Endpoint>>,
+    balancer: Balancer,
+    connect_timeout: Duration,
+    /// `(consecutive_failures, ejection_time)` when passive checks are on.
+    passive: Option<(u32, Duration)>,
+    /// Probe and sweep tasks, aborted when the upstream is dropped.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Builds an upstream and starts its background tasks (needs a Tokio runtime).
+    pub fn start(spec: &UpstreamSpec) -> Self {
+        let p = &spec.pool;
+        let limits = PoolLimits {
+            max_connections: p.max_connections as usize,
+            max_idle: p.max_idle as usize,
+            idle_timeout: p.idle_timeout.get(),
+            max_lifetime: p.max_lifetime.get(),
+            acquire_timeout: p.acquire_timeout.get(),
+        };
+        let lb = &spec.load_balancer;
+        let endpoints: Vec<Arc<Endpoint>> = lb
+            .endpoints
+            .iter()
+            .map(|e| Arc::new(Endpoint::new(&e.address, e.port, e.weight, limits.clone())))
+            .collect();
+        let balancer = Balancer::new(lb.policy, lb.hash_key.as_ref(), &endpoints);
+        let hc = spec.health_check.as_ref();
+        let passive = hc
+            .and_then(|h| h.passive.as_ref())
+            .map(|p| (p.consecutive_failures, p.ejection_time.get()));
+        let name: Arc<str> = spec.name.as_str().into();
+        let mut tasks = vec![health::spawn_sweeper(endpoints.clone(), limits.idle_timeout)];
+        if let Some(active) = hc.and_then(|h| h.active.as_ref()) {
+            for e in &endpoints {
+                tasks.push(health::spawn_prober(name.clone(), e.clone(), active.clone()));
+            }
+        }
+        Self {
+            name,
+            spec: spec.clone(),
+            endpoints,
+            balancer,
+            connect_timeout: spec.connect_timeout.get(),
+            passive,
+            tasks,
+        }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The spec it was built from.
+    pub fn spec(&self) -> &UpstreamSpec {
+        &self.spec
+    }
+
+    /// Its endpoints, in config order.
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// TCP connect deadline.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Passive ejection policy.
+    pub fn passive(&self) -> Option<(u32, Duration)> {
+        self.passive
+    }
+
+    /// Picks an endpoint for one attempt.
+    pub fn pick(&self, cx: &PickCx<'_>, tried: Tried) -> Option<usize> {
+        self.balancer.pick(&self.endpoints, cx, tried)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

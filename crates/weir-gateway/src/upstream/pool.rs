@@ -1,0 +1,210 @@
+//! Keep-alive connection pool for one endpoint.
+//!
+//! Written here rather than taken from hyper-util's legacy client pool because that pool has
+//! no cap on open connections, no bounded wait for a free one, and no maximum lifetime, all of
+//! which the config promises (`max_connections`, `acquire_timeout`, `max_lifetime`).
+//!
+//! Owns: idle connections (LIFO, so hot connections are reused and cold ones age out), the
+//! `max_connections` permits, waiting for a connection, and the counters behind pool metrics.
+//! Does not own: dialing (the caller passes a connect future) or health.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::body::UpstreamBody;
+
+/// Limits of one pool, from `upstreams[].pool`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Open connections (busy + idle) at most.
+    pub max_connections: usize,
+    /// Idle connections kept at most.
+    pub max_idle: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Connections older than this are not reused.
+    pub max_lifetime: Duration,
+    /// How long a request may wait for a connection.
+    pub acquire_timeout: Duration,
+}
+
+/// An open upstream connection, holding one of the pool's `max_connections` permits.
+#[derive(Debug)]
+pub struct Conn {
+    /// Sends requests on the connection; the connection task runs on its own.
+    pub sender: SendRequest<UpstreamBody>,
+    created: Instant,
+    /// Released when the connection is dropped, letting a waiter dial.
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Counters for metrics and the admin `/stats` page.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Connections dialed.
+    pub created: AtomicU64,
+    /// Requests served on a reused connection.
+    pub reused: AtomicU64,
+    /// Requests that had to wait because the pool was full.
+    pub waited: AtomicU64,
+    /// Total time spent waiting, in microseconds.
+    pub wait_micros: AtomicU64,
+    /// Requests that gave up waiting.
+    pub timeouts: AtomicU64,
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum AcquireError<E> {
+    /// The pool stayed full for `acquire_timeout`.
+    Timeout,
+    /// Dialing failed.
+    Connect(E),
+}
+
+/// The pool of one endpoint.
+#[derive(Debug)]
+pub struct Pool {
+    limits: PoolLimits,
+    /// Held only to push or pop one entry; never across an await.
+    idle: Mutex<Vec<Idle>>,
+    permits: Arc<Semaphore>,
+    /// Wakes a waiter when a connection goes back to the idle list.
+    returned: Notify,
+    /// Counters.
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(limits: PoolLimits) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            idle: Mutex::new(Vec::with_capacity(limits.max_idle.min(64))),
+            returned: Notify::new(),
+            stats: PoolStats::default(),
+            limits,
+        }
+    }
+
+    /// Open connections (busy and idle).
+    pub fn open(&self) -> usize {
+        self.limits.max_connections - self.permits.available_permits()
+    }
+
+    /// Idle connections.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// A ready connection: an idle one if any is usable, else a new one from `dial` when under
+    /// `max_connections`, else the first to become free within `acquire_timeout`.
+    pub async fn acquire<F, Fut, E>(&self, dial: F) -> Result<Conn, AcquireError<E>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<SendRequest<UpstreamBody>, E>>,
+    {
+        let mut waited_since = None;
+        loop {
+            while let Some(mut conn) = self.pop_idle() {
+                // A connection whose last response was just read may need a moment to be
+                // ready again; one that errors here was closed by the upstream.
+                if conn.sender.ready().await.is_ok() {
+                    self.stats.reused.fetch_add(1, Relaxed);
+                    self.note_wait(waited_since);
+                    return Ok(conn);
+                }
+            }
+            let permit = match self.permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let since = *waited_since.get_or_insert_with(Instant::now);
+                    let deadline = since + self.limits.acquire_timeout;
+                    tokio::select! {
+                        p = self.permits.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return Err(AcquireError::Timeout),
+                        },
+                        () = self.returned.notified() => continue,
+                        () = tokio::time::sleep_until(deadline) => {
+                            self.stats.timeouts.fetch_add(1, Relaxed);
+                            self.note_wait(waited_since);
+                            return Err(AcquireError::Timeout);
+                        }
+                    }
+                }
+            };
+            self.note_wait(waited_since);
+            let sender = dial().await.map_err(AcquireError::Connect)?;
+            self.stats.created.fetch_add(1, Relaxed);
+            return Ok(Conn { sender, created: Instant::now(), _permit: permit });
+        }
+    }
+
+    fn note_wait(&self, since: Option<Instant>) {
+        if let Some(since) = since {
+            self.stats.waited.fetch_add(1, Relaxed);
+            let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.stats.wait_micros.fetch_add(micros, Relaxed);
+        }
+    }
+
+    fn pop_idle(&self) -> Option<Conn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock();
+        while let Some(i) = idle.pop() {
+            let fresh = now.duration_since(i.since) < self.limits.idle_timeout
+                && now.duration_since(i.conn.created) < self.limits.max_lifetime;
+            if fresh && !i.conn.sender.is_closed() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Gives a connection back after a complete exchange; closes it if it is too old or the
+    /// idle list is full.
+    pub fn put(&self, conn: Conn) {
+        let now = Instant::now();
+        if conn.sender.is_closed() || now.duration_since(conn.created) >= self.limits.max_lifetime {
+            return;
+        }
+        {
+            let mut idle = self.idle.lock();
+            if idle.len() >= self.limits.max_idle {
+                return;
+            }
+            idle.push(Idle { conn, since: now });
+        }
+        self.returned.notify_one();
+    }
+
+    /// Closes idle connections past `idle_timeout` or `max_lifetime`. Run periodically.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let stale: Vec<Idle> = {
+            let mut idle = self.idle.lock();
+            let (keep, stale) = std::mem::take(&mut *idle).into_iter().partition(|i| {
+                now.duration_since(i.since) < self.limits.idle_timeout
+                    && now.duration_since(i.conn.created) < self.limits.max_lifetime
+                    && !i.conn.sender.is_closed()
+            });
+            *idle = keep;
+            stale
+        };
+        drop(stale);
+    }
+}

@@ -1,0 +1,322 @@
+//! Test harness: the real `weir` binary on port 0, real upstream servers, real clients.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+pub type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
+
+pub fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).boxed()
+}
+
+/// A running `weir standalone`.
+pub struct Weir {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn field(line: &str, name: &str) -> Option<String> {
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    Some(line[at..].split_whitespace().next()?.trim_matches('"').to_owned())
+}
+
+impl Weir {
+    /// Starts Weir on `yaml`, whose listener and admin use port 0.
+    pub fn start(yaml: &str) -> Weir {
+        Self::start_with(yaml, &[])
+    }
+
+    pub fn start_with(yaml: &str, extra: &[&str]) -> Weir {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("weir.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["standalone", "-c"])
+            .arg(&config)
+            .args(["--workers", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("WEIR_TEST_LOGS").is_some() {
+                    eprintln!("weir| {line}");
+                }
+                let _ = tx.send(line.clone());
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let line = rx.recv_timeout(Duration::from_secs(30)).expect("weir did not start in 30 s");
+            if line.contains("listener bound") {
+                addr = field(&line, "address").map(|a| a.parse().unwrap());
+            } else if line.contains("admin bound") {
+                admin = field(&line, "address").map(|a| a.parse().unwrap());
+            }
+        }
+        Weir { child, addr: addr.unwrap(), admin: admin.unwrap(), config, logs, _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Rewrites the config file atomically (write + rename, as editors do).
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        let (status, body) = get(self.admin, "/stats", &[]).await;
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    pub async fn version(&self) -> u64 {
+        self.stats().await["version"].as_u64().unwrap()
+    }
+
+    /// Waits until the running config version is at least `v`.
+    pub async fn wait_version(&self, v: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.version().await < v {
+            assert!(tokio::time::Instant::now() < deadline, "version {v} not applied within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn logs_contain(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn sigterm(&self) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+    }
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An in-process upstream HTTP/1.1 server on port 0.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Requests served.
+    pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub conns: Arc<AtomicUsize>,
+    /// Connections open right now.
+    pub open: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+struct OpenGuard(Arc<AtomicUsize>);
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub async fn upstream_fn<F, Fut>(f: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let handler: Handler = Arc::new(move |r| Box::pin(f(r)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (h, c, o) = (hits.clone(), conns.clone(), open.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            o.fetch_add(1, Ordering::SeqCst);
+            let guard = OpenGuard(o.clone());
+            let (handler, hits) = (handler.clone(), h.clone());
+            tokio::spawn(async move {
+                let _guard = guard;
+                let svc = hyper::service::service_fn(move |req| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, hits, conns, open, task }
+}
+
+/// An upstream that answers its `name` and echoes request headers as `x-seen-*`.
+pub async fn named(name: &'static str) -> Upstream {
+    upstream_fn(move |req: Request<Incoming>| async move {
+        let mut rsp = Response::new(full(name));
+        for (k, v) in req.headers() {
+            if let Ok(n) = http::HeaderName::try_from(format!("x-seen-{k}")) {
+                rsp.headers_mut().append(n, v.clone());
+            }
+        }
+        rsp
+    })
+    .await
+}
+
+/// A port with nothing listening on it.
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// One request on a fresh connection; returns status and body.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Bytes) {
+    let rsp = request(addr, "GET", path, headers).await;
+    (rsp.status().as_u16(), rsp.into_body().collect().await.unwrap().to_bytes())
+}
+
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+    let mut c = Client::connect(addr).await;
+    c.send(method, path, headers).await
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        Client { sender, addr }
+    }
+
+    pub async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+        self.try_send(method, path, headers, Bytes::new()).await.unwrap()
+    }
+
+    pub async fn try_send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> hyper::Result<Response<Incoming>> {
+        let mut b = Request::builder().method(method).uri(path).header("host", self.addr.to_string());
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.sender.ready().await?;
+        self.sender.send_request(b.body(Full::new(body)).unwrap()).await
+    }
+
+    /// GET and read the whole body as a string.
+    pub async fn text(&mut self, path: &str) -> (u16, String) {
+        let rsp = self.send("GET", path, &[]).await;
+        let status = rsp.status().as_u16();
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// Sends raw bytes and reads until the peer closes or `until` appears.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], until: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_until(&mut s, until).await
+}
+
+pub async fn read_until(s: &mut TcpStream, until: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&out).contains(until) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A minimal config: one listener on port 0, admin on port 0, `routes` and `upstreams` YAML.
+pub fn config(routes: &str, upstreams: &str) -> String {
+    format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - {{ name: public, address: 127.0.0.1:0 }}\nroutes:\n{routes}\nupstreams:\n{upstreams}\n"
+    )
+}
+
+/// YAML for an upstream named `name` over `ports`, with extra lines indented under it.
+pub fn upstream_yaml(name: &str, policy: &str, ports: &[(u16, u32)], extra: &str) -> String {
+    let eps: Vec<String> = ports.iter().map(|(p, w)| format!("{{ address: 127.0.0.1, port: {p}, weight: {w} }}")).collect();
+    format!(
+        "  - name: {name}\n    load_balancer:\n      policy: {policy}\n      endpoints: [{}]\n{extra}",
+        eps.join(", ")
+    )
+}
