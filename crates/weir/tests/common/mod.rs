@@ -55,7 +55,7 @@ impl Weir {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["standalone", "-c"])
             .arg(&config)
-            .args(["--workers", "2"])
+            .args(if extra.contains(&"--workers") { &[][..] } else { &["--workers", "2"][..] })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

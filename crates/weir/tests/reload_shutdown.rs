@@ -1,0 +1,167 @@
+//! Hot reload, rejection of bad files, state that survives reloads, canary splits and
+//! graceful shutdown, through the real binary and a watched file.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use common::*;
+
+fn two_routes(a: u16, b: u16, extra_route: &str) -> String {
+    let routes = format!("  - {{ name: a, match: {{ path: {{ prefix: /a }} }}, upstream: a }}\n  - {{ name: b, match: {{ path: {{ prefix: /b }} }}, upstream: b }}\n{extra_route}");
+    let ups = format!("{}{}", upstream_yaml("a", "round_robin", &[(a, 1)], ""), upstream_yaml("b", "round_robin", &[(b, 1)], ""));
+    config(routes.trim_end(), &ups)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reloads_under_load_lose_no_request() {
+    let (a, b) = (named("A").await, named("B").await);
+    let weir = Weir::start(&two_routes(a.port(), b.port(), ""));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for w in 0..4 {
+        let (failures, done, stop, addr) = (failures.clone(), done.clone(), stop.clone(), weir.addr);
+        load.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            while !stop.load(SeqCst) {
+                let path = if w % 2 == 0 { "/a/x" } else { "/b/y" };
+                match c.try_send("GET", path, &[], bytes::Bytes::new()).await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                        done.fetch_add(1, SeqCst);
+                    }
+                    Ok(r) => {
+                        eprintln!("status {}", r.status());
+                        failures.fetch_add(1, SeqCst);
+                    }
+                    Err(e) => {
+                        eprintln!("error {e}");
+                        failures.fetch_add(1, SeqCst);
+                        c = Client::connect(addr).await;
+                    }
+                }
+            }
+        }));
+    }
+    let before = weir.version().await;
+    for i in 1..=50u64 {
+        // Each version changes an unrelated route, so upstreams a and b are kept.
+        let extra = format!("  - {{ name: r{i}, match: {{ path: {{ exact: /only/{i} }} }}, upstream: a }}\n");
+        weir.write_config(&two_routes(a.port(), b.port(), &extra));
+        weir.wait_version(before + i, Duration::from_secs(1)).await;
+    }
+    stop.store(true, SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(failures.load(SeqCst), 0, "requests failed during reloads");
+    assert!(done.load(SeqCst) > 200, "load ran: {}", done.load(SeqCst));
+    // Pools survived every reload: still the connections of the first version.
+    assert!(a.conns.load(SeqCst) <= 2 && b.conns.load(SeqCst) <= 2, "pools were rebuilt: {} {}", a.conns.load(SeqCst), b.conns.load(SeqCst));
+}
+
+#[tokio::test]
+async fn invalid_file_is_rejected_with_paths_and_old_config_serves() {
+    let (a, b) = (named("A").await, named("B").await);
+    let weir = Weir::start(&two_routes(a.port(), b.port(), ""));
+    let v1 = weir.version().await;
+    let bad = two_routes(a.port(), b.port(), "  - { name: broken, match: { path: { regex: \"(\" } }, upstream: nowhere }\n");
+    weir.write_config(&bad);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !weir.logs_contain("config rejected") {
+        assert!(tokio::time::Instant::now() < deadline, "no rejection logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(weir.logs_contain("routes[2].match.path.regex"), "{:?}", weir.logs.lock().unwrap());
+    assert!(weir.logs_contain("routes[2].upstream"), "every error is reported");
+    assert_eq!(weir.version().await, v1);
+    assert_eq!(get(weir.addr, "/a", &[]).await.1, "A");
+    // A good file after a bad one applies.
+    weir.write_config(&two_routes(b.port(), a.port(), ""));
+    weir.wait_version(v1 + 1, Duration::from_secs(1)).await;
+    assert_eq!(get(weir.addr, "/a", &[]).await.1, "B");
+}
+
+#[tokio::test]
+async fn health_state_of_unchanged_upstreams_survives_reload() {
+    let (a, b) = (named("A").await, named("B").await);
+    let dead = dead_port();
+    let hc = "    health_check:\n      passive: { consecutive_failures: 1, ejection_time: 60s }\n";
+    let ups = format!("{}{}", upstream_yaml("a", "round_robin", &[(dead, 1), (a.port(), 1)], hc), upstream_yaml("b", "round_robin", &[(b.port(), 1)], ""));
+    let cfg = |extra: &str| config(&format!("  - {{ name: a, upstream: a, retries: {{ attempts: 2 }} }}\n{extra}").trim_end(), &ups);
+    let weir = Weir::start(&cfg(""));
+    for _ in 0..4 {
+        assert_eq!(get(weir.addr, "/", &[]).await.1, "A");
+    }
+    assert_eq!(weir.stats().await["upstreams"]["a"]["endpoints"][0]["ejected"], true);
+    weir.write_config(&cfg("  - { name: extra, match: { path: { exact: /x } }, upstream: b }\n"));
+    weir.wait_version(2, Duration::from_secs(1)).await;
+    let s = weir.stats().await;
+    assert_eq!(s["upstreams"]["a"]["endpoints"][0]["ejected"], true, "ejection survived: {s}");
+    assert_eq!(s["upstreams"]["a"]["endpoints"][1]["pool"]["created"], 1, "pool survived: {s}");
+}
+
+#[tokio::test]
+async fn canary_split_is_within_two_percent_and_header_pins_v2() {
+    let (v1, v2) = (named("v1").await, named("v2").await);
+    let routes = "  - { name: canary-header, match: { headers: { x-canary: \"true\" } }, upstream: v2 }\n  - name: split\n    backends: [{ upstream: v1, weight: 90 }, { upstream: v2, weight: 10 }]";
+    let ups = format!("{}{}", upstream_yaml("v1", "round_robin", &[(v1.port(), 1)], ""), upstream_yaml("v2", "round_robin", &[(v2.port(), 1)], ""));
+    let weir = Weir::start(&config(routes, &ups));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let addr = weir.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let mut n2 = 0;
+            for _ in 0..2500 {
+                if c.text("/").await.1 == "v2" {
+                    n2 += 1;
+                }
+            }
+            n2
+        }));
+    }
+    let mut n2 = 0;
+    for t in tasks {
+        n2 += t.await.unwrap();
+    }
+    let share = f64::from(n2) / 10_000.0;
+    assert!((0.08..=0.12).contains(&share), "v2 got {share}");
+    let mut c = Client::connect(weir.addr).await;
+    for _ in 0..50 {
+        let rsp = c.send("GET", "/", &[("x-canary", "true")]).await;
+        let body = http_body_util::BodyExt::collect(rsp.into_body()).await.unwrap().to_bytes();
+        assert_eq!(body, "v2");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let slow = upstream_fn(|_| async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        hyper::Response::new(full("finished"))
+    })
+    .await;
+    let weir = Weir::start(&config("  - { name: all, upstream: app }", &upstream_yaml("app", "round_robin", &[(slow.port(), 1)], "")));
+    let addr = weir.addr;
+    let inflight = tokio::spawn(async move { get(addr, "/", &[]).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    weir.sigterm();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener must stop accepting");
+    let (status, body) = inflight.await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"finished"[..]));
+    let mut weir = weir;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = weir.child.wait().unwrap();
+        (s, weir)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "exit status {status:?}");
+}
