@@ -30,8 +30,8 @@ fn schema_validator() -> Option<&'static jsonschema::Validator> {
 
 /// Parses YAML (JSON is YAML too) into a spec, reporting every schema violation with its path.
 pub fn parse_yaml(text: &str) -> Result<ConfigSpec, ConfigErrors> {
-    let value: serde_json::Value = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
+    let value: serde_json::Value =
+        serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
     let value = if value.is_null() { serde_json::json!({}) } else { value };
     if let Some(v) = schema_validator() {
         let errs: Vec<ConfigError> = v

@@ -5,9 +5,7 @@
 use std::collections::HashSet;
 
 use crate::error::{ConfigErrors, Errors};
-use crate::spec::{
-    ConfigSpec, HealthCheckSpec, MatchSpec, PathMatch, PoolSpec, RouteSpec, UpstreamSpec,
-};
+use crate::spec::{ConfigSpec, HealthCheckSpec, MatchSpec, PathMatch, PoolSpec, RouteSpec, UpstreamSpec};
 
 /// A config that passed every check. The only way to get one is [`validate`].
 #[derive(Clone, Debug, PartialEq)]
@@ -110,8 +108,7 @@ fn check_route(errs: &mut Errors, at: &str, r: &RouteSpec, upstreams: &HashSet<&
 fn check_match(errs: &mut Errors, at: &str, m: &MatchSpec) {
     for (i, h) in m.hosts.iter().enumerate() {
         let bare = h.strip_prefix("*.").unwrap_or(h);
-        let ok = !bare.is_empty()
-            && bare.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+        let ok = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
         if !ok {
             errs.push(
                 format!("{at}.hosts[{i}]"),
@@ -141,7 +138,10 @@ fn check_match(errs: &mut Errors, at: &str, m: &MatchSpec) {
     }
     for (i, meth) in m.methods.iter().enumerate() {
         if meth.is_empty() || !meth.bytes().all(|b| b.is_ascii_uppercase()) {
-            errs.push(format!("{at}.methods[{i}]"), format!("invalid method {meth:?}: write it in upper case, e.g. GET"));
+            errs.push(
+                format!("{at}.methods[{i}]"),
+                format!("invalid method {meth:?}: write it in upper case, e.g. GET"),
+            );
         }
     }
     for name in m.headers.keys() {

@@ -89,7 +89,8 @@ fn yaml_syntax_errors_are_reported() {
 
 #[test]
 fn canary_backends_need_defined_upstreams() {
-    let bad = CONTRACT.replace("upstream: orders", "backends: [{ upstream: orders, weight: 90 }, { upstream: v2, weight: 10 }]");
+    let bad = CONTRACT
+        .replace("upstream: orders", "backends: [{ upstream: orders, weight: 90 }, { upstream: v2, weight: 10 }]");
     let errs = weir_config::load_yaml(&bad).unwrap_err();
     assert_eq!(errs.0[0].path, "routes[0].backends[1].upstream", "{errs}");
 }

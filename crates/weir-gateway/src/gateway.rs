@@ -103,7 +103,13 @@ impl Gateway {
         for ((name, address), listener) in fresh {
             let local = listener.local_addr().unwrap_or(address);
             let stop = CancellationToken::new();
-            let task = tokio::spawn(server::serve(listener, name.as_str().into(), self.state.clone(), self.opts, stop.clone()));
+            let task = tokio::spawn(server::serve(
+                listener,
+                name.as_str().into(),
+                self.state.clone(),
+                self.opts,
+                stop.clone(),
+            ));
             tracing::info!(listener = %name, address = %local, "listener bound");
             running.insert((name, address), RunningListener { local, stop, task });
         }

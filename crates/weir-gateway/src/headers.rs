@@ -53,9 +53,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 /// Whether the request asks to switch protocols (WebSocket).
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-        })
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
 /// Sets `X-Forwarded-For` (appending the client), `-Proto`, `-Host` and `Via`.

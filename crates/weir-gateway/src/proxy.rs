@@ -64,7 +64,11 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-async fn proxy(snap: &Snapshot, conn: ConnInfo, mut req: Request<Incoming>) -> Result<Response<GatewayBody>, ProxyError> {
+async fn proxy(
+    snap: &Snapshot,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, ProxyError> {
     let route: Arc<Route> = {
         let uri = req.uri();
         let view = RequestView {
@@ -94,7 +98,14 @@ async fn proxy(snap: &Snapshot, conn: ConnInfo, mut req: Request<Incoming>) -> R
     parts.version = Version::HTTP_11;
 
     if let Some(on_upgrade) = on_upgrade {
-        return upgrade::tunnel(&route, &upstream, conn, Request::from_parts(parts, UpstreamBody::Incoming(body)), on_upgrade).await;
+        return upgrade::tunnel(
+            &route,
+            &upstream,
+            conn,
+            Request::from_parts(parts, UpstreamBody::Incoming(body)),
+            on_upgrade,
+        )
+        .await;
     }
 
     let bodiless = http_body::Body::is_end_stream(&body);
@@ -128,12 +139,17 @@ async fn proxy(snap: &Snapshot, conn: ConnInfo, mut req: Request<Incoming>) -> R
         match pooled {
             Ok(c) => lease.attach(c),
             Err(AcquireError::Timeout) => {
-                last_err = Some(ProxyError::PoolExhausted { route: route.name.clone(), upstream: upstream.name().clone() });
+                last_err =
+                    Some(ProxyError::PoolExhausted { route: route.name.clone(), upstream: upstream.name().clone() });
                 continue;
             }
             Err(AcquireError::Connect(e)) => {
                 ep.record_failure(upstream.passive());
-                last_err = Some(ProxyError::Connect { route: route.name.clone(), endpoint: ep.label().clone(), reason: e.to_string() });
+                last_err = Some(ProxyError::Connect {
+                    route: route.name.clone(),
+                    endpoint: ep.label().clone(),
+                    reason: e.to_string(),
+                });
                 continue;
             }
         }
@@ -144,7 +160,9 @@ async fn proxy(snap: &Snapshot, conn: ConnInfo, mut req: Request<Incoming>) -> R
                 None => break,
             },
             None => match (parts.take(), body.take()) {
-                (Some(p), Some(b)) => Request::from_parts(p, if bodiless { UpstreamBody::Empty } else { UpstreamBody::Incoming(b) }),
+                (Some(p), Some(b)) => {
+                    Request::from_parts(p, if bodiless { UpstreamBody::Empty } else { UpstreamBody::Incoming(b) })
+                }
                 _ => break,
             },
         };
@@ -154,7 +172,11 @@ async fn proxy(snap: &Snapshot, conn: ConnInfo, mut req: Request<Incoming>) -> R
         match sent {
             Err(_) => {
                 ep.record_failure(upstream.passive());
-                return Err(ProxyError::UpstreamTimeout { route: route.name.clone(), endpoint: ep.label().clone(), after: route.timeout });
+                return Err(ProxyError::UpstreamTimeout {
+                    route: route.name.clone(),
+                    endpoint: ep.label().clone(),
+                    after: route.timeout,
+                });
             }
             Ok(Err(mut e)) => {
                 unsent = e.take_message();
@@ -165,7 +187,11 @@ async fn proxy(snap: &Snapshot, conn: ConnInfo, mut req: Request<Incoming>) -> R
                     continue;
                 }
                 ep.record_failure(upstream.passive());
-                last_err = Some(ProxyError::BadUpstream { route: route.name.clone(), endpoint: ep.label().clone(), reason: e.into_error().to_string() });
+                last_err = Some(ProxyError::BadUpstream {
+                    route: route.name.clone(),
+                    endpoint: ep.label().clone(),
+                    reason: e.into_error().to_string(),
+                });
             }
             Ok(Ok(rsp)) => {
                 ep.observe_latency(started.elapsed());

@@ -151,16 +151,13 @@ impl Router {
                 keyed.push((key, Entry { host, route: route.clone() }));
             }
         }
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.sort_by_key(|(k, _)| *k);
         Self { entries: keyed.into_iter().map(|(_, e)| e).collect() }
     }
 
     /// The most specific route that matches, if any.
     pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
-        self.entries
-            .iter()
-            .find(|e| host_matches(&e.host, req.host) && e.route.matches(req))
-            .map(|e| &e.route)
+        self.entries.iter().find(|e| host_matches(&e.host, req.host) && e.route.matches(req)).map(|e| &e.route)
     }
 
     /// Number of (route, host) entries.
@@ -181,12 +178,13 @@ fn compile_route(spec: &RouteSpec, target: Target) -> Route {
         Some(PathMatch::Exact(p)) => PathPat::Exact(p.clone()),
         Some(PathMatch::Prefix(p)) if p == "/" => PathPat::Any,
         Some(PathMatch::Prefix(p)) => PathPat::Prefix(p.clone()),
-        Some(PathMatch::Template(t)) => PathPat::Template(
-            t.split('/').skip(1).map(|s| (!s.starts_with('{')).then(|| s.to_owned())).collect(),
-        ),
+        Some(PathMatch::Template(t)) => {
+            PathPat::Template(t.split('/').skip(1).map(|s| (!s.starts_with('{')).then(|| s.to_owned())).collect())
+        }
         // Validation compiled this regex already; an impossible failure matches nothing.
         Some(PathMatch::Regex(r)) => PathPat::Regex(
-            Regex::new(&format!("^(?:{r})$")).unwrap_or_else(|_| Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!())),
+            Regex::new(&format!("^(?:{r})$"))
+                .unwrap_or_else(|_| Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!())),
         ),
     };
     Route {
@@ -199,7 +197,9 @@ fn compile_route(spec: &RouteSpec, target: Target) -> Route {
         headers: m
             .headers
             .iter()
-            .filter_map(|(k, v)| Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.as_str()).ok()?)))
+            .filter_map(|(k, v)| {
+                Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.as_str()).ok()?))
+            })
             .collect(),
         query: m.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }

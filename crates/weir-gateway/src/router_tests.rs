@@ -32,7 +32,7 @@ fn router() -> Router {
     Router::new(&cfg.spec().routes, |_| Target::One(u.clone()))
 }
 
-fn find(r: &Router, method: Method, host: Option<&str>, uri: &str, headers: &[(&'static str, &str)]) -> String {
+fn find(r: &Router, method: &Method, host: Option<&str>, uri: &str, headers: &[(&'static str, &str)]) -> String {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
         h.insert(*k, HeaderValue::from_str(v).unwrap());
@@ -41,46 +41,46 @@ fn find(r: &Router, method: Method, host: Option<&str>, uri: &str, headers: &[(&
         Some((p, q)) => (p, Some(q)),
         None => (uri, None),
     };
-    let view = RequestView { method: &method, host, path, query, headers: &h };
+    let view = RequestView { method, host, path, query, headers: &h };
     r.find(&view).map_or_else(|| "<none>".into(), |r| r.name.to_string())
 }
 
 #[tokio::test]
 async fn most_specific_path_wins() {
     let r = router();
-    assert_eq!(find(&r, Method::GET, None, "/orders/42", &[]), "exact");
-    assert_eq!(find(&r, Method::GET, None, "/orders/7/items", &[]), "template");
-    assert_eq!(find(&r, Method::GET, None, "/orders/archive/2020", &[]), "prefix-long");
-    assert_eq!(find(&r, Method::GET, None, "/orders/7", &[]), "prefix", "prefix outranks regex");
-    assert_eq!(find(&r, Method::GET, None, "/orders", &[]), "prefix");
-    assert_eq!(find(&r, Method::GET, None, "/ordersx", &[]), "catch-all", "prefix ends on a segment boundary");
-    assert_eq!(find(&r, Method::GET, None, "/orders/7/items/x", &[]), "prefix", "templates match whole paths");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/42", &[]), "exact");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/7/items", &[]), "template");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/archive/2020", &[]), "prefix-long");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/7", &[]), "prefix", "prefix outranks regex");
+    assert_eq!(find(&r, &Method::GET, None, "/orders", &[]), "prefix");
+    assert_eq!(find(&r, &Method::GET, None, "/ordersx", &[]), "catch-all", "prefix ends on a segment boundary");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/7/items/x", &[]), "prefix", "templates match whole paths");
 }
 
 #[tokio::test]
 async fn extra_conditions_outrank_plain_routes_with_the_same_path() {
     let r = router();
-    assert_eq!(find(&r, Method::GET, None, "/orders/9", &[("x-canary", "true")]), "canary");
-    assert_eq!(find(&r, Method::GET, None, "/orders/9", &[("x-canary", "false")]), "prefix");
-    assert_eq!(find(&r, Method::POST, None, "/orders/9", &[]), "post-only");
-    assert_eq!(find(&r, Method::GET, None, "/orders/9?a=2&debug=1", &[]), "debug");
-    assert_eq!(find(&r, Method::GET, None, "/orders/9?debug=2", &[]), "prefix");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/9", &[("x-canary", "true")]), "canary");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/9", &[("x-canary", "false")]), "prefix");
+    assert_eq!(find(&r, &Method::POST, None, "/orders/9", &[]), "post-only");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/9?a=2&debug=1", &[]), "debug");
+    assert_eq!(find(&r, &Method::GET, None, "/orders/9?debug=2", &[]), "prefix");
 }
 
 #[tokio::test]
 async fn hosts_exact_then_wildcard_then_any() {
     let r = router();
-    assert_eq!(find(&r, Method::GET, Some("api.shop.example"), "/orders/42", &[]), "exact-host");
-    assert_eq!(find(&r, Method::GET, Some("API.Shop.Example"), "/x", &[]), "exact-host");
-    assert_eq!(find(&r, Method::GET, Some("eu.shop.example"), "/orders/42", &[]), "wild");
-    assert_eq!(find(&r, Method::GET, Some("shop.example"), "/orders/42", &[]), "exact", "wildcard needs a label");
-    assert_eq!(find(&r, Method::GET, Some("other.example"), "/nothing", &[]), "catch-all");
+    assert_eq!(find(&r, &Method::GET, Some("api.shop.example"), "/orders/42", &[]), "exact-host");
+    assert_eq!(find(&r, &Method::GET, Some("API.Shop.Example"), "/x", &[]), "exact-host");
+    assert_eq!(find(&r, &Method::GET, Some("eu.shop.example"), "/orders/42", &[]), "wild");
+    assert_eq!(find(&r, &Method::GET, Some("shop.example"), "/orders/42", &[]), "exact", "wildcard needs a label");
+    assert_eq!(find(&r, &Method::GET, Some("other.example"), "/nothing", &[]), "catch-all");
 }
 
 #[tokio::test]
 async fn ties_go_to_the_route_declared_first() {
     let r = router();
-    assert_eq!(find(&r, Method::GET, None, "/tie/1", &[]), "first-tie");
+    assert_eq!(find(&r, &Method::GET, None, "/tie/1", &[]), "first-tie");
 }
 
 #[tokio::test]
@@ -88,5 +88,5 @@ async fn nothing_matches_without_a_catch_all() {
     let cfg = weir_config::load_yaml(&ROUTES.replace("  - { name: catch-all, upstream: u }\n", "")).unwrap();
     let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0]));
     let r = Router::new(&cfg.spec().routes, |_| Target::One(u.clone()));
-    assert_eq!(find(&r, Method::GET, None, "/nope", &[]), "<none>");
+    assert_eq!(find(&r, &Method::GET, None, "/nope", &[]), "<none>");
 }

@@ -32,7 +32,13 @@ impl Default for ServeOptions {
 }
 
 /// Accepts on `listener` until `stop` is cancelled, then drains its connections.
-pub async fn serve(listener: TcpListener, name: Arc<str>, state: SharedSnapshot, opts: ServeOptions, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    name: Arc<str>,
+    state: SharedSnapshot,
+    opts: ServeOptions,
+    stop: CancellationToken,
+) {
     let conns = TaskTracker::new();
     loop {
         let accepted = tokio::select! {

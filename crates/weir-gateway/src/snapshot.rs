@@ -30,10 +30,7 @@ impl Snapshot {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
         for u in &spec.upstreams {
-            let kept = prev
-                .and_then(|p| p.upstreams.get(u.name.as_str()))
-                .filter(|old| old.spec() == u)
-                .cloned();
+            let kept = prev.and_then(|p| p.upstreams.get(u.name.as_str())).filter(|old| old.spec() == u).cloned();
             let up = kept.unwrap_or_else(|| Arc::new(Upstream::start(u)));
             upstreams.insert(up.name().clone(), up);
         }

@@ -35,10 +35,15 @@ pub(crate) async fn tunnel(
         ep.record_failure(upstream.passive());
         ProxyError::Connect { route: route.name.clone(), endpoint: ep.label().clone(), reason: e.to_string() }
     })?;
-    let bad = |reason: String| ProxyError::BadUpstream { route: route.name.clone(), endpoint: ep.label().clone(), reason };
+    let bad =
+        |reason: String| ProxyError::BadUpstream { route: route.name.clone(), endpoint: ep.label().clone(), reason };
     let mut rsp = match tokio::time::timeout(route.timeout, sender.send_request(req)).await {
         Err(_) => {
-            return Err(ProxyError::UpstreamTimeout { route: route.name.clone(), endpoint: ep.label().clone(), after: route.timeout });
+            return Err(ProxyError::UpstreamTimeout {
+                route: route.name.clone(),
+                endpoint: ep.label().clone(),
+                after: route.timeout,
+            });
         }
         Ok(r) => r.map_err(|e| bad(e.to_string()))?,
     };

@@ -57,13 +57,17 @@ pub fn load_file(path: &Path) -> Result<(String, ValidConfig), LoadError> {
 
 /// Applies `path` on every change until `stop` is cancelled. `applied` is the text of the
 /// config already running, so an unchanged save is not a new version.
-pub async fn watch_file(path: PathBuf, gw: Arc<Gateway>, mut applied: String, stop: CancellationToken) -> Result<(), LoadError> {
+pub async fn watch_file(
+    path: PathBuf,
+    gw: Arc<Gateway>,
+    mut applied: String,
+    stop: CancellationToken,
+) -> Result<(), LoadError> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     let name = path.file_name().map(ToOwned::to_owned);
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        let relevant = ev.is_ok_and(|ev| {
-            ev.kind.is_create() || ev.kind.is_modify() || ev.kind.is_remove() || ev.kind.is_other()
-        });
+        let relevant =
+            ev.is_ok_and(|ev| ev.kind.is_create() || ev.kind.is_modify() || ev.kind.is_remove() || ev.kind.is_other());
         if relevant {
             // Full channel = a reload is already pending; the events coalesce.
             let _ = tx.try_send(());
@@ -96,7 +100,9 @@ pub async fn watch_file(path: PathBuf, gw: Arc<Gateway>, mut applied: String, st
                     tracing::info!(version, path = %path.display(), "config applied");
                     applied = text;
                 }
-                Err(e) => tracing::error!(error = %e, serving = gw.snapshot().version, "config rejected; still serving the previous version"),
+                Err(e) => {
+                    tracing::error!(error = %e, serving = gw.snapshot().version, "config rejected; still serving the previous version")
+                }
             },
             Err(errors) => {
                 for e in errors.iter() {

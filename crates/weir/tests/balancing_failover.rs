@@ -60,7 +60,12 @@ async fn pool_caps_connections_and_requests_wait_instead_of_failing() {
         Response::new(full("ok"))
     })
     .await;
-    let ups = upstream_yaml("app", "round_robin", &[(up.port(), 1)], "    pool: { max_connections: 2, max_idle: 2, acquire_timeout: 5s }\n");
+    let ups = upstream_yaml(
+        "app",
+        "round_robin",
+        &[(up.port(), 1)],
+        "    pool: { max_connections: 2, max_idle: 2, acquire_timeout: 5s }\n",
+    );
     let weir = Weir::start(&config("  - { name: all, upstream: app }", &ups));
     let peak = Arc::new(AtomicUsize::new(0));
     let watcher = {
@@ -89,7 +94,12 @@ async fn pool_caps_connections_and_requests_wait_instead_of_failing() {
 #[tokio::test]
 async fn idle_timeout_and_max_lifetime_close_connections() {
     let up = named("ok").await;
-    let ups = upstream_yaml("app", "round_robin", &[(up.port(), 1)], "    pool: { max_idle: 4, idle_timeout: 300ms, max_lifetime: 1s }\n");
+    let ups = upstream_yaml(
+        "app",
+        "round_robin",
+        &[(up.port(), 1)],
+        "    pool: { max_idle: 4, idle_timeout: 300ms, max_lifetime: 1s }\n",
+    );
     let weir = Weir::start(&config("  - { name: all, upstream: app }", &ups));
     assert_eq!(get(weir.addr, "/", &[]).await.0, 200);
     assert_eq!(up.open.load(SeqCst), 1);
@@ -214,7 +224,12 @@ async fn failures_map_to_502_503_504_with_json_bodies() {
     let ups = [
         upstream_yaml("slow", "round_robin", &[(slow.port(), 1)], ""),
         upstream_yaml("garbage", "round_robin", &[(gport, 1)], ""),
-        upstream_yaml("down", "round_robin", &[(dead_port(), 1)], "    health_check:\n      active: { interval: 50ms, unhealthy_threshold: 1 }\n"),
+        upstream_yaml(
+            "down",
+            "round_robin",
+            &[(dead_port(), 1)],
+            "    health_check:\n      active: { interval: 50ms, unhealthy_threshold: 1 }\n",
+        ),
     ]
     .join("");
     let weir = Weir::start(&config(routes, &ups));

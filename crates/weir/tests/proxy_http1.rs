@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
-use hyper::{Request, Response};
 use hyper::body::Incoming;
+use hyper::{Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn one_route(port: u16) -> String {
@@ -23,7 +23,17 @@ async fn keep_alive_both_sides_and_forwarding_headers() {
     let mut c = Client::connect(weir.addr).await;
     for _ in 0..5 {
         let rsp = c
-            .send("GET", "/hello?x=1", &[("connection", "keep-alive, x-private"), ("x-private", "secret"), ("keep-alive", "timeout=5"), ("te", "trailers"), ("x-forwarded-for", "10.1.2.3")])
+            .send(
+                "GET",
+                "/hello?x=1",
+                &[
+                    ("connection", "keep-alive, x-private"),
+                    ("x-private", "secret"),
+                    ("keep-alive", "timeout=5"),
+                    ("te", "trailers"),
+                    ("x-forwarded-for", "10.1.2.3"),
+                ],
+            )
             .await;
         assert_eq!(rsp.status(), 200);
         let h = rsp.headers().clone();
@@ -48,7 +58,10 @@ async fn keep_alive_both_sides_and_forwarding_headers() {
 #[tokio::test]
 async fn no_route_is_a_json_404() {
     let up = named("app").await;
-    let yaml = config("  - { name: only, match: { path: { prefix: /api } }, upstream: app }", &upstream_yaml("app", "round_robin", &[(up.port(), 1)], ""));
+    let yaml = config(
+        "  - { name: only, match: { path: { prefix: /api } }, upstream: app }",
+        &upstream_yaml("app", "round_robin", &[(up.port(), 1)], ""),
+    );
     let weir = Weir::start(&yaml);
     let (status, body) = get(weir.addr, "/elsewhere", &[]).await;
     assert_eq!(status, 404);
@@ -62,7 +75,8 @@ async fn chunked_upload_head_and_expect_continue() {
         let method = req.method().clone();
         let te = req.headers().get("transfer-encoding").map(|v| v.to_str().unwrap().to_owned());
         let body = req.into_body().collect().await.unwrap().to_bytes();
-        let mut rsp = Response::new(full(format!("{method} {} bytes te={te:?}: {}", body.len(), String::from_utf8_lossy(&body))));
+        let mut rsp =
+            Response::new(full(format!("{method} {} bytes te={te:?}: {}", body.len(), String::from_utf8_lossy(&body))));
         rsp.headers_mut().insert("x-len", body.len().into());
         rsp
     })
@@ -83,7 +97,11 @@ async fn chunked_upload_head_and_expect_continue() {
     assert!(got.ends_with("\r\n\r\n"), "HEAD must carry no body: {got:?}");
     // Expect: 100-continue: Weir says 100 before the client sends the body.
     let mut s = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
-    s.write_all(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").await.unwrap();
+    s.write_all(
+        b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let interim = read_until(&mut s, "\r\n\r\n").await;
     assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
     s.write_all(b"ping").await.unwrap();
@@ -146,7 +164,10 @@ async fn one_gib_up_and_down_with_flat_memory() {
         }
         // 1 GiB download in 64 KiB chunks, produced lazily.
         let chunk = Bytes::from(vec![7u8; 64 * 1024]);
-        let stream = futures_util::stream::iter((0..GIB / (64 * 1024)).map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))));
+        let stream = futures_util::stream::iter(
+            (0..GIB / (64 * 1024))
+                .map(move |_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))),
+        );
         let mut rsp = Response::new(http_body_util::StreamBody::new(stream).boxed());
         rsp.headers_mut().insert("content-length", GIB.into());
         rsp

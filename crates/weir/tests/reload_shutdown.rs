@@ -10,8 +10,14 @@ use std::time::Duration;
 use common::*;
 
 fn two_routes(a: u16, b: u16, extra_route: &str) -> String {
-    let routes = format!("  - {{ name: a, match: {{ path: {{ prefix: /a }} }}, upstream: a }}\n  - {{ name: b, match: {{ path: {{ prefix: /b }} }}, upstream: b }}\n{extra_route}");
-    let ups = format!("{}{}", upstream_yaml("a", "round_robin", &[(a, 1)], ""), upstream_yaml("b", "round_robin", &[(b, 1)], ""));
+    let routes = format!(
+        "  - {{ name: a, match: {{ path: {{ prefix: /a }} }}, upstream: a }}\n  - {{ name: b, match: {{ path: {{ prefix: /b }} }}, upstream: b }}\n{extra_route}"
+    );
+    let ups = format!(
+        "{}{}",
+        upstream_yaml("a", "round_robin", &[(a, 1)], ""),
+        upstream_yaml("b", "round_robin", &[(b, 1)], "")
+    );
     config(routes.trim_end(), &ups)
 }
 
@@ -61,7 +67,12 @@ async fn fifty_reloads_under_load_lose_no_request() {
     assert_eq!(failures.load(SeqCst), 0, "requests failed during reloads");
     assert!(done.load(SeqCst) > 200, "load ran: {}", done.load(SeqCst));
     // Pools survived every reload: still the connections of the first version.
-    assert!(a.conns.load(SeqCst) <= 2 && b.conns.load(SeqCst) <= 2, "pools were rebuilt: {} {}", a.conns.load(SeqCst), b.conns.load(SeqCst));
+    assert!(
+        a.conns.load(SeqCst) <= 2 && b.conns.load(SeqCst) <= 2,
+        "pools were rebuilt: {} {}",
+        a.conns.load(SeqCst),
+        b.conns.load(SeqCst)
+    );
 }
 
 #[tokio::test]
@@ -69,7 +80,8 @@ async fn invalid_file_is_rejected_with_paths_and_old_config_serves() {
     let (a, b) = (named("A").await, named("B").await);
     let weir = Weir::start(&two_routes(a.port(), b.port(), ""));
     let v1 = weir.version().await;
-    let bad = two_routes(a.port(), b.port(), "  - { name: broken, match: { path: { regex: \"(\" } }, upstream: nowhere }\n");
+    let bad =
+        two_routes(a.port(), b.port(), "  - { name: broken, match: { path: { regex: \"(\" } }, upstream: nowhere }\n");
     weir.write_config(&bad);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while !weir.logs_contain("config rejected") {
@@ -91,8 +103,14 @@ async fn health_state_of_unchanged_upstreams_survives_reload() {
     let (a, b) = (named("A").await, named("B").await);
     let dead = dead_port();
     let hc = "    health_check:\n      passive: { consecutive_failures: 1, ejection_time: 60s }\n";
-    let ups = format!("{}{}", upstream_yaml("a", "round_robin", &[(dead, 1), (a.port(), 1)], hc), upstream_yaml("b", "round_robin", &[(b.port(), 1)], ""));
-    let cfg = |extra: &str| config(&format!("  - {{ name: a, upstream: a, retries: {{ attempts: 2 }} }}\n{extra}").trim_end(), &ups);
+    let ups = format!(
+        "{}{}",
+        upstream_yaml("a", "round_robin", &[(dead, 1), (a.port(), 1)], hc),
+        upstream_yaml("b", "round_robin", &[(b.port(), 1)], "")
+    );
+    let cfg = |extra: &str| {
+        config(format!("  - {{ name: a, upstream: a, retries: {{ attempts: 2 }} }}\n{extra}").trim_end(), &ups)
+    };
     let weir = Weir::start(&cfg(""));
     for _ in 0..4 {
         assert_eq!(get(weir.addr, "/", &[]).await.1, "A");
@@ -109,7 +127,11 @@ async fn health_state_of_unchanged_upstreams_survives_reload() {
 async fn canary_split_is_within_two_percent_and_header_pins_v2() {
     let (v1, v2) = (named("v1").await, named("v2").await);
     let routes = "  - { name: canary-header, match: { headers: { x-canary: \"true\" } }, upstream: v2 }\n  - name: split\n    backends: [{ upstream: v1, weight: 90 }, { upstream: v2, weight: 10 }]";
-    let ups = format!("{}{}", upstream_yaml("v1", "round_robin", &[(v1.port(), 1)], ""), upstream_yaml("v2", "round_robin", &[(v2.port(), 1)], ""));
+    let ups = format!(
+        "{}{}",
+        upstream_yaml("v1", "round_robin", &[(v1.port(), 1)], ""),
+        upstream_yaml("v2", "round_robin", &[(v2.port(), 1)], "")
+    );
     let weir = Weir::start(&config(routes, &ups));
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -146,7 +168,10 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         hyper::Response::new(full("finished"))
     })
     .await;
-    let weir = Weir::start(&config("  - { name: all, upstream: app }", &upstream_yaml("app", "round_robin", &[(slow.port(), 1)], "")));
+    let weir = Weir::start(&config(
+        "  - { name: all, upstream: app }",
+        &upstream_yaml("app", "round_robin", &[(slow.port(), 1)], ""),
+    ));
     let addr = weir.addr;
     let inflight = tokio::spawn(async move { get(addr, "/", &[]).await });
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -159,10 +159,7 @@ impl Endpoint {
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(io::Error::other)?;
+        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
         let label = self.label.clone();
         if upgrades {
             tokio::spawn(async move {

@@ -53,9 +53,7 @@ impl Upstream {
             .collect();
         let balancer = Balancer::new(lb.policy, lb.hash_key.as_ref(), &endpoints);
         let hc = spec.health_check.as_ref();
-        let passive = hc
-            .and_then(|h| h.passive.as_ref())
-            .map(|p| (p.consecutive_failures, p.ejection_time.get()));
+        let passive = hc.and_then(|h| h.passive.as_ref()).map(|p| (p.consecutive_failures, p.ejection_time.get()));
         let name: Arc<str> = spec.name.as_str().into();
         let mut tasks = vec![health::spawn_sweeper(endpoints.clone(), limits.idle_timeout)];
         if let Some(active) = hc.and_then(|h| h.active.as_ref()) {

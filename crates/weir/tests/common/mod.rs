@@ -261,7 +261,13 @@ impl Client {
         self.try_send(method, path, headers, Bytes::new()).await.unwrap()
     }
 
-    pub async fn try_send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> hyper::Result<Response<Incoming>> {
+    pub async fn try_send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> hyper::Result<Response<Incoming>> {
         let mut b = Request::builder().method(method).uri(path).header("host", self.addr.to_string());
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -314,7 +320,8 @@ pub fn config(routes: &str, upstreams: &str) -> String {
 
 /// YAML for an upstream named `name` over `ports`, with extra lines indented under it.
 pub fn upstream_yaml(name: &str, policy: &str, ports: &[(u16, u32)], extra: &str) -> String {
-    let eps: Vec<String> = ports.iter().map(|(p, w)| format!("{{ address: 127.0.0.1, port: {p}, weight: {w} }}")).collect();
+    let eps: Vec<String> =
+        ports.iter().map(|(p, w)| format!("{{ address: 127.0.0.1, port: {p}, weight: {w} }}")).collect();
     format!(
         "  - name: {name}\n    load_balancer:\n      policy: {policy}\n      endpoints: [{}]\n{extra}",
         eps.join(", ")

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Drive Weir, nginx and HAProxy with the same wrk load and report CPU time per request.
+
+Every proxy runs with one worker pinned to core 0; the upstream (nginx `return 200`) and wrk
+share core 1. Proxies alternate within each round so drift on a shared machine hits all of
+them alike. CPU per request = the proxy processes' user+system time / requests served.
+Traffic goes to 127.0.0.1 only and every run stops by itself (wrk -d).
+"""
+import argparse, os, re, shutil, signal, subprocess, sys, tempfile, time, json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIR = ROOT / "target/release/weir"
+TICK = os.sysconf("SC_CLK_TCK")
+UP_PORT, WEIR_PORT, NGINX_PORT, HAPROXY_PORT = 18000, 18081, 18082, 18083
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except FileNotFoundError:
+            pass
+    return total / TICK
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def tree(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [pid] + [int(p) for p in out.split()]
+
+
+def wait_port(port, timeout=10):
+    import socket
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def start(cmd, core, **kw):
+    return subprocess.Popen(["taskset", "-c", str(core)] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def nginx_conf(d, name, body):
+    conf = d / f"{name}.conf"
+    conf.write_text(f"""
+worker_processes 1; daemon off; pid {d}/{name}.pid; error_log {d}/{name}.err warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000; {body} }}
+""")
+    return conf
+
+
+def parse_wrk(out):
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def lat(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, u = float(m.group(1)), m.group(2)
+        return v * {"us": 1e-3, "ms": 1, "s": 1e3}[u]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errs = (int(errors.group(1)) if errors else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return reqs, rps, lat("50"), lat("99"), errs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--conns", default="64,256")
+    ap.add_argument("--only", default="weir,nginx,haproxy")
+    ap.add_argument("--out", default=str(ROOT / "bench/out"))
+    args = ap.parse_args()
+    d = Path(tempfile.mkdtemp(prefix="weir-bench-"))
+    procs = []
+    try:
+        up = nginx_conf(d, "upstream", f"server {{ listen 127.0.0.1:{UP_PORT} reuseport backlog=4096; location / {{ return 200 'ok'; }} }}")
+        procs.append(start(["nginx", "-c", str(up), "-p", str(d)], 1))
+        wait_port(UP_PORT)
+
+        proxies = {}
+        if "weir" in args.only:
+            cfg = d / "weir.yaml"
+            cfg.write_text(f"""
+listeners: [{{ name: bench, address: 127.0.0.1:{WEIR_PORT} }}]
+routes: [{{ name: all, upstream: up }}]
+upstreams:
+  - name: up
+    load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {UP_PORT} }}] }}
+    pool: {{ max_connections: 1024, max_idle: 512 }}
+""")
+            p = start([str(WEIR), "standalone", "-c", str(cfg), "--workers", "1"], 0, env={**os.environ, "RUST_LOG": "warn"})
+            procs.append(p)
+            proxies["weir"] = (p, WEIR_PORT)
+        if "nginx" in args.only:
+            conf = nginx_conf(d, "proxy", f"""
+upstream up {{ server 127.0.0.1:{UP_PORT}; keepalive 512; }}
+server {{ listen 127.0.0.1:{NGINX_PORT} backlog=4096;
+  location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; }} }}""")
+            p = start(["nginx", "-c", str(conf), "-p", str(d)], 0)
+            procs.append(p)
+            proxies["nginx"] = (p, NGINX_PORT)
+        if "haproxy" in args.only and shutil.which("haproxy"):
+            conf = d / "haproxy.cfg"
+            conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{HAPROXY_PORT}
+  default_backend be
+backend be
+  server s1 127.0.0.1:{UP_PORT}
+""")
+            p = start(["haproxy", "-f", str(conf)], 0)
+            procs.append(p)
+            proxies["haproxy"] = (p, HAPROXY_PORT)
+        for _, (_, port) in proxies.items():
+            wait_port(port)
+        # Warm-up: pools filled, pages touched.
+        for name, (_, port) in proxies.items():
+            subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d2s", f"http://127.0.0.1:{port}/"], capture_output=True)
+
+        conns = [int(c) for c in args.conns.split(",")]
+        results = {(n, c): [] for n in proxies for c in conns}
+        for r in range(args.rounds):
+            for c in conns:
+                for name, (p, port) in proxies.items():
+                    pids = tree(p.pid)
+                    before = cpu_seconds(pids)
+                    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{c}", f"-d{args.duration}s", "--latency", f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+                    cpu = cpu_seconds(pids) - before
+                    reqs, rps, p50, p99, errs = parse_wrk(out)
+                    results[(name, c)].append(dict(reqs=reqs, rps=rps, p50=p50, p99=p99, errors=errs, cpu=cpu, us_per_req=cpu / max(reqs, 1) * 1e6, rss_mib=rss_kib(pids) / 1024))
+                    print(f"round {r+1} c={c:<4} {name:<8} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  cpu/req {cpu / max(reqs,1) * 1e6:5.1f} us  errors {errs}", flush=True)
+
+        def med(xs):
+            xs = sorted(xs)
+            return xs[len(xs) // 2]
+        lines = [f"# Proxy comparison, {time.strftime('%Y-%m-%d %H:%M')}", "",
+                 f"Machine: {os.cpu_count()} cores, `{platform_cpu()}`; {args.rounds} rounds x {args.duration}s per cell, medians; proxies pinned to core 0, upstream nginx + wrk -t1 on core 1.", "",
+                 "| conns | proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors | req/s vs nginx | CPU/req vs nginx |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        summary = {}
+        for c in conns:
+            base = results.get(("nginx", c))
+            for name in proxies:
+                rs = results[(name, c)]
+                m = {k: med([x[k] for x in rs]) for k in rs[0]}
+                summary[f"{name}/{c}"] = m
+                rr = rc = "-"
+                if base:
+                    b = {k: med([x[k] for x in base]) for k in base[0]}
+                    rr, rc = f"{m['rps'] / b['rps']:.2f}x", f"{m['us_per_req'] / b['us_per_req']:.2f}x"
+                lines.append(f"| {c} | {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['us_per_req']:.1f} | {m['rss_mib']:.1f} | {sum(x['errors'] for x in rs)} | {rr} | {rc} |")
+        report = "\n".join(lines) + "\n"
+        print("\n" + report)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "latest.md").write_text(report)
+        (out / "latest.json").write_text(json.dumps(summary, indent=2))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def platform_cpu():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()
