@@ -129,6 +129,10 @@ impl Body for GatewayBody {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Proxied { inner, lease } => {
+                // The upstream connection's I/O runs here, in this task (see `pool::Conn`).
+                if let Some(c) = lease.as_mut().and_then(Lease::conn_mut) {
+                    c.poll_driver(cx);
+                }
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 let done = match &polled {
                     Poll::Ready(None) => true,

@@ -135,7 +135,7 @@ async fn proxy(
         tried.add(i);
         let ep = upstream.endpoints()[i].clone();
         let mut lease = Lease::new(ep.clone());
-        let pooled = ep.pool().acquire(|| ep.connect(upstream.connect_timeout(), false)).await;
+        let pooled = ep.pool().acquire(|| ep.dial(upstream.connect_timeout())).await;
         match pooled {
             Ok(c) => lease.attach(c),
             Err(AcquireError::Timeout) => {
@@ -168,7 +168,7 @@ async fn proxy(
         };
         let started = Instant::now();
         let Some(c) = lease.conn_mut() else { break };
-        let sent = tokio::time::timeout(route.timeout, c.sender.try_send_request(request)).await;
+        let sent = tokio::time::timeout(route.timeout, c.send(request)).await;
         match sent {
             Err(_) => {
                 ep.record_failure(upstream.passive());

@@ -5,11 +5,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -148,8 +149,10 @@ impl Endpoint {
         }
     }
 
-    /// Opens a TCP connection and an HTTP/1.1 session on it.
-    pub async fn connect(&self, timeout: Duration, upgrades: bool) -> io::Result<SendRequest<UpstreamBody>> {
+    /// Opens a TCP connection and an HTTP/1.1 session on it. The caller drives the returned
+    /// connection (see [`super::pool::Conn`]), so a pooled exchange runs entirely in the task
+    /// of the downstream connection: no channel hop or task wake-up between two tasks.
+    pub async fn dial(&self, timeout: Duration) -> io::Result<(SendRequest<UpstreamBody>, Driver)> {
         let stream = tokio::time::timeout(timeout, async {
             match self.ip {
                 Some(addr) => TcpStream::connect(addr).await,
@@ -160,20 +163,23 @@ impl Endpoint {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
         stream.set_nodelay(true)?;
         let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
+        Ok((sender, Box::pin(conn)))
+    }
+
+    /// Opens a connection whose I/O runs in a task of its own (health probes, upgrades).
+    pub async fn connect_spawned(&self, timeout: Duration, upgrades: bool) -> io::Result<SendRequest<UpstreamBody>> {
+        let (sender, conn) = self.dial(timeout).await?;
         let label = self.label.clone();
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(endpoint = %label, error = %e, "upstream connection ended");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(endpoint = %label, error = %e, "upstream connection ended");
-                }
-            });
-        }
+        tokio::spawn(async move {
+            let conn = Pin::into_inner(conn);
+            let ended = if upgrades { conn.with_upgrades().await } else { conn.await };
+            if let Err(e) = ended {
+                tracing::debug!(endpoint = %label, error = %e, "upstream connection ended");
+            }
+        });
         Ok(sender)
     }
 }
+
+/// The I/O half of an upstream HTTP/1.1 connection; it makes progress only when polled.
+pub type Driver = Pin<Box<Connection<TokioIo<TcpStream>, UpstreamBody>>>;

@@ -58,7 +58,7 @@ pub(super) fn spawn_prober(upstream: Arc<str>, ep: Arc<Endpoint>, spec: ActiveHe
 async fn probe(ep: &Endpoint, spec: &ActiveHealthSpec) -> bool {
     let timeout = spec.timeout.get();
     let attempt = async {
-        let mut sender = ep.connect(timeout, false).await.ok()?;
+        let mut sender = ep.connect_spawned(timeout, false).await.ok()?;
         let req = Request::get(spec.path.as_str())
             .header(header::HOST, ep.label().as_ref())
             .header(header::USER_AGENT, "weir-health-check")

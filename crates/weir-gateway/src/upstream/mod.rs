@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use weir_config::spec::UpstreamSpec;
 
 pub use balancer::{Balancer, PickCx, Tried};
-pub use endpoint::Endpoint;
+pub use endpoint::{Driver, Endpoint};
 use pool::PoolLimits;
 
 /// A live upstream.

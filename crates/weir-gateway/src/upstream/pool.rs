@@ -13,11 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::Driver;
 use crate::body::UpstreamBody;
 
 /// Limits of one pool, from `upstreams[].pool`.
@@ -36,13 +43,60 @@ pub struct PoolLimits {
 }
 
 /// An open upstream connection, holding one of the pool's `max_connections` permits.
+///
+/// Its I/O half ([`Driver`]) is polled by whoever uses the connection, inside the downstream
+/// connection's task: while sending, while the response body streams, and when taken from
+/// the idle list. An idle connection is not polled; one the upstream closed meanwhile is
+/// found out when it is next taken (and the request is retried on a fresh one).
 #[derive(Debug)]
 pub struct Conn {
-    /// Sends requests on the connection; the connection task runs on its own.
-    pub sender: SendRequest<UpstreamBody>,
+    sender: SendRequest<UpstreamBody>,
+    driver: Driver,
+    /// The driver finished: the connection is gone.
+    ended: bool,
     created: Instant,
     /// Released when the connection is dropped, letting a waiter dial.
     _permit: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// Drives the connection's I/O; returns whether the connection has ended.
+    pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+        }
+        self.ended
+    }
+
+    /// Waits until the connection can take a request; false if it ended.
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            let ended = self.poll_driver(cx);
+            match self.sender.poll_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok() && !ended),
+                Poll::Pending if ended => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Sends a request and waits for the response head, driving the connection meanwhile. A
+    /// request the connection could not send is handed back in the error.
+    pub async fn send(&mut self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        let mut fut = std::pin::pin!(self.sender.try_send_request(req));
+        poll_fn(|cx| {
+            if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
+                self.ended = true;
+            }
+            fut.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    fn usable(&self) -> bool {
+        !self.ended && !self.sender.is_closed()
+    }
 }
 
 #[derive(Debug)]
@@ -115,14 +169,14 @@ impl Pool {
     pub async fn acquire<F, Fut, E>(&self, dial: F) -> Result<Conn, AcquireError<E>>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<SendRequest<UpstreamBody>, E>>,
+        Fut: Future<Output = Result<(SendRequest<UpstreamBody>, Driver), E>>,
     {
         let mut waited_since = None;
         loop {
             while let Some(mut conn) = self.pop_idle() {
                 // A connection whose last response was just read may need a moment to be
                 // ready again; one that errors here was closed by the upstream.
-                if conn.sender.ready().await.is_ok() {
+                if conn.ready().await {
                     self.stats.reused.fetch_add(1, Relaxed);
                     self.note_wait(waited_since);
                     return Ok(conn);
@@ -148,9 +202,9 @@ impl Pool {
                 }
             };
             self.note_wait(waited_since);
-            let sender = dial().await.map_err(AcquireError::Connect)?;
+            let (sender, driver) = dial().await.map_err(AcquireError::Connect)?;
             self.stats.created.fetch_add(1, Relaxed);
-            return Ok(Conn { sender, created: Instant::now(), _permit: permit });
+            return Ok(Conn { sender, driver, ended: false, created: Instant::now(), _permit: permit });
         }
     }
 
@@ -168,7 +222,7 @@ impl Pool {
         while let Some(i) = idle.pop() {
             let fresh = now.duration_since(i.since) < self.limits.idle_timeout
                 && now.duration_since(i.conn.created) < self.limits.max_lifetime;
-            if fresh && !i.conn.sender.is_closed() {
+            if fresh && i.conn.usable() {
                 return Some(i.conn);
             }
         }
@@ -179,7 +233,7 @@ impl Pool {
     /// idle list is full.
     pub fn put(&self, conn: Conn) {
         let now = Instant::now();
-        if conn.sender.is_closed() || now.duration_since(conn.created) >= self.limits.max_lifetime {
+        if !conn.usable() || now.duration_since(conn.created) >= self.limits.max_lifetime {
             return;
         }
         {
@@ -200,7 +254,7 @@ impl Pool {
             let (keep, stale) = std::mem::take(&mut *idle).into_iter().partition(|i| {
                 now.duration_since(i.since) < self.limits.idle_timeout
                     && now.duration_since(i.conn.created) < self.limits.max_lifetime
-                    && !i.conn.sender.is_closed()
+                    && i.conn.usable()
             });
             *idle = keep;
             stale
