@@ -90,6 +90,13 @@ def main():
     ap.add_argument("--only", default="weir,nginx,haproxy")
     ap.add_argument("--out", default=str(ROOT / "bench/out"))
     args = ap.parse_args()
+    import socket
+    for port in (UP_PORT, WEIR_PORT, NGINX_PORT, HAPROXY_PORT):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            sys.exit(f"port {port} is in use: stop whatever listens there (an earlier bench run?) and retry")
+        except OSError:
+            pass
     d = Path(tempfile.mkdtemp(prefix="weir-bench-"))
     procs = []
     try:

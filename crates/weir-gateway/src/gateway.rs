@@ -18,6 +18,16 @@ use weir_config::ValidConfig;
 use crate::proxy::SharedSnapshot;
 use crate::server::{self, ServeOptions};
 use crate::snapshot::Snapshot;
+use crate::workers::Workers;
+
+/// Binds a listening socket with a backlog fit for bursts of connections.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    let l = sock.listen(4096)?.into_std()?;
+    Ok(l)
+}
 
 /// Why a config could not be applied. The previous config keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +48,8 @@ pub enum ApplyError {
 struct RunningListener {
     local: SocketAddr,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// One accept loop per worker.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// A running gateway.
@@ -50,16 +61,18 @@ pub struct Gateway {
     /// Serialises `apply` so versions and listener sets never interleave.
     apply_lock: tokio::sync::Mutex<()>,
     opts: ServeOptions,
+    workers: Workers,
 }
 
 impl Gateway {
     /// A gateway with no config yet (every request gets 404 until the first apply).
-    pub fn new(opts: ServeOptions) -> Arc<Self> {
+    pub fn new(opts: ServeOptions, workers: Workers) -> Arc<Self> {
         Arc::new(Self {
             state: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             listeners: Mutex::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
             opts,
+            workers,
         })
     }
 
@@ -87,7 +100,7 @@ impl Gateway {
             if self.listeners.lock().contains_key(&key) {
                 continue;
             }
-            let listener = TcpListener::bind(l.address).await.map_err(|source| ApplyError::Bind {
+            let listener = bind(l.address).map_err(|source| ApplyError::Bind {
                 name: l.name.clone(),
                 address: l.address,
                 source,
@@ -103,15 +116,20 @@ impl Gateway {
         for ((name, address), listener) in fresh {
             let local = listener.local_addr().unwrap_or(address);
             let stop = CancellationToken::new();
-            let task = tokio::spawn(server::serve(
-                listener,
-                name.as_str().into(),
-                self.state.clone(),
-                self.opts,
-                stop.clone(),
-            ));
-            tracing::info!(listener = %name, address = %local, "listener bound");
-            running.insert((name, address), RunningListener { local, stop, task });
+            let mut tasks = Vec::new();
+            for h in self.workers.handles() {
+                let Ok(sock) = listener.try_clone() else { continue };
+                let (name, state, opts, stop) =
+                    (Arc::<str>::from(name.as_str()), self.state.clone(), self.opts, stop.clone());
+                tasks.push(h.spawn(async move {
+                    match TcpListener::from_std(sock) {
+                        Ok(l) => server::serve(l, name, state, opts, stop).await,
+                        Err(e) => tracing::error!(listener = %name, error = %e, "cannot register listener"),
+                    }
+                }));
+            }
+            tracing::info!(listener = %name, address = %local, workers = tasks.len(), "listener bound");
+            running.insert((name, address), RunningListener { local, stop, tasks });
         }
         running.retain(|key, l| {
             let keep = wanted.contains_key(key);
@@ -131,7 +149,7 @@ impl Gateway {
         for l in &all {
             l.stop.cancel();
         }
-        let drain = futures_util::future::join_all(all.into_iter().map(|l| l.task));
+        let drain = futures_util::future::join_all(all.into_iter().flat_map(|l| l.tasks));
         tokio::time::timeout(deadline, drain).await.is_ok()
     }
 }

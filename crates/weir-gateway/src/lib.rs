@@ -19,6 +19,8 @@ pub mod snapshot;
 mod upgrade;
 pub mod upstream;
 pub mod watch;
+pub mod workers;
 
 pub use gateway::{ApplyError, Gateway};
 pub use server::ServeOptions;
+pub use workers::Workers;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_gateway::admin::{self, AdminState};
-use weir_gateway::{Gateway, ServeOptions, watch};
+use weir_gateway::{Gateway, ServeOptions, Workers, watch};
 
 /// Arguments of `weir standalone`.
 #[derive(Debug, clap::Args)]
@@ -36,7 +36,9 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         }
     };
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers.max(1)).enable_all().build() {
+    // The main thread runs the control side (file watch, admin, health checks); request
+    // traffic runs on the worker threads.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -44,7 +46,14 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let gw = Gateway::new(ServeOptions { header_read_timeout: args.header_read_timeout });
+        let pool = match Workers::start(workers) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("cannot start {workers} worker threads: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let gw = Gateway::new(ServeOptions { header_read_timeout: args.header_read_timeout }, pool);
         let version = match gw.apply(&cfg).await {
             Ok(v) => v,
             Err(e) => {

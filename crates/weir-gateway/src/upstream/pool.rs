@@ -83,7 +83,10 @@ impl Conn {
 
     /// Sends a request and waits for the response head, driving the connection meanwhile. A
     /// request the connection could not send is handed back in the error.
-    pub async fn send(&mut self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+    pub async fn send(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
         let mut fut = std::pin::pin!(self.sender.try_send_request(req));
         poll_fn(|cx| {
             if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
