@@ -1,6 +1,7 @@
 //! `weir`: the one binary. Subcommands compose the libraries; see `weir --help`.
 
 mod echo;
+mod loadtest;
 mod standalone;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     },
     /// Print the JSON Schema of the config file format.
     Schema,
+    /// Drive a target with a scenario's traffic mix and check it against SLA thresholds.
+    Loadtest(loadtest::Args),
     /// Run a small HTTP echo server (for examples, demos and benchmarks).
     EchoServer(echo::Args),
 }
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::EchoServer(args) => echo::run(&args),
+        Command::Loadtest(args) => loadtest::run(&args),
     }
 }
 
