@@ -8,6 +8,7 @@
 
 pub mod duration;
 mod error;
+pub mod size;
 pub mod spec;
 mod validate;
 
@@ -15,6 +16,7 @@ use std::sync::OnceLock;
 
 pub use duration::HumanDuration;
 pub use error::{ConfigError, ConfigErrors};
+pub use size::ByteSize;
 pub use spec::ConfigSpec;
 pub use validate::{ValidConfig, validate};
 

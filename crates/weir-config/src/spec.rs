@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::size::ByteSize;
 
 /// A whole Weir configuration: listeners, routes and upstreams.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -45,6 +46,87 @@ pub struct ListenerSpec {
     pub name: String,
     /// Address to bind, e.g. `0.0.0.0:8080`.
     pub address: SocketAddr,
+    /// Terminate TLS here (HTTP/2 is offered through ALPN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsSpec>,
+    /// Protection against slow, huge or too many clients.
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+/// TLS for a listener: certificates chosen by SNI; the first is the default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsSpec {
+    /// Certificate chains and keys (PEM files). SNI names come from the certificates; files are
+    /// reloaded when they change.
+    pub certificates: Vec<CertificateSpec>,
+}
+
+/// One certificate chain and its private key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+}
+
+/// Per-listener limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Open client connections at most; further clients wait in the accept queue. Default 10000.
+    #[serde(default = "default_max_client_connections")]
+    pub max_connections: u32,
+    /// Request head (request line + headers) at most this large, else 431. Default 64KiB.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: ByteSize,
+    /// Request URI at most this long, else 414. Default 8KiB.
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: ByteSize,
+    /// A client must send a full request head within this time (slowloris guard). Default 30s.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// Connections with no bytes moving in either direction are closed after this. Default 60s.
+    #[serde(default = "default_client_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// HTTP/2 streams open at once per connection. Default 128.
+    #[serde(default = "default_max_streams")]
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_client_connections(),
+            max_header_size: default_max_header_size(),
+            max_uri_length: default_max_uri_length(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_client_idle_timeout(),
+            max_concurrent_streams: default_max_streams(),
+        }
+    }
+}
+
+fn default_max_client_connections() -> u32 {
+    10_000
+}
+fn default_max_header_size() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_max_uri_length() -> ByteSize {
+    ByteSize(8 * 1024)
+}
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_client_idle_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_max_streams() -> u32 {
+    128
 }
 
 /// One route: what it matches and where matching requests go.
@@ -68,6 +150,9 @@ pub struct RouteSpec {
     /// Retry policy. Default: one attempt, no retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetrySpec>,
+    /// Request bodies larger than this get 413. Default: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_size: Option<ByteSize>,
 }
 
 /// Request predicates; all given ones must hold.
@@ -140,6 +225,46 @@ pub struct UpstreamSpec {
     /// Active and passive health checking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
+    /// Protocol spoken to the endpoints. Default `http1`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints (HTTPS, mTLS). Verification is on unless `insecure_skip_verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsSpec>,
+}
+
+/// Protocol spoken to an upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (requires `tls`), one multiplexed connection per endpoint.
+    H2,
+    /// HTTP/2 with prior knowledge over plain TCP (gRPC backends), one multiplexed connection per endpoint.
+    H2c,
+}
+
+/// TLS towards an upstream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSpec {
+    /// Server name sent in SNI and verified in the certificate. Default: the endpoint address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// PEM file of CA certificates to trust. Default: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// PEM certificate chain presented to the upstream (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// PEM private key for `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+    /// Do not verify the upstream's certificate (tests only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 fn default_connect_timeout() -> HumanDuration {

@@ -35,6 +35,23 @@ pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
             errs.push(format!("listeners[{i}].name"), format!("duplicate listener name {:?}", l.name));
         }
     }
+    for (i, l) in spec.listeners.iter().enumerate() {
+        if let Some(tls) = &l.tls
+            && tls.certificates.is_empty()
+        {
+            errs.push(format!("listeners[{i}].tls.certificates"), "give at least one certificate");
+        }
+        let lim = &l.limits;
+        if lim.max_connections == 0 {
+            errs.push(format!("listeners[{i}].limits.max_connections"), "must be at least 1");
+        }
+        if lim.max_header_size.get() < 1024 {
+            errs.push(format!("listeners[{i}].limits.max_header_size"), "must be at least 1KiB");
+        }
+        if lim.header_read_timeout.get().is_zero() || lim.idle_timeout.get().is_zero() {
+            errs.push(format!("listeners[{i}].limits"), "timeouts must be greater than 0");
+        }
+    }
     let mut addrs = HashSet::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         if !addrs.insert(l.address) {
@@ -195,6 +212,14 @@ fn check_upstream(errs: &mut Errors, at: &str, u: &UpstreamSpec) {
         errs.push(format!("{at}.connect_timeout"), "must be greater than 0");
     }
     check_pool(errs, &format!("{at}.pool"), &u.pool);
+    if u.protocol == crate::spec::UpstreamProtocol::H2 && u.tls.is_none() {
+        errs.push(format!("{at}.protocol"), "h2 needs `tls` (use h2c for HTTP/2 over plain TCP)");
+    }
+    if let Some(t) = &u.tls
+        && t.client_cert.is_some() != t.client_key.is_some()
+    {
+        errs.push(format!("{at}.tls"), "give both client_cert and client_key, or neither");
+    }
     if let Some(hc) = &u.health_check {
         check_health(errs, &format!("{at}.health_check"), hc);
     }

@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -16,36 +17,71 @@ use hyper::body::Incoming;
 use crate::upstream::Endpoint;
 use crate::upstream::pool::Conn;
 
+/// Errors of a body sent upstream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A route's `max_body_size` for one request body of unknown length; shared with the proxy so
+/// it can answer 413 when the upstream exchange fails because the limit tripped.
+#[derive(Debug, Clone)]
+pub struct BodyLimit(Arc<(u64, AtomicU64, AtomicBool)>);
+
+impl BodyLimit {
+    /// A limit of `max` bytes.
+    pub fn new(max: u64) -> Self {
+        Self(Arc::new((max, AtomicU64::new(0), AtomicBool::new(false))))
+    }
+
+    /// Whether the body went over the limit.
+    pub fn tripped(&self) -> bool {
+        self.0.2.load(Relaxed)
+    }
+}
+
 /// The request body sent upstream: the client's body streamed through, or nothing.
 #[derive(Debug)]
 pub enum UpstreamBody {
     /// The downstream body, streamed as it arrives.
     Incoming(Incoming),
+    /// The downstream body, cut off with an error past the limit.
+    Limited(Incoming, BodyLimit),
     /// No body (retries of body-less requests, health probes).
     Empty,
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            Self::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Limited(b, limit) => {
+                let polled = Pin::new(b).poll_frame(cx).map_err(BoxError::from);
+                if let Poll::Ready(Some(Ok(f))) = &polled
+                    && let Some(d) = f.data_ref()
+                {
+                    let (max, seen, tripped) = &*limit.0;
+                    if seen.fetch_add(d.len() as u64, Relaxed) + d.len() as u64 > *max {
+                        tripped.store(true, Relaxed);
+                        return Poll::Ready(Some(Err("request body over the route's max_body_size".into())));
+                    }
+                }
+                polled
+            }
             Self::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Incoming(b) => b.is_end_stream(),
+            Self::Incoming(b) | Self::Limited(b, _) => b.is_end_stream(),
             Self::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Incoming(b) => b.size_hint(),
+            Self::Incoming(b) | Self::Limited(b, _) => b.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
         }
     }

@@ -63,6 +63,17 @@ pub enum ProxyError {
     /// The request cannot be proxied as sent.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request URI is longer than the listener allows.
+    #[error("request URI too long")]
+    UriTooLong,
+    /// The request body is larger than the route allows.
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// Route that was matched.
+        route: Arc<str>,
+        /// The route's `max_body_size`.
+        limit: u64,
+    },
 }
 
 impl ProxyError {
@@ -74,7 +85,44 @@ impl ProxyError {
             Self::Connect { .. } | Self::BadUpstream { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
+    }
+
+    /// The gRPC status code for gRPC clients (grpc/doc/http-grpc-status-mapping.md).
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            Self::NoRoute => 12, // UNIMPLEMENTED
+            Self::NoHealthyEndpoint { .. } | Self::Connect { .. } | Self::BadUpstream { .. } => 14, // UNAVAILABLE
+            Self::PoolExhausted { .. } | Self::PayloadTooLarge { .. } => 8, // RESOURCE_EXHAUSTED
+            Self::UpstreamTimeout { .. } => 4, // DEADLINE_EXCEEDED
+            Self::BadRequest(_) | Self::UriTooLong => 3, // INVALID_ARGUMENT
+        }
+    }
+
+    /// A trailers-only gRPC response (HTTP 200, `grpc-status`, `grpc-message`).
+    pub fn into_grpc_response(self) -> Response<GatewayBody> {
+        let mut rsp = Response::new(GatewayBody::empty());
+        let h = rsp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(u16::from(self.grpc_status())));
+        // grpc-message is percent-encoded; our messages are ASCII, so encode what is not safe.
+        let msg: String = self
+            .to_string()
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_graphic() && b != b'%' || b == b' ' {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        if let Ok(v) = HeaderValue::try_from(msg) {
+            h.insert("grpc-message", v);
+        }
+        rsp
     }
 
     /// A short, bounded reason, used as a metric label and in the JSON body.
@@ -87,14 +135,17 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::BadUpstream { .. } => "bad_upstream",
             Self::BadRequest(_) => "bad_request",
+            Self::UriTooLong => "uri_too_long",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
         }
     }
 
     /// The route the error happened on, if one was matched.
     pub fn route(&self) -> Option<&str> {
         match self {
-            Self::NoRoute | Self::BadRequest(_) => None,
-            Self::NoHealthyEndpoint { route, .. }
+            Self::NoRoute | Self::BadRequest(_) | Self::UriTooLong => None,
+            Self::PayloadTooLarge { route, .. }
+            | Self::NoHealthyEndpoint { route, .. }
             | Self::PoolExhausted { route, .. }
             | Self::Connect { route, .. }
             | Self::UpstreamTimeout { route, .. }

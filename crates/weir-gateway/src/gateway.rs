@@ -1,7 +1,8 @@
 //! The running data plane: the live snapshot, the listeners, and applying a new config.
 //!
-//! Owns: [`Gateway::apply`], the one way a config takes effect (bind new listeners, compile,
-//! swap atomically, close removed listeners), and [`Gateway::shutdown`].
+//! Owns: [`Gateway::apply`], the one way a config takes effect (prepare new listeners and TLS,
+//! compile, swap atomically, then start, restart or stop listeners), and
+//! [`Gateway::shutdown`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,25 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use notify::Watcher;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use weir_config::ValidConfig;
+use weir_config::spec::ListenerSpec;
 
 use crate::proxy::SharedSnapshot;
-use crate::server::{self, ServeOptions};
+use crate::server::{self, ListenerCtx, ServeOptions};
 use crate::snapshot::Snapshot;
+use crate::tls::{self, ListenerTls, TlsError};
 use crate::workers::Workers;
-
-/// Binds a listening socket with a backlog fit for bursts of connections.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    let l = sock.listen(4096)?.into_std()?;
-    Ok(l)
-}
 
 /// Why a config could not be applied. The previous config keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -42,36 +37,63 @@ pub enum ApplyError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A listener's certificates could not be loaded.
+    #[error("listener {name:?}: {source}")]
+    Tls {
+        /// Listener name.
+        name: String,
+        /// What was wrong.
+        source: TlsError,
+    },
+    /// An upstream's TLS settings could not be loaded.
+    #[error("upstream {name:?}: {source}")]
+    UpstreamTls {
+        /// Upstream name.
+        name: String,
+        /// What was wrong.
+        source: TlsError,
+    },
+}
+
+/// Binds a listening socket with a backlog fit for bursts of connections.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)?.into_std()
 }
 
 #[derive(Debug)]
 struct RunningListener {
+    spec: ListenerSpec,
     local: SocketAddr,
+    /// Kept so the accept loops can be restarted with new settings on the same socket.
+    socket: std::net::TcpListener,
     stop: CancellationToken,
     /// One accept loop per worker.
     tasks: Vec<JoinHandle<()>>,
+    /// Reloads certificates when their files change; dropped with the listener.
+    _cert_watch: Option<notify::RecommendedWatcher>,
 }
 
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
     state: SharedSnapshot,
-    /// Keyed by (name, configured address): a listener whose pair is unchanged keeps running.
+    /// Keyed by (name, configured address): the socket of an unchanged pair is kept.
     listeners: Mutex<HashMap<(String, SocketAddr), RunningListener>>,
     /// Serialises `apply` so versions and listener sets never interleave.
     apply_lock: tokio::sync::Mutex<()>,
-    opts: ServeOptions,
     workers: Workers,
 }
 
 impl Gateway {
     /// A gateway with no config yet (every request gets 404 until the first apply).
-    pub fn new(opts: ServeOptions, workers: Workers) -> Arc<Self> {
+    pub fn new(workers: Workers) -> Arc<Self> {
         Arc::new(Self {
             state: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             listeners: Mutex::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
-            opts,
             workers,
         })
     }
@@ -89,47 +111,49 @@ impl Gateway {
     }
 
     /// Applies a validated config atomically and returns its version. On error nothing
-    /// changes.
+    /// changes and the previous config keeps serving.
     pub async fn apply(&self, cfg: &ValidConfig) -> Result<u64, ApplyError> {
         let _serial = self.apply_lock.lock().await;
-        let wanted: HashMap<(String, SocketAddr), ()> =
-            cfg.spec().listeners.iter().map(|l| ((l.name.clone(), l.address), ())).collect();
-        let mut fresh = Vec::new();
+        // Prepare everything that can fail before anything changes.
+        let mut prepared = Vec::new();
         for l in &cfg.spec().listeners {
             let key = (l.name.clone(), l.address);
-            if self.listeners.lock().contains_key(&key) {
-                continue;
-            }
-            let listener = bind(l.address).map_err(|source| ApplyError::Bind {
-                name: l.name.clone(),
-                address: l.address,
-                source,
-            })?;
-            fresh.push((key, listener));
+            let existing = self.listeners.lock().get(&key).map(|r| (r.spec == *l, r.socket.try_clone()));
+            let socket = match existing {
+                Some((true, _)) => continue,
+                Some((false, Ok(s))) => s,
+                _ => bind(l.address).map_err(|source| ApplyError::Bind {
+                    name: l.name.clone(),
+                    address: l.address,
+                    source,
+                })?,
+            };
+            let tls = match &l.tls {
+                Some(t) => Some(
+                    tls::listener_tls(&t.certificates)
+                        .map_err(|source| ApplyError::Tls { name: l.name.clone(), source })?,
+                ),
+                None => None,
+            };
+            prepared.push((key, l.clone(), socket, tls));
         }
         let prev = self.state.load_full();
         let version = prev.version + 1;
-        let next = Snapshot::compile(cfg, Some(&prev), version);
+        let next = Snapshot::compile(cfg, Some(&prev), version)
+            .map_err(|(name, source)| ApplyError::UpstreamTls { name, source })?;
         self.state.store(Arc::new(next));
 
+        let wanted: HashMap<(String, SocketAddr), ()> =
+            cfg.spec().listeners.iter().map(|l| ((l.name.clone(), l.address), ())).collect();
         let mut running = self.listeners.lock();
-        for ((name, address), listener) in fresh {
-            let local = listener.local_addr().unwrap_or(address);
-            let stop = CancellationToken::new();
-            let mut tasks = Vec::new();
-            for h in self.workers.handles() {
-                let Ok(sock) = listener.try_clone() else { continue };
-                let (name, state, opts, stop) =
-                    (Arc::<str>::from(name.as_str()), self.state.clone(), self.opts, stop.clone());
-                tasks.push(h.spawn(async move {
-                    match TcpListener::from_std(sock) {
-                        Ok(l) => server::serve(l, name, state, opts, stop).await,
-                        Err(e) => tracing::error!(listener = %name, error = %e, "cannot register listener"),
-                    }
-                }));
+        for (key, spec, socket, tls) in prepared {
+            if let Some(old) = running.remove(&key) {
+                // Same socket, new settings: old loops drain, new loops take new clients.
+                old.stop.cancel();
+                tracing::info!(listener = %spec.name, "listener settings changed; restarting its accept loops");
             }
-            tracing::info!(listener = %name, address = %local, workers = tasks.len(), "listener bound");
-            running.insert((name, address), RunningListener { local, stop, tasks });
+            let rl = self.start_listener(spec, socket, tls);
+            running.insert(key, rl);
         }
         running.retain(|key, l| {
             let keep = wanted.contains_key(key);
@@ -142,6 +166,31 @@ impl Gateway {
         Ok(version)
     }
 
+    fn start_listener(
+        &self,
+        spec: ListenerSpec,
+        socket: std::net::TcpListener,
+        tls: Option<ListenerTls>,
+    ) -> RunningListener {
+        let local = socket.local_addr().unwrap_or(spec.address);
+        let cert_watch = tls.as_ref().and_then(|t| watch_certs(&spec.name, t));
+        let ctx = Arc::new(ListenerCtx::new(spec.name.as_str().into(), ServeOptions::from_limits(&spec.limits), tls));
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for h in self.workers.handles() {
+            let Ok(sock) = socket.try_clone() else { continue };
+            let (ctx, state, stop) = (ctx.clone(), self.state.clone(), stop.clone());
+            tasks.push(h.spawn(async move {
+                match TcpListener::from_std(sock) {
+                    Ok(l) => server::serve(l, ctx, state, stop).await,
+                    Err(e) => tracing::error!(listener = %ctx.name, error = %e, "cannot register listener"),
+                }
+            }));
+        }
+        tracing::info!(listener = %spec.name, address = %local, tls = ctx.tls.is_some(), workers = tasks.len(), "listener bound");
+        RunningListener { spec, local, socket, stop, tasks, _cert_watch: cert_watch }
+    }
+
     /// Stops accepting on every listener and waits up to `deadline` for in-flight requests
     /// to finish. Returns whether every connection drained in time.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
@@ -152,4 +201,35 @@ impl Gateway {
         let drain = futures_util::future::join_all(all.into_iter().flat_map(|l| l.tasks));
         tokio::time::timeout(deadline, drain).await.is_ok()
     }
+}
+
+/// Reloads a listener's certificates whenever one of their files (or its directory, for
+/// Kubernetes secret symlink swaps) changes. Open connections keep their session.
+fn watch_certs(name: &str, tls: &ListenerTls) -> Option<notify::RecommendedWatcher> {
+    let resolver = tls.resolver.clone();
+    let listener = name.to_owned();
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|e| !e.kind.is_access()) {
+            match resolver.reload() {
+                Ok(()) => tracing::info!(%listener, "certificates reloaded"),
+                Err(e) => tracing::warn!(%listener, error = %e, "certificate reload failed; keeping the current ones"),
+            }
+        }
+    })
+    .ok()?;
+    let mut dirs: Vec<std::path::PathBuf> = tls
+        .resolver
+        .files()
+        .filter_map(|f| {
+            std::path::Path::new(f).parent().map(|p| if p.as_os_str().is_empty() { ".".into() } else { p.to_owned() })
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        if let Err(e) = w.watch(&d, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(listener = %name, dir = %d.display(), error = %e, "cannot watch certificate directory");
+        }
+    }
+    Some(w)
 }

@@ -1,4 +1,4 @@
-//! The request path, stated once: route → pick → pooled connection → send → stream back.
+//! The request path, stated once: checks → route → pick → connection → send → stream back.
 //!
 //! Owns: the per-request pipeline and its failover (connect errors retry on another endpoint;
 //! 5xx retries too when the request is idempotent and has no body), passive health feedback,
@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, Method, Request, Response, Uri, Version, header, uri::PathAndQuery};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use weir_config::spec::UpstreamProtocol;
 
-use crate::body::{GatewayBody, Lease, UpstreamBody};
+use crate::body::{BodyLimit, GatewayBody, Lease, UpstreamBody};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::router::{RequestView, Route};
@@ -32,20 +34,32 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// Longest URI accepted (414 beyond).
+    pub max_uri_length: usize,
 }
 
-/// Serves one request; never fails (errors become JSON responses).
+/// Serves one request; never fails (errors become JSON, or gRPC-shaped, responses).
 pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>) -> Response<GatewayBody> {
+    let grpc = is_grpc(req.headers());
     match proxy(&snap, conn, req).await {
         Ok(rsp) => rsp,
         Err(e) => {
             match &e {
-                ProxyError::NoRoute | ProxyError::BadRequest(_) => tracing::debug!(error = %e, "request refused"),
+                ProxyError::NoRoute
+                | ProxyError::BadRequest(_)
+                | ProxyError::UriTooLong
+                | ProxyError::PayloadTooLarge { .. } => {
+                    tracing::debug!(error = %e, "request refused");
+                }
                 _ => tracing::warn!(route = e.route(), reason = e.reason(), error = %e, "request failed"),
             }
-            e.into_response()
+            if grpc { e.into_grpc_response() } else { e.into_response() }
         }
     }
+}
+
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The request's host without port: the `Host` header, else the URI authority.
@@ -64,11 +78,32 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
+/// Request smuggling and size checks that hyper leaves to us.
+fn check_request(req: &Request<Incoming>, conn: &ConnInfo) -> Result<(), ProxyError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > conn.max_uri_length {
+        return Err(ProxyError::UriTooLong);
+    }
+    let h = req.headers();
+    if req.version() <= Version::HTTP_11 {
+        let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+        if lengths.next().is_some() && (lengths.next().is_some() || h.contains_key(header::TRANSFER_ENCODING)) {
+            return Err(ProxyError::BadRequest("conflicting Content-Length / Transfer-Encoding"));
+        }
+    }
+    Ok(())
+}
+
+fn declared_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 async fn proxy(
     snap: &Snapshot,
     conn: ConnInfo,
     mut req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ProxyError> {
+    check_request(&req, &conn)?;
     let route: Arc<Route> = {
         let uri = req.uri();
         let view = RequestView {
@@ -80,22 +115,48 @@ async fn proxy(
         };
         snap.router.find(&view).ok_or(ProxyError::NoRoute)?.clone()
     };
+    if let (Some(limit), Some(len)) = (route.max_body_size, declared_length(req.headers()))
+        && len > limit
+    {
+        return Err(ProxyError::PayloadTooLarge { route: route.name.clone(), limit });
+    }
     let upstream = route.target.choose().clone();
-    let upgrade = headers::wants_upgrade(req.headers());
+    let h2 = upstream.protocol() != UpstreamProtocol::Http1;
+    let upgrade = !h2 && headers::wants_upgrade(req.headers());
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    if !parts.headers.contains_key(header::HOST)
-        && let Some(auth) = parts.uri.authority().and_then(|a| a.as_str().parse().ok())
-    {
-        parts.headers.insert(header::HOST, auth);
-    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
+    let te_trailers = parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     // Weir answers `Expect: 100-continue` itself when it starts reading the body.
     parts.headers.remove(header::EXPECT);
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(h) = &host
+    {
+        parts.headers.insert(header::HOST, h.clone());
+    }
     headers::add_forwarding(&mut parts.headers, conn.client.ip(), conn.proto);
-    parts.uri = Uri::from(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-    parts.version = Version::HTTP_11;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if h2 {
+        // HTTP/2 carries the authority in the URI and `te: trailers` for gRPC.
+        let scheme = if upstream.protocol() == UpstreamProtocol::H2 { "https" } else { "http" };
+        let auth = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        parts.uri =
+            format!("{scheme}://{auth}{path}").parse().map_err(|_| ProxyError::BadRequest("invalid authority"))?;
+        parts.headers.remove(header::HOST);
+        if te_trailers {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        parts.version = Version::HTTP_2;
+    } else {
+        parts.uri = Uri::from(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.version = Version::HTTP_11;
+    }
 
     if let Some(on_upgrade) = on_upgrade {
         return upgrade::tunnel(
@@ -107,8 +168,8 @@ async fn proxy(
         )
         .await;
     }
-
     let bodiless = http_body::Body::is_end_stream(&body);
+    let limit = route.max_body_size.filter(|_| !bodiless).map(BodyLimit::new);
     let retry_5xx = bodiless && is_idempotent(&parts.method);
     let mut parts = Some(parts);
     let mut body = Some(body);
@@ -116,7 +177,6 @@ async fn proxy(
     let mut unsent: Option<Request<UpstreamBody>> = None;
     let mut tried = Tried::default();
     let mut last_err = None;
-
     let mut attempt = 0;
     // One extra try when a pooled connection turned out closed before the request left: the
     // upstream timed it out, which says nothing about the endpoint's health.
@@ -135,22 +195,36 @@ async fn proxy(
         tried.add(i);
         let ep = upstream.endpoints()[i].clone();
         let mut lease = Lease::new(ep.clone());
-        let pooled = ep.pool().acquire(|| ep.dial(upstream.connect_timeout())).await;
-        match pooled {
-            Ok(c) => lease.attach(c),
-            Err(AcquireError::Timeout) => {
-                last_err =
-                    Some(ProxyError::PoolExhausted { route: route.name.clone(), upstream: upstream.name().clone() });
-                continue;
+        let connect_err = |e: std::io::Error| ProxyError::Connect {
+            route: route.name.clone(),
+            endpoint: ep.label().clone(),
+            reason: e.to_string(),
+        };
+        let mut h2_sender = None;
+        if h2 {
+            match ep.h2(upstream.connect_timeout(), upstream.tls()).await {
+                Ok(s) => h2_sender = Some(s),
+                Err(e) => {
+                    ep.record_failure(upstream.passive());
+                    last_err = Some(connect_err(e));
+                    continue;
+                }
             }
-            Err(AcquireError::Connect(e)) => {
-                ep.record_failure(upstream.passive());
-                last_err = Some(ProxyError::Connect {
-                    route: route.name.clone(),
-                    endpoint: ep.label().clone(),
-                    reason: e.to_string(),
-                });
-                continue;
+        } else {
+            match ep.pool().acquire(|| ep.dial(upstream.connect_timeout(), upstream.tls())).await {
+                Ok(c) => lease.attach(c),
+                Err(AcquireError::Timeout) => {
+                    last_err = Some(ProxyError::PoolExhausted {
+                        route: route.name.clone(),
+                        upstream: upstream.name().clone(),
+                    });
+                    continue;
+                }
+                Err(AcquireError::Connect(e)) => {
+                    ep.record_failure(upstream.passive());
+                    last_err = Some(connect_err(e));
+                    continue;
+                }
             }
         }
         let request = match unsent.take() {
@@ -160,15 +234,23 @@ async fn proxy(
                 None => break,
             },
             None => match (parts.take(), body.take()) {
-                (Some(p), Some(b)) => {
-                    Request::from_parts(p, if bodiless { UpstreamBody::Empty } else { UpstreamBody::Incoming(b) })
-                }
+                (Some(p), Some(b)) => Request::from_parts(
+                    p,
+                    match (&limit, bodiless) {
+                        (_, true) => UpstreamBody::Empty,
+                        (Some(l), false) => UpstreamBody::Limited(b, l.clone()),
+                        (None, false) => UpstreamBody::Incoming(b),
+                    },
+                ),
                 _ => break,
             },
         };
         let started = Instant::now();
-        let Some(c) = lease.conn_mut() else { break };
-        let sent = tokio::time::timeout(route.timeout, c.send(request)).await;
+        let sent = match (&mut h2_sender, lease.conn_mut()) {
+            (Some(s), _) => tokio::time::timeout(route.timeout, s.try_send_request(request)).await,
+            (None, Some(c)) => tokio::time::timeout(route.timeout, c.send(request)).await,
+            (None, None) => break,
+        };
         match sent {
             Err(_) => {
                 ep.record_failure(upstream.passive());
@@ -179,6 +261,12 @@ async fn proxy(
                 });
             }
             Ok(Err(mut e)) => {
+                if limit.as_ref().is_some_and(BodyLimit::tripped) {
+                    return Err(ProxyError::PayloadTooLarge {
+                        route: route.name.clone(),
+                        limit: route.max_body_size.unwrap_or(0),
+                    });
+                }
                 unsent = e.take_message();
                 if unsent.is_some() && stale_retry {
                     stale_retry = false;

@@ -65,6 +65,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Attempts in total, the first included.
     pub attempts: u32,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_size: Option<u64>,
     path: PathPat,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -192,6 +194,7 @@ fn compile_route(spec: &RouteSpec, target: Target) -> Route {
         target,
         timeout: spec.timeout.map_or(Duration::from_secs(30), |t| t.get()),
         attempts: spec.retries.as_ref().map_or(1, |r| r.attempts.max(1)),
+        max_body_size: spec.max_body_size.map(weir_config::ByteSize::get),
         path,
         methods: m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect(),
         headers: m

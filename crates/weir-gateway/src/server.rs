@@ -1,46 +1,119 @@
-//! Client-facing listeners: accept, serve HTTP/1.1 with keep-alive and upgrades, drain.
+//! Client-facing listeners: accept, TLS, HTTP/1.1 and HTTP/2 (ALPN or prior knowledge),
+//! limits, drain.
 //!
-//! Owns: the accept loop of one listener and the connections it spawns, and their graceful
-//! end: when the listener's token is cancelled it stops accepting, asks every connection to
-//! finish its in-flight request and close, and returns once they have (or the caller's
-//! deadline passes).
+//! Owns: the accept loop of one listener and the connections it spawns, the per-listener
+//! limits (open connections, header size, header-read and idle timeouts, HTTP/2 streams and
+//! resets), and their graceful end: when the listener's token is cancelled it stops accepting,
+//! asks every connection to finish its in-flight requests and close, and returns once they have.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use weir_config::spec::ListenerLimits;
 
+use crate::io::IdleTimeout;
 use crate::proxy::{self, ConnInfo, SharedSnapshot};
+use crate::tls::ListenerTls;
 
-/// Per-listener HTTP settings.
+/// Per-listener HTTP settings, from `listeners[].limits`.
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
     /// A client must send a full request head within this time (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Connections with no bytes moving are closed after this (up to twice this).
+    pub idle_timeout: Duration,
+    /// Largest request head, in bytes.
+    pub max_header_size: usize,
+    /// Longest request URI, in bytes.
+    pub max_uri_length: usize,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Open connections per listener.
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        Self { header_read_timeout: Duration::from_secs(30) }
+        Self::from_limits(&ListenerLimits::default())
+    }
+}
+
+impl ServeOptions {
+    /// From a listener's configured limits.
+    pub fn from_limits(l: &ListenerLimits) -> Self {
+        Self {
+            header_read_timeout: l.header_read_timeout.get(),
+            idle_timeout: l.idle_timeout.get(),
+            max_header_size: usize::try_from(l.max_header_size.get()).unwrap_or(usize::MAX),
+            max_uri_length: usize::try_from(l.max_uri_length.get()).unwrap_or(usize::MAX),
+            max_concurrent_streams: l.max_concurrent_streams,
+            max_connections: l.max_connections as usize,
+        }
+    }
+}
+
+/// Everything one listener's accept loops share.
+#[derive(Debug)]
+pub struct ListenerCtx {
+    /// The listener's name.
+    pub name: Arc<str>,
+    /// Its limits.
+    pub opts: ServeOptions,
+    /// TLS, when the listener terminates it.
+    pub tls: Option<ListenerTls>,
+    /// Open-connection permits, shared by the listener's accept loops on every worker.
+    pub permits: Arc<Semaphore>,
+    /// HTTP/1.1 + HTTP/2 connection settings.
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl ListenerCtx {
+    /// A listener context with its connection builder configured from `opts`.
+    pub fn new(name: Arc<str>, opts: ServeOptions, tls: Option<ListenerTls>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            // hyper's minimum read buffer is 8 KiB.
+            .max_buf_size(opts.max_header_size.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(opts.max_concurrent_streams)
+            // Rapid reset (CVE-2023-44487): a client that keeps resetting streams gets GOAWAY.
+            .max_pending_accept_reset_streams(Some(64))
+            .max_local_error_reset_streams(Some(256))
+            .max_header_list_size(u32::try_from(opts.max_header_size).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Self { permits: Arc::new(Semaphore::new(opts.max_connections)), name, opts, tls, builder }
     }
 }
 
 /// Accepts on `listener` until `stop` is cancelled, then drains its connections.
-pub async fn serve(
-    listener: TcpListener,
-    name: Arc<str>,
-    state: SharedSnapshot,
-    opts: ServeOptions,
-    stop: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, state: SharedSnapshot, stop: CancellationToken) {
     let conns = TaskTracker::new();
     loop {
+        // At the connection cap, stop accepting: new clients wait in the kernel's queue.
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            p = ctx.permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             a = listener.accept() => a,
@@ -49,42 +122,62 @@ pub async fn serve(
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays up.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tracing::warn!(listener = %ctx.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let (state, stop) = (state.clone(), stop.clone());
+        let (ctx, state, stop) = (ctx.clone(), state.clone(), stop.clone());
         conns.spawn(async move {
-            let info = ConnInfo { client, proto: "http" };
-            let svc = service_fn(move |req| {
-                // One atomic load per request; the snapshot lives until the response is built.
-                let snap = state.load_full();
-                async move { Ok::<_, Infallible>(proxy::handle(snap, info, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(opts.header_read_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = stop.cancelled() => {
-                    // Finish the request in flight, then close instead of keeping alive.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let _permit = permit;
+            match &ctx.tls {
+                None => serve_conn(stream, client, "http", &ctx, state, stop).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(ctx.opts.header_read_timeout, tls.acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(s)) => serve_conn(s, client, "https", &ctx, state, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%client, error = %e, "connection closed with error");
             }
         });
     }
     drop(listener);
-    tracing::info!(listener = %name, "listener closed; draining connections");
+    tracing::info!(listener = %ctx.name, "listener closed; draining connections");
     conns.close();
     conns.wait().await;
+}
+
+async fn serve_conn<I>(
+    io: I,
+    client: SocketAddr,
+    proto: &'static str,
+    ctx: &ListenerCtx,
+    state: SharedSnapshot,
+    stop: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = ConnInfo { client, proto, max_uri_length: ctx.opts.max_uri_length };
+    let svc = service_fn(move |req| {
+        // One atomic load per request; the snapshot lives until the response is built.
+        let snap = state.load_full();
+        async move { Ok::<_, Infallible>(proxy::handle(snap, info, req).await) }
+    });
+    let io = TokioIo::new(IdleTimeout::new(io, ctx.opts.idle_timeout));
+    let conn = ctx.builder.serve_connection_with_upgrades(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop.cancelled() => {
+            // Finish the requests in flight, then close instead of keeping alive.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%client, error = %e, "connection closed with error");
+    }
 }

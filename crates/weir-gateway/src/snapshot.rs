@@ -10,6 +10,7 @@ use std::sync::Arc;
 use weir_config::ValidConfig;
 
 use crate::router::{Router, Target};
+use crate::tls::TlsError;
 use crate::upstream::Upstream;
 
 /// One compiled config version.
@@ -25,13 +26,17 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compiles `cfg`, reusing unchanged upstreams from `prev`. Needs a Tokio runtime (it
-    /// starts health-check tasks for new upstreams). Infallible: `cfg` is valid.
-    pub fn compile(cfg: &ValidConfig, prev: Option<&Snapshot>, version: u64) -> Self {
+    /// starts health-check tasks for new upstreams). Fails only when an upstream's TLS files
+    /// cannot be loaded: `(upstream name, error)`.
+    pub fn compile(cfg: &ValidConfig, prev: Option<&Snapshot>, version: u64) -> Result<Self, (String, TlsError)> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
         for u in &spec.upstreams {
             let kept = prev.and_then(|p| p.upstreams.get(u.name.as_str())).filter(|old| old.spec() == u).cloned();
-            let up = kept.unwrap_or_else(|| Arc::new(Upstream::start(u)));
+            let up = match kept {
+                Some(k) => k,
+                None => Arc::new(Upstream::start(u).map_err(|e| (u.name.clone(), e))?),
+            };
             upstreams.insert(up.name().clone(), up);
         }
         let router = Router::new(&spec.routes, |r| match &r.upstream {
@@ -47,6 +52,6 @@ impl Snapshot {
                 Target::Split { backends, total }
             }
         });
-        Self { version, router, upstreams }
+        Ok(Self { version, router, upstreams })
     }
 }

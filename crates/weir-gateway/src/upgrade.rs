@@ -31,7 +31,7 @@ pub(crate) async fn tunnel(
     })?;
     let ep = upstream.endpoints()[i].clone();
     let lease = Lease::new(ep.clone());
-    let mut sender = ep.connect_spawned(upstream.connect_timeout(), true).await.map_err(|e| {
+    let mut sender = ep.connect_spawned(upstream.connect_timeout(), upstream.tls(), true).await.map_err(|e| {
         ep.record_failure(upstream.passive());
         ProxyError::Connect { route: route.name.clone(), endpoint: ep.label().clone(), reason: e.to_string() }
     })?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_gateway::admin::{self, AdminState};
-use weir_gateway::{Gateway, ServeOptions, Workers, watch};
+use weir_gateway::{Gateway, Workers, watch};
 
 /// Arguments of `weir standalone`.
 #[derive(Debug, clap::Args)]
@@ -22,9 +22,6 @@ pub(crate) struct Args {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
-    /// A client must send its request head within this time.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    header_read_timeout: Duration,
 }
 
 pub(crate) fn run(args: &Args) -> ExitCode {
@@ -53,7 +50,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let gw = Gateway::new(ServeOptions { header_read_timeout: args.header_read_timeout }, pool);
+        let gw = Gateway::new(pool);
         let version = match gw.apply(&cfg).await {
             Ok(v) => v,
             Err(e) => {

@@ -11,12 +11,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::client::conn::http2;
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::pool::{Pool, PoolLimits};
 use crate::body::UpstreamBody;
+use crate::io::UpstreamIo;
+use crate::tls::UpstreamTls;
 
 /// One `address:port` that serves an upstream.
 #[derive(Debug)]
@@ -39,6 +45,8 @@ pub struct Endpoint {
     failures: AtomicU32,
     /// The epoch of `ejected_until_ms`.
     base: Instant,
+    /// The shared HTTP/2 connection, for `h2`/`h2c` upstreams.
+    h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
 }
 
 impl Endpoint {
@@ -58,6 +66,7 @@ impl Endpoint {
             ejected_until_ms: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             base: Instant::now(),
+            h2: Mutex::new(None),
         }
     }
 
@@ -149,26 +158,51 @@ impl Endpoint {
         }
     }
 
-    /// Opens a TCP connection and an HTTP/1.1 session on it. The caller drives the returned
-    /// connection (see [`super::pool::Conn`]), so a pooled exchange runs entirely in the task
-    /// of the downstream connection: no channel hop or task wake-up between two tasks.
-    pub async fn dial(&self, timeout: Duration) -> io::Result<(SendRequest<UpstreamBody>, Driver)> {
+    /// Opens a TCP (and, with `tls`, TLS) connection to the endpoint.
+    async fn stream(&self, timeout: Duration, tls: Option<&UpstreamTls>) -> io::Result<UpstreamIo> {
         let stream = tokio::time::timeout(timeout, async {
-            match self.ip {
-                Some(addr) => TcpStream::connect(addr).await,
-                None => TcpStream::connect((self.host.as_str(), self.port)).await,
+            let tcp = match self.ip {
+                Some(addr) => TcpStream::connect(addr).await?,
+                None => TcpStream::connect((self.host.as_str(), self.port)).await?,
+            };
+            tcp.set_nodelay(true)?;
+            match tls {
+                None => Ok::<_, io::Error>(UpstreamIo::Plain(tcp)),
+                Some(t) => {
+                    let name = match &t.sni {
+                        Some(n) => n.clone(),
+                        None => ServerName::try_from(self.host.clone()).map_err(io::Error::other)?,
+                    };
+                    Ok(UpstreamIo::Tls(Box::new(t.connector.connect(name, tcp).await?)))
+                }
             }
         })
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
+        Ok(stream)
+    }
+
+    /// Opens an HTTP/1.1 connection. The caller drives the returned connection (see
+    /// [`super::pool::Conn`]), so a pooled exchange runs entirely in the task of the
+    /// downstream connection: no channel hop or task wake-up between two tasks.
+    pub async fn dial(
+        &self,
+        timeout: Duration,
+        tls: Option<&UpstreamTls>,
+    ) -> io::Result<(SendRequest<UpstreamBody>, Driver)> {
+        let io = self.stream(timeout, tls).await?;
+        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(io::Error::other)?;
         Ok((sender, Box::pin(conn)))
     }
 
-    /// Opens a connection whose I/O runs in a task of its own (health probes, upgrades).
-    pub async fn connect_spawned(&self, timeout: Duration, upgrades: bool) -> io::Result<SendRequest<UpstreamBody>> {
-        let (sender, conn) = self.dial(timeout).await?;
+    /// Opens an HTTP/1.1 connection whose I/O runs in a task of its own (probes, upgrades).
+    pub async fn connect_spawned(
+        &self,
+        timeout: Duration,
+        tls: Option<&UpstreamTls>,
+        upgrades: bool,
+    ) -> io::Result<SendRequest<UpstreamBody>> {
+        let (sender, conn) = self.dial(timeout, tls).await?;
         let label = self.label.clone();
         tokio::spawn(async move {
             let conn = Pin::into_inner(conn);
@@ -179,7 +213,35 @@ impl Endpoint {
         });
         Ok(sender)
     }
+
+    /// The endpoint's multiplexed HTTP/2 connection, opened on first use and reopened after
+    /// it closes.
+    pub async fn h2(
+        &self,
+        timeout: Duration,
+        tls: Option<&UpstreamTls>,
+    ) -> io::Result<http2::SendRequest<UpstreamBody>> {
+        if let Some(s) = self.h2.lock().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let io = self.stream(timeout, tls).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(io::Error::other)?;
+        let label = self.label.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(endpoint = %label, error = %e, "upstream h2 connection ended");
+            }
+        });
+        self.pool.stats.created.fetch_add(1, Relaxed);
+        *self.h2.lock() = Some(sender.clone());
+        Ok(sender)
+    }
 }
 
 /// The I/O half of an upstream HTTP/1.1 connection; it makes progress only when polled.
-pub type Driver = Pin<Box<Connection<TokioIo<TcpStream>, UpstreamBody>>>;
+pub type Driver = Pin<Box<Connection<TokioIo<UpstreamIo>, UpstreamBody>>>;

@@ -13,6 +13,7 @@ use weir_config::spec::ActiveHealthSpec;
 
 use super::Endpoint;
 use crate::body::UpstreamBody;
+use crate::tls::UpstreamTls;
 
 /// Closes idle connections past their idle timeout or lifetime, about twice per timeout.
 pub(super) fn spawn_sweeper(endpoints: Vec<Arc<Endpoint>>, idle_timeout: Duration) -> JoinHandle<()> {
@@ -31,14 +32,19 @@ pub(super) fn spawn_sweeper(endpoints: Vec<Arc<Endpoint>>, idle_timeout: Duratio
 
 /// Probes one endpoint every `interval`; flips it down after `unhealthy_threshold` failures
 /// in a row and up after `healthy_threshold` successes in a row.
-pub(super) fn spawn_prober(upstream: Arc<str>, ep: Arc<Endpoint>, spec: ActiveHealthSpec) -> JoinHandle<()> {
+pub(super) fn spawn_prober(
+    upstream: Arc<str>,
+    ep: Arc<Endpoint>,
+    spec: ActiveHealthSpec,
+    tls: Option<UpstreamTls>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(spec.interval.get());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut ok_run, mut fail_run) = (0u32, 0u32);
         loop {
             tick.tick().await;
-            let healthy = probe(&ep, &spec).await;
+            let healthy = probe(&ep, &spec, tls.as_ref()).await;
             if healthy {
                 ok_run += 1;
                 fail_run = 0;
@@ -55,10 +61,10 @@ pub(super) fn spawn_prober(upstream: Arc<str>, ep: Arc<Endpoint>, spec: ActiveHe
     })
 }
 
-async fn probe(ep: &Endpoint, spec: &ActiveHealthSpec) -> bool {
+async fn probe(ep: &Endpoint, spec: &ActiveHealthSpec, tls: Option<&UpstreamTls>) -> bool {
     let timeout = spec.timeout.get();
     let attempt = async {
-        let mut sender = ep.connect_spawned(timeout, false).await.ok()?;
+        let mut sender = ep.connect_spawned(timeout, tls, false).await.ok()?;
         let req = Request::get(spec.path.as_str())
             .header(header::HOST, ep.label().as_ref())
             .header(header::USER_AGENT, "weir-health-check")

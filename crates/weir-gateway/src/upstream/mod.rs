@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use weir_config::spec::UpstreamSpec;
+use weir_config::spec::{UpstreamProtocol, UpstreamSpec};
+
+use crate::tls::{self, TlsError, UpstreamTls};
 
 pub use balancer::{Balancer, PickCx, Tried};
 pub use endpoint::{Driver, Endpoint};
@@ -32,11 +34,18 @@ pub struct Upstream {
     passive: Option<(u32, Duration)>,
     /// Probe and sweep tasks, aborted when the upstream is dropped.
     tasks: Vec<JoinHandle<()>>,
+    protocol: UpstreamProtocol,
+    tls: Option<UpstreamTls>,
 }
 
 impl Upstream {
-    /// Builds an upstream and starts its background tasks (needs a Tokio runtime).
-    pub fn start(spec: &UpstreamSpec) -> Self {
+    /// Builds an upstream and starts its background tasks (needs a Tokio runtime). Fails only
+    /// when its TLS files cannot be loaded.
+    pub fn start(spec: &UpstreamSpec) -> Result<Self, TlsError> {
+        let tls = match &spec.tls {
+            Some(t) => Some(tls::upstream_tls(t, spec.protocol != UpstreamProtocol::Http1)?),
+            None => None,
+        };
         let p = &spec.pool;
         let limits = PoolLimits {
             max_connections: p.max_connections as usize,
@@ -58,10 +67,10 @@ impl Upstream {
         let mut tasks = vec![health::spawn_sweeper(endpoints.clone(), limits.idle_timeout)];
         if let Some(active) = hc.and_then(|h| h.active.as_ref()) {
             for e in &endpoints {
-                tasks.push(health::spawn_prober(name.clone(), e.clone(), active.clone()));
+                tasks.push(health::spawn_prober(name.clone(), e.clone(), active.clone(), tls.clone()));
             }
         }
-        Self {
+        Ok(Self {
             name,
             spec: spec.clone(),
             endpoints,
@@ -69,7 +78,19 @@ impl Upstream {
             connect_timeout: spec.connect_timeout.get(),
             passive,
             tasks,
-        }
+            protocol: spec.protocol,
+            tls,
+        })
+    }
+
+    /// The protocol spoken to the endpoints.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    /// TLS towards the endpoints, if any.
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_ref()
     }
 
     /// The upstream's name.
