@@ -35,7 +35,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn file_err(path: &Path, reason: impl ToString) -> TlsError {
+fn file_err(path: &Path, reason: impl std::fmt::Display) -> TlsError {
     TlsError::File { path: path.into(), reason: reason.to_string() }
 }
 

@@ -103,7 +103,8 @@ async fn content_length_with_transfer_encoding_cannot_smuggle() {
         let log = log.clone();
         async move {
             let h = req.headers();
-            let entry = (req.uri().path().to_owned(), h.contains_key("content-length"), h.contains_key("transfer-encoding"));
+            let entry =
+                (req.uri().path().to_owned(), h.contains_key("content-length"), h.contains_key("transfer-encoding"));
             let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
             log.lock().unwrap().push((entry, body.len()));
             hyper::Response::new(full("ok"))
@@ -117,7 +118,11 @@ async fn content_length_with_transfer_encoding_cannot_smuggle() {
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0], (("/first".to_owned(), false, true), 0), "POST went upstream chunked, empty, without Content-Length: {seen:?}");
+    assert_eq!(
+        seen[0],
+        (("/first".to_owned(), false, true), 0),
+        "POST went upstream chunked, empty, without Content-Length: {seen:?}"
+    );
     assert!(seen.iter().all(|((_, cl, te), _)| !(*cl && *te)), "{seen:?}");
     // After such a request the connection is closed (RFC 9112 §6.3), so the hidden request
     // is never parsed, by Weir or by the upstream.
@@ -127,13 +132,20 @@ async fn content_length_with_transfer_encoding_cannot_smuggle() {
 #[tokio::test]
 async fn bodies_over_max_body_size_are_413() {
     let (up, weir) = gateway().await;
-    let got = raw(weir.addr, b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\nConnection: close\r\n\r\n12345678901234567", "\r\n\r\n").await;
+    let got = raw(
+        weir.addr,
+        b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\nConnection: close\r\n\r\n12345678901234567",
+        "\r\n\r\n",
+    )
+    .await;
     assert_eq!(status(&got), "413", "{got}");
     assert_eq!(up.hits.load(SeqCst), 0, "declared too large: never sent upstream");
     let chunked = b"POST /small HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n10\r\n1234567890123456\r\n10\r\n1234567890123456\r\n0\r\n\r\n";
     let got = raw(weir.addr, chunked, "\r\n\r\n").await;
     assert_eq!(status(&got), "413", "{got}");
-    let ok = raw(weir.addr, b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", "ok").await;
+    let ok =
+        raw(weir.addr, b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", "ok")
+            .await;
     assert_eq!(status(&ok), "200", "{ok}");
 }
 
@@ -164,7 +176,10 @@ async fn http2_rapid_reset_and_stream_limits_are_bounded() {
     })
     .await;
     let yaml = config("  - { name: all, upstream: app }", &upstream_yaml("app", "round_robin", &[(up.port(), 1)], ""))
-        .replace("address: 127.0.0.1:0 }\nroutes", "address: 127.0.0.1:0, limits: { max_concurrent_streams: 4 } }\nroutes");
+        .replace(
+            "address: 127.0.0.1:0 }\nroutes",
+            "address: 127.0.0.1:0, limits: { max_concurrent_streams: 4 } }\nroutes",
+        );
     let weir = Weir::start(&yaml);
     // h2c prior knowledge with the h2 crate: open many streams and reset each at once.
     let tcp = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
@@ -217,4 +232,45 @@ async fn http2_rapid_reset_and_stream_limits_are_bounded() {
     assert!(ok >= 4, "ok {ok}, refused {refused}");
     watcher.abort();
     assert!(peak.load(SeqCst) <= 4, "at most 4 streams reached the upstream at once: {}", peak.load(SeqCst));
+}
+
+#[tokio::test]
+async fn idle_websocket_tunnels_are_closed() {
+    let up = upstream_fn(|mut req: hyper::Request<hyper::body::Incoming>| async move {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
+            let mut buf = [0u8; 64];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        hyper::Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(full(bytes::Bytes::new()))
+            .unwrap()
+    })
+    .await;
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - {{ name: public, address: 127.0.0.1:0, limits: {{ idle_timeout: 300ms }} }}\nroutes:\n  - {{ name: all, upstream: app }}\nupstreams:\n{}",
+        upstream_yaml("app", "round_robin", &[(up.port(), 1)], "")
+    );
+    let weir = Weir::start(&yaml);
+    let mut s = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    assert!(read_until(&mut s, "\r\n\r\n").await.starts_with("HTTP/1.1 101"));
+    // Active traffic keeps it open past the timeout...
+    for _ in 0..4 {
+        s.write_all(b"ping").await.unwrap();
+        assert_eq!(read_until(&mut s, "ping").await, "ping");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // ...silence closes it within two timeouts.
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.expect("tunnel closed when idle");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
 }
