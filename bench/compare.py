@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WEIR = ROOT / "target/release/weir"
 TICK = os.sysconf("SC_CLK_TCK")
 UP_PORT, WEIR_PORT, NGINX_PORT, HAPROXY_PORT = 18000, 18081, 18082, 18083
+TLS_OFFSET = 10  # TLS listeners: 18091 weir, 18092 nginx, 18093 haproxy
 
 
 def cpu_seconds(pids):
@@ -82,6 +83,33 @@ def parse_wrk(out):
     return reqs, rps, lat("50"), lat("99"), errs
 
 
+def drive(scenario, conns, duration, port):
+    """Runs the load generator for one cell on core 1; returns its output."""
+    if scenario == "plain":
+        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"]
+    elif scenario == "tls-h1":
+        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", f"https://127.0.0.1:{port + TLS_OFFSET}/"]
+    elif scenario == "tls-handshake":
+        # A new connection (full handshake) for every request: req/s = handshakes/s.
+        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-H", "Connection: close", f"https://127.0.0.1:{port + TLS_OFFSET}/"]
+    elif scenario == "tls-h2":
+        cmd = ["h2load", "-D", str(duration), "-c", str(min(conns, 64)), "-m", "10", "-t", "1", f"https://127.0.0.1:{port + TLS_OFFSET}/"]
+    else:
+        sys.exit(f"unknown scenario {scenario}")
+    return subprocess.run(["taskset", "-c", "1"] + cmd, capture_output=True, text=True).stdout
+
+
+def parse_h2load(out):
+    reqs = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", out)
+    unit = lambda v, u: float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[u]
+    mean = unit(m.group(5), m.group(6)) if m else 0.0
+    failed = int(re.search(r"(\d+) failed", out).group(1))
+    # h2load reports mean and max, not percentiles: both columns show the mean.
+    return reqs, rps, mean, mean, failed
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10)
@@ -89,9 +117,10 @@ def main():
     ap.add_argument("--conns", default="64,256")
     ap.add_argument("--only", default="weir,nginx,haproxy")
     ap.add_argument("--out", default=str(ROOT / "bench/out"))
+    ap.add_argument("--scenarios", default="plain", help="comma list of plain, tls-h1, tls-handshake, tls-h2")
     args = ap.parse_args()
     import socket
-    for port in (UP_PORT, WEIR_PORT, NGINX_PORT, HAPROXY_PORT):
+    for port in (UP_PORT, WEIR_PORT, NGINX_PORT, HAPROXY_PORT) + tuple(p + TLS_OFFSET for p in (WEIR_PORT, NGINX_PORT, HAPROXY_PORT)):
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
             sys.exit(f"port {port} is in use: stop whatever listens there (an earlier bench run?) and retry")
@@ -104,11 +133,17 @@ def main():
         procs.append(start(["nginx", "-c", str(up), "-p", str(d)], 1))
         wait_port(UP_PORT)
 
+        crt, key = d / "cert.pem", d / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-days", "2", "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+        (d / "combined.pem").write_text(crt.read_text() + key.read_text())
         proxies = {}
         if "weir" in args.only:
             cfg = d / "weir.yaml"
             cfg.write_text(f"""
-listeners: [{{ name: bench, address: 127.0.0.1:{WEIR_PORT} }}]
+listeners:
+  - {{ name: bench, address: 127.0.0.1:{WEIR_PORT} }}
+  - {{ name: bench-tls, address: 127.0.0.1:{WEIR_PORT + TLS_OFFSET}, tls: {{ certificates: [{{ cert: "{crt}", key: "{key}" }}] }} }}
 routes: [{{ name: all, upstream: up }}]
 upstreams:
   - name: up
@@ -121,7 +156,8 @@ upstreams:
         if "nginx" in args.only:
             conf = nginx_conf(d, "proxy", f"""
 upstream up {{ server 127.0.0.1:{UP_PORT}; keepalive 512; }}
-server {{ listen 127.0.0.1:{NGINX_PORT} backlog=4096;
+server {{ listen 127.0.0.1:{NGINX_PORT} backlog=4096; listen 127.0.0.1:{NGINX_PORT + TLS_OFFSET} ssl http2 backlog=4096;
+  ssl_certificate {crt}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;
   location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
     proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; }} }}""")
             p = start(["nginx", "-c", str(conf), "-p", str(d)], 0)
@@ -142,6 +178,7 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:{HAPROXY_PORT}
+  bind 127.0.0.1:{HAPROXY_PORT + TLS_OFFSET} ssl crt {d}/combined.pem alpn h2,http/1.1
   default_backend be
 backend be
   server s1 127.0.0.1:{UP_PORT}
@@ -156,37 +193,39 @@ backend be
             subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", "-d2s", f"http://127.0.0.1:{port}/"], capture_output=True)
 
         conns = [int(c) for c in args.conns.split(",")]
-        results = {(n, c): [] for n in proxies for c in conns}
+        scenarios = args.scenarios.split(",")
+        cells = [(sc, c) for sc in scenarios for c in conns]
+        results = {(n, sc, c): [] for n in proxies for (sc, c) in cells}
         for r in range(args.rounds):
-            for c in conns:
+            for sc, c in cells:
                 for name, (p, port) in proxies.items():
                     pids = tree(p.pid)
                     before = cpu_seconds(pids)
-                    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{c}", f"-d{args.duration}s", "--latency", f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+                    out = drive(sc, c, args.duration, port)
                     cpu = cpu_seconds(pids) - before
-                    reqs, rps, p50, p99, errs = parse_wrk(out)
-                    results[(name, c)].append(dict(reqs=reqs, rps=rps, p50=p50, p99=p99, errors=errs, cpu=cpu, us_per_req=cpu / max(reqs, 1) * 1e6, rss_mib=rss_kib(pids) / 1024))
-                    print(f"round {r+1} c={c:<4} {name:<8} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  cpu/req {cpu / max(reqs,1) * 1e6:5.1f} us  errors {errs}", flush=True)
+                    reqs, rps, p50, p99, errs = parse_h2load(out) if sc == "tls-h2" else parse_wrk(out)
+                    results[(name, sc, c)].append(dict(reqs=reqs, rps=rps, p50=p50, p99=p99, errors=errs, cpu=cpu, us_per_req=cpu / max(reqs, 1) * 1e6, rss_mib=rss_kib(pids) / 1024))
+                    print(f"round {r+1} {sc:<13} c={c:<4} {name:<8} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  cpu/req {cpu / max(reqs,1) * 1e6:5.1f} us  errors {errs}", flush=True)
 
         def med(xs):
             xs = sorted(xs)
             return xs[len(xs) // 2]
         lines = [f"# Proxy comparison, {time.strftime('%Y-%m-%d %H:%M')}", "",
-                 f"Machine: {os.cpu_count()} cores, `{platform_cpu()}`; {args.rounds} rounds x {args.duration}s per cell, medians; proxies pinned to core 0, upstream nginx + wrk -t1 on core 1.", "",
-                 "| conns | proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors | req/s vs nginx | CPU/req vs nginx |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                 f"Machine: {os.cpu_count()} cores, `{platform_cpu()}`; {args.rounds} rounds x {args.duration}s per cell, medians; proxies pinned to core 0, upstream nginx + load generator on core 1.", "",
+                 "| scenario | conns | proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors | req/s vs nginx | CPU/req vs nginx |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         summary = {}
-        for c in conns:
-            base = results.get(("nginx", c))
+        for sc, c in cells:
+            base = results.get(("nginx", sc, c))
             for name in proxies:
-                rs = results[(name, c)]
+                rs = results[(name, sc, c)]
                 m = {k: med([x[k] for x in rs]) for k in rs[0]}
-                summary[f"{name}/{c}"] = m
+                summary[f"{name}/{sc}/{c}"] = m
                 rr = rc = "-"
                 if base:
                     b = {k: med([x[k] for x in base]) for k in base[0]}
-                    rr, rc = f"{m['rps'] / b['rps']:.2f}x", f"{m['us_per_req'] / b['us_per_req']:.2f}x"
-                lines.append(f"| {c} | {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['us_per_req']:.1f} | {m['rss_mib']:.1f} | {sum(x['errors'] for x in rs)} | {rr} | {rc} |")
+                    rr, rc = f"{m['rps'] / max(b['rps'], 1e-9):.2f}x", f"{m['us_per_req'] / max(b['us_per_req'], 1e-9):.2f}x"
+                lines.append(f"| {sc} | {c} | {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['us_per_req']:.1f} | {m['rss_mib']:.1f} | {sum(x['errors'] for x in rs)} | {rr} | {rc} |")
         report = "\n".join(lines) + "\n"
         print("\n" + report)
         out = Path(args.out)

@@ -5,10 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for b in nginx wrk haproxy taskset; do command -v "$b" >/dev/null || missing+=("$b"); done
+for b in nginx wrk haproxy taskset h2load openssl; do command -v "$b" >/dev/null || missing+=("$b"); done
 if ((${#missing[@]})); then
   pkgs=()
-  for b in "${missing[@]}"; do case $b in taskset) pkgs+=(util-linux);; *) pkgs+=("$b");; esac; done
+  for b in "${missing[@]}"; do case $b in taskset) pkgs+=(util-linux);; h2load) pkgs+=(nghttp2-client);; *) pkgs+=("$b");; esac; done
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
 fi
 cargo build --release --bin weir

@@ -14,3 +14,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+echo "== fuzz smoke (config parser, router)"
+if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
+  (cd fuzz && for t in config router; do cargo +nightly fuzz run "$t" -- -max_total_time="${FUZZ_SECONDS:-20}"; done)
+else
+  echo "skipped: needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz --locked)"
+fi
