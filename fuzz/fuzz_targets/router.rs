@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use weir_gateway::filter::Chain;
 use weir_gateway::router::{RequestView, Router, Target};
 use weir_gateway::upstream::Upstream;
 
@@ -26,7 +27,7 @@ fn router() -> &'static Router {
         let cfg = weir_config::load_yaml(CONFIG).unwrap();
         let _g = rt.enter();
         let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0]).unwrap());
-        let r = Router::new(&cfg.spec().routes, |_| Target::One(u.clone()));
+        let r = Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default()));
         drop(_g);
         (rt, r)
     })

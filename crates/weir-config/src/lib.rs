@@ -8,6 +8,7 @@
 
 pub mod duration;
 mod error;
+pub mod plugins;
 pub mod size;
 pub mod spec;
 mod validate;

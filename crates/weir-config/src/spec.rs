@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
+use crate::plugins::PluginSpec;
 use crate::size::ByteSize;
 
 /// A whole Weir configuration: listeners, routes and upstreams.
@@ -28,6 +29,9 @@ pub struct ConfigSpec {
     /// Named sets of endpoints that routes send traffic to.
     #[serde(default)]
     pub upstreams: Vec<UpstreamSpec>,
+    /// Plugins applied to every route (a route's own plugin of the same name replaces it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginSpec>,
 }
 
 /// The admin listener.
@@ -153,6 +157,9 @@ pub struct RouteSpec {
     /// Request bodies larger than this get 413. Default: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_size: Option<ByteSize>,
+    /// This route's plugins (`weir plugins list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginSpec>,
 }
 
 /// Request predicates; all given ones must hold.

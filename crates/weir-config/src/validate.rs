@@ -5,15 +5,24 @@
 use std::collections::HashSet;
 
 use crate::error::{ConfigErrors, Errors};
+use crate::plugins::{self, PluginConfig};
 use crate::spec::{ConfigSpec, HealthCheckSpec, MatchSpec, PathMatch, PoolSpec, RouteSpec, UpstreamSpec};
 
 /// A config that passed every check. The only way to get one is [`validate`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidConfig {
     spec: ConfigSpec,
+    /// Per route (same order as `spec.routes`): its effective plugins, parsed.
+    route_plugins: Vec<Vec<(String, PluginConfig)>>,
 }
 
 impl ValidConfig {
+    /// The effective plugins of route `i`: the top-level ones the route does not override,
+    /// then its own, as `(name, config)`.
+    pub fn route_plugins(&self, i: usize) -> &[(String, PluginConfig)] {
+        self.route_plugins.get(i).map_or(&[], Vec::as_slice)
+    }
+
     /// The validated spec.
     pub fn spec(&self) -> &ConfigSpec {
         &self.spec
@@ -72,8 +81,29 @@ pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
         }
         check_route(&mut errs, &format!("routes[{i}]"), r, &upstreams);
     }
+    let global: Vec<(String, PluginConfig)> = spec
+        .plugins
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| plugins::check(&mut errs, &format!("plugins[{i}]"), p).map(|c| (p.name.clone(), c)))
+        .collect();
+    let mut route_plugins = Vec::with_capacity(spec.routes.len());
+    for (i, r) in spec.routes.iter().enumerate() {
+        let own: Vec<(String, PluginConfig)> = r
+            .plugins
+            .iter()
+            .enumerate()
+            .filter_map(|(j, p)| {
+                plugins::check(&mut errs, &format!("routes[{i}].plugins[{j}]"), p).map(|c| (p.name.clone(), c))
+            })
+            .collect();
+        let mut all: Vec<(String, PluginConfig)> =
+            global.iter().filter(|(n, _)| !own.iter().any(|(o, _)| o == n)).cloned().collect();
+        all.extend(own);
+        route_plugins.push(all);
+    }
     errs.finish()?;
-    Ok(ValidConfig { spec })
+    Ok(ValidConfig { spec, route_plugins })
 }
 
 fn check_name(errs: &mut Errors, path: &str, name: &str) {

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod body;
 pub mod error;
+pub mod filter;
 pub mod gateway;
 pub mod headers;
 pub mod io;

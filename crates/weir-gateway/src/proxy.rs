@@ -17,6 +17,7 @@ use weir_config::spec::UpstreamProtocol;
 
 use crate::body::{BodyLimit, GatewayBody, Lease, UpstreamBody};
 use crate::error::ProxyError;
+use crate::filter::FilterCx;
 use crate::headers;
 use crate::router::{RequestView, Route};
 use crate::snapshot::Snapshot;
@@ -126,6 +127,12 @@ async fn proxy(
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
+    let mut fcx = FilterCx::new(conn.client.ip());
+    if !route.chain.is_empty()
+        && let Err(rsp) = route.chain.on_request(&mut parts, &mut fcx).await
+    {
+        return Ok(rsp);
+    }
     let host = parts
         .headers
         .get(header::HOST)
@@ -293,6 +300,9 @@ async fn proxy(
                 }
                 let (mut rp, inner) = rsp.into_parts();
                 headers::strip_hop_by_hop(&mut rp.headers, false);
+                if !route.chain.is_empty() {
+                    route.chain.on_response(&mut rp.headers, &fcx);
+                }
                 return Ok(Response::from_parts(rp, GatewayBody::Proxied { inner, lease: Some(lease) }));
             }
         }

@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 use weir_config::spec::{PathMatch, RouteSpec};
 
+use crate::filter::Chain;
 use crate::upstream::Upstream;
 
 /// Where a route sends traffic.
@@ -67,6 +68,8 @@ pub struct Route {
     pub attempts: u32,
     /// Largest request body accepted (413 beyond).
     pub max_body_size: Option<u64>,
+    /// The route's filters (plugins), by phase.
+    pub chain: Chain,
     path: PathPat,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -118,11 +121,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// Compiles routes; `resolve` maps each to its target. Specs must have passed validation.
-    pub fn new(specs: &[RouteSpec], mut resolve: impl FnMut(&RouteSpec) -> Target) -> Self {
+    /// Compiles routes; `resolve` gives each (by index) its target and filter chain. Specs
+    /// must have passed validation.
+    pub fn new(specs: &[RouteSpec], mut resolve: impl FnMut(usize, &RouteSpec) -> (Target, Chain)) -> Self {
         let mut keyed = Vec::new();
         for (order, spec) in specs.iter().enumerate() {
-            let route = Arc::new(compile_route(spec, resolve(spec)));
+            let (target, chain) = resolve(order, spec);
+            let route = Arc::new(compile_route(spec, target, chain));
             let m = &spec.matches;
             let (path_rank, path_len) = match &m.path {
                 None => (0, 0),
@@ -173,7 +178,7 @@ impl Router {
     }
 }
 
-fn compile_route(spec: &RouteSpec, target: Target) -> Route {
+fn compile_route(spec: &RouteSpec, target: Target, chain: Chain) -> Route {
     let m = &spec.matches;
     let path = match &m.path {
         None => PathPat::Any,
@@ -195,6 +200,7 @@ fn compile_route(spec: &RouteSpec, target: Target) -> Route {
         timeout: spec.timeout.map_or(Duration::from_secs(30), |t| t.get()),
         attempts: spec.retries.as_ref().map_or(1, |r| r.attempts.max(1)),
         max_body_size: spec.max_body_size.map(weir_config::ByteSize::get),
+        chain,
         path,
         methods: m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect(),
         headers: m

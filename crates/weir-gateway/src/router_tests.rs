@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Method};
 
 use super::*;
+use crate::filter::Chain;
 use crate::upstream::Upstream;
 
 const ROUTES: &str = r#"
@@ -29,7 +30,7 @@ upstreams:
 fn router() -> Router {
     let cfg = weir_config::load_yaml(ROUTES).unwrap();
     let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0]).unwrap());
-    Router::new(&cfg.spec().routes, |_| Target::One(u.clone()))
+    Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default()))
 }
 
 fn find(r: &Router, method: &Method, host: Option<&str>, uri: &str, headers: &[(&'static str, &str)]) -> String {
@@ -87,6 +88,6 @@ async fn ties_go_to_the_route_declared_first() {
 async fn nothing_matches_without_a_catch_all() {
     let cfg = weir_config::load_yaml(&ROUTES.replace("  - { name: catch-all, upstream: u }\n", "")).unwrap();
     let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0]).unwrap());
-    let r = Router::new(&cfg.spec().routes, |_| Target::One(u.clone()));
+    let r = Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default()));
     assert_eq!(find(&r, &Method::GET, None, "/nope", &[]), "<none>");
 }

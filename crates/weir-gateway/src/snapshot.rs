@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use weir_config::ValidConfig;
 
+use weir_config::plugins::PluginConfig;
+
+use crate::filter::{Chain, Filter};
 use crate::router::{Router, Target};
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
@@ -22,6 +25,9 @@ pub struct Snapshot {
     pub router: Router,
     /// Upstreams by name.
     pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+    /// Each route's plugins with their compiled filters, kept so an unchanged plugin keeps
+    /// its state (rate-limit buckets) across reloads.
+    filters: HashMap<String, Vec<(PluginConfig, Arc<Filter>)>>,
 }
 
 impl Snapshot {
@@ -39,19 +45,37 @@ impl Snapshot {
             };
             upstreams.insert(up.name().clone(), up);
         }
-        let router = Router::new(&spec.routes, |r| match &r.upstream {
-            Some(name) => Target::One(upstreams[name.as_str()].clone()),
-            None => {
-                let backends: Vec<_> = r
-                    .backends
-                    .iter()
-                    .filter(|b| b.weight > 0)
-                    .map(|b| (upstreams[b.upstream.as_str()].clone(), b.weight))
-                    .collect();
-                let total = backends.iter().map(|(_, w)| w).sum();
-                Target::Split { backends, total }
-            }
+        let mut filters = HashMap::new();
+        let router = Router::new(&spec.routes, |i, r| {
+            let previous = prev.and_then(|p| p.filters.get(&r.name));
+            let mine: Vec<(PluginConfig, Arc<Filter>)> = cfg
+                .route_plugins(i)
+                .iter()
+                .map(|(_, c)| {
+                    let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
+                    (c.clone(), kept.unwrap_or_else(|| Arc::new(Filter::new(c))))
+                })
+                .collect();
+            let chain = Chain::new(mine.iter().map(|(_, f)| f.clone()).collect());
+            filters.insert(r.name.clone(), mine);
+            (target(r, &upstreams), chain)
         });
-        Ok(Self { version, router, upstreams })
+        Ok(Self { version, router, upstreams, filters })
+    }
+}
+
+fn target(r: &weir_config::spec::RouteSpec, upstreams: &HashMap<Arc<str>, Arc<Upstream>>) -> Target {
+    match &r.upstream {
+        Some(name) => Target::One(upstreams[name.as_str()].clone()),
+        None => {
+            let backends: Vec<_> = r
+                .backends
+                .iter()
+                .filter(|b| b.weight > 0)
+                .map(|b| (upstreams[b.upstream.as_str()].clone(), b.weight))
+                .collect();
+            let total = backends.iter().map(|(_, w)| w).sum();
+            Target::Split { backends, total }
+        }
     }
 }

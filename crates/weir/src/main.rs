@@ -30,6 +30,17 @@ enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// Every built-in plugin with its phase and purpose.
+    List,
+    /// The JSON Schema of a plugin's `config`.
+    Schema {
+        /// Plugin name, e.g. key-auth.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run a gateway from a YAML file, re-applying it whenever the file changes.
     Standalone(standalone::Args),
@@ -41,6 +52,9 @@ enum Command {
     },
     /// Print the JSON Schema of the config file format.
     Schema,
+    /// List the built-in plugins, or print one plugin's config schema.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
     /// Drive a target with a scenario's traffic mix and check it against SLA thresholds.
     Loadtest(loadtest::Args),
     /// Run a small HTTP echo server (for examples, demos and benchmarks).
@@ -58,6 +72,22 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::EchoServer(args) => echo::run(&args),
+        Command::Plugins(PluginsCommand::List) => {
+            for b in weir_config::plugins::BUILTINS {
+                println!("{:<16} {:<11} {}", b.name, b.phase, b.description);
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Plugins(PluginsCommand::Schema { name }) => match weir_config::plugins::builtin(&name) {
+            Some(b) => {
+                println!("{:#}", b.schema());
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("unknown plugin {name:?}; `weir plugins list` shows the built-ins");
+                ExitCode::FAILURE
+            }
+        },
         Command::Loadtest(args) => loadtest::run(&args),
     }
 }

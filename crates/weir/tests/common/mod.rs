@@ -78,7 +78,9 @@ impl Weir {
         });
         let (mut addr, mut admin) = (None, None);
         while addr.is_none() || admin.is_none() {
-            let line = rx.recv_timeout(Duration::from_secs(30)).expect("weir did not start in 30 s");
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+                panic!("weir did not start within 30 s:\n{}", logs.lock().unwrap().join("\n"));
+            };
             if line.contains("listener bound") {
                 addr = field(&line, "address").map(|a| a.parse().unwrap());
             } else if line.contains("admin bound") {

@@ -1,0 +1,133 @@
+//! `rate-limit` with `policy: local`: GCRA per key through `governor`.
+//!
+//! Every response that passed the limiter carries `RateLimit-Limit`, `-Remaining` and `-Reset`
+//! (IETF draft-ietf-httpapi-ratelimit-headers); a refused one gets 429 with `Retry-After`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use weir_config::plugins::{RateLimitConfig, RateLimitKey};
+
+use super::{Effects, FilterCx, Outcome, reply};
+
+/// What a request is counted under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Ip(IpAddr),
+    Text(Bytes),
+    None,
+}
+
+type Limiter = RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
+
+const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// A compiled `rate-limit` filter.
+#[derive(Debug)]
+pub struct RateLimit {
+    limiter: Arc<Limiter>,
+    key: RateLimitKey,
+    header: Option<HeaderName>,
+    requests: u32,
+    /// Time for one request's worth of quota to come back.
+    period: Duration,
+    limit_value: HeaderValue,
+    /// Forgets idle keys so memory stays bounded by active clients.
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RateLimit {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+impl RateLimit {
+    pub(super) fn new(c: &RateLimitConfig) -> Self {
+        let requests = NonZeroU32::new(c.requests).unwrap_or(NonZeroU32::MIN);
+        let period = (c.window.get() / requests.get()).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(requests)).allow_burst(requests);
+        let limiter = Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
+        let weak: Weak<Limiter> = Arc::downgrade(&limiter);
+        let every = c.window.get().clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(l) = weak.upgrade() else { return };
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
+        });
+        let header = match &c.key {
+            RateLimitKey::Header(h) => HeaderName::try_from(h.as_str()).ok(),
+            _ => None,
+        };
+        Self {
+            limiter,
+            key: c.key.clone(),
+            header,
+            requests: requests.get(),
+            period,
+            limit_value: HeaderValue::from(requests.get()),
+            sweeper,
+        }
+    }
+
+    fn key(&self, req: &Parts, cx: &FilterCx) -> Key {
+        match &self.key {
+            RateLimitKey::ClientIp(_) => Key::Ip(cx.client),
+            RateLimitKey::Header(_) => match self.header.as_ref().and_then(|h| req.headers.get(h)) {
+                Some(v) => Key::Text(Bytes::copy_from_slice(v.as_bytes())),
+                None => Key::None,
+            },
+            RateLimitKey::Consumer(_) => match &cx.consumer {
+                Some(c) => Key::Text(Bytes::copy_from_slice(c.as_bytes())),
+                None => Key::None,
+            },
+            // Rejected at validation until jwt-auth exists.
+            RateLimitKey::Claim(_) => Key::None,
+        }
+    }
+
+    pub(super) fn on_request(&self, req: &Parts, cx: &FilterCx) -> Outcome {
+        let key = self.key(req, cx);
+        match self.limiter.check_key(&key) {
+            Ok(snap) => {
+                let remaining = snap.remaining_burst_capacity();
+                let reset = self.period.as_secs_f64() * f64::from(self.requests - remaining.min(self.requests));
+                let e = Effects {
+                    response: vec![
+                        (LIMIT, self.limit_value.clone()),
+                        (REMAINING, HeaderValue::from(remaining)),
+                        (RESET, HeaderValue::from(reset.ceil() as u64)),
+                    ],
+                    ..Effects::default()
+                };
+                Outcome::Continue(e)
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut rsp = reply(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "rate limit exceeded; retry later");
+                let h = rsp.headers_mut();
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                h.insert(LIMIT, self.limit_value.clone());
+                h.insert(REMAINING, HeaderValue::from(0u32));
+                h.insert(RESET, HeaderValue::from(secs));
+                Outcome::Respond(rsp)
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The filter chain: built-in plugins run in fixed phases around the proxy.
+//!
+//! Phase order is part of the API and written only here:
+//! `Cors → Access → Authn → RateLimit → Transform`, then the upstream, then response edits.
+//! CORS comes first so preflights never need credentials; rate limiting comes after
+//! authentication so limits can be per consumer.
+//!
+//! Filters in one phase do not see each other's changes, so they run concurrently: each reads
+//! the request as the previous phase left it and returns its [`Effects`] (or a response that
+//! short-circuits the chain); the effects are applied in declaration order once the whole
+//! phase is done. A phase with two filters that each wait on I/O costs the longer wait, not
+//! the sum.
+
+mod access;
+mod auth;
+mod limit;
+mod transform;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use weir_config::plugins::PluginConfig;
+
+use crate::body::GatewayBody;
+
+/// Where a filter runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// CORS preflights and headers.
+    Cors,
+    /// Request ids, IP allow/deny.
+    Access,
+    /// Who is calling.
+    Authn,
+    /// Rate limits.
+    RateLimit,
+    /// Faults, header edits, path rewrites.
+    Transform,
+}
+
+/// What a request-phase filter wants done to the request.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Headers to set on the upstream request.
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Headers to append on the upstream request.
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    /// Headers to remove from the upstream request.
+    pub remove: Vec<HeaderName>,
+    /// The caller, once authenticated.
+    pub consumer: Option<Arc<str>>,
+    /// New path (and query) for the upstream request.
+    pub path: Option<String>,
+    /// Headers to add to the response, whoever produces it.
+    pub response: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A request filter's verdict.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Go on, with these changes.
+    Continue(Effects),
+    /// Answer now with this response.
+    Respond(Response<GatewayBody>),
+}
+
+impl Outcome {
+    fn done() -> Self {
+        Self::Continue(Effects::default())
+    }
+}
+
+/// Per-request state the filters share.
+#[derive(Debug)]
+pub struct FilterCx {
+    /// The client's address.
+    pub client: IpAddr,
+    /// The authenticated caller.
+    pub consumer: Option<Arc<str>>,
+    /// Headers added to the response.
+    pub response: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl FilterCx {
+    /// A context for a request from `client`.
+    pub fn new(client: IpAddr) -> Self {
+        Self { client, consumer: None, response: Vec::new() }
+    }
+}
+
+/// One compiled built-in plugin.
+#[derive(Debug)]
+pub enum Filter {
+    /// `cors`.
+    Cors(access::Cors),
+    /// `request-id`.
+    RequestId(access::RequestId),
+    /// `ip-restriction`.
+    Ip(access::IpRestriction),
+    /// `key-auth`.
+    KeyAuth(auth::KeyAuth),
+    /// `rate-limit`.
+    RateLimit(limit::RateLimit),
+    /// `fault`.
+    Fault(transform::Fault),
+    /// `headers`.
+    Headers(transform::Headers),
+    /// `rewrite`.
+    Rewrite(transform::Rewrite),
+}
+
+impl Filter {
+    /// Compiles a validated plugin config.
+    pub fn new(cfg: &PluginConfig) -> Self {
+        match cfg {
+            PluginConfig::Cors(c) => Self::Cors(access::Cors::new(c)),
+            PluginConfig::RequestId(c) => Self::RequestId(access::RequestId::new(c)),
+            PluginConfig::IpRestriction(c) => Self::Ip(access::IpRestriction::new(c)),
+            PluginConfig::KeyAuth(c) => Self::KeyAuth(auth::KeyAuth::new(c)),
+            PluginConfig::RateLimit(c) => Self::RateLimit(limit::RateLimit::new(c)),
+            PluginConfig::Fault(c) => Self::Fault(transform::Fault::new(c)),
+            PluginConfig::Headers(c) => Self::Headers(transform::Headers::new(c)),
+            PluginConfig::Rewrite(c) => Self::Rewrite(transform::Rewrite::new(c)),
+        }
+    }
+
+    /// The phase it runs in.
+    pub fn phase(&self) -> Phase {
+        match self {
+            Self::Cors(_) => Phase::Cors,
+            Self::RequestId(_) | Self::Ip(_) => Phase::Access,
+            Self::KeyAuth(_) => Phase::Authn,
+            Self::RateLimit(_) => Phase::RateLimit,
+            Self::Fault(_) | Self::Headers(_) | Self::Rewrite(_) => Phase::Transform,
+        }
+    }
+
+    async fn on_request(&self, req: &Parts, cx: &FilterCx) -> Outcome {
+        match self {
+            Self::Cors(f) => f.on_request(req),
+            Self::RequestId(f) => f.on_request(req),
+            Self::Ip(f) => f.on_request(cx),
+            Self::KeyAuth(f) => f.on_request(req),
+            Self::RateLimit(f) => f.on_request(req, cx),
+            Self::Fault(f) => f.on_request().await,
+            Self::Headers(f) => f.on_request(),
+            Self::Rewrite(f) => f.on_request(req),
+        }
+    }
+
+    fn on_response(&self, headers: &mut HeaderMap) {
+        if let Self::Headers(f) = self {
+            f.on_response(headers);
+        }
+    }
+}
+
+/// A route's filters grouped by phase, in phase order.
+#[derive(Debug, Default)]
+pub struct Chain {
+    phases: Vec<Vec<Arc<Filter>>>,
+}
+
+impl Chain {
+    /// Groups `filters` by phase, keeping declaration order within a phase.
+    pub fn new(mut filters: Vec<Arc<Filter>>) -> Self {
+        filters.sort_by_key(|f| f.phase());
+        let mut phases: Vec<Vec<Arc<Filter>>> = Vec::new();
+        for f in filters {
+            match phases.last_mut() {
+                Some(p) if p[0].phase() == f.phase() => p.push(f),
+                _ => phases.push(vec![f]),
+            }
+        }
+        Self { phases }
+    }
+
+    /// Whether the chain has no filters (the common fast path).
+    pub fn is_empty(&self) -> bool {
+        self.phases.is_empty()
+    }
+
+    /// Runs the request phases; `Err` is a response that ends the request here.
+    pub async fn on_request(&self, req: &mut Parts, cx: &mut FilterCx) -> Result<(), Response<GatewayBody>> {
+        for phase in &self.phases {
+            let outcomes = if let [only] = phase.as_slice() {
+                vec![only.on_request(req, cx).await]
+            } else {
+                let (r, c) = (&*req, &*cx);
+                join_all(phase.iter().map(|f| f.on_request(r, c))).await
+            };
+            for o in outcomes {
+                match o {
+                    Outcome::Continue(e) => apply(req, cx, e),
+                    Outcome::Respond(mut rsp) => {
+                        self.on_response(rsp.headers_mut(), cx);
+                        return Err(rsp);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Response edits, for proxied and short-circuited responses alike.
+    pub fn on_response(&self, headers: &mut HeaderMap, cx: &FilterCx) {
+        for (k, v) in &cx.response {
+            headers.append(k.clone(), v.clone());
+        }
+        for f in self.phases.iter().flatten() {
+            f.on_response(headers);
+        }
+    }
+}
+
+fn apply(req: &mut Parts, cx: &mut FilterCx, e: Effects) {
+    for n in e.remove {
+        req.headers.remove(n);
+    }
+    for (k, v) in e.set {
+        req.headers.insert(k, v);
+    }
+    for (k, v) in e.add {
+        req.headers.append(k, v);
+    }
+    if let Some(c) = e.consumer {
+        cx.consumer = Some(c);
+    }
+    if let Some(p) = e.path
+        && let Ok(pq) = http::uri::PathAndQuery::try_from(p)
+    {
+        let mut parts = req.uri.clone().into_parts();
+        parts.path_and_query = Some(pq);
+        if let Ok(u) = http::Uri::from_parts(parts) {
+            req.uri = u;
+        }
+    }
+    cx.response.extend(e.response);
+}
+
+/// A JSON error response from a filter: `{"status":…,"reason":…,"message":…}`.
+pub(crate) fn reply(status: StatusCode, reason: &'static str, message: &str) -> Response<GatewayBody> {
+    let body = serde_json::json!({ "status": status.as_u16(), "reason": reason, "message": message });
+    let mut rsp = Response::new(GatewayBody::full(Bytes::from(body.to_string())));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp
+}
+
+/// Parses a header name and value from config (validated already; bad ones are skipped).
+pub(crate) fn header_pair(k: &str, v: &str) -> Option<(HeaderName, HeaderValue)> {
+    Some((HeaderName::try_from(k).ok()?, HeaderValue::try_from(v).ok()?))
+}
