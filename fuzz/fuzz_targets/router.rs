@@ -26,8 +26,8 @@ fn router() -> &'static Router {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let cfg = weir_config::load_yaml(CONFIG).unwrap();
         let _g = rt.enter();
-        let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0]).unwrap());
-        let r = Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default()));
+        let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
+        let r = Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default(), Default::default()));
         drop(_g);
         (rt, r)
     })

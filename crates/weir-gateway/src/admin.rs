@@ -57,7 +57,15 @@ fn route(req: &Request<Incoming>, gw: &Gateway, state: &AdminState) -> Response<
         "/readyz" if snap.version == 0 => text(StatusCode::SERVICE_UNAVAILABLE, "no config yet\n"),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/stats" => json(&stats(gw)),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz or /stats\n"),
+        "/metrics" => {
+            let mut r = Response::new(GatewayBody::full(Bytes::from(gw.metrics().render(&snap))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /readyz, /stats or /metrics\n"),
     }
 }
 

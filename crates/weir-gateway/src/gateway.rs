@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use weir_config::ValidConfig;
 use weir_config::spec::ListenerSpec;
 
+use crate::metrics::Metrics;
 use crate::proxy::SharedSnapshot;
 use crate::server::{self, ListenerCtx, ServeOptions};
 use crate::snapshot::Snapshot;
@@ -85,6 +86,7 @@ pub struct Gateway {
     /// Serialises `apply` so versions and listener sets never interleave.
     apply_lock: tokio::sync::Mutex<()>,
     workers: Workers,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
@@ -95,7 +97,13 @@ impl Gateway {
             listeners: Mutex::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
             workers,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The live snapshot.
@@ -139,7 +147,7 @@ impl Gateway {
         }
         let prev = self.state.load_full();
         let version = prev.version + 1;
-        let next = Snapshot::compile(cfg, Some(&prev), version)
+        let next = Snapshot::compile(cfg, Some(&prev), version, &self.metrics)
             .map_err(|(name, source)| ApplyError::UpstreamTls { name, source })?;
         self.state.store(Arc::new(next));
 

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod gateway;
 pub mod headers;
 pub mod io;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod server;

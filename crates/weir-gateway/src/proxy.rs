@@ -41,8 +41,25 @@ pub struct ConnInfo {
 
 /// Serves one request; never fails (errors become JSON, or gRPC-shaped, responses).
 pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>) -> Response<GatewayBody> {
+    let started = Instant::now();
+    let in_flight = snap.metrics.in_flight();
+    in_flight.inc();
+    let mut route = None;
+    let rsp = respond(&snap, conn, req, &mut route).await;
+    in_flight.dec();
+    let m = route.as_ref().map_or(&snap.unmatched, |r| &r.metrics);
+    m.record(rsp.status().as_u16(), started.elapsed().as_secs_f64());
+    rsp
+}
+
+async fn respond(
+    snap: &Snapshot,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    route: &mut Option<Arc<Route>>,
+) -> Response<GatewayBody> {
     let grpc = is_grpc(req.headers());
-    match proxy(&snap, conn, req).await {
+    match proxy(snap, conn, req, route).await {
         Ok(rsp) => rsp,
         Err(e) => {
             match &e {
@@ -103,6 +120,7 @@ async fn proxy(
     snap: &Snapshot,
     conn: ConnInfo,
     mut req: Request<Incoming>,
+    matched: &mut Option<Arc<Route>>,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     check_request(&req, &conn)?;
     let route: Arc<Route> = {
@@ -116,6 +134,7 @@ async fn proxy(
         };
         snap.router.find(&view).ok_or(ProxyError::NoRoute)?.clone()
     };
+    *matched = Some(route.clone());
     if let (Some(limit), Some(len)) = (route.max_body_size, declared_length(req.headers()))
         && len > limit
     {
@@ -289,7 +308,9 @@ async fn proxy(
                 });
             }
             Ok(Ok(rsp)) => {
-                ep.observe_latency(started.elapsed());
+                let took = started.elapsed();
+                ep.observe_latency(took);
+                upstream.metrics().duration.observe(took.as_secs_f64());
                 if rsp.status().is_server_error() {
                     ep.record_failure(upstream.passive());
                     if retry_5xx && !is_last {

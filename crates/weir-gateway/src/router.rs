@@ -20,6 +20,7 @@ use regex::Regex;
 use weir_config::spec::{PathMatch, RouteSpec};
 
 use crate::filter::Chain;
+use crate::metrics::RouteMetrics;
 use crate::upstream::Upstream;
 
 /// Where a route sends traffic.
@@ -70,6 +71,8 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// The route's filters (plugins), by phase.
     pub chain: Chain,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
     path: PathPat,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -123,11 +126,14 @@ pub struct Router {
 impl Router {
     /// Compiles routes; `resolve` gives each (by index) its target and filter chain. Specs
     /// must have passed validation.
-    pub fn new(specs: &[RouteSpec], mut resolve: impl FnMut(usize, &RouteSpec) -> (Target, Chain)) -> Self {
+    pub fn new(
+        specs: &[RouteSpec],
+        mut resolve: impl FnMut(usize, &RouteSpec) -> (Target, Chain, RouteMetrics),
+    ) -> Self {
         let mut keyed = Vec::new();
         for (order, spec) in specs.iter().enumerate() {
-            let (target, chain) = resolve(order, spec);
-            let route = Arc::new(compile_route(spec, target, chain));
+            let (target, chain, metrics) = resolve(order, spec);
+            let route = Arc::new(compile_route(spec, target, chain, metrics));
             let m = &spec.matches;
             let (path_rank, path_len) = match &m.path {
                 None => (0, 0),
@@ -178,7 +184,7 @@ impl Router {
     }
 }
 
-fn compile_route(spec: &RouteSpec, target: Target, chain: Chain) -> Route {
+fn compile_route(spec: &RouteSpec, target: Target, chain: Chain, metrics: RouteMetrics) -> Route {
     let m = &spec.matches;
     let path = match &m.path {
         None => PathPat::Any,
@@ -201,6 +207,7 @@ fn compile_route(spec: &RouteSpec, target: Target, chain: Chain) -> Route {
         attempts: spec.retries.as_ref().map_or(1, |r| r.attempts.max(1)),
         max_body_size: spec.max_body_size.map(weir_config::ByteSize::get),
         chain,
+        metrics,
         path,
         methods: m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect(),
         headers: m

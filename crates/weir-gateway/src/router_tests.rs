@@ -29,8 +29,8 @@ upstreams:
 
 fn router() -> Router {
     let cfg = weir_config::load_yaml(ROUTES).unwrap();
-    let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0]).unwrap());
-    Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default()))
+    let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
+    Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default(), Default::default()))
 }
 
 fn find(r: &Router, method: &Method, host: Option<&str>, uri: &str, headers: &[(&'static str, &str)]) -> String {
@@ -87,7 +87,7 @@ async fn ties_go_to_the_route_declared_first() {
 #[tokio::test]
 async fn nothing_matches_without_a_catch_all() {
     let cfg = weir_config::load_yaml(&ROUTES.replace("  - { name: catch-all, upstream: u }\n", "")).unwrap();
-    let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0]).unwrap());
-    let r = Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default()));
+    let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
+    let r = Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default(), Default::default()));
     assert_eq!(find(&r, &Method::GET, None, "/nope", &[]), "<none>");
 }

@@ -12,12 +12,13 @@ use weir_config::ValidConfig;
 use weir_config::plugins::PluginConfig;
 
 use crate::filter::{Chain, Filter};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::{Router, Target};
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
 
 /// One compiled config version.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// Monotonic version, 1 for the first config applied.
     pub version: u64,
@@ -28,20 +29,44 @@ pub struct Snapshot {
     /// Each route's plugins with their compiled filters, kept so an unchanged plugin keeps
     /// its state (rate-limit buckets) across reloads.
     filters: HashMap<String, Vec<(PluginConfig, Arc<Filter>)>>,
+    /// Where request metrics go.
+    pub metrics: Arc<Metrics>,
+    /// Metric handles for requests no route matched.
+    pub unmatched: RouteMetrics,
+}
+
+impl Default for Snapshot {
+    /// The empty snapshot served before the first config: every request is a 404.
+    fn default() -> Self {
+        let metrics = Arc::new(Metrics::new());
+        Self {
+            version: 0,
+            router: Router::default(),
+            upstreams: HashMap::new(),
+            filters: HashMap::new(),
+            unmatched: metrics.unmatched(),
+            metrics,
+        }
+    }
 }
 
 impl Snapshot {
     /// Compiles `cfg`, reusing unchanged upstreams from `prev`. Needs a Tokio runtime (it
     /// starts health-check tasks for new upstreams). Fails only when an upstream's TLS files
     /// cannot be loaded: `(upstream name, error)`.
-    pub fn compile(cfg: &ValidConfig, prev: Option<&Snapshot>, version: u64) -> Result<Self, (String, TlsError)> {
+    pub fn compile(
+        cfg: &ValidConfig,
+        prev: Option<&Snapshot>,
+        version: u64,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, (String, TlsError)> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
         for u in &spec.upstreams {
             let kept = prev.and_then(|p| p.upstreams.get(u.name.as_str())).filter(|old| old.spec() == u).cloned();
             let up = match kept {
                 Some(k) => k,
-                None => Arc::new(Upstream::start(u).map_err(|e| (u.name.clone(), e))?),
+                None => Arc::new(Upstream::start(u, metrics.upstream(&u.name)).map_err(|e| (u.name.clone(), e))?),
             };
             upstreams.insert(up.name().clone(), up);
         }
@@ -58,9 +83,9 @@ impl Snapshot {
                 .collect();
             let chain = Chain::new(mine.iter().map(|(_, f)| f.clone()).collect());
             filters.insert(r.name.clone(), mine);
-            (target(r, &upstreams), chain)
+            (target(r, &upstreams), chain, metrics.route(&r.name))
         });
-        Ok(Self { version, router, upstreams, filters })
+        Ok(Self { version, router, upstreams, filters, metrics: metrics.clone(), unmatched: metrics.unmatched() })
     }
 }
 

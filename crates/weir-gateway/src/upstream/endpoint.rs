@@ -85,6 +85,12 @@ impl Endpoint {
         &self.pool
     }
 
+    /// Sends pool waits to `h` too.
+    pub fn with_pool_wait(mut self, h: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.pool.set_wait_histogram(h);
+        self
+    }
+
     /// Requests in flight (from upstream request to the end of the response body).
     pub fn inflight(&self) -> u32 {
         self.inflight.load(Relaxed)

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use weir_config::spec::{UpstreamProtocol, UpstreamSpec};
 
+use crate::metrics::UpstreamMetrics;
 use crate::tls::{self, TlsError, UpstreamTls};
 
 pub use balancer::{Balancer, PickCx, Tried};
@@ -36,12 +37,13 @@ pub struct Upstream {
     tasks: Vec<JoinHandle<()>>,
     protocol: UpstreamProtocol,
     tls: Option<UpstreamTls>,
+    metrics: UpstreamMetrics,
 }
 
 impl Upstream {
     /// Builds an upstream and starts its background tasks (needs a Tokio runtime). Fails only
     /// when its TLS files cannot be loaded.
-    pub fn start(spec: &UpstreamSpec) -> Result<Self, TlsError> {
+    pub fn start(spec: &UpstreamSpec, metrics: UpstreamMetrics) -> Result<Self, TlsError> {
         let tls = match &spec.tls {
             Some(t) => Some(tls::upstream_tls(t, spec.protocol != UpstreamProtocol::Http1)?),
             None => None,
@@ -58,7 +60,12 @@ impl Upstream {
         let endpoints: Vec<Arc<Endpoint>> = lb
             .endpoints
             .iter()
-            .map(|e| Arc::new(Endpoint::new(&e.address, e.port, e.weight, limits.clone())))
+            .map(|e| {
+                Arc::new(
+                    Endpoint::new(&e.address, e.port, e.weight, limits.clone())
+                        .with_pool_wait(metrics.pool_wait.clone()),
+                )
+            })
             .collect();
         let balancer = Balancer::new(lb.policy, lb.hash_key.as_ref(), &endpoints);
         let hc = spec.health_check.as_ref();
@@ -80,7 +87,13 @@ impl Upstream {
             tasks,
             protocol: spec.protocol,
             tls,
+            metrics,
         })
+    }
+
+    /// Metric handles.
+    pub fn metrics(&self) -> &UpstreamMetrics {
+        &self.metrics
     }
 
     /// The protocol spoken to the endpoints.

@@ -143,6 +143,8 @@ pub struct Pool {
     returned: Notify,
     /// Counters.
     pub stats: PoolStats,
+    /// `weir_upstream_pool_wait_seconds` of the upstream.
+    wait_histogram: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Pool {
@@ -153,6 +155,7 @@ impl Pool {
             idle: Mutex::new(Vec::with_capacity(limits.max_idle.min(64))),
             returned: Notify::new(),
             stats: PoolStats::default(),
+            wait_histogram: None,
             limits,
         }
     }
@@ -211,11 +214,20 @@ impl Pool {
         }
     }
 
+    /// Records waits into `h` as well as the pool's own counters.
+    pub fn set_wait_histogram(&mut self, h: prometheus_client::metrics::histogram::Histogram) {
+        self.wait_histogram = Some(h);
+    }
+
     fn note_wait(&self, since: Option<Instant>) {
         if let Some(since) = since {
+            let waited = since.elapsed();
             self.stats.waited.fetch_add(1, Relaxed);
-            let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
             self.stats.wait_micros.fetch_add(micros, Relaxed);
+            if let Some(h) = &self.wait_histogram {
+                h.observe(waited.as_secs_f64());
+            }
         }
     }
 
