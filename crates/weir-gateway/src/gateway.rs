@@ -46,13 +46,13 @@ pub enum ApplyError {
         /// What was wrong.
         source: TlsError,
     },
-    /// An upstream's TLS settings could not be loaded.
-    #[error("upstream {name:?}: {source}")]
-    UpstreamTls {
-        /// Upstream name.
-        name: String,
+    /// A file the config names (upstream TLS material, JWT keys) could not be used.
+    #[error("{what}: {reason}")]
+    Compile {
+        /// The route or upstream.
+        what: String,
         /// What was wrong.
-        source: TlsError,
+        reason: String,
     },
 }
 
@@ -148,7 +148,7 @@ impl Gateway {
         let prev = self.state.load_full();
         let version = prev.version + 1;
         let next = Snapshot::compile(cfg, Some(&prev), version, &self.metrics)
-            .map_err(|(name, source)| ApplyError::UpstreamTls { name, source })?;
+            .map_err(|(what, reason)| ApplyError::Compile { what, reason })?;
         self.state.store(Arc::new(next));
 
         let wanted: HashMap<(String, SocketAddr), ()> =

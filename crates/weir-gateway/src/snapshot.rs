@@ -14,7 +14,6 @@ use weir_config::plugins::PluginConfig;
 use crate::filter::{Chain, Filter};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::router::{Router, Target};
-use crate::tls::TlsError;
 use crate::upstream::Upstream;
 
 /// One compiled config version.
@@ -52,37 +51,46 @@ impl Default for Snapshot {
 
 impl Snapshot {
     /// Compiles `cfg`, reusing unchanged upstreams from `prev`. Needs a Tokio runtime (it
-    /// starts health-check tasks for new upstreams). Fails only when an upstream's TLS files
-    /// cannot be loaded: `(upstream name, error)`.
+    /// starts health-check tasks for new upstreams). Fails only when a file the config names
+    /// (TLS material, JWT keys) cannot be used: `(what, why)`.
     pub fn compile(
         cfg: &ValidConfig,
         prev: Option<&Snapshot>,
         version: u64,
         metrics: &Arc<Metrics>,
-    ) -> Result<Self, (String, TlsError)> {
+    ) -> Result<Self, (String, String)> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
         for u in &spec.upstreams {
             let kept = prev.and_then(|p| p.upstreams.get(u.name.as_str())).filter(|old| old.spec() == u).cloned();
             let up = match kept {
                 Some(k) => k,
-                None => Arc::new(Upstream::start(u, metrics.upstream(&u.name)).map_err(|e| (u.name.clone(), e))?),
+                None => Arc::new(
+                    Upstream::start(u, metrics.upstream(&u.name))
+                        .map_err(|e| (format!("upstream {:?}", u.name), e.to_string()))?,
+                ),
             };
             upstreams.insert(up.name().clone(), up);
         }
         let mut filters = HashMap::new();
-        let router = Router::new(&spec.routes, |i, r| {
+        let mut chains = Vec::with_capacity(spec.routes.len());
+        for (i, r) in spec.routes.iter().enumerate() {
             let previous = prev.and_then(|p| p.filters.get(&r.name));
-            let mine: Vec<(PluginConfig, Arc<Filter>)> = cfg
-                .route_plugins(i)
-                .iter()
-                .map(|(_, c)| {
-                    let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
-                    (c.clone(), kept.unwrap_or_else(|| Arc::new(Filter::new(c))))
-                })
-                .collect();
-            let chain = Chain::new(mine.iter().map(|(_, f)| f.clone()).collect());
+            let mut mine: Vec<(PluginConfig, Arc<Filter>)> = Vec::new();
+            for (_, c) in cfg.route_plugins(i) {
+                let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
+                let f = match kept {
+                    Some(f) => f,
+                    None => Arc::new(Filter::new(c).map_err(|e| (format!("route {:?}", r.name), e))?),
+                };
+                mine.push((c.clone(), f));
+            }
+            chains.push(Chain::new(mine.iter().map(|(_, f)| f.clone()).collect()));
             filters.insert(r.name.clone(), mine);
+        }
+        let mut chains = chains.into_iter();
+        let router = Router::new(&spec.routes, |_, r| {
+            let chain = chains.next().unwrap_or_default();
             (target(r, &upstreams), chain, metrics.route(&r.name))
         });
         Ok(Self { version, router, upstreams, filters, metrics: metrics.clone(), unmatched: metrics.unmatched() })

@@ -8,6 +8,7 @@
 mod cors;
 mod headers;
 mod ip;
+mod jwt;
 mod keyauth;
 mod misc;
 mod ratelimit;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use cors::CorsConfig;
 pub use headers::{HeaderOps, HeadersConfig, RewriteConfig};
 pub use ip::{IpRestrictionConfig, parse_cidr};
+pub use jwt::{JWT_ALGS, JwtAuthConfig, JwtKey, TokenSource};
 pub use keyauth::{Consumer, KeyAuthConfig};
 pub use misc::{FaultAbort, FaultConfig, RequestIdConfig};
 pub use ratelimit::{OnRedisError, RateLimitConfig, RateLimitKey, RateLimitPolicy};
@@ -54,6 +56,8 @@ pub enum PluginConfig {
     IpRestriction(IpRestrictionConfig),
     /// `key-auth`.
     KeyAuth(KeyAuthConfig),
+    /// `jwt-auth`.
+    JwtAuth(JwtAuthConfig),
     /// `rate-limit`.
     RateLimit(RateLimitConfig),
     /// `fault`.
@@ -102,6 +106,12 @@ pub const BUILTINS: &[Builtin] = &[
         description: "allow or deny clients by CIDR",
         phase: "access",
         schema: schema_of::<IpRestrictionConfig>,
+    },
+    Builtin {
+        name: "jwt-auth",
+        description: "verify JWTs (HS/RS/PS/ES/EdDSA, inline, PEM or JWKS keys), forward claims, cache verified tokens",
+        phase: "authn",
+        schema: schema_of::<JwtAuthConfig>,
     },
     Builtin {
         name: "key-auth",
@@ -167,6 +177,7 @@ pub(crate) fn check(errs: &mut Errors, at: &str, p: &PluginSpec) -> Option<Plugi
         "request-id" => typed(errs, at, cfg).map(PluginConfig::RequestId),
         "ip-restriction" => typed(errs, at, cfg).map(PluginConfig::IpRestriction),
         "key-auth" => typed(errs, at, cfg).map(PluginConfig::KeyAuth),
+        "jwt-auth" => typed(errs, at, cfg).map(PluginConfig::JwtAuth),
         "rate-limit" => typed(errs, at, cfg).map(PluginConfig::RateLimit),
         "fault" => typed(errs, at, cfg).map(PluginConfig::Fault),
         "headers" => typed(errs, at, cfg).map(PluginConfig::Headers),
@@ -177,6 +188,7 @@ pub(crate) fn check(errs: &mut Errors, at: &str, p: &PluginSpec) -> Option<Plugi
     match &parsed {
         PluginConfig::IpRestriction(c) => c.check(errs, &at),
         PluginConfig::KeyAuth(c) => c.check(errs, &at),
+        PluginConfig::JwtAuth(c) => c.check(errs, &at),
         PluginConfig::RateLimit(c) => c.check(errs, &at),
         PluginConfig::Headers(c) => c.check(errs, &at),
         PluginConfig::Rewrite(c) => c.check(errs, &at),

@@ -87,8 +87,5 @@ impl RateLimitConfig {
             ),
             _ => {}
         }
-        if let RateLimitKey::Claim(_) = self.key {
-            errs.push(format!("{at}.key.claim"), "claim keys need the jwt-auth plugin, which is not available yet");
-        }
     }
 }

@@ -96,8 +96,11 @@ impl RateLimit {
                 Some(c) => Key::Text(Bytes::copy_from_slice(c.as_bytes())),
                 None => Key::None,
             },
-            // Rejected at validation until jwt-auth exists.
-            RateLimitKey::Claim(_) => Key::None,
+            RateLimitKey::Claim(name) => match cx.claims.as_ref().and_then(|c| c.get(name.as_str())) {
+                Some(serde_json::Value::String(s)) => Key::Text(Bytes::copy_from_slice(s.as_bytes())),
+                Some(v) => Key::Text(Bytes::from(v.to_string())),
+                None => Key::None,
+            },
         }
     }
 

@@ -13,6 +13,8 @@
 
 mod access;
 mod auth;
+mod jwks;
+mod jwt;
 mod limit;
 mod transform;
 
@@ -57,6 +59,8 @@ pub struct Effects {
     pub path: Option<String>,
     /// Headers to add to the response, whoever produces it.
     pub response: Vec<(HeaderName, HeaderValue)>,
+    /// Claims of a verified JWT.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// A request filter's verdict.
@@ -83,12 +87,14 @@ pub struct FilterCx {
     pub consumer: Option<Arc<str>>,
     /// Headers added to the response.
     pub response: Vec<(HeaderName, HeaderValue)>,
+    /// Claims of a verified JWT, for claim-keyed rate limits.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl FilterCx {
     /// A context for a request from `client`.
     pub fn new(client: IpAddr) -> Self {
-        Self { client, consumer: None, response: Vec::new() }
+        Self { client, consumer: None, response: Vec::new(), claims: None }
     }
 }
 
@@ -103,6 +109,8 @@ pub enum Filter {
     Ip(access::IpRestriction),
     /// `key-auth`.
     KeyAuth(auth::KeyAuth),
+    /// `jwt-auth`.
+    JwtAuth(jwt::JwtAuth),
     /// `rate-limit`.
     RateLimit(limit::RateLimit),
     /// `fault`.
@@ -114,9 +122,9 @@ pub enum Filter {
 }
 
 impl Filter {
-    /// Compiles a validated plugin config.
-    pub fn new(cfg: &PluginConfig) -> Self {
-        match cfg {
+    /// Compiles a validated plugin config; fails only when a file it names is unusable.
+    pub fn new(cfg: &PluginConfig) -> Result<Self, String> {
+        Ok(match cfg {
             PluginConfig::Cors(c) => Self::Cors(access::Cors::new(c)),
             PluginConfig::RequestId(c) => Self::RequestId(access::RequestId::new(c)),
             PluginConfig::IpRestriction(c) => Self::Ip(access::IpRestriction::new(c)),
@@ -125,7 +133,8 @@ impl Filter {
             PluginConfig::Fault(c) => Self::Fault(transform::Fault::new(c)),
             PluginConfig::Headers(c) => Self::Headers(transform::Headers::new(c)),
             PluginConfig::Rewrite(c) => Self::Rewrite(transform::Rewrite::new(c)),
-        }
+            PluginConfig::JwtAuth(c) => Self::JwtAuth(jwt::JwtAuth::new(c).map_err(|e| format!("jwt-auth: {e}"))?),
+        })
     }
 
     /// The phase it runs in.
@@ -133,7 +142,7 @@ impl Filter {
         match self {
             Self::Cors(_) => Phase::Cors,
             Self::RequestId(_) | Self::Ip(_) => Phase::Access,
-            Self::KeyAuth(_) => Phase::Authn,
+            Self::KeyAuth(_) | Self::JwtAuth(_) => Phase::Authn,
             Self::RateLimit(_) => Phase::RateLimit,
             Self::Fault(_) | Self::Headers(_) | Self::Rewrite(_) => Phase::Transform,
         }
@@ -145,6 +154,7 @@ impl Filter {
             Self::RequestId(f) => f.on_request(req),
             Self::Ip(f) => f.on_request(cx),
             Self::KeyAuth(f) => f.on_request(req),
+            Self::JwtAuth(f) => f.on_request(req).await,
             Self::RateLimit(f) => f.on_request(req, cx),
             Self::Fault(f) => f.on_request().await,
             Self::Headers(f) => f.on_request(),
@@ -229,6 +239,9 @@ fn apply(req: &mut Parts, cx: &mut FilterCx, e: Effects) {
     }
     if let Some(c) = e.consumer {
         cx.consumer = Some(c);
+    }
+    if let Some(c) = e.claims {
+        cx.claims = Some(c);
     }
     if let Some(p) = e.path
         && let Ok(pq) = http::uri::PathAndQuery::try_from(p)
