@@ -147,6 +147,11 @@ impl Metrics {
         &self.in_flight
     }
 
+    /// The failure counter of `plugin`.
+    pub fn plugin_error_counter(&self, plugin: &str) -> Counter {
+        self.plugin_errors.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).clone()
+    }
+
     /// Counts an internal failure of `plugin`.
     pub fn plugin_error(&self, plugin: &str) {
         self.plugin_errors.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();

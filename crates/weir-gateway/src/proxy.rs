@@ -17,7 +17,7 @@ use weir_config::spec::UpstreamProtocol;
 
 use crate::body::{BodyLimit, GatewayBody, Lease, UpstreamBody};
 use crate::error::ProxyError;
-use crate::filter::FilterCx;
+use crate::filter::{FilterCx, LogEntry};
 use crate::headers;
 use crate::router::{RequestView, Route};
 use crate::snapshot::Snapshot;
@@ -44,22 +44,50 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
     let started = Instant::now();
     let in_flight = snap.metrics.in_flight();
     in_flight.inc();
-    let mut route = None;
-    let rsp = respond(&snap, conn, req, &mut route).await;
+    // Only configs with an access log pay for keeping the request line.
+    let line = snap.access_log.then(|| (req.method().clone(), req.uri().clone(), declared_length(req.headers())));
+    let mut trace = Trace::default();
+    let rsp = respond(&snap, conn, req, &mut trace).await;
     in_flight.dec();
-    let m = route.as_ref().map_or(&snap.unmatched, |r| &r.metrics);
-    m.record(rsp.status().as_u16(), started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    let m = trace.route.as_ref().map_or(&snap.unmatched, |r| &r.metrics);
+    m.record(rsp.status().as_u16(), took.as_secs_f64());
+    if let (Some((method, uri, bytes_in)), Some(route)) = (line, &trace.route)
+        && route.chain.has_log()
+    {
+        let entry = LogEntry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            route: &route.name,
+            upstream: trace.upstream.as_deref(),
+            endpoint: trace.endpoint.as_deref(),
+            method: method.as_str(),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()),
+            status: rsp.status().as_u16(),
+            latency_ms: took.as_secs_f64() * 1e3,
+            bytes_in: bytes_in.unwrap_or(0),
+            bytes_out: declared_length(rsp.headers()).unwrap_or(0),
+            consumer: trace.consumer.as_deref(),
+            request_id: trace.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            client: conn.client.ip().to_string(),
+        };
+        route.chain.log(&entry);
+    }
     rsp
 }
 
-async fn respond(
-    snap: &Snapshot,
-    conn: ConnInfo,
-    req: Request<Incoming>,
-    route: &mut Option<Arc<Route>>,
-) -> Response<GatewayBody> {
+/// What the request path learned about a request, for metrics and the access log.
+#[derive(Debug, Default)]
+struct Trace {
+    route: Option<Arc<Route>>,
+    upstream: Option<Arc<str>>,
+    endpoint: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
+    request_id: Option<HeaderValue>,
+}
+
+async fn respond(snap: &Snapshot, conn: ConnInfo, req: Request<Incoming>, trace: &mut Trace) -> Response<GatewayBody> {
     let grpc = is_grpc(req.headers());
-    match proxy(snap, conn, req, route).await {
+    match proxy(snap, conn, req, trace).await {
         Ok(rsp) => rsp,
         Err(e) => {
             match &e {
@@ -120,7 +148,7 @@ async fn proxy(
     snap: &Snapshot,
     conn: ConnInfo,
     mut req: Request<Incoming>,
-    matched: &mut Option<Arc<Route>>,
+    trace: &mut Trace,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     check_request(&req, &conn)?;
     let route: Arc<Route> = {
@@ -134,7 +162,7 @@ async fn proxy(
         };
         snap.router.find(&view).ok_or(ProxyError::NoRoute)?.clone()
     };
-    *matched = Some(route.clone());
+    trace.route = Some(route.clone());
     if let (Some(limit), Some(len)) = (route.max_body_size, declared_length(req.headers()))
         && len > limit
     {
@@ -151,6 +179,11 @@ async fn proxy(
         && let Err(rsp) = route.chain.on_request(&mut parts, &mut fcx).await
     {
         return Ok(rsp);
+    }
+    if route.chain.has_log() {
+        trace.consumer = fcx.consumer.clone();
+        trace.request_id = parts.headers.get("x-request-id").cloned();
+        trace.upstream = Some(upstream.name().clone());
     }
     let host = parts
         .headers
@@ -220,6 +253,9 @@ async fn proxy(
         let tried_before = tried;
         tried.add(i);
         let ep = upstream.endpoints()[i].clone();
+        if route.chain.has_log() {
+            trace.endpoint = Some(ep.label().clone());
+        }
         let mut lease = Lease::new(ep.clone());
         let connect_err = |e: std::io::Error| ProxyError::Connect {
             route: route.name.clone(),

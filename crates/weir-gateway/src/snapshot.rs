@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub metrics: Arc<Metrics>,
     /// Metric handles for requests no route matched.
     pub unmatched: RouteMetrics,
+    /// Whether any route has an access log (otherwise requests skip keeping their line).
+    pub access_log: bool,
 }
 
 impl Default for Snapshot {
@@ -45,6 +47,7 @@ impl Default for Snapshot {
             filters: HashMap::new(),
             unmatched: metrics.unmatched(),
             metrics,
+            access_log: false,
         }
     }
 }
@@ -81,7 +84,7 @@ impl Snapshot {
                 let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
                 let f = match kept {
                     Some(f) => f,
-                    None => Arc::new(Filter::new(c).map_err(|e| (format!("route {:?}", r.name), e))?),
+                    None => Arc::new(Filter::new(c, metrics).map_err(|e| (format!("route {:?}", r.name), e))?),
                 };
                 mine.push((c.clone(), f));
             }
@@ -93,7 +96,16 @@ impl Snapshot {
             let chain = chains.next().unwrap_or_default();
             (target(r, &upstreams), chain, metrics.route(&r.name))
         });
-        Ok(Self { version, router, upstreams, filters, metrics: metrics.clone(), unmatched: metrics.unmatched() })
+        let access_log = filters.values().flatten().any(|(c, _)| matches!(c, PluginConfig::AccessLog(_)));
+        Ok(Self {
+            version,
+            router,
+            upstreams,
+            filters,
+            metrics: metrics.clone(),
+            unmatched: metrics.unmatched(),
+            access_log,
+        })
     }
 }
 

@@ -210,3 +210,94 @@ fn plugins_cli_lists_and_prints_schemas() {
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(schema["properties"]["consumers"].is_object(), "{schema}");
 }
+
+#[tokio::test]
+async fn access_log_writes_json_lines_to_a_file() {
+    let up = echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let global = format!(
+        "plugins:\n  - {{ name: request-id }}\n  - {{ name: access-log, config: {{ sink: {{ file: {{ path: \"{}\" }} }} }} }}\n",
+        file.display()
+    );
+    let plugins = "      - { name: key-auth, config: { consumers: [{ name: alice, key: alice-secret-key }] } }\n";
+    let weir = Weir::start(&with_plugins(up.port(), plugins, &global));
+    assert_eq!(json(&weir, "/orders/1?x=2", &[("x-api-key", "alice-secret-key")]).await.0, 200);
+    assert_eq!(json(&weir, "/orders/2", &[]).await.0, 401);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let lines = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let ok = &lines[0];
+    assert_eq!(ok["route"], "api");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["path"], "/orders/1?x=2");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["consumer"], "alice");
+    assert_eq!(ok["endpoint"], format!("127.0.0.1:{}", up.port()));
+    assert_eq!(ok["request_id"].as_str().map(str::len), Some(32));
+    assert!(ok["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(ok["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(lines[1]["status"], 401);
+}
+
+#[tokio::test]
+async fn access_log_http_sink_batches_and_never_blocks_when_down() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let up = echo().await;
+    let batches = std::sync::Arc::new(AtomicUsize::new(0));
+    let entries = std::sync::Arc::new(AtomicUsize::new(0));
+    let collector = {
+        let (b, e) = (batches.clone(), entries.clone());
+        upstream_fn(move |req: Request<Incoming>| {
+            let (b, e) = (b.clone(), e.clone());
+            async move {
+                let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+                b.fetch_add(1, SeqCst);
+                e.fetch_add(String::from_utf8_lossy(&body).lines().count(), SeqCst);
+                Response::new(full(""))
+            }
+        })
+        .await
+    };
+    let global = format!(
+        "plugins:\n  - {{ name: access-log, config: {{ sink: {{ http: {{ url: \"http://{}/ingest\", batch_size: 10, flush_interval: 200ms }} }} }} }}\n",
+        collector.addr
+    );
+    let weir = Weir::start(&with_plugins(up.port(), "      - { name: request-id }\n", &global));
+    let mut c = Client::connect(weir.addr).await;
+    for _ in 0..25 {
+        assert_eq!(c.text("/").await.0, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while entries.load(SeqCst) < 25 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(entries.load(SeqCst), 25);
+    assert!((3..=6).contains(&batches.load(SeqCst)), "25 entries in batches of at most 10: {}", batches.load(SeqCst));
+
+    // Collector gone and a tiny buffer: requests still succeed; entries are dropped and counted.
+    let dead = format!(
+        "plugins:\n  - {{ name: access-log, config: {{ buffer: 1, sink: {{ http: {{ url: \"http://127.0.0.1:{}/ingest\", batch_size: 1000, flush_interval: 10s }} }} }} }}\n",
+        dead_port()
+    );
+    let weir = Weir::start(&with_plugins(up.port(), "      - { name: request-id }\n", &dead));
+    let mut c = Client::connect(weir.addr).await;
+    for _ in 0..2000 {
+        assert_eq!(c.text("/").await.0, 200);
+    }
+    let (_, metrics) = get(weir.admin, "/metrics", &[]).await;
+    let text = String::from_utf8_lossy(&metrics);
+    let dropped = text
+        .lines()
+        .find(|l| l.starts_with("weir_plugin_errors_total{plugin=\"access-log\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "drops are counted: {text}");
+}

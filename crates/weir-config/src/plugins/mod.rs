@@ -5,6 +5,7 @@
 //! (`routes[2].plugins[0].config.consumers[1].key: …`).
 //! Does not own: what the plugins do (see `weir-gateway`'s `filter` module).
 
+mod accesslog;
 mod cors;
 mod headers;
 mod ip;
@@ -16,6 +17,7 @@ mod ratelimit;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use accesslog::{AccessLogConfig, AccessLogSink};
 pub use cors::CorsConfig;
 pub use headers::{HeaderOps, HeadersConfig, RewriteConfig};
 pub use ip::{IpRestrictionConfig, parse_cidr};
@@ -62,6 +64,8 @@ pub enum PluginConfig {
     RateLimit(RateLimitConfig),
     /// `fault`.
     Fault(FaultConfig),
+    /// `access-log`.
+    AccessLog(AccessLogConfig),
 }
 
 /// A built-in plugin: name, one-line description, schema.
@@ -132,6 +136,12 @@ pub const BUILTINS: &[Builtin] = &[
         schema: schema_of::<FaultConfig>,
     },
     Builtin {
+        name: "access-log",
+        description: "one JSON line per request to stdout, a file or an HTTP collector (batched, never blocking)",
+        phase: "log",
+        schema: schema_of::<AccessLogConfig>,
+    },
+    Builtin {
         name: "headers",
         description: "add, set or remove request and response headers",
         phase: "transform",
@@ -180,6 +190,7 @@ pub(crate) fn check(errs: &mut Errors, at: &str, p: &PluginSpec) -> Option<Plugi
         "jwt-auth" => typed(errs, at, cfg).map(PluginConfig::JwtAuth),
         "rate-limit" => typed(errs, at, cfg).map(PluginConfig::RateLimit),
         "fault" => typed(errs, at, cfg).map(PluginConfig::Fault),
+        "access-log" => typed(errs, at, cfg).map(PluginConfig::AccessLog),
         "headers" => typed(errs, at, cfg).map(PluginConfig::Headers),
         "rewrite" => typed(errs, at, cfg).map(PluginConfig::Rewrite),
         _ => None,
@@ -193,6 +204,7 @@ pub(crate) fn check(errs: &mut Errors, at: &str, p: &PluginSpec) -> Option<Plugi
         PluginConfig::Headers(c) => c.check(errs, &at),
         PluginConfig::Rewrite(c) => c.check(errs, &at),
         PluginConfig::Fault(c) => c.check(errs, &at),
+        PluginConfig::AccessLog(c) => c.check(errs, &at),
         PluginConfig::Cors(_) | PluginConfig::RequestId(_) => {}
     }
     Some(parsed)

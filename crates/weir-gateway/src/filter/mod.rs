@@ -16,6 +16,7 @@ mod auth;
 mod jwks;
 mod jwt;
 mod limit;
+mod log;
 mod transform;
 
 use std::net::IpAddr;
@@ -27,7 +28,10 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use weir_config::plugins::PluginConfig;
 
+pub use log::LogEntry;
+
 use crate::body::GatewayBody;
+use crate::metrics::Metrics;
 
 /// Where a filter runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,11 +123,13 @@ pub enum Filter {
     Headers(transform::Headers),
     /// `rewrite`.
     Rewrite(transform::Rewrite),
+    /// `access-log` (runs after the response, never in a request phase).
+    AccessLog(log::AccessLog),
 }
 
 impl Filter {
     /// Compiles a validated plugin config; fails only when a file it names is unusable.
-    pub fn new(cfg: &PluginConfig) -> Result<Self, String> {
+    pub fn new(cfg: &PluginConfig, metrics: &Metrics) -> Result<Self, String> {
         Ok(match cfg {
             PluginConfig::Cors(c) => Self::Cors(access::Cors::new(c)),
             PluginConfig::RequestId(c) => Self::RequestId(access::RequestId::new(c)),
@@ -133,6 +139,9 @@ impl Filter {
             PluginConfig::Fault(c) => Self::Fault(transform::Fault::new(c)),
             PluginConfig::Headers(c) => Self::Headers(transform::Headers::new(c)),
             PluginConfig::Rewrite(c) => Self::Rewrite(transform::Rewrite::new(c)),
+            PluginConfig::AccessLog(c) => {
+                Self::AccessLog(log::AccessLog::new(c, metrics.plugin_error_counter("access-log")))
+            }
             PluginConfig::JwtAuth(c) => Self::JwtAuth(jwt::JwtAuth::new(c).map_err(|e| format!("jwt-auth: {e}"))?),
         })
     }
@@ -144,7 +153,7 @@ impl Filter {
             Self::RequestId(_) | Self::Ip(_) => Phase::Access,
             Self::KeyAuth(_) | Self::JwtAuth(_) => Phase::Authn,
             Self::RateLimit(_) => Phase::RateLimit,
-            Self::Fault(_) | Self::Headers(_) | Self::Rewrite(_) => Phase::Transform,
+            Self::Fault(_) | Self::Headers(_) | Self::Rewrite(_) | Self::AccessLog(_) => Phase::Transform,
         }
     }
 
@@ -159,6 +168,7 @@ impl Filter {
             Self::Fault(f) => f.on_request().await,
             Self::Headers(f) => f.on_request(),
             Self::Rewrite(f) => f.on_request(req),
+            Self::AccessLog(_) => Outcome::done(),
         }
     }
 
@@ -173,11 +183,15 @@ impl Filter {
 #[derive(Debug, Default)]
 pub struct Chain {
     phases: Vec<Vec<Arc<Filter>>>,
+    /// `access-log` filters, run once the response is known.
+    loggers: Vec<Arc<Filter>>,
 }
 
 impl Chain {
     /// Groups `filters` by phase, keeping declaration order within a phase.
-    pub fn new(mut filters: Vec<Arc<Filter>>) -> Self {
+    pub fn new(filters: Vec<Arc<Filter>>) -> Self {
+        let (loggers, mut filters): (Vec<_>, Vec<_>) =
+            filters.into_iter().partition(|f| matches!(**f, Filter::AccessLog(_)));
         filters.sort_by_key(|f| f.phase());
         let mut phases: Vec<Vec<Arc<Filter>>> = Vec::new();
         for f in filters {
@@ -186,7 +200,21 @@ impl Chain {
                 _ => phases.push(vec![f]),
             }
         }
-        Self { phases }
+        Self { phases, loggers }
+    }
+
+    /// Whether an access log wants entries for this route.
+    pub fn has_log(&self) -> bool {
+        !self.loggers.is_empty()
+    }
+
+    /// Hands `entry` to every access log of the route.
+    pub fn log(&self, entry: &LogEntry<'_>) {
+        for f in &self.loggers {
+            if let Filter::AccessLog(l) = &**f {
+                l.log(entry);
+            }
+        }
     }
 
     /// Whether the chain has no filters (the common fast path).

@@ -1,0 +1,153 @@
+//! `access-log`: one JSON line per request, written off the request path.
+//!
+//! The request path only formats the line and `try_send`s it into a bounded channel; a task
+//! writes to stdout or a file, or POSTs batches to a collector. When the channel is full (the
+//! sink is down or slow) the entry is dropped and counted in
+//! `weir_plugin_errors_total{plugin="access-log"}`: logging never blocks or fails a request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use weir_config::plugins::{AccessLogConfig, AccessLogSink};
+
+/// What one access-log line says.
+#[derive(Debug, serde::Serialize)]
+pub struct LogEntry<'a> {
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// Route name, empty when none matched.
+    pub route: &'a str,
+    /// Upstream name.
+    pub upstream: Option<&'a str>,
+    /// `host:port` of the endpoint that answered.
+    pub endpoint: Option<&'a str>,
+    /// Method.
+    pub method: &'a str,
+    /// Path and query as received.
+    pub path: &'a str,
+    /// Status sent.
+    pub status: u16,
+    /// Time to response headers, in ms.
+    pub latency_ms: f64,
+    /// Request body length when declared.
+    pub bytes_in: u64,
+    /// Response body length when declared.
+    pub bytes_out: u64,
+    /// The authenticated caller.
+    pub consumer: Option<&'a str>,
+    /// The request id, when one was set.
+    pub request_id: Option<&'a str>,
+    /// The client's address.
+    pub client: String,
+}
+
+/// A compiled `access-log` filter.
+#[derive(Debug)]
+pub struct AccessLog {
+    tx: mpsc::Sender<String>,
+    dropped: Counter,
+    /// Flushes what is queued and ends when the filter (the sender) is dropped.
+    _writer: tokio::task::JoinHandle<()>,
+}
+
+impl AccessLog {
+    pub(super) fn new(c: &AccessLogConfig, dropped: Counter) -> Self {
+        let (tx, rx) = mpsc::channel(c.buffer);
+        let writer = tokio::spawn(write(c.sink.clone(), rx, dropped.clone()));
+        Self { tx, dropped, _writer: writer }
+    }
+
+    /// Queues one entry; never waits.
+    pub(crate) fn log(&self, e: &LogEntry<'_>) {
+        let Ok(line) = serde_json::to_string(e) else { return };
+        if self.tx.try_send(line).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+async fn write(sink: AccessLogSink, mut rx: mpsc::Receiver<String>, dropped: Counter) {
+    match sink {
+        AccessLogSink::Stdout(_) => {
+            let mut out = tokio::io::stdout();
+            while let Some(line) = rx.recv().await {
+                let _ = out.write_all(line.as_bytes()).await;
+                let _ = out.write_all(b"\n").await;
+                let _ = out.flush().await;
+            }
+        }
+        AccessLogSink::File { path } => {
+            let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await;
+            let Ok(file) = file else {
+                tracing::error!(%path, "access log file cannot be opened; entries will be dropped");
+                while rx.recv().await.is_some() {
+                    dropped.inc();
+                }
+                return;
+            };
+            let mut out = tokio::io::BufWriter::new(file);
+            while let Some(line) = rx.recv().await {
+                let _ = out.write_all(line.as_bytes()).await;
+                let _ = out.write_all(b"\n").await;
+                // Flush when the queue is drained, so a quiet gateway's log is current.
+                if rx.is_empty() {
+                    let _ = out.flush().await;
+                }
+            }
+            let _ = out.flush().await;
+        }
+        AccessLogSink::Http { url, batch_size, flush_interval } => {
+            let every = flush_interval.map_or(Duration::from_secs(1), |d| d.get());
+            let mut batch = Vec::with_capacity(batch_size);
+            loop {
+                let deadline = tokio::time::sleep(every);
+                tokio::pin!(deadline);
+                while batch.len() < batch_size {
+                    tokio::select! {
+                        got = rx.recv() => match got {
+                            Some(l) => batch.push(l),
+                            None => break,
+                        },
+                        () = &mut deadline => break,
+                    }
+                }
+                if !batch.is_empty() {
+                    let body = batch.join("\n") + "\n";
+                    if let Err(e) = post(&url, body).await {
+                        tracing::warn!(%url, entries = batch.len(), error = %e, "access log batch not delivered; dropped");
+                        dropped.inc_by(batch.len() as u64);
+                    }
+                    batch.clear();
+                }
+                if rx.is_closed() && rx.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn post(url: &str, body: String) -> Result<(), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let host = uri.host().ok_or("no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let req = http::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let rsp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if rsp.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", rsp.status())) }
+    };
+    tokio::time::timeout(Duration::from_secs(5), work).await.map_err(|_| "timed out".to_owned())?
+}
