@@ -84,7 +84,7 @@ impl Snapshot {
                 let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
                 let f = match kept {
                     Some(f) => f,
-                    None => Arc::new(Filter::new(c, metrics).map_err(|e| (format!("route {:?}", r.name), e))?),
+                    None => Arc::new(Filter::new(c, &r.name, metrics).map_err(|e| (format!("route {:?}", r.name), e))?),
                 };
                 mine.push((c.clone(), f));
             }

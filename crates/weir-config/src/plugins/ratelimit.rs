@@ -81,10 +81,9 @@ impl RateLimitConfig {
         }
         match (self.policy, &self.redis_url) {
             (RateLimitPolicy::Redis, None) => errs.push(format!("{at}.redis_url"), "policy redis needs a redis_url"),
-            (RateLimitPolicy::Redis, _) => errs.push(
-                format!("{at}.policy"),
-                "policy redis is not available in this build yet: use policy local (per gateway process)",
-            ),
+            (RateLimitPolicy::Redis, Some(u)) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+                errs.push(format!("{at}.redis_url"), "must be a redis:// URL");
+            }
             _ => {}
         }
     }

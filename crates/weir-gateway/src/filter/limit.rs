@@ -15,8 +15,10 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, StatusCode, header};
-use weir_config::plugins::{RateLimitConfig, RateLimitKey};
+use prometheus_client::metrics::counter::Counter;
+use weir_config::plugins::{OnRedisError, RateLimitConfig, RateLimitKey, RateLimitPolicy};
 
+use super::redis_limit::{RedisLimiter, Verdict};
 use super::{Effects, FilterCx, Outcome, reply};
 
 /// What a request is counted under.
@@ -36,6 +38,8 @@ const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// A compiled `rate-limit` filter.
 #[derive(Debug)]
 pub struct RateLimit {
+    /// Set for `policy: redis`: counts live in Redis instead of `limiter`.
+    redis: Option<(RedisLimiter, OnRedisError, Counter)>,
     limiter: Arc<Limiter>,
     key: RateLimitKey,
     header: Option<HeaderName>,
@@ -54,7 +58,7 @@ impl Drop for RateLimit {
 }
 
 impl RateLimit {
-    pub(super) fn new(c: &RateLimitConfig) -> Self {
+    pub(super) fn new(c: &RateLimitConfig, route: &str, errors: Counter) -> Result<Self, String> {
         let requests = NonZeroU32::new(c.requests).unwrap_or(NonZeroU32::MIN);
         let period = (c.window.get() / requests.get()).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(requests)).allow_burst(requests);
@@ -74,7 +78,21 @@ impl RateLimit {
             RateLimitKey::Header(h) => HeaderName::try_from(h.as_str()).ok(),
             _ => None,
         };
-        Self {
+        let redis = match (c.policy, &c.redis_url) {
+            (RateLimitPolicy::Redis, Some(url)) => Some((
+                RedisLimiter::new(
+                    url,
+                    format!("weir:rl:{route}:{}:{}", requests.get(), c.window.get().as_millis()),
+                    requests.get(),
+                    c.window.get(),
+                )?,
+                c.on_redis_error,
+                errors,
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            redis,
             limiter,
             key: c.key.clone(),
             header,
@@ -82,7 +100,7 @@ impl RateLimit {
             period,
             limit_value: HeaderValue::from(requests.get()),
             sweeper,
-        }
+        })
     }
 
     fn key(&self, req: &Parts, cx: &FilterCx) -> Key {
@@ -104,8 +122,54 @@ impl RateLimit {
         }
     }
 
-    pub(super) fn on_request(&self, req: &Parts, cx: &FilterCx) -> Outcome {
+    fn allowed(&self, remaining: u32) -> Outcome {
+        let reset = self.period.as_secs_f64() * f64::from(self.requests - remaining.min(self.requests));
+        Outcome::Continue(Effects {
+            response: vec![
+                (LIMIT, self.limit_value.clone()),
+                (REMAINING, HeaderValue::from(remaining)),
+                (RESET, HeaderValue::from(reset.ceil() as u64)),
+            ],
+            ..Effects::default()
+        })
+    }
+
+    fn refused(&self, wait: Duration) -> Outcome {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut rsp = reply(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "rate limit exceeded; retry later");
+        let h = rsp.headers_mut();
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        h.insert(LIMIT, self.limit_value.clone());
+        h.insert(REMAINING, HeaderValue::from(0u32));
+        h.insert(RESET, HeaderValue::from(secs));
+        Outcome::Respond(rsp)
+    }
+
+    pub(super) async fn on_request(&self, req: &Parts, cx: &FilterCx) -> Outcome {
         let key = self.key(req, cx);
+        if let Some((redis, on_error, errors)) = &self.redis {
+            let text = match &key {
+                Key::Ip(ip) => ip.to_string(),
+                Key::Text(b) => String::from_utf8_lossy(b).into_owned(),
+                Key::None => String::new(),
+            };
+            return match redis.check(&text).await {
+                Ok(Verdict::Allowed { remaining }) => self.allowed(remaining),
+                Ok(Verdict::Refused { retry_after }) => self.refused(retry_after),
+                Err(e) => {
+                    errors.inc();
+                    tracing::warn!(error = %e, "rate-limit: Redis unavailable");
+                    match on_error {
+                        OnRedisError::Allow => Outcome::done(),
+                        OnRedisError::Deny => Outcome::Respond(reply(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "rate_limit_unavailable",
+                            "rate limiter unavailable",
+                        )),
+                    }
+                }
+            };
+        }
         match self.limiter.check_key(&key) {
             Ok(snap) => {
                 let remaining = snap.remaining_burst_capacity();

@@ -17,6 +17,7 @@ mod jwks;
 mod jwt;
 mod limit;
 mod log;
+mod redis_limit;
 mod transform;
 
 use std::net::IpAddr;
@@ -129,13 +130,15 @@ pub enum Filter {
 
 impl Filter {
     /// Compiles a validated plugin config; fails only when a file it names is unusable.
-    pub fn new(cfg: &PluginConfig, metrics: &Metrics) -> Result<Self, String> {
+    pub fn new(cfg: &PluginConfig, route: &str, metrics: &Metrics) -> Result<Self, String> {
         Ok(match cfg {
             PluginConfig::Cors(c) => Self::Cors(access::Cors::new(c)),
             PluginConfig::RequestId(c) => Self::RequestId(access::RequestId::new(c)),
             PluginConfig::IpRestriction(c) => Self::Ip(access::IpRestriction::new(c)),
             PluginConfig::KeyAuth(c) => Self::KeyAuth(auth::KeyAuth::new(c)),
-            PluginConfig::RateLimit(c) => Self::RateLimit(limit::RateLimit::new(c)),
+            PluginConfig::RateLimit(c) => {
+                Self::RateLimit(limit::RateLimit::new(c, route, metrics.plugin_error_counter("rate-limit"))?)
+            }
             PluginConfig::Fault(c) => Self::Fault(transform::Fault::new(c)),
             PluginConfig::Headers(c) => Self::Headers(transform::Headers::new(c)),
             PluginConfig::Rewrite(c) => Self::Rewrite(transform::Rewrite::new(c)),
@@ -164,7 +167,7 @@ impl Filter {
             Self::Ip(f) => f.on_request(cx),
             Self::KeyAuth(f) => f.on_request(req),
             Self::JwtAuth(f) => f.on_request(req).await,
-            Self::RateLimit(f) => f.on_request(req, cx),
+            Self::RateLimit(f) => f.on_request(req, cx).await,
             Self::Fault(f) => f.on_request().await,
             Self::Headers(f) => f.on_request(),
             Self::Rewrite(f) => f.on_request(req),
