@@ -83,9 +83,26 @@ def parse_wrk(out):
     return reqs, rps, lat("50"), lat("99"), errs
 
 
+JWT_SECRET = "bench-secret-of-at-least-32-bytes"
+
+
+def jwt_hs256():
+    """An HS256 token for the chain scenario, made with the standard library only."""
+    import base64, hashlib, hmac, json as js
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(js.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(js.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
+    sig = b64(hmac.new(JWT_SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
 def drive(scenario, conns, duration, port):
     """Runs the load generator for one cell on core 1; returns its output."""
-    if scenario == "plain":
+    if scenario == "chain":
+        # Weir: jwt-auth (cached token) + local rate limit + metrics + access log to a file.
+        # nginx and HAProxy proxy the same path plainly: the goal is >= 0.8x their throughput.
+        cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-H", f"Authorization: Bearer {jwt_hs256()}", f"http://127.0.0.1:{port}/chain/"]
+    elif scenario == "plain":
         cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}/"]
     elif scenario == "tls-h1":
         cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", f"https://127.0.0.1:{port + TLS_OFFSET}/"]
@@ -117,7 +134,7 @@ def main():
     ap.add_argument("--conns", default="64,256")
     ap.add_argument("--only", default="weir,nginx,haproxy")
     ap.add_argument("--out", default=str(ROOT / "bench/out"))
-    ap.add_argument("--scenarios", default="plain", help="comma list of plain, tls-h1, tls-handshake, tls-h2")
+    ap.add_argument("--scenarios", default="plain", help="comma list of plain, chain, tls-h1, tls-handshake, tls-h2")
     args = ap.parse_args()
     import socket
     for port in (UP_PORT, WEIR_PORT, NGINX_PORT, HAPROXY_PORT) + tuple(p + TLS_OFFSET for p in (WEIR_PORT, NGINX_PORT, HAPROXY_PORT)):
@@ -144,7 +161,15 @@ def main():
 listeners:
   - {{ name: bench, address: 127.0.0.1:{WEIR_PORT} }}
   - {{ name: bench-tls, address: 127.0.0.1:{WEIR_PORT + TLS_OFFSET}, tls: {{ certificates: [{{ cert: "{crt}", key: "{key}" }}] }} }}
-routes: [{{ name: all, upstream: up }}]
+routes:
+  - {{ name: all, upstream: up }}
+  - name: chain
+    match: {{ path: {{ prefix: /chain }} }}
+    upstream: up
+    plugins:
+      - {{ name: jwt-auth, config: {{ keys: [{{ alg: HS256, secret: {JWT_SECRET} }}] }} }}
+      - {{ name: rate-limit, config: {{ requests: 1000000000, window: 1s, key: {{ consumer: {{}} }} }} }}
+      - {{ name: access-log, config: {{ sink: {{ file: {{ path: "{d}/access.log" }} }} }} }}
 upstreams:
   - name: up
     load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {UP_PORT} }}] }}

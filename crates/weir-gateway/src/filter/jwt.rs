@@ -28,7 +28,8 @@ pub(super) struct KeyEntry {
 /// Claims of a verified token.
 #[derive(Debug)]
 struct Verified {
-    claims: Map<String, Value>,
+    /// Shared with every request that presents the token (no copy per request).
+    claims: Arc<Map<String, Value>>,
     /// Unix seconds; the cache forgets the token then.
     exp: u64,
 }
@@ -207,7 +208,7 @@ impl JwtAuth {
                         return Err(format!("missing required claim {missing:?}"));
                     }
                     let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-                    let v = Arc::new(Verified { claims: data.claims, exp });
+                    let v = Arc::new(Verified { claims: Arc::new(data.claims), exp });
                     if let Some(c) = &self.cache {
                         c.insert(token.to_owned(), v.clone());
                     }
@@ -253,7 +254,7 @@ impl JwtAuth {
         if let Some(Value::String(sub)) = verified.claims.get("sub") {
             e.consumer = Some(sub.as_str().into());
         }
-        e.claims = Some(Arc::new(verified.claims.clone()));
+        e.claims = Some(verified.claims.clone());
         Outcome::Continue(e)
     }
 }

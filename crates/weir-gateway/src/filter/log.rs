@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use weir_config::plugins::{AccessLogConfig, AccessLogSink};
 
@@ -46,61 +45,97 @@ pub struct LogEntry<'a> {
     pub client: String,
 }
 
+/// Where the request path hands lines.
+#[derive(Debug)]
+enum Tx {
+    /// To the HTTP shipping task.
+    Task(mpsc::Sender<String>),
+    /// To a writer thread for stdout and files: plain buffered writes, flushed every 100 ms,
+    /// instead of tokio::fs, which would hop to the blocking pool for every line.
+    Thread(std::sync::mpsc::SyncSender<String>),
+}
+
 /// A compiled `access-log` filter.
 #[derive(Debug)]
 pub struct AccessLog {
-    tx: mpsc::Sender<String>,
+    tx: Tx,
     dropped: Counter,
     /// Flushes what is queued and ends when the filter (the sender) is dropped.
-    _writer: tokio::task::JoinHandle<()>,
+    _writer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl AccessLog {
     pub(super) fn new(c: &AccessLogConfig, dropped: Counter) -> Self {
-        let (tx, rx) = mpsc::channel(c.buffer);
-        let writer = tokio::spawn(write(c.sink.clone(), rx, dropped.clone()));
-        Self { tx, dropped, _writer: writer }
+        if let AccessLogSink::Http { .. } = c.sink {
+            let (tx, rx) = mpsc::channel(c.buffer);
+            let writer = tokio::spawn(write(c.sink.clone(), rx, dropped.clone()));
+            return Self { tx: Tx::Task(tx), dropped, _writer: Some(writer) };
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(c.buffer);
+        let sink = c.sink.clone();
+        let lost = dropped.clone();
+        let spawned =
+            std::thread::Builder::new().name("weir-access-log".into()).spawn(move || write_blocking(&sink, &rx, &lost));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the access log writer; entries will be dropped");
+        }
+        Self { tx: Tx::Thread(tx), dropped, _writer: None }
     }
 
     /// Queues one entry; never waits.
     pub(crate) fn log(&self, e: &LogEntry<'_>) {
         let Ok(line) = serde_json::to_string(e) else { return };
-        if self.tx.try_send(line).is_err() {
+        let sent = match &self.tx {
+            Tx::Task(t) => t.try_send(line).is_ok(),
+            Tx::Thread(t) => t.try_send(line).is_ok(),
+        };
+        if !sent {
             self.dropped.inc();
         }
     }
 }
 
-async fn write(sink: AccessLogSink, mut rx: mpsc::Receiver<String>, dropped: Counter) {
-    match sink {
-        AccessLogSink::Stdout(_) => {
-            let mut out = tokio::io::stdout();
-            while let Some(line) = rx.recv().await {
-                let _ = out.write_all(line.as_bytes()).await;
-                let _ = out.write_all(b"\n").await;
-                let _ = out.flush().await;
-            }
-        }
-        AccessLogSink::File { path } => {
-            let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await;
-            let Ok(file) = file else {
-                tracing::error!(%path, "access log file cannot be opened; entries will be dropped");
-                while rx.recv().await.is_some() {
+/// The stdout and file writer thread; ends when the filter is dropped.
+fn write_blocking(sink: &AccessLogSink, rx: &std::sync::mpsc::Receiver<String>, dropped: &Counter) {
+    use std::io::Write;
+    let mut out: Box<dyn Write> = match sink {
+        AccessLogSink::File { path } => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Box::new(std::io::BufWriter::with_capacity(64 * 1024, f)),
+            Err(e) => {
+                tracing::error!(%path, error = %e, "access log file cannot be opened; entries will be dropped");
+                while rx.recv().is_ok() {
                     dropped.inc();
                 }
                 return;
-            };
-            let mut out = tokio::io::BufWriter::new(file);
-            while let Some(line) = rx.recv().await {
-                let _ = out.write_all(line.as_bytes()).await;
-                let _ = out.write_all(b"\n").await;
-                // Flush when the queue is drained, so a quiet gateway's log is current.
-                if rx.is_empty() {
-                    let _ = out.flush().await;
+            }
+        },
+        _ => Box::new(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+    };
+    // Drain every 50 ms rather than block on each line: a blocked reader would have to be
+    // woken (a futex call) for every request.
+    loop {
+        std::thread::park_timeout(Duration::from_millis(50));
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let _ = out.write_all(line.as_bytes());
+                    let _ = out.write_all(b"\n");
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
                 }
             }
-            let _ = out.flush().await;
         }
+        let _ = out.flush();
+    }
+}
+
+async fn write(sink: AccessLogSink, mut rx: mpsc::Receiver<String>, dropped: Counter) {
+    match sink {
+        // Served by `write_blocking`.
+        AccessLogSink::Stdout(_) | AccessLogSink::File { .. } => drop(rx),
         AccessLogSink::Http { url, batch_size, flush_interval } => {
             let every = flush_interval.map_or(Duration::from_secs(1), |d| d.get());
             let mut batch = Vec::with_capacity(batch_size);
