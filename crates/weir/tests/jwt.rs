@@ -209,3 +209,23 @@ async fn jwks_refetches_on_unknown_kid_rate_limited_and_keeps_last_good_set() {
     let t2b = token(Algorithm::ES256, Some("k2"), &enc2, serde_json::json!({ "sub": "frank", "exp": now() + 600 }));
     assert_eq!(call(&weir, "/", &[("authorization", &bearer(&t2b))]).await.0, 200);
 }
+
+#[tokio::test]
+async fn rate_limit_keyed_by_a_jwt_claim() {
+    let up = echo().await;
+    let secret = "a-shared-secret-of-32-bytes-long";
+    let yaml = format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - {{ name: public, address: 127.0.0.1:0 }}\nroutes:\n  - name: api\n    upstream: app\n    plugins:\n      - {{ name: jwt-auth, config: {{ keys: [{{ alg: HS256, secret: {secret} }}] }} }}\n      - {{ name: rate-limit, config: {{ requests: 2, window: 60s, key: {{ claim: tenant }} }} }}\nupstreams:\n{}",
+        upstream_yaml("app", "round_robin", &[(up.port(), 1)], "")
+    );
+    let weir = Weir::start(&yaml);
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    let tok = |sub: &str, tenant: &str| {
+        token(Algorithm::HS256, None, &key, serde_json::json!({ "sub": sub, "tenant": tenant, "exp": now() + 600 }))
+    };
+    // Two users of tenant A share A's budget; tenant B has its own.
+    assert_eq!(call(&weir, "/", &[("authorization", &bearer(&tok("u1", "A")))]).await.0, 200);
+    assert_eq!(call(&weir, "/", &[("authorization", &bearer(&tok("u2", "A")))]).await.0, 200);
+    assert_eq!(call(&weir, "/", &[("authorization", &bearer(&tok("u3", "A")))]).await.0, 429);
+    assert_eq!(call(&weir, "/", &[("authorization", &bearer(&tok("u1", "B")))]).await.0, 200);
+}

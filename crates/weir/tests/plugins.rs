@@ -143,6 +143,16 @@ async fn request_id_headers_and_rewrite_from_global_and_route_plugins() {
     assert_eq!(h["x-request-id"], id, "same id upstream and in the response");
     assert_eq!(h["x-served-by"], "weir", "a route plugin replaces the global one of the same name");
     // An incoming id is kept.
+    let weir_re = Weir::start(&with_plugins(
+        up.port(),
+        "      - { name: rewrite, config: { regex: \"^/v1/(.*)$\", replacement: \"/api/$1\" } }\n",
+        "",
+    ));
+    assert_eq!(
+        json(&weir_re, "/v1/orders/9?x=1", &[]).await.2["path"],
+        "/api/orders/9?x=1",
+        "regex rewrite keeps the query"
+    );
     let (_, h, v) = json(&weir, "/api/x", &[("x-request-id", "abc-123")]).await;
     assert_eq!((v["request_id"].as_str(), h["x-request-id"].to_str().ok()), (Some("abc-123"), Some("abc-123")));
 }
