@@ -164,6 +164,10 @@ impl ProxyError {
         let mut rsp = Response::new(GatewayBody::full(Bytes::from(body.to_string())));
         *rsp.status_mut() = self.status();
         rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, Self::BadRequest(_)) {
+            // After a request we could not frame or trust, the connection is not reused.
+            rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         rsp
     }
 }

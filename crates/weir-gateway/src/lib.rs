@@ -19,6 +19,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod sniff;
 pub mod tls;
 mod upgrade;
 pub mod upstream;

@@ -21,6 +21,7 @@ use crate::filter::{FilterCx, LogEntry};
 use crate::headers;
 use crate::router::{RequestView, Route};
 use crate::snapshot::Snapshot;
+use crate::sniff::Verdicts;
 use crate::upgrade;
 use crate::upstream::pool::AcquireError;
 use crate::upstream::{PickCx, Tried, Upstream};
@@ -29,7 +30,7 @@ use crate::upstream::{PickCx, Tried, Upstream};
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 /// What the connection knows about a request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// The client's address.
     pub client: SocketAddr,
@@ -37,6 +38,8 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// Longest URI accepted (414 beyond).
     pub max_uri_length: usize,
+    /// Framing verdicts of the raw HTTP/1.1 heads (see [`crate::sniff`]), one per request.
+    pub verdicts: Option<Verdicts>,
 }
 
 /// Serves one request; never fails (errors become JSON, or gRPC-shaped, responses).
@@ -47,6 +50,7 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
     // Only configs with an access log pay for keeping the request line.
     let line = snap.access_log.then(|| (req.method().clone(), req.uri().clone(), declared_length(req.headers())));
     let mut trace = Trace::default();
+    let client = conn.client;
     let rsp = respond(&snap, conn, req, &mut trace).await;
     in_flight.dec();
     let took = started.elapsed();
@@ -68,7 +72,7 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
             bytes_out: declared_length(rsp.headers()).unwrap_or(0),
             consumer: trace.consumer.as_deref(),
             request_id: trace.request_id.as_ref().and_then(|v| v.to_str().ok()),
-            client: conn.client.ip().to_string(),
+            client: client.ip().to_string(),
         };
         route.chain.log(&entry);
     }
@@ -129,6 +133,11 @@ fn check_request(req: &Request<Incoming>, conn: &ConnInfo) -> Result<(), ProxyEr
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > conn.max_uri_length {
         return Err(ProxyError::UriTooLong);
+    }
+    if req.version() <= Version::HTTP_11 && conn.verdicts.as_ref().and_then(|v| v.lock().pop_front()) == Some(true) {
+        return Err(ProxyError::BadRequest(
+            "ambiguous framing: duplicate Content-Length or Content-Length with Transfer-Encoding",
+        ));
     }
     let h = req.headers();
     if req.version() <= Version::HTTP_11 {

@@ -23,6 +23,7 @@ use weir_config::spec::ListenerLimits;
 
 use crate::io::IdleTimeout;
 use crate::proxy::{self, ConnInfo, SharedSnapshot};
+use crate::sniff::Sniffer;
 use crate::tls::ListenerTls;
 
 /// Per-listener HTTP settings, from `listeners[].limits`.
@@ -160,10 +161,12 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let info = ConnInfo { client, proto, max_uri_length: ctx.opts.max_uri_length };
+    let (io, verdicts) = Sniffer::new(io);
+    let info = ConnInfo { client, proto, max_uri_length: ctx.opts.max_uri_length, verdicts: Some(verdicts) };
     let svc = service_fn(move |req| {
         // One atomic load per request; the snapshot lives until the response is built.
         let snap = state.load_full();
+        let info = info.clone();
         async move { Ok::<_, Infallible>(proxy::handle(snap, info, req).await) }
     });
     let io = TokioIo::new(IdleTimeout::new(io, ctx.opts.idle_timeout));

@@ -1,0 +1,248 @@
+//! Request-smuggling guard for HTTP/1.1: reads the raw request heads alongside hyper.
+//!
+//! hyper resolves `Content-Length` + `Transfer-Encoding` (chunked wins) and collapses identical
+//! duplicate `Content-Length` headers before the service sees them, as RFC 9112 §6.3 and
+//! RFC 9110 §8.6 allow. An edge proxy should refuse both outright (400), since the next hop may
+//! resolve them differently. This wrapper follows HTTP/1.1 framing on the bytes hyper reads
+//! (head, then a fixed-length or chunked body, then the next head) and records, per request in
+//! order, whether its head was ambiguous; the service pops one verdict per request.
+//!
+//! Anything it cannot follow (an HTTP/2 preface, an upgrade, a malformed head) stops the
+//! sniffing for that connection: later requests then get no verdict and pass as before.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Per-request verdicts of one connection, in request order: `true` = ambiguous framing.
+pub type Verdicts = Arc<Mutex<VecDeque<bool>>>;
+
+/// Longest head followed; longer heads are hyper's to refuse (431).
+const MAX_HEAD: usize = 128 * 1024;
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Fixed(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd(u8),
+    Trailers,
+    Off,
+}
+
+/// Wraps the client side of an HTTP/1.1 connection.
+#[derive(Debug)]
+pub struct Sniffer<I> {
+    io: I,
+    state: State,
+    /// The head or line being accumulated.
+    pending: Vec<u8>,
+    verdicts: Verdicts,
+}
+
+impl<I> Sniffer<I> {
+    /// Wraps `io`; verdicts go to the returned queue.
+    pub fn new(io: I) -> (Self, Verdicts) {
+        let v = Verdicts::default();
+        (Self { io, state: State::Head, pending: Vec::new(), verdicts: v.clone() }, v)
+    }
+
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return,
+                State::Fixed(n) => {
+                    let take = n.min(data.len() as u64);
+                    data = &data[take as usize..];
+                    self.state = if n == take { State::Head } else { State::Fixed(n - take) };
+                }
+                State::ChunkData(n) => {
+                    let take = n.min(data.len() as u64);
+                    data = &data[take as usize..];
+                    self.state = if n == take { State::ChunkEnd(2) } else { State::ChunkData(n - take) };
+                }
+                State::ChunkEnd(left) => {
+                    let take = usize::from(left).min(data.len());
+                    data = &data[take..];
+                    let left = left - take as u8;
+                    self.state = if left == 0 { State::ChunkSize } else { State::ChunkEnd(left) };
+                }
+                State::Head | State::ChunkSize | State::Trailers => {
+                    let (consumed, done) = self.accumulate(data);
+                    data = &data[consumed..];
+                    if done {
+                        self.finish();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends to `pending` up to the end of a head (`\r\n\r\n`) or line (`\n`).
+    fn accumulate(&mut self, data: &[u8]) -> (usize, bool) {
+        let head = matches!(self.state, State::Head | State::Trailers);
+        for (i, &b) in data.iter().enumerate() {
+            // Empty lines before a request line are allowed and skipped.
+            if matches!(self.state, State::Head) && self.pending.is_empty() && (b == b'\r' || b == b'\n') {
+                continue;
+            }
+            self.pending.push(b);
+            let end = if head {
+                self.pending.ends_with(b"\r\n\r\n")
+                    || (matches!(self.state, State::Trailers) && self.pending == b"\r\n")
+            } else {
+                b == b'\n'
+            };
+            if end {
+                return (i + 1, true);
+            }
+            if self.pending.len() > MAX_HEAD {
+                self.state = State::Off;
+                return (data.len(), false);
+            }
+        }
+        (data.len(), false)
+    }
+
+    fn finish(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.state = match self.state {
+            State::Head => self.head(&pending),
+            State::ChunkSize => {
+                let line = String::from_utf8_lossy(&pending);
+                let hex = line.split(';').next().unwrap_or("").trim();
+                match u64::from_str_radix(hex, 16) {
+                    Ok(0) => State::Trailers,
+                    Ok(n) => State::ChunkData(n),
+                    Err(_) => State::Off,
+                }
+            }
+            // A trailer section ends with an empty line.
+            State::Trailers => State::Head,
+            _ => State::Off,
+        };
+    }
+
+    fn head(&mut self, raw: &[u8]) -> State {
+        if raw.starts_with(b"PRI * HTTP/2.0") {
+            return State::Off;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(raw), Ok(httparse::Status::Complete(_))) {
+            return State::Off;
+        }
+        let (mut lengths, mut te, mut chunked, mut upgrade) = (Vec::new(), false, false, false);
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                lengths.push(h.value);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                te = true;
+                chunked = h
+                    .value
+                    .split(|&b| b == b',')
+                    .next_back()
+                    .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        let ambiguous = lengths.len() > 1 || (te && !lengths.is_empty());
+        self.verdicts.lock().push_back(ambiguous);
+        if upgrade || ambiguous {
+            // After an upgrade the bytes are a tunnel; after an ambiguous head the connection
+            // is answered 400 and closed.
+            return State::Off;
+        }
+        if chunked {
+            return State::ChunkSize;
+        }
+        match lengths.first().and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()) {
+            Some(0) | None if !te => State::Head,
+            Some(n) => State::Fixed(n),
+            // A non-chunked transfer coding: hyper refuses it.
+            None => State::Off,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Sniffer<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && !matches!(this.state, State::Off) {
+            let fresh = buf.filled()[before..].to_vec();
+            this.feed(&fresh);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Sniffer<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdicts(chunks: &[&[u8]]) -> Vec<bool> {
+        let (mut s, v) = Sniffer::new(());
+        for c in chunks {
+            s.feed(c);
+        }
+        v.lock().iter().copied().collect()
+    }
+
+    #[test]
+    fn follows_framing_across_requests_and_reads() {
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".as_slice();
+        let post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nGET / HTTP/".as_slice();
+        let chunked =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n".as_slice();
+        assert_eq!(verdicts(&[get, post, chunked, get]), [false, false, false, false]);
+        // Split at every byte boundary: same verdicts.
+        let all: Vec<u8> = [get, post, chunked, get].concat();
+        let bytes: Vec<&[u8]> = all.chunks(1).collect();
+        assert_eq!(verdicts(&bytes), [false, false, false, false]);
+    }
+
+    #[test]
+    fn flags_conflicting_and_duplicate_lengths() {
+        assert_eq!(
+            verdicts(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"]),
+            [true]
+        );
+        assert_eq!(verdicts(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"]), [true]);
+        assert_eq!(verdicts(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"]), Vec::<bool>::new());
+    }
+}
