@@ -178,8 +178,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Sniffer<I> {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && !matches!(this.state, State::Off) {
-            let fresh = buf.filled()[before..].to_vec();
-            this.feed(&fresh);
+            this.feed(&buf.filled()[before..]);
         }
         r
     }
