@@ -251,7 +251,9 @@ impl Route {
                     && (p.ends_with('/') || path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
             }
             PathPat::Template(segs) => {
-                let mut got = path.split('/').skip(1);
+                // Origin-form paths start with '/'; anything else (e.g. `*`) never matches.
+                let Some(rest) = path.strip_prefix('/') else { return false };
+                let mut got = rest.split('/');
                 segs.iter().all(|want| match (want, got.next()) {
                     (_, None) => false,
                     (None, Some(seg)) => !seg.is_empty(),
