@@ -197,7 +197,7 @@ pub fn upstream_tls(spec: &UpstreamTlsSpec, h2: bool) -> Result<UpstreamTls, Tls
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = if spec.insecure_skip_verify {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(insecure::NoVerify(provider)))
+        builder.dangerous().with_custom_certificate_verifier(insecure_verifier(provider))
     } else {
         let path = spec.ca.as_deref().unwrap_or("/etc/ssl/certs/ca-certificates.crt");
         let mut roots = rustls::RootCertStore::empty();
@@ -216,6 +216,12 @@ pub fn upstream_tls(spec: &UpstreamTlsSpec, h2: bool) -> Result<UpstreamTls, Tls
         None => None,
     };
     Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)), sni })
+}
+
+/// A verifier that accepts any certificate (still checking handshake signatures): for
+/// `insecure_skip_verify` and `weir loadtest --insecure`, never a default.
+pub fn insecure_verifier(provider: Arc<CryptoProvider>) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {
+    Arc::new(insecure::NoVerify(provider))
 }
 
 mod insecure {

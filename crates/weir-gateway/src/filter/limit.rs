@@ -171,30 +171,8 @@ impl RateLimit {
             };
         }
         match self.limiter.check_key(&key) {
-            Ok(snap) => {
-                let remaining = snap.remaining_burst_capacity();
-                let reset = self.period.as_secs_f64() * f64::from(self.requests - remaining.min(self.requests));
-                let e = Effects {
-                    response: vec![
-                        (LIMIT, self.limit_value.clone()),
-                        (REMAINING, HeaderValue::from(remaining)),
-                        (RESET, HeaderValue::from(reset.ceil() as u64)),
-                    ],
-                    ..Effects::default()
-                };
-                Outcome::Continue(e)
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                let mut rsp = reply(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "rate limit exceeded; retry later");
-                let h = rsp.headers_mut();
-                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                h.insert(LIMIT, self.limit_value.clone());
-                h.insert(REMAINING, HeaderValue::from(0u32));
-                h.insert(RESET, HeaderValue::from(secs));
-                Outcome::Respond(rsp)
-            }
+            Ok(snap) => self.allowed(snap.remaining_burst_capacity()),
+            Err(not_until) => self.refused(not_until.wait_time_from(DefaultClock::default().now())),
         }
     }
 }

@@ -89,9 +89,7 @@ impl Conn {
     ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
         let mut fut = std::pin::pin!(self.sender.try_send_request(req));
         poll_fn(|cx| {
-            if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
-                self.ended = true;
-            }
+            self.poll_driver(cx);
             fut.as_mut().poll(cx)
         })
         .await
