@@ -9,6 +9,7 @@
 pub mod duration;
 mod error;
 pub mod plugins;
+pub mod resources;
 pub mod size;
 pub mod spec;
 mod validate;
@@ -35,6 +36,12 @@ fn schema_validator() -> Option<&'static jsonschema::Validator> {
 pub fn parse_yaml(text: &str) -> Result<ConfigSpec, ConfigErrors> {
     let value: serde_json::Value =
         serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
+    parse_value(value)
+}
+
+/// Checks a JSON document against the schema and reads it into a spec, reporting every
+/// violation with its path.
+pub fn parse_value(value: serde_json::Value) -> Result<ConfigSpec, ConfigErrors> {
     let value = if value.is_null() { serde_json::json!({}) } else { value };
     if let Some(v) = schema_validator() {
         let errs: Vec<ConfigError> = v

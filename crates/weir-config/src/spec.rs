@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::HumanDuration;
-use crate::plugins::PluginSpec;
+use crate::plugins::{Consumer, PluginSpec};
 use crate::size::ByteSize;
 
 /// A whole Weir configuration: listeners, routes and upstreams.
@@ -32,6 +32,9 @@ pub struct ConfigSpec {
     /// Plugins applied to every route (a route's own plugin of the same name replaces it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<PluginSpec>,
+    /// Named callers and their API keys, for every `key-auth` plugin that lists none of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
 }
 
 /// The admin listener.

@@ -81,12 +81,23 @@ pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
         }
         check_route(&mut errs, &format!("routes[{i}]"), r, &upstreams);
     }
-    let global: Vec<(String, PluginConfig)> = spec
+    let mut consumers = HashSet::new();
+    for (i, c) in spec.consumers.iter().enumerate() {
+        check_name(&mut errs, &format!("consumers[{i}].name"), &c.name);
+        if !consumers.insert(c.name.as_str()) {
+            errs.push(format!("consumers[{i}].name"), format!("duplicate consumer name {:?}", c.name));
+        }
+        c.check(&mut errs, &format!("consumers[{i}]"));
+    }
+    let mut global: Vec<(String, PluginConfig)> = spec
         .plugins
         .iter()
         .enumerate()
         .filter_map(|(i, p)| plugins::check(&mut errs, &format!("plugins[{i}]"), p).map(|c| (p.name.clone(), c)))
         .collect();
+    for (i, (_, c)) in global.iter_mut().enumerate() {
+        use_top_level_consumers(&mut errs, &format!("plugins[{i}]"), c, &spec);
+    }
     let mut route_plugins = Vec::with_capacity(spec.routes.len());
     for (i, r) in spec.routes.iter().enumerate() {
         let own: Vec<(String, PluginConfig)> = r
@@ -97,6 +108,10 @@ pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
                 plugins::check(&mut errs, &format!("routes[{i}].plugins[{j}]"), p).map(|c| (p.name.clone(), c))
             })
             .collect();
+        let mut own = own;
+        for (j, (_, c)) in own.iter_mut().enumerate() {
+            use_top_level_consumers(&mut errs, &format!("routes[{i}].plugins[{j}]"), c, &spec);
+        }
         let mut all: Vec<(String, PluginConfig)> =
             global.iter().filter(|(n, _)| !own.iter().any(|(o, _)| o == n)).cloned().collect();
         all.extend(own);
@@ -104,6 +119,18 @@ pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
     }
     errs.finish()?;
     Ok(ValidConfig { spec, route_plugins })
+}
+
+/// A `key-auth` that lists no consumers of its own authenticates the top-level ones.
+fn use_top_level_consumers(errs: &mut Errors, at: &str, c: &mut PluginConfig, spec: &ConfigSpec) {
+    if let PluginConfig::KeyAuth(k) = c
+        && k.consumers.is_empty()
+    {
+        if spec.consumers.is_empty() {
+            errs.push(format!("{at}.config.consumers"), "give consumers here or in the top-level `consumers`");
+        }
+        k.consumers.clone_from(&spec.consumers);
+    }
 }
 
 fn check_name(errs: &mut Errors, path: &str, name: &str) {

@@ -20,6 +20,7 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod sniff;
+pub mod sync;
 pub mod tls;
 mod upgrade;
 pub mod upstream;

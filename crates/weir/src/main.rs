@@ -1,6 +1,9 @@
 //! `weir`: the one binary. Subcommands compose the libraries; see `weir --help`.
 
+mod control_plane;
+mod ctl;
 mod echo;
+mod fleet;
 mod loadtest;
 mod standalone;
 
@@ -44,6 +47,14 @@ enum PluginsCommand {
 enum Command {
     /// Run a gateway from a YAML file, re-applying it whenever the file changes.
     Standalone(standalone::Args),
+    /// Run a gateway fed by control planes (data plane only; it listens where you say).
+    Gateway(fleet::Args),
+    /// Run the control plane: resource store, gateway registry, gRPC push, admin REST API.
+    ControlPlane(control_plane::Args),
+    /// Manage resources through a control plane's admin API (apply, get, diff, rollback…).
+    Ctl(ctl::Args),
+    /// Print the control-plane protocol (.proto) for clients in other languages.
+    Proto,
     /// Check a config file and print every error with its path (exit 1 if any).
     Validate {
         /// The config file.
@@ -66,6 +77,13 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Standalone(args) => standalone::run(&args),
+        Command::Gateway(args) => fleet::run(args),
+        Command::ControlPlane(args) => control_plane::run(args),
+        Command::Ctl(args) => ctl::run(args),
+        Command::Proto => {
+            print!("{}", weir_proto::PROTO);
+            ExitCode::SUCCESS
+        }
         Command::Validate { config } => validate(&config),
         Command::Schema => {
             println!("{:#}", weir_config::json_schema());

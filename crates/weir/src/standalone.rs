@@ -1,5 +1,6 @@
 //! `weir standalone`: gateway + file config source in one process.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,23 +33,14 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    // The main thread runs the control side (file watch, admin, health checks); request
-    // traffic runs on the worker threads.
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match control_runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
-        let pool = match Workers::start(workers) {
+        let (pool, workers) = match start_workers(args.workers) {
             Ok(w) => w,
-            Err(e) => {
-                eprintln!("cannot start {workers} worker threads: {e}");
-                return ExitCode::FAILURE;
-            }
+            Err(code) => return code,
         };
         let gw = Gateway::new(pool);
         let version = match gw.apply(&cfg).await {
@@ -61,36 +53,72 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         tracing::info!(version, workers, config = %args.config.display(), "gateway started");
         let stop = CancellationToken::new();
         let admin_state = Arc::new(AdminState::default());
-        if let Some(a) = &cfg.spec().admin {
-            match TcpListener::bind(a.address).await {
-                Ok(l) => {
-                    let local = l.local_addr().unwrap_or(a.address);
-                    tracing::info!(address = %local, "admin bound");
-                    tokio::spawn(admin::serve(l, gw.clone(), admin_state.clone(), stop.clone()));
-                }
-                Err(e) => {
-                    eprintln!("admin cannot bind {}: {e} (is another process using the port?)", a.address);
-                    return ExitCode::FAILURE;
-                }
-            }
+        if let Some(a) = &cfg.spec().admin
+            && let Err(code) = start_admin(a.address, &gw, &admin_state, &stop).await
+        {
+            return code;
         }
         let watcher = tokio::spawn(watch::watch_file(args.config.clone(), gw.clone(), text, stop.clone()));
         wait_for_signal().await;
-        tracing::info!(deadline = ?args.drain_timeout, "shutting down: draining in-flight requests");
-        admin_state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-        stop.cancel();
-        let drained = gw.shutdown(args.drain_timeout).await;
+        drain(&gw, &admin_state, &stop, args.drain_timeout).await;
         watcher.abort();
-        if drained {
-            tracing::info!("drained; bye");
-        } else {
-            tracing::warn!("drain deadline passed; closing remaining connections");
-        }
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// A current-thread runtime for the control side (config source, admin, health checks);
+/// request traffic runs on worker threads.
+pub(crate) fn control_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Starts `n` worker threads (default: one per core).
+pub(crate) fn start_workers(n: Option<usize>) -> Result<(Workers, usize), ExitCode> {
+    let n = n.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    Workers::start(n).map(|w| (w, n)).map_err(|e| {
+        eprintln!("cannot start {n} worker threads: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Binds and serves the admin endpoints (`/healthz`, `/readyz`, `/stats`, `/metrics`).
+pub(crate) async fn start_admin(
+    addr: SocketAddr,
+    gw: &Arc<Gateway>,
+    state: &Arc<AdminState>,
+    stop: &CancellationToken,
+) -> Result<(), ExitCode> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => {
+            let local = l.local_addr().unwrap_or(addr);
+            tracing::info!(address = %local, "admin bound");
+            tokio::spawn(admin::serve(l, gw.clone(), state.clone(), stop.clone()));
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("admin cannot bind {addr}: {e} (is another process using the port?)");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Marks the gateway draining, stops its config source and listeners, and waits for
+/// in-flight requests up to `deadline`.
+pub(crate) async fn drain(gw: &Gateway, admin: &AdminState, stop: &CancellationToken, deadline: Duration) {
+    tracing::info!(?deadline, "shutting down: draining in-flight requests");
+    admin.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
+    if gw.shutdown(deadline).await {
+        tracing::info!("drained; bye");
+    } else {
+        tracing::warn!("drain deadline passed; closing remaining connections");
+    }
+}
+
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {

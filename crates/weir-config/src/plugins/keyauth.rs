@@ -15,7 +15,8 @@ pub struct KeyAuthConfig {
     /// Query parameter also accepted for the key.
     #[serde(default)]
     pub query: Option<String>,
-    /// The consumers and their keys.
+    /// The consumers and their keys. Empty: the top-level `consumers` of the config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<Consumer>,
     /// Remove the key before the request goes upstream. Default true.
     #[serde(default = "yes")]
@@ -54,20 +55,23 @@ impl KeyAuthConfig {
     pub(crate) fn check(&self, errs: &mut Errors, at: &str) {
         super::check_header_name(errs, &format!("{at}.header"), &self.header);
         super::check_header_name(errs, &format!("{at}.forward_header"), &self.forward_header);
-        if self.consumers.is_empty() {
-            errs.push(format!("{at}.consumers"), "give at least one consumer");
-        }
         for (i, c) in self.consumers.iter().enumerate() {
-            let p = format!("{at}.consumers[{i}]");
-            match (&c.key, &c.key_sha256) {
-                (Some(k), None) if k.len() < 8 => errs.push(format!("{p}.key"), "keys must be at least 8 characters"),
-                (Some(_), None) => {}
-                (None, Some(h)) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    errs.push(format!("{p}.key_sha256"), "must be 64 hex digits (sha256sum of the key)");
-                }
-                (None, Some(_)) => {}
-                _ => errs.push(p, "give exactly one of `key` or `key_sha256`"),
+            c.check(errs, &format!("{at}.consumers[{i}]"));
+        }
+    }
+}
+
+impl Consumer {
+    /// Checks one consumer's credentials (also used for the top-level `consumers`).
+    pub(crate) fn check(&self, errs: &mut Errors, p: &str) {
+        match (&self.key, &self.key_sha256) {
+            (Some(k), None) if k.len() < 8 => errs.push(format!("{p}.key"), "keys must be at least 8 characters"),
+            (Some(_), None) => {}
+            (None, Some(h)) if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                errs.push(format!("{p}.key_sha256"), "must be 64 hex digits (sha256sum of the key)");
             }
+            (None, Some(_)) => {}
+            _ => errs.push(p, "give exactly one of `key` or `key_sha256`"),
         }
     }
 }

@@ -1,0 +1,273 @@
+//! A config as a set of named resources, the unit the control plane stores and pushes.
+//!
+//! Owns: the resource kinds, splitting a whole [`ConfigSpec`] into resources, assembling
+//! resources back into one spec (validated by the same code as a file), reading
+//! multi-document YAML (`kind: Route` documents or whole standalone files), and mapping error
+//! paths (`routes[3].upstream`) back to the resource they are about (`Route/api.upstream`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::spec::ConfigSpec;
+
+/// The kinds of resource, in the order a config is assembled from them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A listener (settings only, in fleet mode: each gateway picks its own addresses).
+    Listener,
+    /// A set of endpoints.
+    Upstream,
+    /// A route.
+    Route,
+    /// A plugin applied to every route (its name is the plugin's name).
+    Plugin,
+    /// A named caller with credentials.
+    Consumer,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 5] = [Kind::Listener, Kind::Upstream, Kind::Route, Kind::Plugin, Kind::Consumer];
+
+    /// `Route`, as in `kind: Route`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Listener => "Listener",
+            Kind::Upstream => "Upstream",
+            Kind::Route => "Route",
+            Kind::Plugin => "Plugin",
+            Kind::Consumer => "Consumer",
+        }
+    }
+
+    /// `routes`: the key of the list in a standalone file, and the API collection name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Listener => "listeners",
+            Kind::Upstream => "upstreams",
+            Kind::Route => "routes",
+            Kind::Plugin => "plugins",
+            Kind::Consumer => "consumers",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a kind.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown kind {0:?}: use Listener, Upstream, Route, Plugin or Consumer")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+    /// Accepts `Route`, `route` and `routes`.
+    fn from_str(s: &str) -> Result<Self, UnknownKind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s) || k.plural().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
+/// One resource: its kind, name and fields exactly as in a standalone file's list entry
+/// (so `body["name"] == name`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    /// Kind.
+    pub kind: Kind,
+    /// Name, unique within its kind.
+    pub name: String,
+    /// The fields, as JSON.
+    pub body: Value,
+}
+
+/// Top-level keys of a standalone file that the control plane does not keep: each gateway
+/// decides them locally.
+pub const LOCAL_ONLY_KEYS: [&str; 1] = ["admin"];
+
+/// Splits a whole config into resources, in declaration order.
+pub fn split(spec: &ConfigSpec) -> Vec<Resource> {
+    let value = serde_json::to_value(spec).unwrap_or_default();
+    split_value(&value).unwrap_or_default()
+}
+
+fn split_value(doc: &Value) -> Result<Vec<Resource>, ConfigErrors> {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    let Some(obj) = doc.as_object() else {
+        return Err(ConfigErrors::one("", "expected a mapping"));
+    };
+    for key in obj.keys() {
+        if !LOCAL_ONLY_KEYS.contains(&key.as_str()) && !Kind::ALL.iter().any(|k| k.plural() == key) {
+            errs.push(ConfigError { path: key.clone(), message: format!("unknown top-level key {key:?}") });
+        }
+    }
+    for kind in Kind::ALL {
+        let Some(list) = obj.get(kind.plural()) else { continue };
+        let Some(items) = list.as_array() else {
+            errs.push(ConfigError { path: kind.plural().into(), message: "expected a list".into() });
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            match item.get("name").and_then(Value::as_str) {
+                Some(name) => out.push(Resource { kind, name: name.to_owned(), body: item.clone() }),
+                None => errs.push(ConfigError {
+                    path: format!("{}[{i}].name", kind.plural()),
+                    message: "every entry needs a `name`".into(),
+                }),
+            }
+        }
+    }
+    if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
+}
+
+/// Reads YAML with one or more documents. Each document is either a whole standalone config
+/// (`routes:`, `upstreams:` …) or one resource (`kind: Route`, `name: …`, then its fields).
+/// Errors carry `doc N` in their path when there is more than one document.
+pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigErrors> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
+    let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
+    let many = docs.len() > 1;
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for (n, doc) in docs.into_iter().enumerate() {
+        let prefix = if many { format!("doc {}: ", n + 1) } else { String::new() };
+        match parse_document(doc) {
+            Ok(r) => out.extend(r),
+            Err(e) => errs.extend(e.0.into_iter().map(|mut e| {
+                e.path = format!("{prefix}{}", e.path);
+                e
+            })),
+        }
+    }
+    if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
+}
+
+fn parse_document(mut doc: Value) -> Result<Vec<Resource>, ConfigErrors> {
+    let Some(obj) = doc.as_object_mut() else {
+        return Err(ConfigErrors::one("", "expected a mapping"));
+    };
+    let Some(kind) = obj.remove("kind") else {
+        return split_value(&doc);
+    };
+    let kind: Kind = kind
+        .as_str()
+        .ok_or_else(|| ConfigErrors::one("kind", "expected a string"))?
+        .parse()
+        .map_err(|e: UnknownKind| ConfigErrors::one("kind", e.to_string()))?;
+    let name = obj
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConfigErrors::one("name", format!("a {kind} needs a `name`")))?
+        .to_owned();
+    Ok(vec![Resource { kind, name, body: doc }])
+}
+
+/// Assembles resources (in the order given within each kind) into one config document and
+/// parses it with the same schema check as a file. Validate the result with
+/// [`crate::validate`] and pass errors through [`ResourceIndex::relabel`].
+pub fn assemble<'a>(items: impl IntoIterator<Item = (Kind, &'a Value)>) -> (Value, ResourceIndex) {
+    let mut lists: Vec<Vec<Value>> = vec![Vec::new(); Kind::ALL.len()];
+    let mut index = ResourceIndex::default();
+    for (kind, body) in items {
+        lists[kind as usize].push(body.clone());
+    }
+    let mut doc = Map::new();
+    for kind in Kind::ALL {
+        let list = std::mem::take(&mut lists[kind as usize]);
+        index.names[kind as usize] =
+            list.iter().map(|b| b.get("name").and_then(Value::as_str).unwrap_or("").to_owned()).collect();
+        if !list.is_empty() {
+            doc.insert(kind.plural().into(), Value::Array(list));
+        }
+    }
+    (Value::Object(doc), index)
+}
+
+/// Which resource sits at which index of an assembled config.
+#[derive(Clone, Debug, Default)]
+pub struct ResourceIndex {
+    names: [Vec<String>; 5],
+}
+
+impl ResourceIndex {
+    /// Rewrites `routes[3].upstream` to `Route/api.upstream`.
+    pub fn relabel(&self, errs: ConfigErrors) -> ConfigErrors {
+        ConfigErrors(
+            errs.0
+                .into_iter()
+                .map(|mut e| {
+                    e.path = self.relabel_path(&e.path);
+                    e
+                })
+                .collect(),
+        )
+    }
+
+    fn relabel_path(&self, path: &str) -> String {
+        for kind in Kind::ALL {
+            let Some(rest) = path.strip_prefix(kind.plural()).and_then(|r| r.strip_prefix('[')) else { continue };
+            let Some((idx, tail)) = rest.split_once(']') else { continue };
+            if let Some(name) = idx.parse::<usize>().ok().and_then(|i| self.names[kind as usize].get(i)) {
+                return format!("{kind}/{name}{tail}");
+            }
+        }
+        path.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_and_kind_documents_read_alike() {
+        let file = "upstreams:\n- name: u\n  load_balancer: {endpoints: [{address: 127.0.0.1, port: 1}]}\n\
+                    routes:\n- name: r\n  upstream: u\n";
+        let docs = "kind: Upstream\nname: u\nload_balancer: {endpoints: [{address: 127.0.0.1, port: 1}]}\n\
+                    ---\nkind: route\nname: r\nupstream: u\n";
+        let a = parse_documents(file).unwrap();
+        let b = parse_documents(docs).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a.iter().map(|r| (r.kind, r.name.as_str())).collect::<Vec<_>>(),
+            [(Kind::Upstream, "u"), (Kind::Route, "r")]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_resource_and_document() {
+        let e = parse_documents("kind: Gadget\nname: x\n---\nkind: Route\n").unwrap_err();
+        let msgs: Vec<_> = e.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(msgs, ["doc 1: kind", "doc 2: name"]);
+
+        let r = parse_documents("kind: Route\nname: r\nupstream: missing\n").unwrap();
+        let (doc, index) = assemble(r.iter().map(|r| (r.kind, &r.body)));
+        let spec: ConfigSpec = serde_json::from_value(doc).unwrap();
+        let errs = index.relabel(crate::validate(spec).unwrap_err());
+        assert!(errs.iter().any(|e| e.path == "Route/r.upstream"), "{errs:?}");
+    }
+
+    #[test]
+    fn split_then_assemble_round_trips() {
+        let cfg = crate::load_yaml(
+            "upstreams:\n- name: u\n  load_balancer: {endpoints: [{address: 127.0.0.1, port: 1}]}\n\
+             routes:\n- name: b\n  upstream: u\n- name: a\n  upstream: u\n\
+             consumers:\n- name: alice\n  key: alice-key-123\n",
+        )
+        .unwrap();
+        let parts = split(cfg.spec());
+        let (doc, _) = assemble(parts.iter().map(|r| (r.kind, &r.body)));
+        let back: ConfigSpec = serde_json::from_value(doc).unwrap();
+        assert_eq!(&back, cfg.spec());
+    }
+}

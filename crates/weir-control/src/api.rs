@@ -1,0 +1,259 @@
+//! The admin REST API (JSON over HTTP): resources, revisions, rollback, gateways.
+//!
+//! Owns: the routes, their request and response shapes, bearer-token checks and mapping
+//! [`PlaneError`] to HTTP statuses (400 with every error and its path, 404, 500).
+//! `/openapi.json` describes all of it (see [`crate::openapi`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weir_config::resources::Kind;
+
+use crate::plane::{Applied, ControlPlane, PlaneError};
+use crate::store::{Key, Stored};
+
+#[derive(Clone, Debug)]
+struct Ctx {
+    plane: Arc<ControlPlane>,
+    token: Option<Arc<str>>,
+}
+
+/// The API router. With a `token`, every call must carry `Authorization: Bearer TOKEN`.
+pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
+    let ctx = Ctx { plane, token: token.map(Into::into) };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route("/api/v1/revision", get(revision))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/apply", post(apply))
+        .route("/api/v1/rollback", post(rollback))
+        .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/{kind}", get(list))
+        .route("/api/v1/{kind}/{name}", get(get_one).put(put_one).delete(delete_one))
+        .layer(middleware::from_fn_with_state(ctx.clone(), auth))
+        .with_state(ctx)
+}
+
+/// Compares in time independent of where the strings differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    if let Some(token) = &ctx.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            let body = json!({"error": "missing or wrong bearer token: send `Authorization: Bearer <token>` (weir ctl reads WEIR_TOKEN)"});
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// An error as the API returns it.
+#[derive(Debug)]
+struct ApiError(PlaneError);
+
+impl From<PlaneError> for ApiError {
+    fn from(e: PlaneError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self.0 {
+            PlaneError::Invalid(errs) => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": format!("invalid config: {} error(s); nothing was stored", errs.len()),
+                    "errors": errs.iter().map(|e| json!({"path": e.path, "message": e.message})).collect::<Vec<_>>(),
+                }),
+            ),
+            PlaneError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
+            PlaneError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
+            PlaneError::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()}))
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Opts {
+    #[serde(default)]
+    dry_run: bool,
+    /// Wait up to this long (`2s`, `500ms`) for every live gateway to apply the revision.
+    #[serde(default)]
+    wait: Option<String>,
+}
+
+impl Opts {
+    fn wait(&self) -> Result<Option<Duration>, ApiError> {
+        self.wait
+            .as_deref()
+            .map(|w| {
+                humantime::parse_duration(w)
+                    .map_err(|e| ApiError(PlaneError::BadRequest(format!("wait={w:?}: {e} (try wait=5s)"))))
+            })
+            .transpose()
+    }
+}
+
+fn kind(s: &str) -> Result<Kind, ApiError> {
+    s.parse().map_err(|e: weir_config::resources::UnknownKind| ApiError(PlaneError::NotFound(e.to_string())))
+}
+
+fn view(s: &Stored) -> Value {
+    json!({"kind": s.kind.as_str(), "name": s.name, "version": s.version, "body": s.body})
+}
+
+async fn finish(ctx: &Ctx, mut applied: Applied, opts: &Opts) -> Result<Response, ApiError> {
+    if let Some(within) = opts.wait()?
+        && applied.changed
+    {
+        applied.pending_gateways = Some(ctx.plane.registry.wait_applied(applied.revision, within).await);
+    }
+    let status = if applied.results.iter().any(|r| r.result == crate::store::Op::Created) && !applied.dry_run {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(applied)).into_response())
+}
+
+async fn revision(State(ctx): State<Ctx>) -> Json<Value> {
+    Json(json!({"revision": ctx.plane.read(|s| s.revision)}))
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryOpts {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+async fn history(State(ctx): State<Ctx>, Query(q): Query<HistoryOpts>) -> Result<Json<Value>, ApiError> {
+    let revs = ctx.plane.history(q.limit).map_err(PlaneError::from)?;
+    let out: Vec<Value> = revs
+        .iter()
+        .map(|r| {
+            json!({
+                "revision": r.revision,
+                "time_ms": r.time_ms,
+                "cause": r.cause,
+                "changes": r.changes.iter().map(|c| json!({"kind": c.kind.as_str(), "name": c.name, "result": c.op})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplyBody {
+    resources: Vec<ApplyItem>,
+    /// Delete every stored resource that is not in `resources`.
+    #[serde(default)]
+    prune: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplyItem {
+    kind: String,
+    name: String,
+    body: Value,
+}
+
+async fn apply(
+    State(ctx): State<Ctx>,
+    Query(opts): Query<Opts>,
+    Json(b): Json<ApplyBody>,
+) -> Result<Response, ApiError> {
+    let mut edits: Vec<(Key, Option<Value>)> = Vec::with_capacity(b.resources.len());
+    for it in b.resources {
+        edits.push(((kind(&it.kind)?, it.name), Some(it.body)));
+    }
+    if b.prune {
+        let keep: std::collections::HashSet<Key> = edits.iter().map(|(k, _)| k.clone()).collect();
+        let gone: Vec<Key> = ctx.plane.read(|s| s.resources.keys().filter(|k| !keep.contains(*k)).cloned().collect());
+        edits.extend(gone.into_iter().map(|k| (k, None)));
+    }
+    let applied = ctx.plane.apply(edits, "apply".into(), opts.dry_run).await?;
+    finish(&ctx, applied, &opts).await
+}
+
+#[derive(Debug, Deserialize)]
+struct RollbackBody {
+    to: u64,
+}
+
+async fn rollback(
+    State(ctx): State<Ctx>,
+    Query(opts): Query<Opts>,
+    Json(b): Json<RollbackBody>,
+) -> Result<Response, ApiError> {
+    let applied = ctx.plane.rollback(b.to, opts.dry_run).await?;
+    finish(&ctx, applied, &opts).await
+}
+
+async fn gateways(State(ctx): State<Ctx>) -> Json<Value> {
+    Json(serde_json::to_value(ctx.plane.registry.list()).unwrap_or_default())
+}
+
+async fn list(State(ctx): State<Ctx>, Path(k): Path<String>) -> Result<Json<Value>, ApiError> {
+    let k = kind(&k)?;
+    Ok(Json(ctx.plane.read(|s| Value::Array(s.ordered().into_iter().filter(|r| r.kind == k).map(view).collect()))))
+}
+
+async fn get_one(State(ctx): State<Ctx>, Path((k, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let k = kind(&k)?;
+    ctx.plane
+        .read(|s| s.resources.get(&(k, name.clone())).map(view))
+        .map(Json)
+        .ok_or_else(|| ApiError(PlaneError::NotFound(format!("no {k} named {name:?}"))))
+}
+
+async fn put_one(
+    State(ctx): State<Ctx>,
+    Path((k, name)): Path<(String, String)>,
+    Query(opts): Query<Opts>,
+    Json(mut body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let k = kind(&k)?;
+    if let Some(obj) = body.as_object_mut() {
+        obj.entry("name").or_insert_with(|| Value::String(name.clone()));
+    }
+    let applied = ctx.plane.apply(vec![((k, name), Some(body))], "put".into(), opts.dry_run).await?;
+    finish(&ctx, applied, &opts).await
+}
+
+async fn delete_one(
+    State(ctx): State<Ctx>,
+    Path((k, name)): Path<(String, String)>,
+    Query(opts): Query<Opts>,
+) -> Result<Response, ApiError> {
+    let k = kind(&k)?;
+    if !ctx.plane.read(|s| s.resources.contains_key(&(k, name.clone()))) {
+        return Err(ApiError(PlaneError::NotFound(format!("no {k} named {name:?}"))));
+    }
+    let applied = ctx.plane.apply(vec![((k, name), None)], "delete".into(), opts.dry_run).await?;
+    finish(&ctx, applied, &opts).await
+}

@@ -1,0 +1,59 @@
+//! Weir's control plane: it stores what operators declare and pushes it to every gateway.
+//!
+//! Owns: the resource store ([`store`], redb), the gateway registry ([`registry`]), validated
+//! changes and rollback ([`plane`]), the gRPC `ConfigSync` stream ([`push`]) and the admin
+//! REST API ([`api`], [`openapi`]). Never depends on `weir-gateway`: the two meet in
+//! `weir-config` (what a config is) and `weir-proto` (the wire).
+
+pub mod api;
+pub mod openapi;
+pub mod plane;
+pub mod push;
+pub mod registry;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use plane::ControlPlane;
+
+/// Serves the gRPC push service and the admin API on the given listeners until `stop`.
+pub async fn serve(
+    plane: Arc<ControlPlane>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    token: Option<String>,
+    heartbeat_interval: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let node = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let svc = push::SyncService::new(plane.clone(), node, heartbeat_interval).into_server();
+    let grpc_stop = stop.clone();
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                grpc_stop.cancelled_owned(),
+            ),
+    );
+    let sweeper = {
+        let (plane, stop) = (plane.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            while stop.run_until_cancelled(tick.tick()).await.is_some() {
+                plane.registry.sweep();
+            }
+        })
+    };
+    let app = api::router(plane, token);
+    axum::serve(admin, app).with_graceful_shutdown(stop.cancelled_owned()).await?;
+    sweeper.abort();
+    grpc_task.await??;
+    Ok(())
+}

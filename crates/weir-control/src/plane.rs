@@ -1,0 +1,216 @@
+//! The control plane's core: validated changes to the store, and news of each revision.
+//!
+//! Owns: turning edits into a revision (validate the whole resulting config with the same
+//! `weir-config` code a gateway runs, then commit, then announce), dry runs, and rollback
+//! (the resources of an earlier revision, applied as a new revision).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+use weir_config::ConfigErrors;
+use weir_config::resources::{self, Kind};
+
+use crate::registry::Registry;
+use crate::store::{Change, Key, Op, State, Store, StoreError};
+
+/// Why a change was not made. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    /// The resulting config would be invalid; every error with its path.
+    #[error("invalid config ({} errors)", .0.len())]
+    Invalid(ConfigErrors),
+    /// A request that names something wrong (kind, name mismatch, revision).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing by that name.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One resource's fate in an apply.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// `created`, `configured`, `unchanged` or `deleted`.
+    pub result: Op,
+    /// The fields before (dry runs only, for diffs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    /// The fields after (dry runs only, for diffs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+/// The result of an apply.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    /// The revision now current (unchanged when nothing changed or on a dry run).
+    pub revision: u64,
+    /// Whether a new revision was made.
+    pub changed: bool,
+    /// Whether this was only a check.
+    pub dry_run: bool,
+    /// Per resource, in the order given.
+    pub results: Vec<Outcome>,
+    /// Gateways that had not applied the revision when the wait ended (with `wait`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_gateways: Option<Vec<String>>,
+}
+
+/// The control plane.
+#[derive(Debug)]
+pub struct ControlPlane {
+    store: Arc<RwLock<Store>>,
+    /// Gateways.
+    pub registry: Registry,
+    revision: watch::Sender<u64>,
+}
+
+impl ControlPlane {
+    /// A control plane over `store`; gateways are down after `heartbeat_timeout` of silence.
+    pub fn new(store: Store, heartbeat_timeout: Duration) -> Arc<Self> {
+        let rev = store.state().revision;
+        Arc::new(Self {
+            store: Arc::new(RwLock::new(store)),
+            registry: Registry::new(heartbeat_timeout),
+            revision: watch::Sender::new(rev),
+        })
+    }
+
+    /// Reads the current state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(self.store.read().state())
+    }
+
+    /// Wakes on every new revision.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// The history, newest first.
+    pub fn history(&self, limit: usize) -> Result<Vec<crate::store::Revision>, StoreError> {
+        self.store.read().history(limit)
+    }
+
+    /// Applies `edits` (a `None` body deletes) as one revision, after validating the whole
+    /// config they lead to. With `dry_run`, only reports what would change.
+    pub async fn apply(
+        self: &Arc<Self>,
+        edits: Vec<(Key, Option<Value>)>,
+        cause: String,
+        dry_run: bool,
+    ) -> Result<Applied, PlaneError> {
+        for ((kind, name), body) in &edits {
+            if let Some(b) = body {
+                check_body(*kind, name, b)?;
+            }
+        }
+        let this = self.clone();
+        // redb commits fsync; keep them off the async threads.
+        let applied = tokio::task::spawn_blocking(move || this.apply_blocking(&edits, &cause, dry_run))
+            .await
+            .map_err(|e| PlaneError::Store(StoreError::from_msg(e)))??;
+        if applied.changed {
+            self.revision.send_replace(applied.revision);
+        }
+        Ok(applied)
+    }
+
+    fn apply_blocking(
+        &self,
+        edits: &[(Key, Option<Value>)],
+        cause: &str,
+        dry_run: bool,
+    ) -> Result<Applied, PlaneError> {
+        let mut store = self.store.write();
+        let state = store.state();
+        let plan = state.plan(edits, state.revision + 1);
+        check_config(state, &plan).map_err(PlaneError::Invalid)?;
+        let results = plan
+            .iter()
+            .map(|c| Outcome {
+                kind: c.kind.to_string(),
+                name: c.name.clone(),
+                result: c.op,
+                before: dry_run
+                    .then(|| state.resources.get(&(c.kind, c.name.clone())).map(|s| s.body.clone()))
+                    .flatten(),
+                after: dry_run.then(|| c.after.as_ref().map(|s| s.body.clone())).flatten(),
+            })
+            .collect();
+        let revision = state.revision;
+        if dry_run {
+            return Ok(Applied { revision, changed: false, dry_run, results, pending_gateways: None });
+        }
+        let committed = store.commit(plan, cause)?;
+        Ok(Applied {
+            revision: committed.unwrap_or(revision),
+            changed: committed.is_some(),
+            dry_run,
+            results,
+            pending_gateways: None,
+        })
+    }
+
+    /// Makes the resources what they were right after revision `to`, as a new revision.
+    pub async fn rollback(self: &Arc<Self>, to: u64, dry_run: bool) -> Result<Applied, PlaneError> {
+        let edits = {
+            let store = self.store.read();
+            let current = store.state();
+            if to == 0 || to > current.revision {
+                return Err(PlaneError::BadRequest(format!(
+                    "no revision {to}: revisions run from 1 to {} (`weir ctl history` lists them)",
+                    current.revision
+                )));
+            }
+            let old = store.state_at(to)?;
+            let mut edits: Vec<(Key, Option<Value>)> = current
+                .resources
+                .keys()
+                .filter(|k| !old.resources.contains_key(*k))
+                .map(|k| (k.clone(), None))
+                .collect();
+            edits.extend(old.ordered().into_iter().map(|s| ((s.kind, s.name.clone()), Some(s.body.clone()))));
+            edits
+        };
+        self.apply(edits, format!("rollback to {to}"), dry_run).await
+    }
+}
+
+/// A body must be a mapping whose `name` (if given) is the resource's name.
+fn check_body(kind: Kind, name: &str, body: &Value) -> Result<(), PlaneError> {
+    let Some(obj) = body.as_object() else {
+        return Err(PlaneError::BadRequest(format!("{kind}/{name}: the body must be a JSON object")));
+    };
+    match obj.get("name").and_then(Value::as_str) {
+        Some(n) if n == name => Ok(()),
+        Some(n) => Err(PlaneError::BadRequest(format!("{kind}/{name}: the body names {n:?}; names must match"))),
+        None => Err(PlaneError::BadRequest(format!("{kind}/{name}: the body needs `name: {name}`"))),
+    }
+}
+
+/// Validates the config that `state` plus `plan` would make.
+fn check_config(state: &State, plan: &[Change]) -> Result<(), ConfigErrors> {
+    let touched: std::collections::HashSet<(Kind, &str)> = plan.iter().map(|c| (c.kind, c.name.as_str())).collect();
+    let mut items: Vec<(Kind, u64, &Value)> = state
+        .resources
+        .values()
+        .filter(|s| !touched.contains(&(s.kind, s.name.as_str())))
+        .map(|s| (s.kind, s.order, &s.body))
+        .collect();
+    items.extend(plan.iter().filter_map(|c| c.after.as_ref()).map(|s| (s.kind, s.order, &s.body)));
+    items.sort_by_key(|(k, o, _)| (*k, *o));
+    let (doc, index) = resources::assemble(items.into_iter().map(|(k, _, b)| (k, b)));
+    let spec = weir_config::parse_value(doc).map_err(|e| index.relabel(e))?;
+    weir_config::validate(spec).map(drop).map_err(|e| index.relabel(e))
+}

@@ -1,0 +1,170 @@
+//! The `weir.v1.ConfigSync` service: one bidirectional stream per gateway.
+//!
+//! Owns: the stream protocol on the control-plane side. The first message must register
+//! the gateway (a checked capability descriptor); it then gets a full snapshot, and after
+//! that a delta for every new revision (only what changed since the last one it was sent).
+//! ACKs, NACKs and heartbeats go to the [`crate::registry::Registry`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use weir_proto::v1::{self, config_request, config_response};
+
+use crate::plane::ControlPlane;
+use crate::registry::check_descriptor;
+use crate::store::{Key, State, Stored};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct SyncService {
+    plane: Arc<ControlPlane>,
+    node: String,
+    heartbeat_interval: Duration,
+}
+
+impl SyncService {
+    /// A service for `plane`; `node` names this control plane in gateways' logs.
+    pub fn new(plane: Arc<ControlPlane>, node: String, heartbeat_interval: Duration) -> Self {
+        Self { plane, node, heartbeat_interval }
+    }
+
+    /// The tonic server for this service, with limits fit for large snapshots.
+    pub fn into_server(self) -> v1::config_sync_server::ConfigSyncServer<Self> {
+        v1::config_sync_server::ConfigSyncServer::new(self)
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+type Out = Result<v1::ConfigResponse, Status>;
+
+fn msg(m: config_response::Msg) -> Out {
+    Ok(v1::ConfigResponse { msg: Some(m) })
+}
+
+fn resource(s: &Stored) -> v1::Resource {
+    v1::Resource {
+        kind: s.kind.to_string(),
+        name: s.name.clone(),
+        version: s.version,
+        body: serde_json::to_vec(&s.body).unwrap_or_default(),
+        order: s.order,
+    }
+}
+
+fn snapshot(state: &State) -> config_response::Msg {
+    config_response::Msg::Snapshot(v1::Snapshot {
+        revision: state.revision,
+        resources: state.ordered().into_iter().map(resource).collect(),
+    })
+}
+
+fn delta(state: &State, base: u64) -> config_response::Msg {
+    let (up, gone) = state.delta_since(base);
+    config_response::Msg::Delta(v1::Delta {
+        revision: state.revision,
+        base_revision: base,
+        upserted: up.into_iter().map(resource).collect(),
+        removed: gone
+            .into_iter()
+            .map(|(k, n): &Key| v1::ResourceKey { kind: k.to_string(), name: n.clone() })
+            .collect(),
+    })
+}
+
+#[tonic::async_trait]
+impl v1::config_sync_server::ConfigSync for SyncService {
+    type SyncConfigStream = Pin<Box<dyn Stream<Item = Out> + Send>>;
+
+    async fn sync_config(
+        &self,
+        request: Request<Streaming<v1::ConfigRequest>>,
+    ) -> Result<Response<Self::SyncConfigStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = inbound.message().await?;
+        let Some(v1::ConfigRequest { msg: Some(config_request::Msg::Register(desc)) }) = first else {
+            return Err(Status::invalid_argument("the first message on the stream must be Register"));
+        };
+        let (tx, rx) = mpsc::channel::<Out>(8);
+        let errs = check_descriptor(&desc);
+        if !errs.is_empty() {
+            tracing::warn!(gateway = %desc.gateway_id, ?peer, errors = ?errs, "registration refused");
+            let errors = errs.into_iter().map(|e| v1::ErrorDetail { path: e.path, message: e.message }).collect();
+            let _ = tx.send(msg(config_response::Msg::Rejected(v1::Rejected { errors }))).await;
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
+        let id = desc.gateway_id.clone();
+        tracing::info!(gateway = %id, ?peer, version = %desc.version, applied = desc.applied_revision, "gateway registered");
+        let session = self.plane.registry.register(desc);
+        let registered = v1::Registered {
+            control_plane: self.node.clone(),
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+        };
+        let plane = self.plane.clone();
+        tokio::spawn(async move {
+            let mut revisions = plane.subscribe();
+            let (first, mut sent) = {
+                revisions.borrow_and_update();
+                plane.read(|s| (snapshot(s), s.revision))
+            };
+            if tx.send(msg(config_response::Msg::Registered(registered))).await.is_err()
+                || tx.send(msg(first)).await.is_err()
+            {
+                plane.registry.disconnected(&id, session);
+                return;
+            }
+            loop {
+                tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(m)) => handle(&plane, &id, m),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::info!(gateway = %id, error = %e, "gateway stream broke");
+                            break;
+                        }
+                    },
+                    changed = revisions.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let next = plane.read(|s| (s.revision > sent).then(|| (delta(s, sent), s.revision)));
+                        if let Some((d, rev)) = next {
+                            if tx.send(msg(d)).await.is_err() {
+                                break;
+                            }
+                            sent = rev;
+                        }
+                    }
+                }
+            }
+            tracing::info!(gateway = %id, "gateway disconnected");
+            plane.registry.disconnected(&id, session);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn handle(plane: &ControlPlane, id: &str, m: v1::ConfigRequest) {
+    match m.msg {
+        Some(config_request::Msg::Ack(a)) => {
+            tracing::debug!(gateway = %id, revision = a.revision, "ack");
+            plane.registry.ack(id, a.revision);
+        }
+        Some(config_request::Msg::Nack(n)) => {
+            tracing::warn!(gateway = %id, revision = n.revision, serving = n.applied_revision,
+                errors = ?n.errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>(),
+                "gateway refused a revision (NACK)");
+            plane.registry.nack(id, &n);
+        }
+        Some(config_request::Msg::Heartbeat(h)) => plane.registry.heartbeat(id, &h),
+        Some(config_request::Msg::Register(_)) | None => {
+            tracing::debug!(gateway = %id, "ignoring a repeated Register");
+        }
+    }
+}

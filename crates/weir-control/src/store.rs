@@ -1,0 +1,341 @@
+//! The resource store: every resource at the current revision, and the history of changes.
+//!
+//! Owns: persistence in redb (one write transaction per revision), the revision counter (it
+//! only grows, also across restarts and rollbacks), tombstones for deltas, and replaying the
+//! history to the state at an earlier revision. Keeps the current state in memory too, so
+//! reads and deltas never touch the disk.
+//! Does not own: validation (see [`crate::plane`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use weir_config::resources::Kind;
+
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A store that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(String);
+
+impl StoreError {
+    /// A store error with this message.
+    pub fn from_msg(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+
+    fn from(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// `(kind, name)`.
+pub type Key = (Kind, String);
+
+/// One stored resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    /// Kind (`Route`…).
+    #[serde(with = "kind_serde")]
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+    /// Revision at which it last changed.
+    pub version: u64,
+    /// Creation order (route ties are broken by it).
+    pub order: u64,
+    /// Fields.
+    pub body: Value,
+}
+
+/// What one revision changed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Revision {
+    /// The revision number.
+    pub revision: u64,
+    /// Unix milliseconds when it was committed.
+    pub time_ms: u64,
+    /// Who or what made it (`apply`, `rollback to 3`…).
+    pub cause: String,
+    /// Each change.
+    pub changes: Vec<Change>,
+}
+
+/// One change in a revision: the resource after it, or `None` when deleted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Change {
+    /// Kind.
+    #[serde(with = "kind_serde")]
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+    /// `created`, `configured` or `deleted`.
+    pub op: Op,
+    /// The resource after the change (absent for deletes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Stored>,
+}
+
+/// What happened to a resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// It did not exist.
+    Created,
+    /// Its fields changed.
+    Configured,
+    /// It was removed.
+    Deleted,
+    /// Nothing changed.
+    Unchanged,
+}
+
+/// The in-memory state.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// Current revision.
+    pub revision: u64,
+    /// Next creation order.
+    next_order: u64,
+    /// Every live resource.
+    pub resources: BTreeMap<Key, Stored>,
+    /// Deleted resources and the revision that deleted them (for deltas).
+    pub tombstones: HashMap<Key, u64>,
+}
+
+impl State {
+    /// Live resources of every kind, each kind in creation order.
+    pub fn ordered(&self) -> Vec<&Stored> {
+        let mut v: Vec<&Stored> = self.resources.values().collect();
+        v.sort_by_key(|s| (s.kind, s.order));
+        v
+    }
+
+    /// What to send a gateway that has `base`: resources changed after it and keys removed
+    /// after it.
+    pub fn delta_since(&self, base: u64) -> (Vec<&Stored>, Vec<&Key>) {
+        let mut up: Vec<&Stored> = self.resources.values().filter(|s| s.version > base).collect();
+        up.sort_by_key(|s| (s.kind, s.order));
+        let gone = self.tombstones.iter().filter(|(_, r)| **r > base).map(|(k, _)| k).collect();
+        (up, gone)
+    }
+
+    /// Applies `edits` (`None` deletes) and returns the changes at `revision`, without
+    /// committing anything. Unchanged edits are reported as [`Op::Unchanged`].
+    pub fn plan(&self, edits: &[(Key, Option<Value>)], revision: u64) -> Vec<Change> {
+        let mut next_order = self.next_order;
+        let mut seen: HashMap<&Key, usize> = HashMap::new();
+        let mut out: Vec<Change> = Vec::new();
+        for (key, body) in edits {
+            let before = self.resources.get(key);
+            let change = match (before, body) {
+                (None, None) => Change { kind: key.0, name: key.1.clone(), op: Op::Unchanged, after: None },
+                (Some(_), None) => Change { kind: key.0, name: key.1.clone(), op: Op::Deleted, after: None },
+                (Some(b), Some(v)) if b.body == *v => {
+                    Change { kind: key.0, name: key.1.clone(), op: Op::Unchanged, after: Some(b.clone()) }
+                }
+                (b, Some(v)) => {
+                    let order = b.map_or_else(
+                        || {
+                            next_order += 1;
+                            next_order
+                        },
+                        |b| b.order,
+                    );
+                    let op = if b.is_some() { Op::Configured } else { Op::Created };
+                    let after = Stored { kind: key.0, name: key.1.clone(), version: revision, order, body: v.clone() };
+                    Change { kind: key.0, name: key.1.clone(), op, after: Some(after) }
+                }
+            };
+            // A later edit of the same key in one batch wins.
+            match seen.get(key) {
+                Some(&i) => out[i] = change,
+                None => {
+                    seen.insert(key, out.len());
+                    out.push(change);
+                }
+            }
+        }
+        out
+    }
+
+    fn commit(&mut self, rev: &Revision) {
+        self.revision = rev.revision;
+        for c in &rev.changes {
+            let key = (c.kind, c.name.clone());
+            match &c.after {
+                Some(s) => {
+                    self.next_order = self.next_order.max(s.order);
+                    self.tombstones.remove(&key);
+                    self.resources.insert(key, s.clone());
+                }
+                None => {
+                    self.resources.remove(&key);
+                    self.tombstones.insert(key, rev.revision);
+                }
+            }
+        }
+    }
+}
+
+/// The store: a redb file plus its state in memory.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    state: State,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(StoreError::from)?;
+        }
+        let db = Database::create(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(StoreError::from)?;
+        {
+            tx.open_table(RESOURCES).map_err(StoreError::from)?;
+            tx.open_table(HISTORY).map_err(StoreError::from)?;
+            tx.open_table(META).map_err(StoreError::from)?;
+        }
+        tx.commit().map_err(StoreError::from)?;
+        let mut state = State::default();
+        let rx = db.begin_read().map_err(StoreError::from)?;
+        let meta = rx.open_table(META).map_err(StoreError::from)?;
+        state.revision = meta.get("revision").map_err(StoreError::from)?.map_or(0, |v| v.value());
+        state.next_order = meta.get("order").map_err(StoreError::from)?.map_or(0, |v| v.value());
+        let table = rx.open_table(RESOURCES).map_err(StoreError::from)?;
+        for row in table.iter().map_err(StoreError::from)? {
+            let (_, v) = row.map_err(StoreError::from)?;
+            let s: Stored = serde_json::from_slice(v.value()).map_err(StoreError::from)?;
+            state.resources.insert((s.kind, s.name.clone()), s);
+        }
+        drop((meta, table, rx));
+        Ok(Self { db, state })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Commits the changes that are not [`Op::Unchanged`] as the next revision; returns it, or
+    /// `None` when nothing changed.
+    pub fn commit(&mut self, changes: Vec<Change>, cause: &str) -> Result<Option<u64>, StoreError> {
+        let changes: Vec<Change> = changes.into_iter().filter(|c| c.op != Op::Unchanged).collect();
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let revision = self.state.revision + 1;
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let rev = Revision { revision, time_ms, cause: cause.to_owned(), changes };
+        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        {
+            let mut res = tx.open_table(RESOURCES).map_err(StoreError::from)?;
+            for c in &rev.changes {
+                let key = format!("{}/{}", c.kind, c.name);
+                match &c.after {
+                    Some(s) => {
+                        let bytes = serde_json::to_vec(s).map_err(StoreError::from)?;
+                        res.insert(key.as_str(), bytes.as_slice()).map_err(StoreError::from)?;
+                    }
+                    None => {
+                        res.remove(key.as_str()).map_err(StoreError::from)?;
+                    }
+                }
+            }
+            let mut hist = tx.open_table(HISTORY).map_err(StoreError::from)?;
+            let bytes = serde_json::to_vec(&rev).map_err(StoreError::from)?;
+            hist.insert(revision, bytes.as_slice()).map_err(StoreError::from)?;
+            let mut meta = tx.open_table(META).map_err(StoreError::from)?;
+            meta.insert("revision", revision).map_err(StoreError::from)?;
+            let order = rev.changes.iter().filter_map(|c| c.after.as_ref().map(|s| s.order)).max().unwrap_or(0);
+            meta.insert("order", order.max(self.state.next_order)).map_err(StoreError::from)?;
+        }
+        tx.commit().map_err(StoreError::from)?;
+        self.state.commit(&rev);
+        Ok(Some(revision))
+    }
+
+    /// Every revision, newest first, at most `limit`.
+    pub fn history(&self, limit: usize) -> Result<Vec<Revision>, StoreError> {
+        let rx = self.db.begin_read().map_err(StoreError::from)?;
+        let hist = rx.open_table(HISTORY).map_err(StoreError::from)?;
+        let mut out = Vec::new();
+        for row in hist.iter().map_err(StoreError::from)?.rev().take(limit) {
+            let (_, v) = row.map_err(StoreError::from)?;
+            out.push(serde_json::from_slice(v.value()).map_err(StoreError::from)?);
+        }
+        Ok(out)
+    }
+
+    /// The resources as they were right after revision `at`, by replaying the history.
+    pub fn state_at(&self, at: u64) -> Result<State, StoreError> {
+        let rx = self.db.begin_read().map_err(StoreError::from)?;
+        let hist = rx.open_table(HISTORY).map_err(StoreError::from)?;
+        let mut state = State::default();
+        for row in hist.range(..=at).map_err(StoreError::from)? {
+            let (_, v) = row.map_err(StoreError::from)?;
+            let rev: Revision = serde_json::from_slice(v.value()).map_err(StoreError::from)?;
+            state.commit(&rev);
+        }
+        Ok(state)
+    }
+}
+
+mod kind_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use weir_config::resources::Kind;
+
+    pub(super) fn serialize<S: Serializer>(k: &Kind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn route(name: &str, up: &str) -> (Key, Option<Value>) {
+        ((Kind::Route, name.into()), Some(json!({"name": name, "upstream": up})))
+    }
+
+    #[test]
+    fn revisions_grow_persist_and_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.redb");
+        let mut s = Store::open(&path).unwrap();
+        let plan = s.state().plan(&[route("a", "x"), route("b", "x")], 1);
+        assert_eq!(s.commit(plan, "apply").unwrap(), Some(1));
+        // Same content again: no new revision.
+        let plan = s.state().plan(&[route("a", "x")], 2);
+        assert_eq!(plan[0].op, Op::Unchanged);
+        assert_eq!(s.commit(plan, "apply").unwrap(), None);
+        let plan = s.state().plan(&[route("a", "y"), ((Kind::Route, "b".into()), None)], 2);
+        assert_eq!(s.commit(plan, "apply").unwrap(), Some(2));
+        let (up, gone) = s.state().delta_since(1);
+        assert_eq!((up.len(), gone.len()), (1, 1));
+        drop(s);
+
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.state().revision, 2);
+        assert_eq!(s.state().resources.len(), 1);
+        let old = s.state_at(1).unwrap();
+        assert_eq!(old.resources.len(), 2);
+        assert_eq!(old.resources[&(Kind::Route, "a".into())].body["upstream"], "x");
+        assert_eq!(s.history(10).unwrap().iter().map(|r| r.revision).collect::<Vec<_>>(), [2, 1]);
+    }
+}

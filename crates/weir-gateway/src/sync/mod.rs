@@ -1,0 +1,248 @@
+//! The control-plane config source: a gateway's end of the `weir.v1.ConfigSync` stream.
+//!
+//! Owns: cold start from the persisted snapshot, connecting to one of several control
+//! planes with jittered exponential backoff, registering with a capability descriptor,
+//! applying each received revision atomically through [`Gateway::apply`] (then ACK and
+//! persist) or refusing it (NACK with every error, old config keeps serving), and
+//! heartbeats with a runtime report.
+
+mod report;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use weir_proto::v1::{self, config_request, config_response};
+
+use crate::gateway::Gateway;
+use state::Resources;
+
+/// How a gateway finds and talks to its control planes.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Control-plane gRPC URLs (`http://host:18000`), tried in turn.
+    pub control_planes: Vec<String>,
+    /// This gateway's id in the registry.
+    pub gateway_id: String,
+    /// Labels for the registry.
+    pub labels: BTreeMap<String, String>,
+    /// This gateway's listeners: name and address.
+    pub listen: Vec<(String, SocketAddr)>,
+    /// Where the last good snapshot is kept.
+    pub state_dir: PathBuf,
+    /// Heartbeat interval until the control plane says otherwise.
+    pub heartbeat_interval: Duration,
+}
+
+/// What happened to one received revision.
+enum Outcome {
+    Applied,
+    Refused(Vec<v1::ErrorDetail>),
+}
+
+/// The gateway's sync state across sessions.
+struct Syncer {
+    gw: Arc<Gateway>,
+    opts: SyncOptions,
+    /// What the control plane sent last.
+    received: Resources,
+    /// What the gateway serves.
+    applied: Option<Resources>,
+}
+
+impl Syncer {
+    /// Applies `self.received` unless it is what already runs.
+    async fn apply_received(&mut self) -> Outcome {
+        if self.applied.as_ref().is_some_and(|a| a.items == self.received.items) {
+            if let Some(a) = &mut self.applied {
+                a.revision = self.received.revision;
+            }
+            return Outcome::Applied;
+        }
+        let cfg = match self.received.to_config(&self.opts.listen) {
+            Ok(c) => c,
+            Err(errs) => {
+                return Outcome::Refused(
+                    errs.iter().map(|e| v1::ErrorDetail { path: e.path.clone(), message: e.message.clone() }).collect(),
+                );
+            }
+        };
+        if let Err(e) = self.gw.apply(&cfg).await {
+            let path = match &e {
+                crate::ApplyError::Bind { name, .. } | crate::ApplyError::Tls { name, .. } => {
+                    format!("Listener/{name}")
+                }
+                crate::ApplyError::Compile { what, .. } => what.clone(),
+            };
+            return Outcome::Refused(vec![v1::ErrorDetail { path, message: e.to_string() }]);
+        }
+        let good = self.received.clone();
+        let dir = self.opts.state_dir.clone();
+        let saved = good.clone();
+        // Persist off the async thread; a failure only costs the next cold start.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = state::save(&dir, &saved) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the applied snapshot");
+            }
+        });
+        self.applied = Some(good);
+        Outcome::Applied
+    }
+
+    fn applied_revision(&self) -> u64 {
+        self.applied.as_ref().map_or(0, |a| a.revision)
+    }
+
+    fn descriptor(&self) -> v1::Register {
+        v1::Register {
+            gateway_id: self.opts.gateway_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            labels: self.opts.labels.clone().into_iter().collect(),
+            plugins: weir_config::plugins::BUILTINS
+                .iter()
+                .map(|b| v1::PluginCapability {
+                    name: b.name.into(),
+                    phase: b.phase.into(),
+                    config_schema: b.schema().to_string(),
+                })
+                .collect(),
+            protocols: ["http1", "h2", "h2c", "grpc", "websocket", "tls"].map(String::from).to_vec(),
+            applied_revision: self.applied_revision(),
+            listen: self.opts.listen.iter().map(|(n, a)| format!("{n}={a}")).collect(),
+        }
+    }
+}
+
+/// Runs the config source until `stop`: cold-starts from the persisted snapshot if there is
+/// one, then keeps a stream to a control plane open, reconnecting as needed.
+pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
+    let mut s = Syncer { gw, opts, received: Resources::default(), applied: None };
+    if let Some(saved) = state::load(&s.opts.state_dir) {
+        s.received = saved;
+        match s.apply_received().await {
+            Outcome::Applied => tracing::info!(
+                revision = s.received.revision,
+                dir = %s.opts.state_dir.display(),
+                "serving the persisted snapshot until a control plane answers"
+            ),
+            Outcome::Refused(errs) => {
+                tracing::warn!(errors = ?errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>(), "the persisted snapshot cannot be applied; waiting for a control plane");
+                s.received = Resources::default();
+            }
+        }
+    }
+    let mut backoff = Backoff::default();
+    let mut next = 0usize;
+    loop {
+        let url = s.opts.control_planes[next % s.opts.control_planes.len()].clone();
+        next += 1;
+        match session(&mut s, &url, &stop, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(control_plane = %url, error = %e, "control-plane stream ended; reconnecting"),
+        }
+        let wait = backoff.next();
+        tracing::debug!(?wait, "backing off before the next control plane");
+        if stop.run_until_cancelled(tokio::time::sleep(wait)).await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s with full jitter over the upper half.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let cap = (100u64 << self.attempt.min(6)).min(5_000);
+        self.attempt += 1;
+        Duration::from_millis(cap / 2 + fastrand::u64(0..=cap / 2))
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One stream's life. `Ok` means stop was requested.
+async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &mut Backoff) -> Result<(), BoxError> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await?;
+    let mut client = v1::config_sync_client::ConfigSyncClient::new(channel).max_decoding_message_size(usize::MAX);
+    let (tx, rx) = mpsc::channel::<v1::ConfigRequest>(16);
+    let send = |m: config_request::Msg| v1::ConfigRequest { msg: Some(m) };
+    tx.send(send(config_request::Msg::Register(s.descriptor()))).await?;
+    let mut inbound = client.sync_config(ReceiverStream::new(rx)).await?.into_inner();
+    let mut reporter = report::Reporter::default();
+    let mut heartbeat = tokio::time::interval(s.opts.heartbeat_interval);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = heartbeat.tick() => {
+                let text = s.gw.metrics().render(&s.gw.snapshot());
+                let hb = v1::Heartbeat { applied_revision: s.applied_revision(), report: Some(reporter.report(&text)) };
+                tx.send(send(config_request::Msg::Heartbeat(hb))).await?;
+            }
+            m = inbound.message() => {
+                let Some(m) = m? else { return Err("the control plane closed the stream".into()) };
+                let revision = match m.msg {
+                    Some(config_response::Msg::Registered(r)) => {
+                        tracing::info!(control_plane = %r.control_plane, url, "registered with the control plane");
+                        backoff.reset();
+                        if r.heartbeat_interval_ms > 0 {
+                            heartbeat = tokio::time::interval(Duration::from_millis(r.heartbeat_interval_ms));
+                        }
+                        continue;
+                    }
+                    Some(config_response::Msg::Rejected(r)) => {
+                        let errs: Vec<String> = r.errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+                        return Err(format!("registration refused: {}", errs.join("; ")).into());
+                    }
+                    Some(config_response::Msg::Snapshot(snap)) => {
+                        s.received = Resources::from_snapshot(&snap)?;
+                        if snap.revision == 0 {
+                            // Nothing declared yet: stay unready rather than serve 404s.
+                            tracing::info!("the control plane holds no config yet; waiting");
+                            continue;
+                        }
+                        snap.revision
+                    }
+                    Some(config_response::Msg::Delta(d)) => {
+                        s.received.apply_delta(&d)?;
+                        d.revision
+                    }
+                    None => continue,
+                };
+                let reply = match s.apply_received().await {
+                    Outcome::Applied => {
+                        tracing::info!(revision, "applied revision from the control plane");
+                        config_request::Msg::Ack(v1::Ack { revision })
+                    }
+                    Outcome::Refused(errors) => {
+                        tracing::warn!(revision, serving = s.applied_revision(),
+                            errors = ?errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>(),
+                            "refused revision (NACK); the previous config keeps serving");
+                        config_request::Msg::Nack(v1::Nack { revision, applied_revision: s.applied_revision(), errors })
+                    }
+                };
+                tx.send(send(reply)).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `weir control-plane`: the store, registry, gRPC push and admin API in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use weir_control::ControlPlane;
+use weir_control::store::Store;
+
+use crate::standalone::{control_runtime, wait_for_signal};
+
+/// Arguments of `weir control-plane`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Where resources and their history are kept: `redb:PATH` (an embedded database file).
+    #[arg(long, default_value = "redb:weir-control.redb", value_parser = parse_store)]
+    store: PathBuf,
+    /// gRPC address gateways connect to.
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    grpc_address: SocketAddr,
+    /// Admin REST API address. Anything but loopback needs `--token`.
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    admin_address: SocketAddr,
+    /// Bearer token every admin API call must carry.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A gateway silent for this long is marked down.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+    /// How often gateways are asked to send a heartbeat.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+}
+
+fn parse_store(s: &str) -> Result<PathBuf, String> {
+    match s.split_once(':') {
+        Some(("redb", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
+        Some(("etcd", _)) => Err("etcd stores are not built in yet; use redb:PATH".into()),
+        _ => Err(format!("{s:?}: expected redb:PATH, e.g. redb:/var/lib/weir/control.redb")),
+    }
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    if !args.admin_address.ip().is_loopback() && args.token.as_deref().is_none_or(str::is_empty) {
+        eprintln!(
+            "refusing to serve the admin API on {} without a token: pass --token (or WEIR_TOKEN), \
+             or listen on 127.0.0.1",
+            args.admin_address
+        );
+        return ExitCode::FAILURE;
+    }
+    let store = match Store::open(&args.store) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot open the store {}: {e} (is another control plane using it?)", args.store.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match control_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let (grpc, admin) =
+            match (TcpListener::bind(args.grpc_address).await, TcpListener::bind(args.admin_address).await) {
+                (Ok(g), Ok(a)) => (g, a),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!(
+                        "cannot bind {} / {}: {e} (is another process using the port?)",
+                        args.grpc_address, args.admin_address
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+        let revision = store.state().revision;
+        let plane = ControlPlane::new(store, args.heartbeat_timeout);
+        tracing::info!(address = %grpc.local_addr().unwrap_or(args.grpc_address), "grpc bound");
+        tracing::info!(address = %admin.local_addr().unwrap_or(args.admin_address), "admin api bound");
+        tracing::info!(store = %args.store.display(), revision, "control plane started");
+        let stop = CancellationToken::new();
+        let server =
+            tokio::spawn(weir_control::serve(plane, grpc, admin, args.token, args.heartbeat_interval, stop.clone()));
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => {
+                eprintln!("control plane failed: {e}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        }
+    })
+}

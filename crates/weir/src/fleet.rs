@@ -1,0 +1,113 @@
+//! `weir gateway`: a data-plane-only gateway fed by one or more control planes.
+//!
+//! Where it listens is its own (`--listen`, so several gateways share a host); routes,
+//! upstreams, plugins and consumers are pushed. It cold-starts from its persisted last good
+//! snapshot when no control plane answers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weir_gateway::Gateway;
+use weir_gateway::admin::AdminState;
+use weir_gateway::sync::{self, SyncOptions};
+
+use crate::standalone::{control_runtime, drain, start_admin, start_workers, wait_for_signal};
+
+/// Arguments of `weir gateway`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Control-plane gRPC URLs, tried in turn (comma-separated or repeated).
+    #[arg(long = "control-plane", value_delimiter = ',', default_value = "http://127.0.0.1:18000")]
+    control_planes: Vec<String>,
+    /// A client listener, `[NAME=]ADDR` (repeatable). A pushed `Listener` resource of the same
+    /// NAME gives its TLS and limits. Unnamed ones are called `main`, `main-2`, ….
+    #[arg(long, required = true, value_parser = parse_listen)]
+    listen: Vec<(Option<String>, SocketAddr)>,
+    /// Admin endpoints (`/healthz`, `/readyz`, `/stats`, `/metrics`).
+    #[arg(long)]
+    admin_address: Option<SocketAddr>,
+    /// Where the last good snapshot is kept (for starts without a control plane).
+    #[arg(long, default_value = "weir-state")]
+    state_dir: PathBuf,
+    /// This gateway's id in the registry (default: host name and first listen port).
+    #[arg(long)]
+    id: Option<String>,
+    /// A label for the registry, `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Heartbeat interval until the control plane asks for another.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn parse_listen(s: &str) -> Result<(Option<String>, SocketAddr), String> {
+    let (name, addr) = match s.split_once('=') {
+        Some((n, a)) => (Some(n.to_owned()), a),
+        None => (None, s),
+    };
+    addr.parse().map(|a| (name, a)).map_err(|e| format!("{addr:?}: {e} (expected [NAME=]IP:PORT)"))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "gateway".into(), |h| h.trim().to_owned())
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let mut listen = Vec::new();
+    let mut unnamed = 0;
+    for (name, addr) in &args.listen {
+        let name = name.clone().unwrap_or_else(|| {
+            unnamed += 1;
+            if unnamed == 1 { "main".into() } else { format!("main-{unnamed}") }
+        });
+        listen.push((name, *addr));
+    }
+    let id = args.id.clone().unwrap_or_else(|| format!("{}-{}", host_name(), listen[0].1.port()));
+    let opts = SyncOptions {
+        control_planes: args.control_planes.clone(),
+        gateway_id: id.clone(),
+        labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        listen,
+        state_dir: args.state_dir.clone(),
+        heartbeat_interval: args.heartbeat_interval,
+    };
+    let rt = match control_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let (pool, workers) = match start_workers(args.workers) {
+            Ok(w) => w,
+            Err(code) => return code,
+        };
+        let gw = Gateway::new(pool);
+        let stop = CancellationToken::new();
+        let admin_state = Arc::new(AdminState::default());
+        if let Some(a) = args.admin_address
+            && let Err(code) = start_admin(a, &gw, &admin_state, &stop).await
+        {
+            return code;
+        }
+        tracing::info!(gateway = %id, workers, control_planes = ?args.control_planes, "gateway started; waiting for config");
+        let source = tokio::spawn(sync::run(gw.clone(), opts, stop.clone()));
+        wait_for_signal().await;
+        drain(&gw, &admin_state, &stop, args.drain_timeout).await;
+        source.abort();
+        ExitCode::SUCCESS
+    })
+}
