@@ -9,6 +9,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
+# The gRPC protocol test runs a Python grpcio client; use an interpreter that has it.
+if [ -z "${WEIR_PYTHON:-}" ]; then
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c "import grpc, grpc_tools" 2>/dev/null; then export WEIR_PYTHON="$py"; break; fi
+  done
+  [ -n "${WEIR_PYTHON:-}" ] || echo "warning: no python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools); the protocol test will fail"
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

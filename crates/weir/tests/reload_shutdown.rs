@@ -88,7 +88,7 @@ async fn invalid_file_is_rejected_with_paths_and_old_config_serves() {
         assert!(tokio::time::Instant::now() < deadline, "no rejection logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(weir.logs_contain("routes[2].match.path.regex"), "{:?}", weir.logs.lock().unwrap());
+    assert!(weir.logs_contain("routes[2].match.path.regex"), "{:?}", weir.proc.logs.lock().unwrap());
     assert!(weir.logs_contain("routes[2].upstream"), "every error is reported");
     assert_eq!(weir.version().await, v1);
     assert_eq!(get(weir.addr, "/a", &[]).await.1, "A");
@@ -182,7 +182,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     assert_eq!((status, &body[..]), (200, &b"finished"[..]));
     let mut weir = weir;
     let status = tokio::task::spawn_blocking(move || {
-        let s = weir.child.wait().unwrap();
+        let s = weir.proc.child.wait().unwrap();
         (s, weir)
     })
     .await

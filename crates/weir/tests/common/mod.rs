@@ -3,13 +3,12 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +19,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod fleet;
+
 pub type Body = BoxBody<Bytes, Infallible>;
 pub type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
 
@@ -29,11 +30,10 @@ pub fn full(s: impl Into<Bytes>) -> Body {
 
 /// A running `weir standalone`.
 pub struct Weir {
-    pub child: Child,
+    pub proc: fleet::Proc,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub config: PathBuf,
-    pub logs: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,42 +52,16 @@ impl Weir {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("weir.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["standalone", "-c"])
-            .arg(&config)
-            .args(if extra.contains(&"--workers") { &[][..] } else { &["--workers", "2"][..] })
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("WEIR_TEST_LOGS").is_some() {
-                    eprintln!("weir| {line}");
-                }
-                let _ = tx.send(line.clone());
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let (mut addr, mut admin) = (None, None);
-        while addr.is_none() || admin.is_none() {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-                panic!("weir did not start within 30 s:\n{}", logs.lock().unwrap().join("\n"));
-            };
-            if line.contains("listener bound") {
-                addr = field(&line, "address").map(|a| a.parse().unwrap());
-            } else if line.contains("admin bound") {
-                admin = field(&line, "address").map(|a| a.parse().unwrap());
-            }
+        let config_arg = config.display().to_string();
+        let mut args = vec!["standalone", "-c", config_arg.as_str()];
+        if !extra.contains(&"--workers") {
+            args.extend(["--workers", "2"]);
         }
-        Weir { child, addr: addr.unwrap(), admin: admin.unwrap(), config, logs, _dir: dir }
+        args.extend_from_slice(extra);
+        let proc = fleet::Proc::spawn(&args, dir.path());
+        let addr = proc.wait_addr("listener bound");
+        let admin = proc.wait_addr("admin bound");
+        Weir { proc, addr, admin, config, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -121,11 +95,11 @@ impl Weir {
     }
 
     pub fn logs_contain(&self, needle: &str) -> bool {
-        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+        self.proc.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.child.id())).unwrap();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -136,14 +110,7 @@ impl Weir {
     }
 
     pub fn sigterm(&self) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-    }
-}
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.signal("TERM");
     }
 }
 

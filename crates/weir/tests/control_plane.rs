@@ -1,0 +1,347 @@
+//! The control plane end to end: real `weir control-plane`, `weir gateway` and `weir ctl`
+//! processes, real upstreams, the gRPC stream, the store on disk.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::fleet::{Cp, Gw, call};
+use common::{get, named};
+use serde_json::json;
+
+/// Two upstreams (`one`, `two`) and route `api` (`/api`) sending to `target`.
+fn base(one: u16, two: u16, target: &str) -> String {
+    format!(
+        "upstreams:\n\
+         - {{ name: one, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {one} }}] }} }}\n\
+         - {{ name: two, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {two} }}] }} }}\n\
+         routes:\n\
+         - {{ name: api, match: {{ path: {{ prefix: /api }} }}, upstream: {target} }}\n"
+    )
+}
+
+async fn wait_all(gws: &[(&Gw, SocketAddr)], path: &str, want: &str, within: Duration) {
+    for (g, a) in gws {
+        g.wait_serves(*a, path, want, within).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_route_reaches_three_gateways_within_a_second() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    // The standalone file format, unchanged, plus top-level consumers for key-auth.
+    let file = format!(
+        "admin: {{ address: 127.0.0.1:9901 }}\n{}\
+         - {{ name: private, match: {{ path: {{ prefix: /private }} }}, upstream: two, plugins: [{{ name: key-auth }}] }}\n\
+         consumers:\n- {{ name: alice, key: alice-secret-1 }}\n",
+        base(one.port(), two.port(), "one")
+    );
+    let out = cp.apply(dir.path(), &file);
+    assert!(out.contains("route/api created") && out.contains("consumer/alice created"), "{out}");
+    // Applying the same file again changes nothing.
+    let again = cp.apply(dir.path(), &file);
+    assert!(again.contains("route/api unchanged") && !again.contains("revision"), "{again}");
+
+    let gws: Vec<Gw> = (1..=3)
+        .map(|i| Gw::start(&format!("gw{i}"), &cp.grpc_url(), &dir.path().join(format!("gw{i}")), "127.0.0.1:0"))
+        .collect();
+    let addrs: Vec<(&Gw, SocketAddr)> = gws.iter().map(|g| (g, g.listen_addr())).collect();
+    wait_all(&addrs, "/api", "one", Duration::from_secs(5)).await;
+    for (_, a) in &addrs {
+        assert_eq!(get(*a, "/private", &[]).await.0, 401);
+        assert_eq!(get(*a, "/private", &[("x-api-key", "alice-secret-1")]).await.0, 200);
+    }
+
+    let fresh = dir.path().join("fresh.yaml");
+    std::fs::write(&fresh, "kind: Route\nname: fresh\nmatch: { path: { exact: /fresh } }\nupstream: two\n").unwrap();
+    let t0 = Instant::now();
+    let out = cp.ctl(&["apply", "-f", fresh.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    for (g, a) in &addrs {
+        g.wait_serves(*a, "/fresh", "two", Duration::from_secs(1)).await;
+    }
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "propagation took {took:?}");
+
+    let rev = cp.revision().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, list) = cp.call("GET", "/api/v1/gateways", None).await;
+        let list = list.as_array().unwrap().clone();
+        let done = list.len() == 3 && list.iter().all(|g| g["status"] == "up" && g["applied_revision"] == rev);
+        if done {
+            assert!(list.iter().all(|g| g["plugins"].as_array().unwrap().iter().any(|p| p == "key-auth")));
+            break;
+        }
+        assert!(Instant::now() < deadline, "registry never showed all three at {rev}: {list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let table = cp.ctl(&["gateways"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("gw1") && table.contains("gw3") && table.contains(" up "), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_resources_are_refused_with_every_path_and_nothing_is_stored() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &base(one.port(), two.port(), "one"));
+    let rev = cp.revision().await;
+
+    let bad = json!({"upstream": "nope", "match": {"path": {"regex": "("}}});
+    let (status, v) = cp.call("PUT", "/api/v1/routes/bad", Some(&bad)).await;
+    assert_eq!(status, 400, "{v}");
+    let paths: Vec<&str> = v["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"Route/bad.upstream") && paths.contains(&"Route/bad.match.path.regex"), "{paths:?}");
+    assert_eq!(cp.revision().await, rev);
+    assert_eq!(cp.call("GET", "/api/v1/routes/bad", None).await.0, 404);
+
+    // Deleting an upstream a route still uses is refused too.
+    let (status, v) = cp.call("DELETE", "/api/v1/upstreams/one", None).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["errors"][0]["path"].as_str().unwrap().starts_with("Route/api"), "{v}");
+
+    // ctl reports each error with its path and exits 1.
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        "kind: Route\nname: bad\nupstream: nope\n---\nkind: Upstream\nname: u2\nload_balancer: { endpoints: [] }\n",
+    )
+    .unwrap();
+    let out = cp.ctl(&["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("Route/bad.upstream") && err.contains("Upstream/u2"), "{err}");
+    assert_eq!(cp.revision().await, rev);
+
+    // A dry run validates and reports, and stores nothing; diff shows the change and exits 1.
+    let good = json!({"match": {"path": {"exact": "/new"}}, "upstream": "two"});
+    let (status, v) = cp.call("PUT", "/api/v1/routes/new?dry_run=true", Some(&good)).await;
+    assert_eq!((status, v["results"][0]["result"].as_str()), (200, Some("created")), "{v}");
+    assert_eq!(cp.call("GET", "/api/v1/routes/new", None).await.0, 404);
+    let f = dir.path().join("changed.yaml");
+    std::fs::write(&f, base(one.port(), two.port(), "two")).unwrap();
+    let out = cp.ctl(&["diff", "-f", f.to_str().unwrap()]);
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(diff.contains("-  \"upstream\": \"one\"") && diff.contains("+  \"upstream\": \"two\""), "{diff}");
+    assert_eq!(cp.revision().await, rev);
+
+    let (status, doc) = cp.call("GET", "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/api/v1/{kind}/{name}"]["put"].is_object());
+    assert!(
+        doc["components"]["schemas"]["RouteSpec"].is_object(),
+        "{:?}",
+        doc["components"]["schemas"].as_object().map(|m| m.keys().collect::<Vec<_>>())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_cannot_apply_nacks_and_keeps_its_old_config() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &base(one.port(), two.port(), "one"));
+    // Only gateway `has-ca` holds the CA file the next revision refers to (a relative path).
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["secure.test".into()]).unwrap();
+    std::fs::write(a_dir.join("ca.pem"), ca.cert.pem()).unwrap();
+    let a = Gw::start("has-ca", &cp.grpc_url(), &a_dir, "127.0.0.1:0");
+    let b = Gw::start("no-ca", &cp.grpc_url(), &b_dir, "127.0.0.1:0");
+    let (aa, ba) = (a.listen_addr(), b.listen_addr());
+    wait_all(&[(&a, aa), (&b, ba)], "/api", "one", Duration::from_secs(5)).await;
+
+    let next = format!(
+        "{}---\nkind: Upstream\nname: secure\nload_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: 1 }}] }}\ntls: {{ ca: ca.pem }}\n",
+        base(one.port(), two.port(), "two")
+    );
+    cp.apply(dir.path(), &next);
+    let rev = cp.revision().await;
+    a.wait_serves(aa, "/api", "two", Duration::from_secs(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let g = loop {
+        let g = cp.gateway("no-ca").await;
+        if g["last_nack"]["revision"] == rev {
+            break g;
+        }
+        assert!(Instant::now() < deadline, "no NACK recorded: {g}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let errors = g["last_nack"]["errors"].to_string();
+    assert!(errors.contains("ca.pem"), "{errors}");
+    assert_eq!(g["applied_revision"], rev - 1);
+    assert_eq!(cp.gateway("has-ca").await["applied_revision"], rev);
+    // The refusing gateway still serves the previous revision.
+    assert_eq!(get(ba, "/api", &[]).await, (200, "one".into()));
+    let table = String::from_utf8_lossy(&cp.ctl(&["gateways"]).stdout).into_owned();
+    assert!(table.contains(&format!("rev {rev}")), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_outlive_their_control_plane_and_resync_when_it_returns() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Cp::start(dir.path(), 0, &[]);
+    let grpc_port = cp.grpc.port();
+    cp.apply(dir.path(), &base(one.port(), two.port(), "one"));
+    let a = Gw::start("a", &cp.grpc_url(), &dir.path().join("a"), "127.0.0.1:0");
+    let b = Gw::start("b", &cp.grpc_url(), &dir.path().join("b"), "127.0.0.1:0");
+    let (aa, ba) = (a.listen_addr(), b.listen_addr());
+    wait_all(&[(&a, aa), (&b, ba)], "/api", "one", Duration::from_secs(5)).await;
+    // Give the snapshot a moment to reach the disk.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    cp.proc.kill();
+    assert_eq!(get(aa, "/api", &[]).await, (200, "one".into()));
+    assert_eq!(get(ba, "/api", &[]).await, (200, "one".into()));
+
+    // A gateway restarted while the control plane is down serves its persisted snapshot.
+    let b_dir = b.cwd.clone();
+    drop(b);
+    let b = Gw::start("b", &format!("http://127.0.0.1:{grpc_port}"), &b_dir, "127.0.0.1:0");
+    let ba = b.listen_addr();
+    b.wait_serves(ba, "/api", "one", Duration::from_secs(5)).await;
+    b.proc.wait_line("serving the persisted snapshot", Duration::from_secs(1));
+    assert_eq!(get(b.admin, "/readyz", &[]).await.0, 200);
+
+    // The control plane comes back on the same address with the same store; a change made
+    // now reaches both gateways.
+    let cp = Cp::start(dir.path(), grpc_port, &[]);
+    assert_eq!(cp.revision().await, 1);
+    cp.apply(dir.path(), &base(one.port(), two.port(), "two"));
+    wait_all(&[(&a, aa), (&b, ba)], "/api", "two", Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_restores_the_earlier_routes_everywhere() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &base(one.port(), two.port(), "one"));
+    let a = Gw::start("a", &cp.grpc_url(), &dir.path().join("a"), "127.0.0.1:0");
+    let b = Gw::start("b", &cp.grpc_url(), &dir.path().join("b"), "127.0.0.1:0");
+    let (aa, ba) = (a.listen_addr(), b.listen_addr());
+    cp.apply(
+        dir.path(),
+        &format!(
+            "{}- {{ name: extra, match: {{ path: {{ exact: /extra }} }}, upstream: one }}\n",
+            base(one.port(), two.port(), "two")
+        ),
+    );
+    wait_all(&[(&a, aa), (&b, ba)], "/api", "two", Duration::from_secs(5)).await;
+    wait_all(&[(&a, aa), (&b, ba)], "/extra", "one", Duration::from_secs(5)).await;
+
+    let out = cp.ctl(&["rollback", "--to", "1", "--wait", "5s"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("route/api configured") && text.contains("route/extra deleted"), "{text}");
+    for addr in [aa, ba] {
+        assert_eq!(get(addr, "/api", &[]).await, (200, "one".into()));
+        assert_eq!(get(addr, "/extra", &[]).await.0, 404);
+    }
+    let hist = String::from_utf8_lossy(&cp.ctl(&["history"]).stdout).into_owned();
+    assert!(hist.contains("rollback to 1"), "{hist}");
+    assert_eq!(cp.revision().await, 3, "a rollback is a new revision");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_gateway_is_marked_down_after_the_heartbeat_timeout() {
+    let one = named("one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &base(one.port(), one.port(), "one"));
+    let g = Gw::start("sleepy", &cp.grpc_url(), &dir.path().join("g"), "127.0.0.1:0");
+    g.listen_addr();
+    let status = |v: serde_json::Value| v["status"].as_str().unwrap_or("").to_owned();
+    assert_eq!(status(cp.gateway("sleepy").await), "up");
+    // Freeze it: the TCP stream stays open but no heartbeat comes.
+    g.proc.signal("STOP");
+    let t0 = Instant::now();
+    while status(cp.gateway("sleepy").await) != "down" {
+        assert!(t0.elapsed() < Duration::from_secs(8), "never marked down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(2), "marked down after only {:?} (timeout is 3 s)", t0.elapsed());
+    cp.proc.wait_line("gateway down", Duration::from_secs(2));
+    g.proc.signal("CONT");
+    let t1 = Instant::now();
+    while status(cp.gateway("sleepy").await) != "up" {
+        assert!(t1.elapsed() < Duration::from_secs(5), "never back up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_a_token_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "control-plane",
+            "--store",
+            "redb:x.redb",
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--admin-address",
+            "0.0.0.0:0",
+        ])
+        .current_dir(dir.path())
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"), "{out:?}");
+
+    let cp = Cp::start(dir.path(), 0, &["--token", "s3cret-token"]);
+    let api: SocketAddr = format!("127.0.0.1:{}", cp.api.port()).parse().unwrap();
+    assert_eq!(call(api, "GET", "/api/v1/revision", None, None).await.0, 401);
+    assert_eq!(call(api, "GET", "/api/v1/revision", None, Some("wrong")).await.0, 401);
+    assert_eq!(call(api, "GET", "/api/v1/revision", None, Some("s3cret-token")).await.0, 200);
+    let out = cp.ctl(&["--token", "s3cret-token", "get", "routes"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_registers_and_receives_a_snapshot() {
+    let one = named("one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &base(one.port(), one.port(), "one"));
+    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = tokio::task::spawn_blocking({
+        let grpc = cp.grpc.to_string();
+        move || {
+            std::process::Command::new(&python)
+                .arg(format!("{root}/tests/python/sync_client.py"))
+                .arg(format!("{root}/../weir-proto/proto"))
+                .arg(grpc)
+                .output()
+                .expect("python3 runs (install grpcio and grpcio-tools: pip install grpcio grpcio-tools)")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "python client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["revision"], 1, "{v}");
+    let names: Vec<String> = v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}/{}", r["kind"].as_str().unwrap(), r["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, ["Upstream/one", "Upstream/two", "Route/api"]);
+    assert_eq!(v["resources"][2]["body"]["upstream"], "one");
+    assert!(v["rejected"].as_array().unwrap().iter().any(|p| p == "gateway_id"), "{v}");
+    let g = cp.gateway("python-gw").await;
+    assert_eq!((g["applied_revision"].as_u64(), g["version"].as_str()), (Some(1), Some("py-1.0")), "{g}");
+    assert_eq!(g["report"]["requests_per_second"], 12.5);
+    assert_eq!(cp.gateway("bad id!").await, serde_json::Value::Null, "a refused gateway is not registered");
+}
