@@ -134,8 +134,10 @@ impl ControlPlane {
     ) -> Result<Applied, PlaneError> {
         let mut store = self.store.write();
         let state = store.state();
+        let t0 = std::time::Instant::now();
         let plan = state.plan(edits, state.revision + 1);
         check_config(state, &plan).map_err(PlaneError::Invalid)?;
+        tracing::debug!(validate_us = t0.elapsed().as_micros() as u64, edits = edits.len(), "validated");
         let results = plan
             .iter()
             .map(|c| Outcome {

@@ -65,6 +65,7 @@ impl Syncer {
             }
             return Outcome::Applied;
         }
+        let t0 = std::time::Instant::now();
         let cfg = match self.received.to_config(&self.opts.listen) {
             Ok(c) => c,
             Err(errs) => {
@@ -73,6 +74,7 @@ impl Syncer {
                 );
             }
         };
+        let t1 = std::time::Instant::now();
         if let Err(e) = self.gw.apply(&cfg).await {
             let path = match &e {
                 crate::ApplyError::Bind { name, .. } | crate::ApplyError::Tls { name, .. } => {
@@ -82,6 +84,11 @@ impl Syncer {
             };
             return Outcome::Refused(vec![v1::ErrorDetail { path, message: e.to_string() }]);
         }
+        tracing::debug!(
+            validate_us = (t1 - t0).as_micros() as u64,
+            apply_us = t1.elapsed().as_micros() as u64,
+            "timings of the applied revision"
+        );
         let good = self.received.clone();
         let dir = self.opts.state_dir.clone();
         let saved = good.clone();
