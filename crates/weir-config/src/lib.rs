@@ -6,6 +6,7 @@
 //!
 //! Does NOT contain: any I/O, async runtime or runtime (compiled) form of the config.
 
+pub mod assembly;
 pub mod duration;
 mod error;
 pub mod plugins;
@@ -20,7 +21,7 @@ pub use duration::HumanDuration;
 pub use error::{ConfigError, ConfigErrors};
 pub use size::ByteSize;
 pub use spec::ConfigSpec;
-pub use validate::{ValidConfig, validate};
+pub use validate::{ValidConfig, validate, validate_shared};
 
 /// The JSON Schema of [`ConfigSpec`], as pretty JSON.
 pub fn json_schema() -> serde_json::Value {

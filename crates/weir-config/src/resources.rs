@@ -200,6 +200,11 @@ pub struct ResourceIndex {
 }
 
 impl ResourceIndex {
+    /// An index from each kind's names in list order (kinds in [`Kind::ALL`] order).
+    pub fn from_names(names: [Vec<String>; 5]) -> Self {
+        Self { names }
+    }
+
     /// Rewrites `routes[3].upstream` to `Route/api.upstream`.
     pub fn relabel(&self, errs: ConfigErrors) -> ConfigErrors {
         ConfigErrors(

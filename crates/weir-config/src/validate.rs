@@ -3,6 +3,7 @@
 //! Owns: every check that the JSON Schema cannot express. Reports all problems at once.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::error::{ConfigErrors, Errors};
 use crate::plugins::{self, PluginConfig};
@@ -11,7 +12,9 @@ use crate::spec::{ConfigSpec, HealthCheckSpec, MatchSpec, PathMatch, PoolSpec, R
 /// A config that passed every check. The only way to get one is [`validate`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidConfig {
-    spec: ConfigSpec,
+    /// Shared so a caller that patches a config in place (see [`crate::assembly`]) validates
+    /// it without a copy.
+    spec: Arc<ConfigSpec>,
     /// Per route (same order as `spec.routes`): its effective plugins, parsed.
     route_plugins: Vec<Vec<(String, PluginConfig)>>,
 }
@@ -30,16 +33,21 @@ impl ValidConfig {
 
     /// Gives the spec back.
     pub fn into_spec(self) -> ConfigSpec {
-        self.spec
+        Arc::try_unwrap(self.spec).unwrap_or_else(|shared| (*shared).clone())
     }
 }
 
 /// Checks a parsed config and reports every problem with its path.
 pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
+    validate_shared(Arc::new(spec))
+}
+
+/// [`validate`] for a spec that is shared (it is not copied).
+pub fn validate_shared(spec: Arc<ConfigSpec>) -> Result<ValidConfig, ConfigErrors> {
     let mut errs = Errors::default();
     let mut names = HashSet::new();
     for (i, l) in spec.listeners.iter().enumerate() {
-        check_name(&mut errs, &format!("listeners[{i}].name"), &l.name);
+        check_name(&mut errs, || format!("listeners[{i}].name"), &l.name);
         if !names.insert(l.name.as_str()) {
             errs.push(format!("listeners[{i}].name"), format!("duplicate listener name {:?}", l.name));
         }
@@ -83,7 +91,7 @@ pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
     }
     let mut consumers = HashSet::new();
     for (i, c) in spec.consumers.iter().enumerate() {
-        check_name(&mut errs, &format!("consumers[{i}].name"), &c.name);
+        check_name(&mut errs, || format!("consumers[{i}].name"), &c.name);
         if !consumers.insert(c.name.as_str()) {
             errs.push(format!("consumers[{i}].name"), format!("duplicate consumer name {:?}", c.name));
         }
@@ -133,18 +141,20 @@ fn use_top_level_consumers(errs: &mut Errors, at: &str, c: &mut PluginConfig, sp
     }
 }
 
-fn check_name(errs: &mut Errors, path: &str, name: &str) {
+/// Paths are built only when there is an error (validating 10 000 routes should not format
+/// 40 000 strings).
+fn check_name(errs: &mut Errors, path: impl FnOnce() -> String, name: &str) {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !ok {
-        errs.push(path, format!("invalid name {name:?}: use 1-63 letters, digits, '-', '_' or '.'"));
+        errs.push(path(), format!("invalid name {name:?}: use 1-63 letters, digits, '-', '_' or '.'"));
     }
 }
 
 fn check_route(errs: &mut Errors, at: &str, r: &RouteSpec, upstreams: &HashSet<&str>) {
-    check_name(errs, &format!("{at}.name"), &r.name);
-    check_match(errs, &format!("{at}.match"), &r.matches);
+    check_name(errs, || format!("{at}.name"), &r.name);
+    check_match(errs, at, &r.matches);
     match (&r.upstream, r.backends.is_empty()) {
         (Some(_), false) => errs.push(at, "give either `upstream` or `backends`, not both"),
         (None, true) => errs.push(at, "a route needs an `upstream` (or weighted `backends`)"),
@@ -179,7 +189,9 @@ fn check_route(errs: &mut Errors, at: &str, r: &RouteSpec, upstreams: &HashSet<&
     }
 }
 
-fn check_match(errs: &mut Errors, at: &str, m: &MatchSpec) {
+/// `at` is the route's path; errors go under its `.match`.
+fn check_match(errs: &mut Errors, route: &str, m: &MatchSpec) {
+    let at = format_args!("{route}.match");
     for (i, h) in m.hosts.iter().enumerate() {
         let bare = h.strip_prefix("*.").unwrap_or(h);
         let ok = !bare.is_empty() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
@@ -197,16 +209,16 @@ fn check_match(errs: &mut Errors, at: &str, m: &MatchSpec) {
             PathMatch::Template(s) => ("template", s),
             PathMatch::Regex(s) => ("regex", s),
         };
-        let path = format!("{at}.path.{kind}");
+        let path = || format!("{route}.match.path.{kind}");
         match p {
             PathMatch::Regex(re) => {
                 if let Err(e) = regex::Regex::new(re) {
                     let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                    errs.push(path, format!("invalid regex {re:?}: {first}"));
+                    errs.push(path(), format!("invalid regex {re:?}: {first}"));
                 }
             }
-            _ if !s.starts_with('/') => errs.push(path, format!("{s:?} must start with '/'")),
-            PathMatch::Template(t) => check_template(errs, &path, t),
+            _ if !s.starts_with('/') => errs.push(path(), format!("{s:?} must start with '/'")),
+            PathMatch::Template(t) => check_template(errs, &path(), t),
             _ => {}
         }
     }
@@ -244,7 +256,7 @@ fn check_template(errs: &mut Errors, path: &str, t: &str) {
 }
 
 fn check_upstream(errs: &mut Errors, at: &str, u: &UpstreamSpec) {
-    check_name(errs, &format!("{at}.name"), &u.name);
+    check_name(errs, || format!("{at}.name"), &u.name);
     let lb = &u.load_balancer;
     if lb.endpoints.is_empty() {
         errs.push(format!("{at}.load_balancer.endpoints"), "an upstream needs at least one endpoint");

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use weir_config::ConfigErrors;
-use weir_config::resources::{self, Kind};
+use weir_config::assembly::{Assembly, Undo, parse_resource};
+use weir_config::resources::Kind;
 
 use crate::registry::Registry;
 use crate::store::{Change, Key, Op, State, Store, StoreError};
@@ -67,10 +68,19 @@ pub struct Applied {
     pub pending_gateways: Option<Vec<String>>,
 }
 
+/// The store and the typed config it holds, changed together under one lock.
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    /// The current config, typed, patched per change (validating one change among ten
+    /// thousand resources re-checks only what changed against its schema).
+    assembly: Assembly,
+}
+
 /// The control plane.
 #[derive(Debug)]
 pub struct ControlPlane {
-    store: Arc<RwLock<Store>>,
+    inner: RwLock<Inner>,
     /// Gateways.
     pub registry: Registry,
     revision: watch::Sender<u64>,
@@ -80,8 +90,16 @@ impl ControlPlane {
     /// A control plane over `store`; gateways are down after `heartbeat_timeout` of silence.
     pub fn new(store: Store, heartbeat_timeout: Duration) -> Arc<Self> {
         let rev = store.state().revision;
+        let typed = store.state().ordered().into_iter().filter_map(|s| match parse_resource(s.kind, &s.name, &s.body) {
+            Ok(t) => Some((s.order, t)),
+            Err(e) => {
+                tracing::error!(resource = %format!("{}/{}", s.kind, s.name), errors = ?e, "a stored resource no longer parses; leaving it out");
+                None
+            }
+        });
+        let assembly = Assembly::from_typed(typed);
         Arc::new(Self {
-            store: Arc::new(RwLock::new(store)),
+            inner: RwLock::new(Inner { store, assembly }),
             registry: Registry::new(heartbeat_timeout),
             revision: watch::Sender::new(rev),
         })
@@ -89,7 +107,7 @@ impl ControlPlane {
 
     /// Reads the current state.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        f(self.store.read().state())
+        f(self.inner.read().store.state())
     }
 
     /// Wakes on every new revision.
@@ -99,7 +117,7 @@ impl ControlPlane {
 
     /// The history, newest first.
     pub fn history(&self, limit: usize) -> Result<Vec<crate::store::Revision>, StoreError> {
-        self.store.read().history(limit)
+        self.inner.read().store.history(limit)
     }
 
     /// Applies `edits` (a `None` body deletes) as one revision, after validating the whole
@@ -116,7 +134,7 @@ impl ControlPlane {
             }
         }
         let this = self.clone();
-        // redb commits fsync; keep them off the async threads.
+        // Validation and redb commits (fsync) take milliseconds; keep them off the async threads.
         let applied = tokio::task::spawn_blocking(move || this.apply_blocking(&edits, &cause, dry_run))
             .await
             .map_err(|e| PlaneError::Store(StoreError::from_msg(e)))??;
@@ -132,12 +150,18 @@ impl ControlPlane {
         cause: &str,
         dry_run: bool,
     ) -> Result<Applied, PlaneError> {
-        let mut store = self.store.write();
-        let state = store.state();
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
         let t0 = std::time::Instant::now();
+        let state = inner.store.state();
         let plan = state.plan(edits, state.revision + 1);
-        check_config(state, &plan).map_err(PlaneError::Invalid)?;
+        let mut undo = Undo::default();
+        let checked = patch(&mut inner.assembly, &mut undo, &plan).and_then(|()| inner.assembly.validate().map(drop));
         tracing::debug!(validate_us = t0.elapsed().as_micros() as u64, edits = edits.len(), "validated");
+        if let Err(errs) = checked {
+            inner.assembly.undo(undo);
+            return Err(PlaneError::Invalid(errs));
+        }
         let results = plan
             .iter()
             .map(|c| Outcome {
@@ -152,9 +176,16 @@ impl ControlPlane {
             .collect();
         let revision = state.revision;
         if dry_run {
+            inner.assembly.undo(undo);
             return Ok(Applied { revision, changed: false, dry_run, results, pending_gateways: None });
         }
-        let committed = store.commit(plan, cause)?;
+        let committed = match inner.store.commit(plan, cause) {
+            Ok(c) => c,
+            Err(e) => {
+                inner.assembly.undo(undo);
+                return Err(e.into());
+            }
+        };
         Ok(Applied {
             revision: committed.unwrap_or(revision),
             changed: committed.is_some(),
@@ -167,7 +198,8 @@ impl ControlPlane {
     /// Makes the resources what they were right after revision `to`, as a new revision.
     pub async fn rollback(self: &Arc<Self>, to: u64, dry_run: bool) -> Result<Applied, PlaneError> {
         let edits = {
-            let store = self.store.read();
+            let inner = self.inner.read();
+            let store = &inner.store;
             let current = store.state();
             if to == 0 || to > current.revision {
                 return Err(PlaneError::BadRequest(format!(
@@ -201,18 +233,18 @@ fn check_body(kind: Kind, name: &str, body: &Value) -> Result<(), PlaneError> {
     }
 }
 
-/// Validates the config that `state` plus `plan` would make.
-fn check_config(state: &State, plan: &[Change]) -> Result<(), ConfigErrors> {
-    let touched: std::collections::HashSet<(Kind, &str)> = plan.iter().map(|c| (c.kind, c.name.as_str())).collect();
-    let mut items: Vec<(Kind, u64, &Value)> = state
-        .resources
-        .values()
-        .filter(|s| !touched.contains(&(s.kind, s.name.as_str())))
-        .map(|s| (s.kind, s.order, &s.body))
-        .collect();
-    items.extend(plan.iter().filter_map(|c| c.after.as_ref()).map(|s| (s.kind, s.order, &s.body)));
-    items.sort_by_key(|(k, o, _)| (*k, *o));
-    let (doc, index) = resources::assemble(items.into_iter().map(|(k, _, b)| (k, b)));
-    let spec = weir_config::parse_value(doc).map_err(|e| index.relabel(e))?;
-    weir_config::validate(spec).map(drop).map_err(|e| index.relabel(e))
+/// Patches the changes of `plan` into `assembly`; every resource that fails its schema is
+/// reported (cross-field checks run only once each resource is well formed).
+fn patch(assembly: &mut Assembly, undo: &mut Undo, plan: &[Change]) -> Result<(), ConfigErrors> {
+    let mut errs = Vec::new();
+    for c in plan.iter().filter(|c| c.op != Op::Unchanged) {
+        match &c.after {
+            Some(s) => match parse_resource(c.kind, &c.name, &s.body) {
+                Ok(t) => assembly.set_undoable(undo, c.kind, &c.name, s.order, Some(t)),
+                Err(e) => errs.extend(e.0),
+            },
+            None => assembly.set_undoable(undo, c.kind, &c.name, 0, None),
+        }
+    }
+    if errs.is_empty() { Ok(()) } else { Err(ConfigErrors(errs)) }
 }

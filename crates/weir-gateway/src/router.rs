@@ -38,6 +38,17 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether both send to the very same upstream objects with the same weights.
+    pub fn same_upstreams(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Self::One(a), Self::One(b)) => Arc::ptr_eq(a, b),
+            (Self::Split { backends: a, .. }, Self::Split { backends: b, .. }) => {
+                a.len() == b.len() && a.iter().zip(b).all(|((x, wx), (y, wy))| Arc::ptr_eq(x, y) && wx == wy)
+            }
+            _ => false,
+        }
+    }
+
     /// The upstream for this request (a weighted random draw for splits).
     pub fn choose(&self) -> &Arc<Upstream> {
         match self {
@@ -126,14 +137,10 @@ pub struct Router {
 impl Router {
     /// Compiles routes; `resolve` gives each (by index) its target and filter chain. Specs
     /// must have passed validation.
-    pub fn new(
-        specs: &[RouteSpec],
-        mut resolve: impl FnMut(usize, &RouteSpec) -> (Target, Chain, RouteMetrics),
-    ) -> Self {
+    pub fn new(specs: &[RouteSpec], mut resolve: impl FnMut(usize, &RouteSpec) -> Arc<Route>) -> Self {
         let mut keyed = Vec::new();
         for (order, spec) in specs.iter().enumerate() {
-            let (target, chain, metrics) = resolve(order, spec);
-            let route = Arc::new(compile_route(spec, target, chain, metrics));
+            let route = resolve(order, spec);
             let m = &spec.matches;
             let (path_rank, path_len) = match &m.path {
                 None => (0, 0),
@@ -181,6 +188,13 @@ impl Router {
     /// Whether there are no routes.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl Route {
+    /// Compiles one route (its matchers) around its resolved target, chain and metrics.
+    pub fn compile(spec: &RouteSpec, target: Target, chain: Chain, metrics: RouteMetrics) -> Route {
+        compile_route(spec, target, chain, metrics)
     }
 }
 

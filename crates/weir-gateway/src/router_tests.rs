@@ -30,7 +30,9 @@ upstreams:
 fn router() -> Router {
     let cfg = weir_config::load_yaml(ROUTES).unwrap();
     let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
-    Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default(), Default::default()))
+    Router::new(&cfg.spec().routes, |_, s| {
+        Arc::new(Route::compile(s, Target::One(u.clone()), Chain::default(), Default::default()))
+    })
 }
 
 fn find(r: &Router, method: &Method, host: Option<&str>, uri: &str, headers: &[(&'static str, &str)]) -> String {
@@ -88,6 +90,8 @@ async fn ties_go_to_the_route_declared_first() {
 async fn nothing_matches_without_a_catch_all() {
     let cfg = weir_config::load_yaml(&ROUTES.replace("  - { name: catch-all, upstream: u }\n", "")).unwrap();
     let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
-    let r = Router::new(&cfg.spec().routes, |_, _| (Target::One(u.clone()), Chain::default(), Default::default()));
+    let r = Router::new(&cfg.spec().routes, |_, s| {
+        Arc::new(Route::compile(s, Target::One(u.clone()), Chain::default(), Default::default()))
+    });
     assert_eq!(find(&r, &Method::GET, None, "/nope", &[]), "<none>");
 }

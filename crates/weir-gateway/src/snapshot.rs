@@ -13,7 +13,9 @@ use weir_config::plugins::PluginConfig;
 
 use crate::filter::{Chain, Filter};
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::router::{Router, Target};
+use weir_config::spec::RouteSpec;
+
+use crate::router::{Route, Router, Target};
 use crate::upstream::Upstream;
 
 /// One compiled config version.
@@ -25,9 +27,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Upstreams by name.
     pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
-    /// Each route's plugins with their compiled filters, kept so an unchanged plugin keeps
-    /// its state (rate-limit buckets) across reloads.
-    filters: HashMap<String, Vec<(PluginConfig, Arc<Filter>)>>,
+    /// Per route, what the next version can reuse: see [`RouteState`].
+    routes: HashMap<Arc<str>, Arc<RouteState>>,
     /// Where request metrics go.
     pub metrics: Arc<Metrics>,
     /// Metric handles for requests no route matched.
@@ -44,7 +45,7 @@ impl Default for Snapshot {
             version: 0,
             router: Router::default(),
             upstreams: HashMap::new(),
-            filters: HashMap::new(),
+            routes: HashMap::new(),
             unmatched: metrics.unmatched(),
             metrics,
             access_log: false,
@@ -75,12 +76,18 @@ impl Snapshot {
             };
             upstreams.insert(up.name().clone(), up);
         }
-        let mut filters = HashMap::new();
-        let mut chains = Vec::with_capacity(spec.routes.len());
+        let mut states: Vec<Arc<RouteState>> = Vec::with_capacity(spec.routes.len());
         for (i, r) in spec.routes.iter().enumerate() {
-            let previous = prev.and_then(|p| p.filters.get(&r.name));
-            let mut mine: Vec<(PluginConfig, Arc<Filter>)> = Vec::new();
-            for (_, c) in cfg.route_plugins(i) {
+            let plugins = cfg.route_plugins(i);
+            let target = target(r, &upstreams);
+            let old = prev.and_then(|p| p.routes.get(r.name.as_str()));
+            if let Some(old) = old.filter(|o| o.reusable(r, plugins, &target)) {
+                states.push(old.clone());
+                continue;
+            }
+            let previous = old.map(|o| &o.plugins);
+            let mut mine: Vec<(PluginConfig, Arc<Filter>)> = Vec::with_capacity(plugins.len());
+            for (_, c) in plugins {
                 let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
                 let f = match kept {
                     Some(f) => f,
@@ -88,20 +95,21 @@ impl Snapshot {
                 };
                 mine.push((c.clone(), f));
             }
-            chains.push(Chain::new(mine.iter().map(|(_, f)| f.clone()).collect()));
-            filters.insert(r.name.clone(), mine);
+            let rm = old.map_or_else(|| metrics.route(&r.name), |o| o.metrics.clone());
+            let chain = Chain::new(mine.iter().map(|(_, f)| f.clone()).collect());
+            let route = Arc::new(Route::compile(r, target, chain, rm.clone()));
+            states.push(Arc::new(RouteState { spec: r.clone(), plugins: mine, metrics: rm, route }));
         }
-        let mut chains = chains.into_iter();
-        let router = Router::new(&spec.routes, |_, r| {
-            let chain = chains.next().unwrap_or_default();
-            (target(r, &upstreams), chain, metrics.route(&r.name))
-        });
-        let access_log = filters.values().flatten().any(|(c, _)| matches!(c, PluginConfig::AccessLog(_)));
+        let router = Router::new(&spec.routes, |i, _| states[i].route.clone());
+        let routes: HashMap<Arc<str>, Arc<RouteState>> =
+            states.into_iter().map(|st| (st.route.name.clone(), st)).collect();
+        let access_log =
+            routes.values().flat_map(|st| &st.plugins).any(|(c, _)| matches!(c, PluginConfig::AccessLog(_)));
         Ok(Self {
             version,
             router,
             upstreams,
-            filters,
+            routes,
             metrics: metrics.clone(),
             unmatched: metrics.unmatched(),
             access_log,
@@ -109,7 +117,28 @@ impl Snapshot {
     }
 }
 
-fn target(r: &weir_config::spec::RouteSpec, upstreams: &HashMap<Arc<str>, Arc<Upstream>>) -> Target {
+/// What one compiled route keeps for the next version: an unchanged route (same spec,
+/// plugins and upstreams) is reused whole, so one changed route among ten thousand compiles
+/// one route; a changed one still keeps its plugins' state (rate-limit buckets) and its
+/// metric handles.
+#[derive(Debug)]
+struct RouteState {
+    spec: RouteSpec,
+    plugins: Vec<(PluginConfig, Arc<Filter>)>,
+    metrics: RouteMetrics,
+    route: Arc<Route>,
+}
+
+impl RouteState {
+    fn reusable(&self, spec: &RouteSpec, plugins: &[(String, PluginConfig)], target: &Target) -> bool {
+        self.spec == *spec
+            && self.plugins.len() == plugins.len()
+            && self.plugins.iter().zip(plugins).all(|((a, _), (_, b))| a == b)
+            && self.route.target.same_upstreams(target)
+    }
+}
+
+fn target(r: &RouteSpec, upstreams: &HashMap<Arc<str>, Arc<Upstream>>) -> Target {
     match &r.upstream {
         Some(name) => Target::One(upstreams[name.as_str()].clone()),
         None => {

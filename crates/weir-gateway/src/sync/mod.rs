@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use weir_proto::v1::{self, config_request, config_response};
 
 use crate::gateway::Gateway;
-use state::Resources;
+use state::{Received, Resources};
 
 /// How a gateway finds and talks to its control planes.
 #[derive(Clone, Debug)]
@@ -51,21 +51,21 @@ struct Syncer {
     gw: Arc<Gateway>,
     opts: SyncOptions,
     /// What the control plane sent last.
-    received: Resources,
-    /// What the gateway serves.
-    applied: Option<Resources>,
+    received: Received,
+    /// The revision the gateway serves (0: none).
+    applied: u64,
+    /// Whether `received` is what runs (false after a NACK).
+    received_runs: bool,
+    /// Whether what runs is newer than the copy on disk.
+    unsaved: bool,
+    last_saved: Option<std::time::Instant>,
 }
 
 impl Syncer {
-    /// Applies `self.received` unless it is what already runs.
+    /// Validates and applies `self.received`.
     async fn apply_received(&mut self) -> Outcome {
-        if self.applied.as_ref().is_some_and(|a| a.items == self.received.items) {
-            if let Some(a) = &mut self.applied {
-                a.revision = self.received.revision;
-            }
-            return Outcome::Applied;
-        }
         let t0 = std::time::Instant::now();
+        self.received_runs = false;
         let cfg = match self.received.to_config(&self.opts.listen) {
             Ok(c) => c,
             Err(errs) => {
@@ -84,26 +84,39 @@ impl Syncer {
             };
             return Outcome::Refused(vec![v1::ErrorDetail { path, message: e.to_string() }]);
         }
+        drop(cfg);
         tracing::debug!(
             validate_us = (t1 - t0).as_micros() as u64,
             apply_us = t1.elapsed().as_micros() as u64,
             "timings of the applied revision"
         );
-        let good = self.received.clone();
-        let dir = self.opts.state_dir.clone();
-        let saved = good.clone();
-        // Persist off the async thread; a failure only costs the next cold start.
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = state::save(&dir, &saved) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the applied snapshot");
-            }
-        });
-        self.applied = Some(good);
+        self.applied = self.received.resources.revision;
+        self.received_runs = true;
+        self.unsaved = true;
+        self.persist(false);
         Outcome::Applied
     }
 
+    /// Writes what runs to the state dir, at most once a second (a burst of revisions costs
+    /// one write); `force` skips the wait.
+    fn persist(&mut self, force: bool) {
+        let recent = self.last_saved.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+        if !self.unsaved || !self.received_runs || (recent && !force) {
+            return;
+        }
+        self.unsaved = false;
+        self.last_saved = Some(std::time::Instant::now());
+        let (dir, copy) = (self.opts.state_dir.clone(), self.received.resources.clone());
+        // Off the async thread; a failure only costs the next cold start.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = state::save(&dir, &copy) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the applied snapshot");
+            }
+        });
+    }
+
     fn applied_revision(&self) -> u64 {
-        self.applied.as_ref().map_or(0, |a| a.revision)
+        self.applied
     }
 
     fn descriptor(&self) -> v1::Register {
@@ -129,18 +142,26 @@ impl Syncer {
 /// Runs the config source until `stop`: cold-starts from the persisted snapshot if there is
 /// one, then keeps a stream to a control plane open, reconnecting as needed.
 pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
-    let mut s = Syncer { gw, opts, received: Resources::default(), applied: None };
+    let mut s = Syncer {
+        gw,
+        opts,
+        received: Received::default(),
+        applied: 0,
+        received_runs: false,
+        unsaved: false,
+        last_saved: None,
+    };
     if let Some(saved) = state::load(&s.opts.state_dir) {
-        s.received = saved;
+        s.received = Received::new(saved);
         match s.apply_received().await {
             Outcome::Applied => tracing::info!(
-                revision = s.received.revision,
+                revision = s.applied,
                 dir = %s.opts.state_dir.display(),
                 "serving the persisted snapshot until a control plane answers"
             ),
             Outcome::Refused(errs) => {
                 tracing::warn!(errors = ?errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>(), "the persisted snapshot cannot be applied; waiting for a control plane");
-                s.received = Resources::default();
+                s.received = Received::default();
             }
         }
     }
@@ -202,9 +223,11 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             _ = heartbeat.tick() => {
-                let text = s.gw.metrics().render(&s.gw.snapshot());
-                let hb = v1::Heartbeat { applied_revision: s.applied_revision(), report: Some(reporter.report(&text)) };
+                let m = s.gw.metrics();
+                let report = reporter.report(m.overall().read(), m.in_flight_now());
+                let hb = v1::Heartbeat { applied_revision: s.applied_revision(), report: Some(report) };
                 tx.send(send(config_request::Msg::Heartbeat(hb))).await?;
+                s.persist(false);
             }
             m = inbound.message() => {
                 let Some(m) = m? else { return Err("the control plane closed the stream".into()) };
@@ -222,7 +245,7 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
                         return Err(format!("registration refused: {}", errs.join("; ")).into());
                     }
                     Some(config_response::Msg::Snapshot(snap)) => {
-                        s.received = Resources::from_snapshot(&snap)?;
+                        s.received = Received::new(Resources::from_snapshot(&snap)?);
                         if snap.revision == 0 {
                             // Nothing declared yet: stay unready rather than serve 404s.
                             tracing::info!("the control plane holds no config yet; waiting");

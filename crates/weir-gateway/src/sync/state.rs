@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use weir_config::assembly::{Assembly, Typed, parse_resource};
 use weir_config::resources::{self, Kind};
-use weir_config::{ConfigErrors, ValidConfig};
+use weir_config::{ConfigError, ConfigErrors, ValidConfig};
 use weir_proto::v1;
 
 /// One received resource.
@@ -68,48 +69,110 @@ impl Resources {
         let items = s.resources.iter().map(held).collect::<Result<_, _>>()?;
         Ok(Self { revision: s.revision, items })
     }
+}
+
+/// What the gateway received, kept both as JSON (to persist) and typed (to validate and
+/// apply one change without re-reading the rest).
+#[derive(Debug, Default)]
+pub struct Received {
+    /// The resources as received.
+    pub resources: Resources,
+    /// Everything but listeners, typed.
+    assembly: Assembly,
+    /// `Listener` resources by name: settings for this gateway's listeners of that name.
+    listeners: BTreeMap<String, Value>,
+    /// Resources that failed their schema here, by key.
+    broken: BTreeMap<String, ConfigErrors>,
+}
+
+fn split_key(key: &str) -> Option<(Kind, &str)> {
+    let (kind, name) = key.split_once('/')?;
+    Some((kind.parse().ok()?, name))
+}
+
+impl Received {
+    /// Takes over a whole set of resources (a snapshot, or the persisted one).
+    pub fn new(resources: Resources) -> Self {
+        let mut r = Self { resources, ..Self::default() };
+        let mut typed = Vec::with_capacity(r.resources.items.len());
+        for (key, h) in &r.resources.items {
+            let Some((kind, name)) = split_key(key) else { continue };
+            if kind == Kind::Listener {
+                r.listeners.insert(name.to_owned(), h.body.clone());
+                continue;
+            }
+            match parse_resource(kind, name, &h.body) {
+                Ok(t) => typed.push((h.order, t)),
+                Err(e) => {
+                    r.broken.insert(key.clone(), e);
+                }
+            }
+        }
+        r.assembly = Assembly::from_typed(typed);
+        r
+    }
 
     /// Patches in a delta; it must start from the revision held.
     pub fn apply_delta(&mut self, d: &v1::Delta) -> Result<(), StreamError> {
-        if d.base_revision != self.revision {
-            return Err(StreamError::Gap { base: d.base_revision, held: self.revision });
+        if d.base_revision != self.resources.revision {
+            return Err(StreamError::Gap { base: d.base_revision, held: self.resources.revision });
         }
         for r in &d.removed {
-            self.items.remove(&key(&r.kind, &r.name)?);
+            let k = key(&r.kind, &r.name)?;
+            self.resources.items.remove(&k);
+            self.set(&k, None);
         }
         for r in &d.upserted {
             let (k, h) = held(r)?;
-            self.items.insert(k, h);
+            self.set(&k, Some(&h));
+            self.resources.items.insert(k, h);
         }
-        self.revision = d.revision;
+        self.resources.revision = d.revision;
         Ok(())
+    }
+
+    fn set(&mut self, key: &str, h: Option<&Held>) {
+        let Some((kind, name)) = split_key(key) else { return };
+        self.broken.remove(key);
+        if kind == Kind::Listener {
+            match h {
+                Some(h) => self.listeners.insert(name.to_owned(), h.body.clone()),
+                None => self.listeners.remove(name),
+            };
+            return;
+        }
+        let typed = match h.map(|h| parse_resource(kind, name, &h.body)) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                self.broken.insert(key.to_owned(), e);
+                None
+            }
+            None => None,
+        };
+        self.assembly.set(kind, name, h.map_or(0, |h| h.order), typed);
     }
 
     /// The config to run: the received resources plus this gateway's listeners. A listener
     /// takes its settings (TLS, limits) from the `Listener` resource of the same name, if
     /// any, and its address from the gateway's own flags.
-    pub fn to_config(&self, listen: &[(String, SocketAddr)]) -> Result<ValidConfig, ConfigErrors> {
-        let mut items: Vec<(Kind, u64, Value)> = Vec::with_capacity(self.items.len() + listen.len());
-        let mut listener_bodies: BTreeMap<&str, &Value> = BTreeMap::new();
-        for (k, h) in &self.items {
-            let Some((kind, name)) = k.split_once('/') else { continue };
-            let Ok(kind) = kind.parse::<Kind>() else { continue };
-            if kind == Kind::Listener {
-                listener_bodies.insert(name, &h.body);
-            } else {
-                items.push((kind, h.order, h.body.clone()));
-            }
-        }
-        for (i, (name, addr)) in listen.iter().enumerate() {
-            let mut body = listener_bodies.get(name.as_str()).map_or_else(|| serde_json::json!({}), |b| (*b).clone());
+    pub fn to_config(&mut self, listen: &[(String, SocketAddr)]) -> Result<ValidConfig, ConfigErrors> {
+        let mut errs: Vec<ConfigError> = self.broken.values().flat_map(|e| e.iter().cloned()).collect();
+        let mut listeners = Vec::with_capacity(listen.len());
+        for (name, addr) in listen {
+            let mut body = self.listeners.get(name).cloned().unwrap_or_else(|| serde_json::json!({}));
             body["name"] = Value::String(name.clone());
             body["address"] = Value::String(addr.to_string());
-            items.push((Kind::Listener, i as u64, body));
+            match parse_resource(Kind::Listener, name, &body) {
+                Ok(Typed::Listener(l)) => listeners.push(l),
+                Ok(_) => {}
+                Err(e) => errs.extend(e.0),
+            }
         }
-        items.sort_by_key(|(k, o, _)| (*k, *o));
-        let (doc, index) = resources::assemble(items.iter().map(|(k, _, b)| (*k, b)));
-        let spec = weir_config::parse_value(doc).map_err(|e| index.relabel(e))?;
-        weir_config::validate(spec).map_err(|e| index.relabel(e))
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        self.assembly.set_listeners(listeners);
+        self.assembly.validate()
     }
 }
 
