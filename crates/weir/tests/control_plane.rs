@@ -34,7 +34,8 @@ async fn an_applied_route_reaches_three_gateways_within_a_second() {
     let cp = Cp::start(dir.path(), 0, &[]);
     // The standalone file format, unchanged, plus top-level consumers for key-auth.
     let file = format!(
-        "admin: {{ address: 127.0.0.1:9901 }}\n{}\
+        "admin: {{ address: 127.0.0.1:9901 }}\n\
+         listeners: [{{ name: main, address: 127.0.0.1:9, limits: {{ max_uri_length: 2KiB }} }}]\n{}\
          - {{ name: private, match: {{ path: {{ prefix: /private }} }}, upstream: two, plugins: [{{ name: key-auth }}] }}\n\
          consumers:\n- {{ name: alice, key: alice-secret-1 }}\n",
         base(one.port(), two.port(), "one")
@@ -53,6 +54,8 @@ async fn an_applied_route_reaches_three_gateways_within_a_second() {
     for (_, a) in &addrs {
         assert_eq!(get(*a, "/private", &[]).await.0, 401);
         assert_eq!(get(*a, "/private", &[("x-api-key", "alice-secret-1")]).await.0, 200);
+        // The pushed `Listener/main` gives the gateway's own listener its limits.
+        assert_eq!(get(*a, &format!("/api/{}", "x".repeat(3000)), &[]).await.0, 414);
     }
 
     let fresh = dir.path().join("fresh.yaml");
@@ -72,11 +75,14 @@ async fn an_applied_route_reaches_three_gateways_within_a_second() {
         let (_, list) = cp.call("GET", "/api/v1/gateways", None).await;
         let list = list.as_array().unwrap().clone();
         let done = list.len() == 3 && list.iter().all(|g| g["status"] == "up" && g["applied_revision"] == rev);
-        if done {
+        // Heartbeats carry each gateway's runtime report (it served 4 requests above).
+        let reported = list.iter().all(|g| g["report"]["requests_total"].as_u64() >= Some(4));
+        if done && reported {
             assert!(list.iter().all(|g| g["plugins"].as_array().unwrap().iter().any(|p| p == "key-auth")));
+            assert!(list.iter().all(|g| g["report"]["p99_ms"].as_f64().is_some()));
             break;
         }
-        assert!(Instant::now() < deadline, "registry never showed all three at {rev}: {list:?}");
+        assert!(Instant::now() < deadline, "registry never showed all three at {rev} with reports: {list:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let table = cp.ctl(&["gateways"]);
@@ -130,6 +136,23 @@ async fn invalid_resources_are_refused_with_every_path_and_nothing_is_stored() {
     assert_eq!(out.status.code(), Some(1));
     assert!(diff.contains("-  \"upstream\": \"one\"") && diff.contains("+  \"upstream\": \"two\""), "{diff}");
     assert_eq!(cp.revision().await, rev);
+
+    // Deleting through ctl (server from WEIR_SERVER): refused while used, then done.
+    let ctl_env = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("ctl")
+            .args(args)
+            .env("WEIR_SERVER", cp.server())
+            .output()
+            .unwrap()
+    };
+    let out = ctl_env(&["delete", "upstreams", "two"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = ctl_env(&["delete", "upstreams", "one"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Route/api.upstream"), "{out:?}");
+    let out = ctl_env(&["delete", "routes", "api"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("route/api deleted"), "{out:?}");
+    assert_eq!(cp.revision().await, rev + 2);
 
     let (status, doc) = cp.call("GET", "/openapi.json", None).await;
     assert_eq!(status, 200);
@@ -210,12 +233,20 @@ async fn gateways_outlive_their_control_plane_and_resync_when_it_returns() {
     b.proc.wait_line("serving the persisted snapshot", Duration::from_secs(1));
     assert_eq!(get(b.admin, "/readyz", &[]).await.0, 200);
 
+    // A new gateway with nothing persisted is not ready and binds nothing until it has config.
+    let c = Gw::start("c", &format!("http://127.0.0.1:{grpc_port}"), &dir.path().join("c"), "127.0.0.1:0");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(c.admin, "/readyz", &[]).await.0, 503);
+    assert!(!c.proc.logs.lock().unwrap().iter().any(|l| l.contains("listener bound")));
+
     // The control plane comes back on the same address with the same store; a change made
-    // now reaches both gateways.
+    // now reaches every gateway.
     let cp = Cp::start(dir.path(), grpc_port, &[]);
     assert_eq!(cp.revision().await, 1);
     cp.apply(dir.path(), &base(one.port(), two.port(), "two"));
-    wait_all(&[(&a, aa), (&b, ba)], "/api", "two", Duration::from_secs(10)).await;
+    let ca = c.listen_addr();
+    wait_all(&[(&a, aa), (&b, ba), (&c, ca)], "/api", "two", Duration::from_secs(10)).await;
+    assert_eq!(get(c.admin, "/readyz", &[]).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
