@@ -95,3 +95,47 @@ async fn nothing_matches_without_a_catch_all() {
     });
     assert_eq!(find(&r, &Method::GET, None, "/nope", &[]), "<none>");
 }
+
+#[tokio::test]
+async fn the_exact_path_index_picks_what_a_scan_picks() {
+    // Enough routes to switch the index on, with exact paths that collide with each other and
+    // with the prefix, template, host and method routes above.
+    let mut extra = String::new();
+    for i in 0..40 {
+        extra.push_str(&format!("  - {{ name: e{i}, match: {{ path: {{ exact: /e/{} }} }}, upstream: u }}\n", i % 20));
+    }
+    extra.push_str("  - { name: e-post, match: { path: { exact: /e/3 }, methods: [POST] }, upstream: u }\n");
+    extra.push_str(
+        "  - { name: e-host, match: { hosts: [api.shop.example], path: { exact: /orders/42 } }, upstream: u }\n",
+    );
+    extra.push_str(
+        "  - { name: e-prefix, match: { path: { prefix: /e } , headers: { x-canary: \"true\" } }, upstream: u }\n",
+    );
+    let yaml = ROUTES.replace("upstreams:\n", &format!("{extra}upstreams:\n"));
+    let cfg = weir_config::load_yaml(&yaml).unwrap();
+    let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
+    let r = Router::new(&cfg.spec().routes, |_, s| {
+        Arc::new(Route::compile(s, Target::One(u.clone()), Chain::default(), Default::default()))
+    });
+    assert!(r.len() >= INDEX_FROM && !r.exact.is_empty());
+    let h = HeaderMap::new();
+    let mut canary = HeaderMap::new();
+    canary.insert("x-canary", HeaderValue::from_static("true"));
+    let paths = ["/e/3", "/e/19", "/e/20", "/orders/42", "/orders/7/items", "/tie/1", "/", "/e", "*"];
+    let mut checked = 0;
+    for path in paths {
+        for method in [Method::GET, Method::POST] {
+            for host in [None, Some("api.shop.example"), Some("x.shop.example")] {
+                for headers in [&h, &canary] {
+                    let view = RequestView { method: &method, host, path, query: None, headers };
+                    let (a, b) = (r.find(&view).map(|r| r.name.clone()), r.find_linear(&view).map(|r| r.name.clone()));
+                    assert_eq!(a, b, "{method} {host:?} {path}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 108);
+    let view = RequestView { method: &Method::POST, host: None, path: "/e/3", query: None, headers: &h };
+    assert_eq!(r.find(&view).map(|r| r.name.to_string()).as_deref(), Some("e-post"));
+}
