@@ -94,11 +94,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The longest `?wait=` honoured.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Default, Deserialize)]
 struct Opts {
     #[serde(default)]
     dry_run: bool,
-    /// Wait up to this long (`2s`, `500ms`) for every live gateway to apply the revision.
+    /// Wait up to this long (`2s`, `500ms`; at most 60 s) for every live gateway to apply the
+    /// revision.
     #[serde(default)]
     wait: Option<String>,
 }
@@ -109,6 +113,7 @@ impl Opts {
             .as_deref()
             .map(|w| {
                 humantime::parse_duration(w)
+                    .map(|d| d.min(MAX_WAIT))
                     .map_err(|e| ApiError(PlaneError::BadRequest(format!("wait={w:?}: {e} (try wait=5s)"))))
             })
             .transpose()

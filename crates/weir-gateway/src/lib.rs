@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod headers;
 pub mod io;
 pub mod metrics;
+pub mod oneshot;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -346,12 +346,13 @@ async fn a_python_grpcio_client_registers_and_receives_a_snapshot() {
     let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
     let root = env!("CARGO_MANIFEST_DIR");
     let out = tokio::task::spawn_blocking({
-        let grpc = cp.grpc.to_string();
+        let (grpc, admin) = (cp.grpc.to_string(), cp.api.to_string());
         move || {
             std::process::Command::new(&python)
                 .arg(format!("{root}/tests/python/sync_client.py"))
                 .arg(format!("{root}/../weir-proto/proto"))
                 .arg(grpc)
+                .arg(admin)
                 .output()
                 .expect("python3 runs (install grpcio and grpcio-tools: pip install grpcio grpcio-tools)")
         }
@@ -371,8 +372,14 @@ async fn a_python_grpcio_client_registers_and_receives_a_snapshot() {
     assert_eq!(names, ["Upstream/one", "Upstream/two", "Route/api"]);
     assert_eq!(v["resources"][2]["body"]["upstream"], "one");
     assert!(v["rejected"].as_array().unwrap().iter().any(|p| p == "gateway_id"), "{v}");
+    // Then only what changed travels.
+    let d = &v["delta"];
+    assert_eq!((d["revision"].as_u64(), d["base_revision"].as_u64()), (Some(2), Some(1)), "{v}");
+    assert_eq!(d["upserted"], json!(["Route/api"]));
+    assert_eq!(d["removed"], json!([]));
+    assert_eq!(d["body"]["upstream"], "two");
     let g = cp.gateway("python-gw").await;
-    assert_eq!((g["applied_revision"].as_u64(), g["version"].as_str()), (Some(1), Some("py-1.0")), "{g}");
+    assert_eq!((g["applied_revision"].as_u64(), g["version"].as_str()), (Some(2), Some("py-1.0")), "{g}");
     assert_eq!(g["report"]["requests_per_second"], 12.5);
     assert_eq!(cp.gateway("bad id!").await, serde_json::Value::Null, "a refused gateway is not registered");
 }

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use parking_lot::Mutex;
@@ -79,41 +77,10 @@ fn parse(body: &[u8]) -> Result<Vec<KeyEntry>, String> {
 
 /// GET `url` (http or https with the system's CAs) with a 5 s deadline.
 async fn fetch(url: &str) -> Result<Bytes, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
-    let host = uri.host().ok_or("URL has no host")?.trim_matches(['[', ']']).to_owned();
-    let https = uri.scheme_str() == Some("https");
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
-        let req = http::Request::get(path)
-            .header(http::header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
-            .header(http::header::USER_AGENT, "weir-jwks")
-            .body(Empty::<Bytes>::new())
+    let headers = [("user-agent", "weir-jwks")];
+    let (status, body) =
+        crate::oneshot::request(http::Method::GET, url, &headers, Bytes::new(), Duration::from_secs(5))
+            .await
             .map_err(|e| e.to_string())?;
-        let rsp = if https {
-            let spec = weir_config::spec::UpstreamTlsSpec::default();
-            let tls = crate::tls::upstream_tls(&spec, false).map_err(|e| e.to_string())?;
-            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-            let stream = tls.connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
-            send(TokioIo::new(stream), req).await?
-        } else {
-            send(TokioIo::new(tcp), req).await?
-        };
-        if !rsp.status().is_success() {
-            return Err(format!("HTTP {}", rsp.status()));
-        }
-        let body = rsp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(body)
-    };
-    tokio::time::timeout(Duration::from_secs(5), work).await.map_err(|_| "timed out".to_owned())?
-}
-
-async fn send<I>(io: I, req: http::Request<Empty<Bytes>>) -> Result<http::Response<hyper::body::Incoming>, String>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    sender.send_request(req).await.map_err(|e| e.to_string())
+    if status.is_success() { Ok(body) } else { Err(format!("HTTP {status}")) }
 }

@@ -8,8 +8,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use weir_config::plugins::{AccessLogConfig, AccessLogSink};
@@ -168,21 +166,10 @@ async fn write(sink: AccessLogSink, mut rx: mpsc::Receiver<String>, dropped: Cou
 }
 
 async fn post(url: &str, body: String) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    let host = uri.host().ok_or("no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let req = http::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
-        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let rsp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        if rsp.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", rsp.status())) }
-    };
-    tokio::time::timeout(Duration::from_secs(5), work).await.map_err(|_| "timed out".to_owned())?
+    let headers = [("content-type", "application/x-ndjson")];
+    let (status, _) =
+        crate::oneshot::request(http::Method::POST, url, &headers, Bytes::from(body), Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+    if status.is_success() { Ok(()) } else { Err(format!("HTTP {status}")) }
 }

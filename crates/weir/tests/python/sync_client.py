@@ -5,13 +5,17 @@ full snapshot, ACKs it, then proves a bad descriptor is refused.
 Code is generated at run time from the repository's .proto with grpcio-tools, so the test
 proves the protocol is usable from another language exactly as published.
 
-usage: sync_client.py PROTO_DIR HOST:PORT
-Prints one JSON line: {"registered": ..., "revision": N, "resources": [...], "rejected": [...]}.
+usage: sync_client.py PROTO_DIR GRPC_HOST:PORT ADMIN_HOST:PORT
+After the snapshot it changes route `api` through the admin API and expects a delta that
+carries only that route.
+Prints one JSON line: {"registered": ..., "revision": N, "resources": [...], "delta": {...},
+"rejected": [...]}.
 """
 import json
 import os
 import sys
 import tempfile
+import urllib.request
 
 from grpc_tools import protoc
 import grpc
@@ -31,7 +35,7 @@ def stream(pb, requests_list):
 
 
 def main():
-    proto_dir, target = sys.argv[1], sys.argv[2]
+    proto_dir, target, admin = sys.argv[1], sys.argv[2], sys.argv[3]
     out = tempfile.mkdtemp()
     generate(proto_dir, out)
     from weir.v1 import config_pb2 as pb, config_pb2_grpc as rpc
@@ -68,6 +72,19 @@ def main():
             outbox.put(pb.ConfigRequest(heartbeat=pb.Heartbeat(
                 applied_revision=snap.revision,
                 report=pb.RuntimeReport(requests_per_second=12.5, error_rate=0.0, p99_ms=3.0))))
+            body = json.dumps({"upstream": "two", "match": {"path": {"prefix": "/api"}}}).encode()
+            req = urllib.request.Request(f"http://{admin}/api/v1/routes/api", data=body, method="PUT",
+                                         headers={"content-type": "application/json"})
+            urllib.request.urlopen(req, timeout=10).read()
+        elif which == "delta":
+            d = rsp.delta
+            result["delta"] = {
+                "revision": d.revision, "base_revision": d.base_revision,
+                "upserted": [f"{r.kind}/{r.name}" for r in d.upserted],
+                "removed": [f"{r.kind}/{r.name}" for r in d.removed],
+                "body": json.loads(d.upserted[0].body) if d.upserted else None,
+            }
+            outbox.put(pb.ConfigRequest(ack=pb.Ack(revision=d.revision)))
             break
     # Let the ACK and heartbeat reach the control plane before closing the stream.
     import time
