@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::Digest;
 use weir_config::resources::Kind;
 
 use crate::plane::{Applied, ControlPlane, PlaneError};
@@ -125,10 +126,39 @@ fn kind(s: &str) -> Result<Kind, ApiError> {
 }
 
 fn view(s: &Stored) -> Value {
-    json!({"kind": s.kind.as_str(), "name": s.name, "version": s.version, "body": s.body})
+    json!({"kind": s.kind.as_str(), "name": s.name, "version": s.version, "body": redact(s.kind, &s.body)})
+}
+
+/// Inline private keys (a `Listener`'s `tls.certificates[].key` holding PEM text) never leave
+/// the control plane: answers show a fingerprint instead, which still tells a diff whether
+/// the key changed.
+fn redact(kind: Kind, body: &Value) -> Value {
+    let mut body = body.clone();
+    if kind != Kind::Listener {
+        return body;
+    }
+    if let Some(certs) = body.pointer_mut("/tls/certificates").and_then(Value::as_array_mut) {
+        for c in certs {
+            if let Some(key) = c.get_mut("key")
+                && let Some(pem) = key.as_str().filter(|k| weir_config::spec::CertificateSpec::is_inline(k))
+            {
+                let digest = sha2::Sha256::digest(pem.as_bytes());
+                let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+                *key = Value::String(format!("(inline private key, sha256 {hex}…)"));
+            }
+        }
+    }
+    body
 }
 
 async fn finish(ctx: &Ctx, mut applied: Applied, opts: &Opts) -> Result<Response, ApiError> {
+    for r in &mut applied.results {
+        if let Ok(k) = r.kind.parse::<Kind>() {
+            for side in [&mut r.before, &mut r.after].into_iter().flatten() {
+                *side = redact(k, side);
+            }
+        }
+    }
     if let Some(within) = opts.wait()?
         && applied.changed
     {

@@ -39,6 +39,32 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> TlsError {
     TlsError::File { path: path.into(), reason: reason.to_string() }
 }
 
+/// Where an inline PEM value is said to come from in errors.
+const INLINE: &str = "(inline PEM)";
+
+/// A certificate chain from a file or from inline PEM text.
+fn certs_of(value: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    if !CertificateSpec::is_inline(value) {
+        return load_certs(Path::new(value));
+    }
+    let inline = Path::new(INLINE);
+    let certs: Vec<_> =
+        CertificateDer::pem_slice_iter(value.as_bytes()).collect::<Result<_, _>>().map_err(|e| file_err(inline, e))?;
+    if certs.is_empty() {
+        return Err(file_err(inline, "no certificate in the PEM text"));
+    }
+    Ok(certs)
+}
+
+/// A private key from a file or from inline PEM text.
+fn key_of(value: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    if !CertificateSpec::is_inline(value) {
+        return load_key(Path::new(value));
+    }
+    PrivateKeyDer::from_pem_slice(value.as_bytes())
+        .map_err(|e| file_err(Path::new(INLINE), format!("no usable private key: {e}")))
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_err(path, e))?
@@ -91,11 +117,12 @@ impl SniTable {
         let mut wildcard = HashMap::new();
         let mut default = None;
         for s in specs {
-            let certs = load_certs(Path::new(&s.cert))?;
-            let key = load_key(Path::new(&s.key))?;
+            let certs = certs_of(&s.cert)?;
+            let key = key_of(&s.key)?;
             let names = cert_names(&certs[0]);
+            let key_name = if CertificateSpec::is_inline(&s.key) { INLINE } else { s.key.as_str() };
             let ck =
-                Arc::new(CertifiedKey::from_der(certs, key, &provider).map_err(|e| file_err(Path::new(&s.key), e))?);
+                Arc::new(CertifiedKey::from_der(certs, key, &provider).map_err(|e| file_err(Path::new(key_name), e))?);
             for n in names {
                 match n.strip_prefix('*') {
                     Some(suffix) => wildcard.entry(suffix.to_owned()).or_insert_with(|| ck.clone()),
@@ -131,9 +158,9 @@ pub struct CertResolver {
 }
 
 impl CertResolver {
-    /// Files this resolver reads, to watch for changes.
+    /// Files this resolver reads, to watch for changes (inline PEM values are not files).
     pub fn files(&self) -> impl Iterator<Item = &str> {
-        self.specs.iter().flat_map(|s| [s.cert.as_str(), s.key.as_str()])
+        self.specs.iter().flat_map(|s| [s.cert.as_str(), s.key.as_str()]).filter(|v| !CertificateSpec::is_inline(v))
     }
 
     /// Re-reads every file; on error keeps the current certificates.

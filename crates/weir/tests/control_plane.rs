@@ -383,3 +383,31 @@ async fn a_python_grpcio_client_registers_and_receives_a_snapshot() {
     assert_eq!(g["report"]["requests_per_second"], 12.5);
     assert_eq!(cp.gateway("bad id!").await, serde_json::Value::Null, "a refused gateway is not registered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_pushed_inline_and_private_keys_never_shown() {
+    let one = named("one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &base(one.port(), one.port(), "one"));
+    let ck = rcgen::generate_simple_self_signed(vec!["api.test".into()]).unwrap();
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let listener = json!({"address": "127.0.0.1:1", "tls": {"certificates": [{"cert": cert, "key": key}]}});
+    let (status, v) = cp.call("PUT", "/api/v1/listeners/secure", Some(&listener)).await;
+    assert_eq!(status, 201, "{v}");
+    let g = Gw::start("tls", &cp.grpc_url(), &dir.path().join("g"), "secure=127.0.0.1:0");
+    let port = g.listen_addr().port();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "--cacert", ca.to_str().unwrap()])
+        .args(["--resolve", &format!("api.test:{port}:127.0.0.1"), &format!("https://api.test:{port}/api")])
+        .output()
+        .expect("curl is installed");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one", "{out:?}");
+    // The API shows a fingerprint, not the key.
+    let (_, v) = cp.call("GET", "/api/v1/listeners/secure", None).await;
+    let shown = v["body"]["tls"]["certificates"][0]["key"].as_str().unwrap().to_owned();
+    assert!(shown.starts_with("(inline private key, sha256 ") && !shown.contains("BEGIN"), "{shown}");
+    assert_eq!(v["body"]["tls"]["certificates"][0]["cert"], cert.as_str());
+}
