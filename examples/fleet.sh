@@ -19,7 +19,11 @@ for i in 0 1; do
   $W gateway --id "gw-$i" --listen "127.0.0.1:808$i" --admin-address "127.0.0.1:990$((i + 1))" \
     --state-dir "$DIR/gw-$i" & pids+=($!)
 done
-for _ in $(seq 50); do curl -sf localhost:9180/healthz >/dev/null && break; sleep 0.1; done
+# Wait until both gateways have registered, so `--wait` below covers them.
+for _ in $(seq 100); do
+  [ "$(curl -sf localhost:9180/api/v1/gateways | grep -o '"id"' | wc -l)" -ge 2 ] && break
+  sleep 0.1
+done
 $W ctl apply -f examples/weir.yaml --wait 5s
 $W ctl gateways
 wait
