@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +41,8 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .route("/api/v1/{kind}", get(list))
         .route("/api/v1/{kind}/{name}", get(get_one).put(put_one).delete(delete_one))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
+        // Whole configs are applied in one request; bounded all the same.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx)
 }
 
@@ -94,6 +96,9 @@ impl IntoResponse for ApiError {
         (status, Json(body)).into_response()
     }
 }
+
+/// The largest request body (an apply of every resource at once): 64 MiB.
+const MAX_BODY: usize = 64 << 20;
 
 /// The longest `?wait=` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(60);

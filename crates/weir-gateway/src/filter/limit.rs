@@ -35,26 +35,50 @@ const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
+/// Where the counts live.
+#[derive(Debug)]
+enum Counts {
+    /// In this process; `sweeper` forgets idle keys so memory stays bounded by active clients.
+    Local { limiter: Arc<Limiter>, sweeper: tokio::task::JoinHandle<()> },
+    /// In Redis, shared by every gateway.
+    Redis { limiter: RedisLimiter, on_error: OnRedisError, errors: Counter },
+}
+
 /// A compiled `rate-limit` filter.
 #[derive(Debug)]
 pub struct RateLimit {
-    /// Set for `policy: redis`: counts live in Redis instead of `limiter`.
-    redis: Option<(RedisLimiter, OnRedisError, Counter)>,
-    limiter: Arc<Limiter>,
+    counts: Counts,
     key: RateLimitKey,
     header: Option<HeaderName>,
     requests: u32,
     /// Time for one request's worth of quota to come back.
     period: Duration,
     limit_value: HeaderValue,
-    /// Forgets idle keys so memory stays bounded by active clients.
-    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RateLimit {
     fn drop(&mut self) {
-        self.sweeper.abort();
+        if let Counts::Local { sweeper, .. } = &self.counts {
+            sweeper.abort();
+        }
     }
+}
+
+/// A local keyed GCRA limiter and the task that sweeps its idle keys.
+fn local(quota: Quota, window: Duration) -> Counts {
+    let limiter = Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
+    let weak: Weak<Limiter> = Arc::downgrade(&limiter);
+    let every = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let Some(l) = weak.upgrade() else { return };
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    });
+    Counts::Local { limiter, sweeper }
 }
 
 impl RateLimit {
@@ -62,44 +86,30 @@ impl RateLimit {
         let requests = NonZeroU32::new(c.requests).unwrap_or(NonZeroU32::MIN);
         let period = (c.window.get() / requests.get()).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(requests)).allow_burst(requests);
-        let limiter = Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
-        let weak: Weak<Limiter> = Arc::downgrade(&limiter);
-        let every = c.window.get().clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let sweeper = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let Some(l) = weak.upgrade() else { return };
-                l.retain_recent();
-                l.shrink_to_fit();
-            }
-        });
         let header = match &c.key {
             RateLimitKey::Header(h) => HeaderName::try_from(h.as_str()).ok(),
             _ => None,
         };
-        let redis = match (c.policy, &c.redis_url) {
-            (RateLimitPolicy::Redis, Some(url)) => Some((
-                RedisLimiter::new(
+        let counts = match (c.policy, &c.redis_url) {
+            (RateLimitPolicy::Redis, Some(url)) => Counts::Redis {
+                limiter: RedisLimiter::new(
                     url,
                     format!("weir:rl:{route}:{}:{}", requests.get(), c.window.get().as_millis()),
                     requests.get(),
                     c.window.get(),
                 )?,
-                c.on_redis_error,
+                on_error: c.on_redis_error,
                 errors,
-            )),
-            _ => None,
+            },
+            _ => local(quota, c.window.get()),
         };
         Ok(Self {
-            redis,
-            limiter,
+            counts,
             key: c.key.clone(),
             header,
             requests: requests.get(),
             period,
             limit_value: HeaderValue::from(requests.get()),
-            sweeper,
         })
     }
 
@@ -147,30 +157,33 @@ impl RateLimit {
 
     pub(super) async fn on_request(&self, req: &Parts, cx: &FilterCx) -> Outcome {
         let key = self.key(req, cx);
-        if let Some((redis, on_error, errors)) = &self.redis {
-            let text = match &key {
-                Key::Ip(ip) => ip.to_string(),
-                Key::Text(b) => String::from_utf8_lossy(b).into_owned(),
-                Key::None => String::new(),
-            };
-            return match redis.check(&text).await {
-                Ok(Verdict::Allowed { remaining }) => self.allowed(remaining),
-                Ok(Verdict::Refused { retry_after }) => self.refused(retry_after),
-                Err(e) => {
-                    errors.inc();
-                    tracing::warn!(error = %e, "rate-limit: Redis unavailable");
-                    match on_error {
-                        OnRedisError::Allow => Outcome::done(),
-                        OnRedisError::Deny => Outcome::Respond(reply(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "rate_limit_unavailable",
-                            "rate limiter unavailable",
-                        )),
+        let limiter = match &self.counts {
+            Counts::Local { limiter, .. } => limiter,
+            Counts::Redis { limiter: redis, on_error, errors } => {
+                let text = match &key {
+                    Key::Ip(ip) => ip.to_string(),
+                    Key::Text(b) => String::from_utf8_lossy(b).into_owned(),
+                    Key::None => String::new(),
+                };
+                return match redis.check(&text).await {
+                    Ok(Verdict::Allowed { remaining }) => self.allowed(remaining),
+                    Ok(Verdict::Refused { retry_after }) => self.refused(retry_after),
+                    Err(e) => {
+                        errors.inc();
+                        tracing::warn!(error = %e, "rate-limit: Redis unavailable");
+                        match on_error {
+                            OnRedisError::Allow => Outcome::done(),
+                            OnRedisError::Deny => Outcome::Respond(reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "rate_limit_unavailable",
+                                "rate limiter unavailable",
+                            )),
+                        }
                     }
-                }
-            };
-        }
-        match self.limiter.check_key(&key) {
+                };
+            }
+        };
+        match limiter.check_key(&key) {
             Ok(snap) => self.allowed(snap.remaining_burst_capacity()),
             Err(not_until) => self.refused(not_until.wait_time_from(DefaultClock::default().now())),
         }
