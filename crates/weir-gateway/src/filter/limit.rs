@@ -41,7 +41,7 @@ enum Counts {
     /// In this process; `sweeper` forgets idle keys so memory stays bounded by active clients.
     Local { limiter: Arc<Limiter>, sweeper: tokio::task::JoinHandle<()> },
     /// In Redis, shared by every gateway.
-    Redis { limiter: RedisLimiter, on_error: OnRedisError, errors: Counter },
+    Redis { limiter: Box<RedisLimiter>, on_error: OnRedisError, errors: Counter },
 }
 
 /// A compiled `rate-limit` filter.
@@ -92,12 +92,12 @@ impl RateLimit {
         };
         let counts = match (c.policy, &c.redis_url) {
             (RateLimitPolicy::Redis, Some(url)) => Counts::Redis {
-                limiter: RedisLimiter::new(
+                limiter: Box::new(RedisLimiter::new(
                     url,
                     format!("weir:rl:{route}:{}:{}", requests.get(), c.window.get().as_millis()),
                     requests.get(),
                     c.window.get(),
-                )?,
+                )?),
                 on_error: c.on_redis_error,
                 errors,
             },
