@@ -74,7 +74,7 @@ pub struct ListenerTlsSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSpec {
-    /// PEM file with the certificate chain, leaf first; or the PEM text itself (starting with
+    /// PEM file with the certificate chain, leaf first; or the PEM text itself (containing
     /// `-----BEGIN`), which is how a control plane pushes certificates to gateways.
     pub cert: String,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1); or the PEM text itself.
@@ -84,7 +84,7 @@ pub struct CertificateSpec {
 impl CertificateSpec {
     /// Whether a `cert` or `key` value is PEM text rather than a file path.
     pub fn is_inline(value: &str) -> bool {
-        value.trim_start().starts_with("-----BEGIN")
+        value.contains("-----BEGIN")
     }
 }
 

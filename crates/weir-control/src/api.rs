@@ -46,11 +46,6 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .with_state(ctx)
 }
 
-/// Compares in time independent of where the strings differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn auth(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     if let Some(token) = &ctx.token {
         let given = req
@@ -58,7 +53,7 @@ async fn auth(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+        if !given.is_some_and(|g| crate::same(g.as_bytes(), token.as_bytes())) {
             let body = json!({"error": "missing or wrong bearer token: send `Authorization: Bearer <token>` (weir ctl reads WEIR_TOKEN)"});
             return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
         }
@@ -192,7 +187,7 @@ fn default_limit() -> usize {
 }
 
 async fn history(State(ctx): State<Ctx>, Query(q): Query<HistoryOpts>) -> Result<Json<Value>, ApiError> {
-    let revs = ctx.plane.history(q.limit).map_err(PlaneError::from)?;
+    let revs = ctx.plane.history(q.limit.min(1000)).map_err(PlaneError::from)?;
     let out: Vec<Value> = revs
         .iter()
         .map(|r| {

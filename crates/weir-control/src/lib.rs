@@ -20,7 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use plane::ControlPlane;
 
-/// Serves the gRPC push service and the admin API on the given listeners until `stop`.
+/// Compares in time independent of where the strings differ (bearer tokens).
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves the gRPC push service and the admin API on the given listeners until `stop`. With a
+/// `token`, both require it (`Authorization: Bearer TOKEN`).
 pub async fn serve(
     plane: Arc<ControlPlane>,
     grpc: TcpListener,
@@ -30,7 +36,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let node = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let svc = push::SyncService::new(plane.clone(), node, heartbeat_interval).into_server();
+    let svc = push::SyncService::new(plane.clone(), node, heartbeat_interval, token.clone()).into_server();
     let grpc_stop = stop.clone();
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()

@@ -138,9 +138,6 @@ impl ControlPlane {
         let applied = tokio::task::spawn_blocking(move || this.apply_blocking(&edits, &cause, dry_run))
             .await
             .map_err(|e| PlaneError::Store(StoreError::from_msg(e)))??;
-        if applied.changed {
-            self.revision.send_replace(applied.revision);
-        }
         Ok(applied)
     }
 
@@ -186,6 +183,11 @@ impl ControlPlane {
                 return Err(e.into());
             }
         };
+        // Announced under the lock, so revisions are announced in order and a caller that
+        // goes away mid-apply cannot leave a committed revision unannounced.
+        if let Some(rev) = committed {
+            self.revision.send_replace(rev);
+        }
         Ok(Applied {
             revision: committed.unwrap_or(revision),
             changed: committed.is_some(),

@@ -25,12 +25,14 @@ pub struct SyncService {
     plane: Arc<ControlPlane>,
     node: String,
     heartbeat_interval: Duration,
+    /// When set, a stream must carry `authorization: Bearer TOKEN`.
+    token: Option<Arc<str>>,
 }
 
 impl SyncService {
     /// A service for `plane`; `node` names this control plane in gateways' logs.
-    pub fn new(plane: Arc<ControlPlane>, node: String, heartbeat_interval: Duration) -> Self {
-        Self { plane, node, heartbeat_interval }
+    pub fn new(plane: Arc<ControlPlane>, node: String, heartbeat_interval: Duration, token: Option<String>) -> Self {
+        Self { plane, node, heartbeat_interval, token: token.map(Into::into) }
     }
 
     /// The tonic server for this service, with limits fit for large snapshots.
@@ -86,6 +88,18 @@ impl v1::config_sync_server::ConfigSync for SyncService {
         request: Request<Streaming<v1::ConfigRequest>>,
     ) -> Result<Response<Self::SyncConfigStream>, Status> {
         let peer = request.remote_addr();
+        if let Some(token) = &self.token {
+            let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+            let ok = given
+                .and_then(|g| g.strip_prefix("Bearer "))
+                .is_some_and(|g| crate::same(g.as_bytes(), token.as_bytes()));
+            if !ok {
+                tracing::warn!(?peer, "refused a stream without the right token");
+                return Err(Status::unauthenticated(
+                    "missing or wrong bearer token (weir gateway --token or WEIR_TOKEN)",
+                ));
+            }
+        }
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
         let Some(v1::ConfigRequest { msg: Some(config_request::Msg::Register(desc)) }) = first else {

@@ -117,7 +117,10 @@ struct Entry {
     down_logged: bool,
 }
 
-/// All gateways ever registered since start.
+/// A gateway whose stream closed is forgotten after this long without news.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// All gateways registered since start (those gone for [`FORGET_AFTER`] are forgotten).
 #[derive(Debug)]
 pub struct Registry {
     gateways: Mutex<BTreeMap<String, Entry>>,
@@ -238,15 +241,24 @@ impl Registry {
             .collect()
     }
 
-    /// Logs each gateway the first time it is seen down; call periodically.
+    /// Logs each gateway the first time it is seen down, and forgets gateways gone (stream
+    /// closed) for longer than [`FORGET_AFTER`]; call periodically.
     pub fn sweep(&self) {
         let now = Instant::now();
-        for (id, e) in self.gateways.lock().iter_mut() {
+        let mut g = self.gateways.lock();
+        for (id, e) in g.iter_mut() {
             if !e.down_logged && !self.is_up(e, now) {
                 e.down_logged = true;
                 tracing::warn!(gateway = %id, silent_for = ?now.duration_since(e.last_seen), "gateway down: no heartbeat within the timeout");
             }
         }
+        g.retain(|id, e| {
+            let keep = e.connected || now.duration_since(e.last_seen) < FORGET_AFTER;
+            if !keep {
+                tracing::info!(gateway = %id, "forgetting a gateway gone for good");
+            }
+            keep
+        });
     }
 
     /// Waits until every gateway that is up has applied or refused `revision`, or `within`

@@ -24,7 +24,7 @@ pub(crate) struct Args {
     /// Admin REST API address. Anything but loopback needs `--token`.
     #[arg(long, default_value = "127.0.0.1:9180")]
     admin_address: SocketAddr,
-    /// Bearer token every admin API call must carry.
+    /// Bearer token every admin API call and every gateway stream must carry.
     #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// A gateway silent for this long is marked down.
@@ -44,13 +44,15 @@ fn parse_store(s: &str) -> Result<PathBuf, String> {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    if !args.admin_address.ip().is_loopback() && args.token.as_deref().is_none_or(str::is_empty) {
-        eprintln!(
-            "refusing to serve the admin API on {} without a token: pass --token (or WEIR_TOKEN), \
-             or listen on 127.0.0.1",
-            args.admin_address
-        );
-        return ExitCode::FAILURE;
+    let no_token = args.token.as_deref().is_none_or(str::is_empty);
+    for (what, addr) in [("the admin API", args.admin_address), ("gRPC", args.grpc_address)] {
+        if !addr.ip().is_loopback() && no_token {
+            eprintln!(
+                "refusing to serve {what} on {addr} without a token: pass --token (or WEIR_TOKEN; gateways \
+                 then need the same --token), or listen on 127.0.0.1"
+            );
+            return ExitCode::FAILURE;
+        }
     }
     let store = match Store::open(&args.store) {
         Ok(s) => s,

@@ -43,6 +43,9 @@ pub(crate) struct Args {
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Bearer token the control planes require.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Heartbeat interval until the control plane asks for another.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
@@ -85,6 +88,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         listen,
         state_dir: args.state_dir.clone(),
         heartbeat_interval: args.heartbeat_interval,
+        token: args.token.clone(),
     };
     let rt = match control_runtime() {
         Ok(rt) => rt,

@@ -335,6 +335,19 @@ async fn the_admin_api_needs_a_token_off_loopback() {
     assert_eq!(call(api, "GET", "/api/v1/revision", None, Some("s3cret-token")).await.0, 200);
     let out = cp.ctl(&["--token", "s3cret-token", "get", "routes"]);
     assert!(out.status.success(), "{out:?}");
+
+    // Gateway streams need the token too.
+    let f = dir.path().join("r.yaml");
+    std::fs::write(&f, base(1, 1, "one")).unwrap();
+    assert!(cp.ctl(&["--token", "s3cret-token", "apply", "-f", f.to_str().unwrap()]).status.success());
+    let stranger = Gw::start("stranger", &cp.grpc_url(), &dir.path().join("s"), "127.0.0.1:0");
+    stranger.proc.wait_line("token", Duration::from_secs(5));
+    let member =
+        Gw::start_with("member", &cp.grpc_url(), &dir.path().join("m"), "127.0.0.1:0", &["--token", "s3cret-token"]);
+    member.listen_addr();
+    let (_, list) = call(api, "GET", "/api/v1/gateways", None, Some("s3cret-token")).await;
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["member"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

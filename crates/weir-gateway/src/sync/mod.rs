@@ -38,6 +38,8 @@ pub struct SyncOptions {
     pub state_dir: PathBuf,
     /// Heartbeat interval until the control plane says otherwise.
     pub heartbeat_interval: Duration,
+    /// Bearer token for the control planes, if they require one.
+    pub token: Option<String>,
 }
 
 /// What happened to one received revision.
@@ -59,6 +61,10 @@ struct Syncer {
     /// Whether what runs is newer than the copy on disk.
     unsaved: bool,
     last_saved: Option<std::time::Instant>,
+    /// Sequence of the last save started, and (shared with the writer) of the last written:
+    /// saves run one at a time and an older one never overwrites a newer one.
+    save_seq: u64,
+    written_seq: Arc<parking_lot::Mutex<u64>>,
 }
 
 impl Syncer {
@@ -106,11 +112,18 @@ impl Syncer {
         }
         self.unsaved = false;
         self.last_saved = Some(std::time::Instant::now());
+        self.save_seq += 1;
+        let (seq, written) = (self.save_seq, self.written_seq.clone());
         let (dir, copy) = (self.opts.state_dir.clone(), self.received.resources.clone());
         // Off the async thread; a failure only costs the next cold start.
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = state::save(&dir, &copy) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the applied snapshot");
+            let mut last = written.lock();
+            if *last > seq {
+                return;
+            }
+            match state::save(&dir, &copy) {
+                Ok(()) => *last = seq,
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the applied snapshot"),
             }
         });
     }
@@ -150,6 +163,8 @@ pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
         received_runs: false,
         unsaved: false,
         last_saved: None,
+        save_seq: 0,
+        written_seq: Arc::default(),
     };
     if let Some(saved) = state::load(&s.opts.state_dir) {
         s.received = Received::new(saved);
@@ -170,7 +185,10 @@ pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
     loop {
         let url = s.opts.control_planes[next % s.opts.control_planes.len()].clone();
         next += 1;
-        match session(&mut s, &url, &stop, &mut backoff).await {
+        let ended = session(&mut s, &url, &stop, &mut backoff).await;
+        // Whatever runs now is what a restart without a control plane should serve.
+        s.persist(true);
+        match ended {
             Ok(()) => return,
             Err(e) => tracing::warn!(control_plane = %url, error = %e, "control-plane stream ended; reconnecting"),
         }
@@ -216,7 +234,11 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
     let (tx, rx) = mpsc::channel::<v1::ConfigRequest>(16);
     let send = |m: config_request::Msg| v1::ConfigRequest { msg: Some(m) };
     tx.send(send(config_request::Msg::Register(s.descriptor()))).await?;
-    let mut inbound = client.sync_config(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(t) = &s.opts.token {
+        request.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    let mut inbound = client.sync_config(request).await?.into_inner();
     let mut reporter = report::Reporter::default();
     let mut heartbeat = tokio::time::interval(s.opts.heartbeat_interval);
     loop {
@@ -245,6 +267,8 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
                         return Err(format!("registration refused: {}", errs.join("; ")).into());
                     }
                     Some(config_response::Msg::Snapshot(snap)) => {
+                        // From here `received` is not what runs until it is applied.
+                        s.received_runs = false;
                         s.received = Received::new(Resources::from_snapshot(&snap)?);
                         if snap.revision == 0 {
                             // Nothing declared yet: stay unready rather than serve 404s.
@@ -254,6 +278,7 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
                         snap.revision
                     }
                     Some(config_response::Msg::Delta(d)) => {
+                        s.received_runs = false;
                         s.received.apply_delta(&d)?;
                         d.revision
                     }

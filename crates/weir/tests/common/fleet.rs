@@ -200,25 +200,15 @@ pub struct Gw {
 impl Gw {
     /// Starts gateway `id` in `cwd` (its state dir is `cwd/state`), listening on `listen`.
     pub fn start(id: &str, cp_urls: &str, cwd: &Path, listen: &str) -> Gw {
+        Self::start_with(id, cp_urls, cwd, listen, &[])
+    }
+
+    pub fn start_with(id: &str, cp_urls: &str, cwd: &Path, listen: &str, extra: &[&str]) -> Gw {
         std::fs::create_dir_all(cwd).unwrap();
-        let proc = Proc::spawn(
-            &[
-                "gateway",
-                "--id",
-                id,
-                "--control-plane",
-                cp_urls,
-                "--listen",
-                listen,
-                "--admin-address",
-                "127.0.0.1:0",
-                "--state-dir",
-                "state",
-                "--workers",
-                "1",
-            ],
-            cwd,
-        );
+        let mut args = vec!["gateway", "--id", id, "--control-plane", cp_urls, "--listen", listen];
+        args.extend(["--admin-address", "127.0.0.1:0", "--state-dir", "state", "--workers", "1"]);
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&args, cwd);
         let admin = proc.wait_addr("admin bound");
         Gw { proc, admin, id: id.to_owned(), cwd: cwd.to_owned() }
     }
