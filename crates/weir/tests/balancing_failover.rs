@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Duration;
 
 use common::*;
@@ -67,23 +67,14 @@ async fn pool_caps_connections_and_requests_wait_instead_of_failing() {
         "    pool: { max_connections: 2, max_idle: 2, acquire_timeout: 5s }\n",
     );
     let weir = Weir::start(&config("  - { name: all, upstream: app }", &ups));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let watcher = {
-        let (open, peak) = (up.open.clone(), peak.clone());
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(open.load(SeqCst), SeqCst);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let watch = common::PeakWatch::start(up.open.clone());
     let addr = weir.addr;
     let all: Vec<_> = (0..10).map(|_| tokio::spawn(async move { get(addr, "/", &[]).await.0 })).collect();
     for r in all {
         assert_eq!(r.await.unwrap(), 200, "a full pool makes requests wait, not fail");
     }
-    watcher.abort();
-    assert!(peak.load(SeqCst) <= 2, "upstream saw {} connections", peak.load(SeqCst));
+    let peak = watch.stop();
+    assert!(peak <= 2, "upstream saw {peak} connections");
     assert_eq!(up.conns.load(SeqCst), 2);
     let stats = weir.stats().await;
     let pool = &stats["upstreams"]["app"]["endpoints"][0]["pool"];

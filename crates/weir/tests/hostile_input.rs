@@ -183,16 +183,7 @@ async fn http2_rapid_reset_and_stream_limits_are_bounded() {
     let tcp = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
-    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let watcher = {
-        let (open, peak) = (up.open.clone(), peak.clone());
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(open.load(SeqCst), SeqCst);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let watch = common::PeakWatch::start(up.open.clone());
     let mut calls = Vec::new();
     for _ in 0..12 {
         let mut c = client.clone().ready().await.unwrap();
@@ -211,8 +202,8 @@ async fn http2_rapid_reset_and_stream_limits_are_bounded() {
         }
     }
     assert!(ok >= 4, "ok {ok}, refused {refused}");
-    watcher.abort();
-    assert!(peak.load(SeqCst) <= 4, "at most 4 streams reached the upstream at once: {}", peak.load(SeqCst));
+    let peak = watch.stop();
+    assert!(peak <= 4, "at most 4 streams reached the upstream at once: {peak}");
 }
 
 #[tokio::test]

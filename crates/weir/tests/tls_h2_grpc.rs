@@ -151,16 +151,10 @@ async fn tls_client(
     addr: std::net::SocketAddr,
     ca: &Ca,
 ) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = common::tls_client_config(ca.der());
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.unwrap();
     let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     sender
@@ -186,16 +180,10 @@ async fn certificates_reload_without_dropping_connections() {
     write_pair(dir.path(), "a", &leaf(&new_ca, &["a.example.com"]));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(new_ca.der().clone()).unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg = common::tls_client_config(new_ca.der());
         let tcp = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
-        if tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.is_ok() {
+        if tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await.is_ok() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "new certificate never served");

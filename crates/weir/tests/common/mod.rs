@@ -296,3 +296,41 @@ pub fn upstream_yaml(name: &str, policy: &str, ports: &[(u16, u32)], extra: &str
         eps.join(", ")
     )
 }
+
+/// Records the most connections an upstream had open at once, sampling every 5 ms.
+pub struct PeakWatch {
+    peak: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakWatch {
+    pub fn start(open: Arc<AtomicUsize>) -> PeakWatch {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let p = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                p.fetch_max(open.load(Ordering::SeqCst), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        PeakWatch { peak, task }
+    }
+
+    /// Stops sampling and returns the peak.
+    pub fn stop(self) -> usize {
+        self.task.abort();
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// A rustls client config (aws-lc-rs, safe defaults) that trusts only `root`.
+pub fn tls_client_config(root: &rustls::pki_types::CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
