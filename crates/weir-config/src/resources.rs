@@ -1,17 +1,16 @@
 //! A config as a set of named resources, the unit the control plane stores and pushes.
 //!
-//! Owns: the resource kinds, splitting a whole [`ConfigSpec`] into resources, assembling
-//! resources back into one spec (validated by the same code as a file), reading
-//! multi-document YAML (`kind: Route` documents or whole standalone files), and mapping error
-//! paths (`routes[3].upstream`) back to the resource they are about (`Route/api.upstream`).
+//! Owns: the resource kinds, reading multi-document YAML (`kind: Route` documents or whole
+//! standalone files) into resources, and mapping error paths (`routes[3].upstream`) back to
+//! the resource they are about (`Route/api.upstream`). Assembling resources into one config
+//! is [`crate::assembly`]'s.
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::spec::ConfigSpec;
 
 /// The kinds of resource, in the order a config is assembled from them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -93,12 +92,6 @@ pub struct Resource {
 /// decides them locally.
 pub const LOCAL_ONLY_KEYS: [&str; 1] = ["admin"];
 
-/// Splits a whole config into resources, in declaration order.
-pub fn split(spec: &ConfigSpec) -> Vec<Resource> {
-    let value = serde_json::to_value(spec).unwrap_or_default();
-    split_value(&value).unwrap_or_default()
-}
-
 fn split_value(doc: &Value) -> Result<Vec<Resource>, ConfigErrors> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
@@ -172,28 +165,7 @@ fn parse_document(mut doc: Value) -> Result<Vec<Resource>, ConfigErrors> {
     Ok(vec![Resource { kind, name, body: doc }])
 }
 
-/// Assembles resources (in the order given within each kind) into one config document and
-/// parses it with the same schema check as a file. Validate the result with
-/// [`crate::validate`] and pass errors through [`ResourceIndex::relabel`].
-pub fn assemble<'a>(items: impl IntoIterator<Item = (Kind, &'a Value)>) -> (Value, ResourceIndex) {
-    let mut lists: Vec<Vec<Value>> = vec![Vec::new(); Kind::ALL.len()];
-    let mut index = ResourceIndex::default();
-    for (kind, body) in items {
-        lists[kind as usize].push(body.clone());
-    }
-    let mut doc = Map::new();
-    for kind in Kind::ALL {
-        let list = std::mem::take(&mut lists[kind as usize]);
-        index.names[kind as usize] =
-            list.iter().map(|b| b.get("name").and_then(Value::as_str).unwrap_or("").to_owned()).collect();
-        if !list.is_empty() {
-            doc.insert(kind.plural().into(), Value::Array(list));
-        }
-    }
-    (Value::Object(doc), index)
-}
-
-/// Which resource sits at which index of an assembled config.
+/// Which resource sits at which index of an assembled config (see [`crate::assembly`]).
 #[derive(Clone, Debug, Default)]
 pub struct ResourceIndex {
     names: [Vec<String>; 5],
@@ -255,24 +227,27 @@ mod tests {
         let msgs: Vec<_> = e.iter().map(|e| e.path.clone()).collect();
         assert_eq!(msgs, ["doc 1: kind", "doc 2: name"]);
 
-        let r = parse_documents("kind: Route\nname: r\nupstream: missing\n").unwrap();
-        let (doc, index) = assemble(r.iter().map(|r| (r.kind, &r.body)));
-        let spec: ConfigSpec = serde_json::from_value(doc).unwrap();
-        let errs = index.relabel(crate::validate(spec).unwrap_err());
+        let errs = assembly("kind: Route\nname: r\nupstream: missing\n").validate().unwrap_err();
         assert!(errs.iter().any(|e| e.path == "Route/r.upstream"), "{errs:?}");
     }
 
+    /// Documents as the control plane holds them: typed, in declaration order.
+    fn assembly(text: &str) -> crate::assembly::Assembly {
+        let parsed = parse_documents(text)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64, crate::assembly::parse_resource(r.kind, &r.name, &r.body).unwrap()));
+        crate::assembly::Assembly::from_typed(parsed)
+    }
+
     #[test]
-    fn split_then_assemble_round_trips() {
-        let cfg = crate::load_yaml(
-            "upstreams:\n- name: u\n  load_balancer: {endpoints: [{address: 127.0.0.1, port: 1}]}\n\
-             routes:\n- name: b\n  upstream: u\n- name: a\n  upstream: u\n\
-             consumers:\n- name: alice\n  key: alice-key-123\n",
-        )
-        .unwrap();
-        let parts = split(cfg.spec());
-        let (doc, _) = assemble(parts.iter().map(|r| (r.kind, &r.body)));
-        let back: ConfigSpec = serde_json::from_value(doc).unwrap();
-        assert_eq!(&back, cfg.spec());
+    fn a_file_split_into_resources_and_assembled_again_is_the_same_config() {
+        let file = "upstreams:\n- name: u\n  load_balancer: {endpoints: [{address: 127.0.0.1, port: 1}]}\n\
+                    routes:\n- name: b\n  upstream: u\n- name: a\n  upstream: u\n\
+                    consumers:\n- name: alice\n  key: alice-key-123\n";
+        let cfg = crate::load_yaml(file).unwrap();
+        let back = assembly(file);
+        assert_eq!(back.spec(), cfg.spec());
     }
 }
