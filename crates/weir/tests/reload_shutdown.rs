@@ -83,13 +83,10 @@ async fn invalid_file_is_rejected_with_paths_and_old_config_serves() {
     let bad =
         two_routes(a.port(), b.port(), "  - { name: broken, match: { path: { regex: \"(\" } }, upstream: nowhere }\n");
     weir.write_config(&bad);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while !weir.logs_contain("config rejected") {
-        assert!(tokio::time::Instant::now() < deadline, "no rejection logged");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(weir.logs_contain("routes[2].match.path.regex"), "{:?}", weir.proc.logs.lock().unwrap());
-    assert!(weir.logs_contain("routes[2].upstream"), "every error is reported");
+    assert!(weir.wait_log("config rejected", Duration::from_secs(3)).await, "no rejection logged");
+    let paths = weir.wait_log("routes[2].match.path.regex", Duration::from_secs(1)).await;
+    assert!(paths, "{:?}", weir.proc.logs.lock().unwrap());
+    assert!(weir.wait_log("routes[2].upstream", Duration::from_secs(1)).await, "every error is reported");
     assert_eq!(weir.version().await, v1);
     assert_eq!(get(weir.addr, "/a", &[]).await.1, "A");
     // A good file after a bad one applies.

@@ -98,6 +98,19 @@ impl Weir {
         self.proc.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// Waits up to `within` for a log line containing `needle`; the lines are read from the
+    /// child's pipe by another thread, so a line may land just after the event it reports.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.logs_contain(needle) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.child.id())).unwrap();
         status
