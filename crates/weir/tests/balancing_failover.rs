@@ -29,28 +29,39 @@ async fn smooth_weighted_round_robin_interleaves_3_to_1() {
 
 #[tokio::test]
 async fn least_connections_avoids_the_busy_endpoint() {
-    let slow = upstream_fn(|_| async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        Response::new(full("slow"))
-    })
-    .await;
+    // The slow endpoint holds every request until the gate closes, so it stays busy for as long
+    // as the test needs.
+    let (slow, gate) = gated("slow").await;
     let fast = named("fast").await;
     let ups = upstream_yaml("app", "least_connections", &[(slow.port(), 1), (fast.port(), 1)], "");
     let weir = Weir::start(&config("  - { name: all, upstream: app }", &ups));
-    // Occupy the slow endpoint with 3 requests in flight, then the rest must go to the fast one.
+    // Occupy the slow endpoint: send requests one at a time until one is held there. Each is
+    // settled (held by the slow endpoint, or already answered by the fast one) before the next.
     let addr = weir.addr;
     let mut pending = Vec::new();
-    for _ in 0..3 {
-        pending.push(tokio::spawn(async move { get(addr, "/", &[]).await }));
-        tokio::time::sleep(Duration::from_millis(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while slow.hits.load(SeqCst) == 0 {
+        assert!(pending.len() < 10, "least_connections never picked the slow endpoint");
+        let p = tokio::spawn(async move { get(addr, "/", &[]).await });
+        while slow.hits.load(SeqCst) == 0 && !p.is_finished() {
+            assert!(tokio::time::Instant::now() < deadline, "request neither reached slow nor finished");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pending.push(p);
     }
+    // With a request in flight on the slow endpoint, the rest must go to the idle fast one; one
+    // sent to the slow endpoint would hang on the gate, hence the timeout.
     let mut c = Client::connect(weir.addr).await;
-    for _ in 0..10 {
-        assert_eq!(c.text("/").await.1, "fast");
+    for i in 0..10 {
+        let got = tokio::time::timeout(Duration::from_secs(5), c.text("/")).await;
+        let body = got.map_or_else(|_| "(no answer: held by the busy endpoint)".to_owned(), |(_, body)| body);
+        assert_eq!(body, "fast", "request {i}");
     }
+    gate.close();
     for p in pending {
         assert_eq!(p.await.unwrap().0, 200);
     }
+    assert_eq!(slow.hits.load(SeqCst), 1, "only the held request reached the slow endpoint");
 }
 
 #[tokio::test]
@@ -94,8 +105,11 @@ async fn idle_timeout_and_max_lifetime_close_connections() {
     let weir = Weir::start(&config("  - { name: all, upstream: app }", &ups));
     assert_eq!(get(weir.addr, "/", &[]).await.0, 200);
     assert_eq!(up.open.load(SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(up.open.load(SeqCst), 0, "idle connection closed after idle_timeout");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while up.open.load(SeqCst) != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "idle connection not closed after idle_timeout");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // max_lifetime: keep a connection busy every 100 ms for 2.5 s; it is replaced at least twice.
     let mut c = Client::connect(weir.addr).await;
     for _ in 0..25 {
@@ -234,7 +248,16 @@ async fn failures_map_to_502_503_504_with_json_bodies() {
     check(s, &b, 504, "upstream_timeout", "slow");
     let (s, b) = get(weir.addr, "/garbage", &[]).await;
     check(s, &b, 502, "bad_upstream", "garbage");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the active check to mark the dead endpoint down.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = weir.stats().await;
+        if s["upstreams"]["down"]["endpoints"][0]["active_up"] == false {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never marked down: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (s, b) = get(weir.addr, "/down", &[]).await;
     check(s, &b, 503, "no_healthy_endpoint", "down");
 }

@@ -178,7 +178,7 @@ async fn jwks_refetches_on_unknown_kid_rate_limited_and_keeps_last_good_set() {
         .await
     };
     let cfg = format!(
-        "          jwks_url: http://{}/.well-known/jwks.json\n          jwks_refresh: 1h\n          jwks_min_refetch: 700ms",
+        "          jwks_url: http://{}/.well-known/jwks.json\n          jwks_refresh: 1h\n          jwks_min_refetch: 3s",
         idp.addr
     );
     let weir = gateway(up.port(), &cfg);
@@ -189,8 +189,10 @@ async fn jwks_refetches_on_unknown_kid_rate_limited_and_keeps_last_good_set() {
         assert!(tokio::time::Instant::now() < deadline, "k1 never accepted");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    // Rotation: the IdP now serves k2 only. A k2 token triggers one refetch and passes.
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // Rotation: the IdP now serves k2 only. A k2 token triggers one refetch and passes (once
+    // jwks_min_refetch has passed since any refetch the polling above caused). 3 s leaves the
+    // k3 calls below ample time to run inside the window on a loaded machine.
+    tokio::time::sleep(std::time::Duration::from_millis(3200)).await;
     *served.lock().unwrap() =
         serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys: vec![jwk(&enc2, "k2")] }).unwrap();
     let before = fetches.load(SeqCst);

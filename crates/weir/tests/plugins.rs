@@ -160,16 +160,15 @@ async fn request_id_headers_and_rewrite_from_global_and_route_plugins() {
 #[tokio::test]
 async fn filters_in_one_phase_run_concurrently_and_can_short_circuit() {
     let up = echo().await;
-    // Two independent 300 ms waits in the same phase: about 300 ms added, not 600.
-    let plugins =
-        "      - { name: fault, config: { delay: 300ms } }\n      - { name: fault, config: { delay: 300ms } }\n";
+    // Two independent 1 s waits in the same phase: about 1 s added, not 2 s.
+    let plugins = "      - { name: fault, config: { delay: 1s } }\n      - { name: fault, config: { delay: 1s } }\n";
     let weir = Weir::start(&with_plugins(up.port(), plugins, ""));
     let mut c = Client::connect(weir.addr).await;
     c.text("/warm").await;
     let started = Instant::now();
     assert_eq!(c.text("/").await.0, 200);
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(550), "took {took:?}");
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_millis(1800), "took {took:?}");
     // A filter can answer by itself.
     let weir =
         Weir::start(&with_plugins(up.port(), "      - { name: fault, config: { abort: { status: 503 } } }\n", ""));
@@ -263,14 +262,17 @@ async fn access_log_http_sink_batches_and_never_blocks_when_down() {
     let up = echo().await;
     let batches = std::sync::Arc::new(AtomicUsize::new(0));
     let entries = std::sync::Arc::new(AtomicUsize::new(0));
+    let largest = std::sync::Arc::new(AtomicUsize::new(0));
     let collector = {
-        let (b, e) = (batches.clone(), entries.clone());
+        let (b, e, l) = (batches.clone(), entries.clone(), largest.clone());
         upstream_fn(move |req: Request<Incoming>| {
-            let (b, e) = (b.clone(), e.clone());
+            let (b, e, l) = (b.clone(), e.clone(), l.clone());
             async move {
                 let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+                let lines = String::from_utf8_lossy(&body).lines().count();
                 b.fetch_add(1, SeqCst);
-                e.fetch_add(String::from_utf8_lossy(&body).lines().count(), SeqCst);
+                e.fetch_add(lines, SeqCst);
+                l.fetch_max(lines, SeqCst);
                 Response::new(full(""))
             }
         })
@@ -285,12 +287,17 @@ async fn access_log_http_sink_batches_and_never_blocks_when_down() {
     for _ in 0..25 {
         assert_eq!(c.text("/").await.0, 200);
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while entries.load(SeqCst) < 25 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(entries.load(SeqCst), 25);
-    assert!((3..=6).contains(&batches.load(SeqCst)), "25 entries in batches of at most 10: {}", batches.load(SeqCst));
+    assert_eq!(entries.load(SeqCst), 25, "every entry arrives");
+    // How many batches depends on timing (a slow run flushes more, smaller ones on the
+    // interval); what holds is: never more than batch_size per request, so at least 3 of them,
+    // and lines are batched (some request carries several).
+    let (n, max) = (batches.load(SeqCst), largest.load(SeqCst));
+    assert!(n >= 3, "25 entries in batches of at most 10 need at least 3 requests: {n}");
+    assert!((2..=10).contains(&max), "batches of more than one line, at most batch_size (10): largest {max}");
 
     // Collector gone and a tiny buffer: requests still succeed; entries are dropped and counted.
     let dead = format!(

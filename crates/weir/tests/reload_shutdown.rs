@@ -58,7 +58,7 @@ async fn fifty_reloads_under_load_lose_no_request() {
         // Each version changes an unrelated route, so upstreams a and b are kept.
         let extra = format!("  - {{ name: r{i}, match: {{ path: {{ exact: /only/{i} }} }}, upstream: a }}\n");
         weir.write_config(&two_routes(a.port(), b.port(), &extra));
-        weir.wait_version(before + i, Duration::from_secs(1)).await;
+        weir.wait_version(before + i, Duration::from_secs(5)).await;
     }
     stop.store(true, SeqCst);
     for l in load {
@@ -91,7 +91,7 @@ async fn invalid_file_is_rejected_with_paths_and_old_config_serves() {
     assert_eq!(get(weir.addr, "/a", &[]).await.1, "A");
     // A good file after a bad one applies.
     weir.write_config(&two_routes(b.port(), a.port(), ""));
-    weir.wait_version(v1 + 1, Duration::from_secs(1)).await;
+    weir.wait_version(v1 + 1, Duration::from_secs(5)).await;
     assert_eq!(get(weir.addr, "/a", &[]).await.1, "B");
 }
 
@@ -114,7 +114,7 @@ async fn health_state_of_unchanged_upstreams_survives_reload() {
     }
     assert_eq!(weir.stats().await["upstreams"]["a"]["endpoints"][0]["ejected"], true);
     weir.write_config(&cfg("  - { name: extra, match: { path: { exact: /x } }, upstream: b }\n"));
-    weir.wait_version(2, Duration::from_secs(1)).await;
+    weir.wait_version(2, Duration::from_secs(5)).await;
     let s = weir.stats().await;
     assert_eq!(s["upstreams"]["a"]["endpoints"][0]["ejected"], true, "ejection survived: {s}");
     assert_eq!(s["upstreams"]["a"]["endpoints"][1]["pool"]["created"], 1, "pool survived: {s}");
@@ -160,21 +160,30 @@ async fn canary_split_is_within_two_percent_and_header_pins_v2() {
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
-    let slow = upstream_fn(|_| async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        hyper::Response::new(full("finished"))
-    })
-    .await;
+    // The upstream holds the request until the gate closes, so it is certainly still in flight
+    // while the listener is checked, however slow the machine.
+    let (slow, gate) = gated("finished").await;
     let weir = Weir::start(&config(
         "  - { name: all, upstream: app }",
         &upstream_yaml("app", "round_robin", &[(slow.port(), 1)], ""),
     ));
     let addr = weir.addr;
     let inflight = tokio::spawn(async move { get(addr, "/", &[]).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while slow.hits.load(SeqCst) != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the request never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     weir.sigterm();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener must stop accepting");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "listener must stop accepting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The listener closed while the request was still in flight: the process is draining, not
+    // gone (an exited process would also refuse, but would have cut the request).
+    assert!(!inflight.is_finished(), "the in-flight request ended before the upstream answered");
+    gate.close();
     let (status, body) = inflight.await.unwrap();
     assert_eq!((status, &body[..]), (200, &b"finished"[..]));
     let mut weir = weir;

@@ -194,6 +194,23 @@ where
     Upstream { addr, hits, conns, open, task }
 }
 
+/// An upstream that holds every request until the returned gate closes, then answers `body`.
+/// Closing a semaphore releases its waiters and makes later `acquire`s return at once, so no
+/// wake-up can be lost (unlike `Notify::notify_waiters`).
+pub async fn gated(body: &'static str) -> (Upstream, Arc<tokio::sync::Semaphore>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let up = upstream_fn(move |_| {
+        let gate = g.clone();
+        async move {
+            let _ = gate.acquire().await;
+            Response::new(full(body))
+        }
+    })
+    .await;
+    (up, gate)
+}
+
 /// An upstream that answers its `name` and echoes request headers as `x-seen-*`.
 pub async fn named(name: &'static str) -> Upstream {
     upstream_fn(move |req: Request<Incoming>| async move {
@@ -208,10 +225,21 @@ pub async fn named(name: &'static str) -> Upstream {
     .await
 }
 
-/// A port with nothing listening on it.
+/// A port with nothing listening on it, for as long as the test process runs: connecting to it
+/// is refused.
+///
+/// The port is held by a TCP socket that is bound but never listens. Binding and dropping a
+/// listener would free the port, and another test (or process) could then take it and answer.
+/// The sockets are kept in a static until the process exits: a few per test process, on
+/// purpose.
 pub fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    // Creating and binding a `TcpSocket` is synchronous and needs no runtime.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(socket);
+    port
 }
 
 /// One request on a fresh connection; returns status and body.

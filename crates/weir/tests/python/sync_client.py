@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import urllib.request
 
 from grpc_tools import protoc
@@ -32,6 +33,24 @@ def generate(proto_dir, out):
 def stream(pb, requests_list):
     for r in requests_list:
         yield r
+
+
+def wait_applied(admin, gateway_id, revision, deadline_s):
+    """Polls the admin API until `gateway_id` shows `revision` applied and a runtime report."""
+    deadline = time.monotonic() + deadline_s
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{admin}/api/v1/gateways", timeout=5) as rsp:
+                gateways = json.loads(rsp.read())
+            seen = next((g for g in gateways if g.get("id") == gateway_id), None)
+            if seen and seen.get("applied_revision") == revision and seen.get("report", {}).get(
+                    "requests_per_second") == 12.5:
+                return
+        except (OSError, ValueError) as e:
+            seen = f"error: {e}"
+        time.sleep(0.05)
+    sys.exit(f"{gateway_id} never showed revision {revision} applied within {deadline_s}s: {seen}")
 
 
 def main():
@@ -86,9 +105,10 @@ def main():
             }
             outbox.put(pb.ConfigRequest(ack=pb.Ack(revision=d.revision)))
             break
-    # Let the ACK and heartbeat reach the control plane before closing the stream.
-    import time
-    time.sleep(0.5)
+    # Close the stream only once the control plane has processed the ACK of the delta (and,
+    # before it on the same stream, the heartbeat): the caller checks both in the registry.
+    if "delta" in result:
+        wait_applied(admin, "python-gw", result["delta"]["revision"], deadline_s=10)
     outbox.put(None)
     responses.cancel()
 
