@@ -36,21 +36,59 @@ enum State {
     Off,
 }
 
+/// Where the search for an empty line stands at the end of the bytes seen so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    /// Inside a line.
+    Within,
+    /// Just after a `\n`.
+    Start,
+    /// After `\n\r`.
+    StartCr,
+}
+
 /// Wraps the client side of an HTTP/1.1 connection.
 #[derive(Debug)]
 pub struct Sniffer<I> {
     io: I,
     state: State,
-    /// The head or line being accumulated.
+    /// A head or line split across reads (usually empty: a head arrives in one read).
     pending: Vec<u8>,
+    line: Line,
     verdicts: Verdicts,
+}
+
+/// Finds the end of a head or trailer section (an empty line, `\n\n` or `\n\r\n`, as httparse
+/// accepts both) in `data`, continuing from `line`. Jumps between line feeds with memchr
+/// instead of looking at every byte.
+fn head_end(data: &[u8], mut line: Line) -> (Option<usize>, Line) {
+    let mut i = 0;
+    loop {
+        match (line, data.get(i)) {
+            (Line::Start | Line::StartCr, None) => return (None, line),
+            (Line::Start | Line::StartCr, Some(b'\n')) => return (Some(i + 1), Line::Within),
+            (Line::Start, Some(b'\r')) => {
+                line = Line::StartCr;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match memchr::memchr(b'\n', &data[i..]) {
+            Some(j) => {
+                i += j + 1;
+                line = Line::Start;
+            }
+            None => return (None, Line::Within),
+        }
+    }
 }
 
 impl<I> Sniffer<I> {
     /// Wraps `io`; verdicts go to the returned queue.
     pub fn new(io: I) -> (Self, Verdicts) {
         let v = Verdicts::default();
-        (Self { io, state: State::Head, pending: Vec::new(), verdicts: v.clone() }, v)
+        (Self { io, state: State::Head, pending: Vec::new(), line: Line::Within, verdicts: v.clone() }, v)
     }
 
     fn feed(&mut self, mut data: &[u8]) {
@@ -73,52 +111,59 @@ impl<I> Sniffer<I> {
                     let left = left - take as u8;
                     self.state = if left == 0 { State::ChunkSize } else { State::ChunkEnd(left) };
                 }
-                State::Head | State::ChunkSize | State::Trailers => {
-                    let (consumed, done) = self.accumulate(data);
-                    data = &data[consumed..];
-                    if done {
-                        self.finish();
-                    }
-                }
+                State::Head | State::ChunkSize | State::Trailers => data = self.scan(data),
             }
         }
     }
 
-    /// Appends to `pending` up to the end of a head (`\r\n\r\n`) or line (`\n`).
-    fn accumulate(&mut self, data: &[u8]) -> (usize, bool) {
-        let head = matches!(self.state, State::Head | State::Trailers);
-        for (i, &b) in data.iter().enumerate() {
+    /// Looks for the end of the current head or chunk-size line in `data`; hands a complete one
+    /// to [`Self::finish`] (straight from `data` when it came in one read) and returns the rest.
+    fn scan<'a>(&mut self, mut data: &'a [u8]) -> &'a [u8] {
+        if matches!(self.state, State::Head) && self.pending.is_empty() {
             // Empty lines before a request line are allowed and skipped.
-            if matches!(self.state, State::Head) && self.pending.is_empty() && (b == b'\r' || b == b'\n') {
-                continue;
-            }
-            self.pending.push(b);
-            let end = if head {
-                self.pending.ends_with(b"\r\n\r\n")
-                    || (matches!(self.state, State::Trailers) && self.pending == b"\r\n")
-            } else {
-                b == b'\n'
-            };
-            if end {
-                return (i + 1, true);
-            }
-            if self.pending.len() > MAX_HEAD {
-                self.state = State::Off;
-                return (data.len(), false);
-            }
+            let skip = data.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(data.len());
+            data = &data[skip..];
+            self.line = Line::Within;
         }
-        (data.len(), false)
+        let end = if matches!(self.state, State::ChunkSize) {
+            memchr::memchr(b'\n', data).map(|i| i + 1)
+        } else {
+            let (end, line) = head_end(data, self.line);
+            self.line = line;
+            end
+        };
+        let Some(end) = end else {
+            if self.pending.len() + data.len() > MAX_HEAD {
+                self.state = State::Off;
+                return &[];
+            }
+            self.pending.extend_from_slice(data);
+            return &[];
+        };
+        if self.pending.is_empty() {
+            self.finish(&data[..end]);
+        } else {
+            let mut raw = std::mem::take(&mut self.pending);
+            raw.extend_from_slice(&data[..end]);
+            self.finish(&raw);
+            raw.clear();
+            self.pending = raw;
+        }
+        &data[end..]
     }
 
-    fn finish(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
+    fn finish(&mut self, raw: &[u8]) {
         self.state = match self.state {
-            State::Head => self.head(&pending),
+            State::Head => self.head(raw),
             State::ChunkSize => {
-                let line = String::from_utf8_lossy(&pending);
+                let line = String::from_utf8_lossy(raw);
                 let hex = line.split(';').next().unwrap_or("").trim();
                 match u64::from_str_radix(hex, 16) {
-                    Ok(0) => State::Trailers,
+                    Ok(0) => {
+                        // The trailer section starts at the beginning of a line.
+                        self.line = Line::Start;
+                        State::Trailers
+                    }
                     Ok(n) => State::ChunkData(n),
                     Err(_) => State::Off,
                 }
@@ -133,15 +178,17 @@ impl<I> Sniffer<I> {
         if raw.starts_with(b"PRI * HTTP/2.0") {
             return State::Off;
         }
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(raw), Ok(httparse::Status::Complete(_))) {
+        // Uninitialised slots: initialising 128 headers would cost more than parsing a head.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+        let mut req = httparse::Request::new(&mut []);
+        if !matches!(req.parse_with_uninit_headers(raw, &mut headers), Ok(httparse::Status::Complete(_))) {
             return State::Off;
         }
-        let (mut lengths, mut te, mut chunked, mut upgrade) = (Vec::new(), false, false, false);
+        let (mut lengths, mut length, mut te, mut chunked, mut upgrade) = (0, None, false, false, false);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                lengths.push(h.value);
+                lengths += 1;
+                length = Some(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te = true;
                 chunked = h
@@ -153,7 +200,7 @@ impl<I> Sniffer<I> {
                 upgrade = true;
             }
         }
-        let ambiguous = lengths.len() > 1 || (te && !lengths.is_empty());
+        let ambiguous = lengths > 1 || (te && lengths > 0);
         self.verdicts.lock().push_back(ambiguous);
         if upgrade || ambiguous {
             // After an upgrade the bytes are a tunnel; after an ambiguous head the connection
@@ -163,7 +210,7 @@ impl<I> Sniffer<I> {
         if chunked {
             return State::ChunkSize;
         }
-        match lengths.first().and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()) {
+        match length.and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok()) {
             Some(0) | None if !te => State::Head,
             Some(n) => State::Fixed(n),
             // A non-chunked transfer coding: hyper refuses it.
@@ -243,5 +290,37 @@ mod tests {
         );
         assert_eq!(verdicts(&[b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"]), [true]);
         assert_eq!(verdicts(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"]), Vec::<bool>::new());
+    }
+
+    #[test]
+    fn bare_line_feeds_end_heads_too() {
+        // httparse (so hyper) accepts `\n` line endings; the guard must not lose track there.
+        let smuggle = b"POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n".as_slice();
+        assert_eq!(verdicts(&[smuggle]), [true]);
+        let two = b"GET / HTTP/1.1\nHost: x\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(verdicts(&[two]), [false, true]);
+        let bytes: Vec<&[u8]> = two.chunks(1).collect();
+        assert_eq!(verdicts(&bytes), [false, true]);
+    }
+
+    #[test]
+    fn leading_empty_lines_and_heads_split_anywhere() {
+        let all = b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\nGET / HTTP/1.1\r\n\r\n";
+        for cut in 0..all.len() {
+            let (a, b) = all.split_at(cut);
+            assert_eq!(verdicts(&[a, b]), [false, false, false], "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn an_endless_head_turns_the_guard_off_without_growing() {
+        let (mut s, v) = Sniffer::new(());
+        let line = [b'a'; 4096];
+        for _ in 0..40 {
+            s.feed(&line);
+        }
+        assert!(matches!(s.state, State::Off));
+        assert!(s.pending.len() <= MAX_HEAD);
+        assert!(v.lock().is_empty());
     }
 }

@@ -230,6 +230,16 @@ impl Endpoint {
         if let Some(s) = self.h2.lock().as_ref().filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
+        // Boxed: the handshake's state is large and rare; inline it would be copied with every
+        // request's future.
+        Box::pin(self.h2_connect(timeout, tls)).await
+    }
+
+    async fn h2_connect(
+        &self,
+        timeout: Duration,
+        tls: Option<&UpstreamTls>,
+    ) -> io::Result<http2::SendRequest<UpstreamBody>> {
         let io = self.stream(timeout, tls).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())

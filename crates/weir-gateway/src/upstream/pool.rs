@@ -121,6 +121,13 @@ pub struct PoolStats {
     pub timeouts: AtomicU64,
 }
 
+/// What waiting in a full pool ended with.
+enum Room {
+    Permit(OwnedSemaphorePermit),
+    Returned,
+    TimedOut,
+}
+
 /// Why no connection could be had.
 #[derive(Debug)]
 pub enum AcquireError<E> {
@@ -190,15 +197,12 @@ impl Pool {
                 Ok(p) => p,
                 Err(_) => {
                     let since = *waited_since.get_or_insert_with(Instant::now);
-                    let deadline = since + self.limits.acquire_timeout;
-                    tokio::select! {
-                        p = self.permits.clone().acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => return Err(AcquireError::Timeout),
-                        },
-                        () = self.returned.notified() => continue,
-                        () = tokio::time::sleep_until(deadline) => {
-                            self.stats.timeouts.fetch_add(1, Relaxed);
+                    // Boxed: waiting is the rare path, and its state would otherwise be
+                    // copied with every request's future.
+                    match Box::pin(self.wait_for_room(since + self.limits.acquire_timeout)).await {
+                        Room::Permit(p) => p,
+                        Room::Returned => continue,
+                        Room::TimedOut => {
                             self.note_wait(waited_since);
                             return Err(AcquireError::Timeout);
                         }
@@ -209,6 +213,18 @@ impl Pool {
             let (sender, driver) = dial().await.map_err(AcquireError::Connect)?;
             self.stats.created.fetch_add(1, Relaxed);
             return Ok(Conn { sender, driver, ended: false, created: Instant::now(), _permit: permit });
+        }
+    }
+
+    /// Waits for a free slot, an idle connection coming back, or `deadline`.
+    async fn wait_for_room(&self, deadline: Instant) -> Room {
+        tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.map_or(Room::TimedOut, Room::Permit),
+            () = self.returned.notified() => Room::Returned,
+            () = tokio::time::sleep_until(deadline) => {
+                self.stats.timeouts.fetch_add(1, Relaxed);
+                Room::TimedOut
+            }
         }
     }
 
