@@ -1,7 +1,5 @@
 //! Header rules of a proxy hop (RFC 9110 §7.6): hop-by-hop removal and forwarding headers.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -59,7 +57,13 @@ fn remove_named_by_connection(h: &mut HeaderMap, upgrade: bool) {
     let (first, more) = (values.next().cloned(), values.next().is_some());
     let remove = |h: &mut HeaderMap, v: &HeaderValue| {
         for token in v.to_str().unwrap_or("").split(',') {
-            if let Ok(n) = HeaderName::try_from(token.trim())
+            let token = token.trim();
+            // The usual tokens name no header to remove (`keep-alive` is removed anyway):
+            // skip parsing them into header names.
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::try_from(token)
                 && !(upgrade && n == header::UPGRADE)
             {
                 h.remove(n);
@@ -86,14 +90,21 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
             .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
-/// Sets `X-Forwarded-For` (appending the client), `-Proto`, `-Host` and `Via`.
-pub fn add_forwarding(h: &mut HeaderMap, client: IpAddr, proto: &'static str) {
-    // One small allocation: a HeaderValue needs owned bytes for the client address.
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.to_string(),
+/// Sets `X-Forwarded-For` (appending `client`, the client's IP as a header value), `-Proto`,
+/// `-Host` and `Via`.
+pub fn add_forwarding(h: &mut HeaderMap, client: &HeaderValue, proto: &'static str) {
+    let xff = match h.get(&X_FORWARDED_FOR) {
+        // Appending needs new bytes; the usual first hop reuses the connection's value.
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -153,7 +164,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.example.com"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarding(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        add_forwarding(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");

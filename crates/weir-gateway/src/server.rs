@@ -162,7 +162,7 @@ async fn serve_conn<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (io, verdicts) = Sniffer::new(io);
-    let info = ConnInfo { client, proto, max_uri_length: ctx.opts.max_uri_length, verdicts: Some(verdicts) };
+    let info = ConnInfo::new(client, proto, ctx.opts.max_uri_length, Some(verdicts));
     let svc = service_fn(move |req| {
         // One atomic load per request; the snapshot lives until the response is built.
         let snap = state.load_full();
