@@ -26,20 +26,26 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Serves the gRPC push service and the admin API on the given listeners until `stop`. With a
-/// `token`, both require it (`Authorization: Bearer TOKEN`).
+/// `token`, both require it (`Authorization: Bearer TOKEN`). With `tls`, gRPC is served over
+/// TLS (and requires client certificates when the config has a client CA).
 pub async fn serve(
     plane: Arc<ControlPlane>,
     grpc: TcpListener,
     admin: TcpListener,
     token: Option<String>,
     heartbeat_interval: Duration,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let node = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let svc = push::SyncService::new(plane.clone(), node, heartbeat_interval, token.clone()).into_server();
     let grpc_stop = stop.clone();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
     let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(svc)

@@ -33,6 +33,33 @@ pub(crate) struct Args {
     /// How often gateways are asked to send a heartbeat.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
+    /// Serve gRPC over TLS with this certificate chain (PEM); gateways then use `https://` URLs
+    /// and `--control-plane-ca`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require gateways to present a client certificate issued by this CA (PEM): mutual TLS.
+    /// Enough on its own to serve gRPC off loopback.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+}
+
+/// The gRPC TLS config from the flags, or why it cannot be built.
+fn grpc_tls(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &args.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    // Building a server with it parses the PEM now, so a bad file fails at start-up.
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|e| format!("invalid --tls-cert/--tls-key/--client-ca: {e} (PEM files expected)"))?;
+    Ok(Some(tls))
 }
 
 fn parse_store(s: &str) -> Result<PathBuf, String> {
@@ -45,15 +72,27 @@ fn parse_store(s: &str) -> Result<PathBuf, String> {
 
 pub(crate) fn run(args: Args) -> ExitCode {
     let no_token = args.token.as_deref().is_none_or(str::is_empty);
-    for (what, addr) in [("the admin API", args.admin_address), ("gRPC", args.grpc_address)] {
-        if !addr.ip().is_loopback() && no_token {
+    // Client certificates authenticate gateways as a token does.
+    let grpc_unauthenticated = no_token && args.client_ca.is_none();
+    for (what, addr, open) in
+        [("the admin API", args.admin_address, no_token), ("gRPC", args.grpc_address, grpc_unauthenticated)]
+    {
+        if !addr.ip().is_loopback() && open {
             eprintln!(
                 "refusing to serve {what} on {addr} without a token: pass --token (or WEIR_TOKEN; gateways \
-                 then need the same --token), or listen on 127.0.0.1"
+                 then need the same --token){}, or listen on 127.0.0.1",
+                if what == "gRPC" { " or --client-ca for mutual TLS" } else { "" }
             );
             return ExitCode::FAILURE;
         }
     }
+    let tls = match grpc_tls(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let store = match Store::open(&args.store) {
         Ok(s) => s,
         Err(e) => {
@@ -79,12 +118,20 @@ pub(crate) fn run(args: Args) -> ExitCode {
             };
         let revision = store.state().revision;
         let plane = ControlPlane::new(store, args.heartbeat_timeout);
-        tracing::info!(address = %grpc.local_addr().unwrap_or(args.grpc_address), "grpc bound");
+        let (tls_on, mtls) = (tls.is_some(), args.client_ca.is_some());
+        tracing::info!(address = %grpc.local_addr().unwrap_or(args.grpc_address), tls = tls_on, mtls, "grpc bound");
         tracing::info!(address = %admin.local_addr().unwrap_or(args.admin_address), "admin api bound");
         tracing::info!(store = %args.store.display(), revision, "control plane started");
         let stop = CancellationToken::new();
-        let server =
-            tokio::spawn(weir_control::serve(plane, grpc, admin, args.token, args.heartbeat_interval, stop.clone()));
+        let server = tokio::spawn(weir_control::serve(
+            plane,
+            grpc,
+            admin,
+            args.token,
+            args.heartbeat_interval,
+            tls,
+            stop.clone(),
+        ));
         wait_for_signal().await;
         tracing::info!("shutting down");
         stop.cancel();

@@ -52,6 +52,35 @@ pub(crate) struct Args {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// CA certificate (PEM) that signed the control planes' certificate; needed for `https://`
+    /// control-plane URLs.
+    #[arg(long)]
+    control_plane_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) to present to control planes that require mutual TLS.
+    #[arg(long, requires = "control_plane_key")]
+    control_plane_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--control-plane-cert`.
+    #[arg(long, requires = "control_plane_cert")]
+    control_plane_key: Option<PathBuf>,
+}
+
+/// The TLS config for `https://` control planes, or why there is none.
+fn control_plane_tls(args: &Args) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let https = args.control_planes.iter().any(|u| u.starts_with("https://"));
+    let Some(ca) = &args.control_plane_ca else {
+        return if https {
+            Err("https:// control-plane URLs need --control-plane-ca (the CA that signed their certificate)".into())
+        } else {
+            Ok(None)
+        };
+    };
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&args.control_plane_cert, &args.control_plane_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
 }
 
 fn parse_listen(s: &str) -> Result<(Option<String>, SocketAddr), String> {
@@ -81,6 +110,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         listen.push((name, *addr));
     }
     let id = args.id.clone().unwrap_or_else(|| format!("{}-{}", host_name(), listen[0].1.port()));
+    let tls = match control_plane_tls(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = SyncOptions {
         control_planes: args.control_planes.clone(),
         gateway_id: id.clone(),
@@ -89,6 +125,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         state_dir: args.state_dir.clone(),
         heartbeat_interval: args.heartbeat_interval,
         token: args.token.clone(),
+        tls,
     };
     let rt = match control_runtime() {
         Ok(rt) => rt,

@@ -66,10 +66,11 @@ async fn an_applied_route_reaches_three_gateways_within_a_second() {
     for (g, a) in &addrs {
         g.wait_serves(*a, "/fresh", "two", Duration::from_secs(5)).await;
     }
-    // A generous bound for a debug build on a loaded CI machine (ctl start, fsync, push); the
-    // sub-second propagation figure is measured in bench/propagation.py.
+    // The bound: from starting `weir ctl apply` to all three serving. It includes the
+    // ctl process start, the store's fsync and the push (a few ms here; bench/propagation.py
+    // measures the distribution).
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(5), "propagation took {took:?}");
+    assert!(took < Duration::from_secs(1), "propagation took {took:?}");
 
     let rev = cp.revision().await;
     let deadline = Instant::now() + Duration::from_secs(10);

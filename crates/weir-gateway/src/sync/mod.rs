@@ -40,6 +40,8 @@ pub struct SyncOptions {
     pub heartbeat_interval: Duration,
     /// Bearer token for the control planes, if they require one.
     pub token: Option<String>,
+    /// TLS (trust roots, and a client certificate for mutual TLS) for `https://` URLs.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// What happened to one received revision.
@@ -222,14 +224,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One stream's life. `Ok` means stop was requested.
 async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &mut Backoff) -> Result<(), BoxError> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await?;
+        .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        let tls = s.opts.tls.clone().ok_or_else(|| BoxError::from("https:// needs a CA (--control-plane-ca)"))?;
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let channel = endpoint.connect().await?;
     let mut client = v1::config_sync_client::ConfigSyncClient::new(channel).max_decoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::channel::<v1::ConfigRequest>(16);
     let send = |m: config_request::Msg| v1::ConfigRequest { msg: Some(m) };
