@@ -71,7 +71,8 @@ pub fn validate_shared(spec: Arc<ConfigSpec>) -> Result<ValidConfig, ConfigError
     }
     let mut addrs = HashSet::new();
     for (i, l) in spec.listeners.iter().enumerate() {
-        if !addrs.insert(l.address) {
+        // Port 0 asks the kernel for any free port: such listeners never collide.
+        if l.address.port() != 0 && !addrs.insert(l.address) {
             errs.push(format!("listeners[{i}].address"), format!("address {} is used by another listener", l.address));
         }
     }

@@ -49,6 +49,12 @@ pub fn document() -> Value {
         ("Consumer", generator.subschema_for::<Consumer>()),
     ];
     let mut schemas = generator.take_definitions(true);
+    // A Listener resource may leave out its address: gateways listen where `--listen` says.
+    if let Some(required) =
+        schemas.get_mut("ListenerSpec").and_then(|l| l.get_mut("required")).and_then(Value::as_array_mut)
+    {
+        required.retain(|f| f != "address");
+    }
     let any_body: Vec<Value> = bodies.iter().map(|(_, s)| s.clone().to_value()).collect();
     schemas.insert("ResourceBody".into(), json!({"oneOf": any_body}));
     schemas.insert("Error".into(), json!({"type": "object", "properties": {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use weir_config::ConfigErrors;
-use weir_config::assembly::{Assembly, Undo, parse_resource};
+use weir_config::assembly::{Assembly, Typed, Undo, parse_resource};
 use weir_config::resources::Kind;
 
 use crate::registry::Registry;
@@ -90,7 +90,7 @@ impl ControlPlane {
     /// A control plane over `store`; gateways are down after `heartbeat_timeout` of silence.
     pub fn new(store: Store, heartbeat_timeout: Duration) -> Arc<Self> {
         let rev = store.state().revision;
-        let typed = store.state().ordered().into_iter().filter_map(|s| match parse_resource(s.kind, &s.name, &s.body) {
+        let typed = store.state().ordered().into_iter().filter_map(|s| match parse_stored(s.kind, &s.name, &s.body) {
             Ok(t) => Some((s.order, t)),
             Err(e) => {
                 tracing::error!(resource = %format!("{}/{}", s.kind, s.name), errors = ?e, "a stored resource no longer parses; leaving it out");
@@ -235,13 +235,25 @@ fn check_body(kind: Kind, name: &str, body: &Value) -> Result<(), PlaneError> {
     }
 }
 
+/// Parses a stored resource. A `Listener` may leave out `address`: each gateway listens where
+/// its own `--listen` says, so here it stands for "any port" (`0.0.0.0:0`, which never
+/// conflicts with another listener).
+fn parse_stored(kind: Kind, name: &str, body: &Value) -> Result<Typed, ConfigErrors> {
+    if kind == Kind::Listener && body.get("address").is_none() && body.is_object() {
+        let mut body = body.clone();
+        body["address"] = Value::String("0.0.0.0:0".into());
+        return parse_resource(kind, name, &body);
+    }
+    parse_resource(kind, name, body)
+}
+
 /// Patches the changes of `plan` into `assembly`; every resource that fails its schema is
 /// reported (cross-field checks run only once each resource is well formed).
 fn patch(assembly: &mut Assembly, undo: &mut Undo, plan: &[Change]) -> Result<(), ConfigErrors> {
     let mut errs = Vec::new();
     for c in plan.iter().filter(|c| c.op != Op::Unchanged) {
         match &c.after {
-            Some(s) => match parse_resource(c.kind, &c.name, &s.body) {
+            Some(s) => match parse_stored(c.kind, &c.name, &s.body) {
                 Ok(t) => assembly.set_undoable(undo, c.kind, &c.name, s.order, Some(t)),
                 Err(e) => errs.extend(e.0),
             },

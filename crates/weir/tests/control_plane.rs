@@ -165,6 +165,8 @@ async fn invalid_resources_are_refused_with_every_path_and_nothing_is_stored() {
         "{:?}",
         doc["components"]["schemas"].as_object().map(|m| m.keys().collect::<Vec<_>>())
     );
+    let listener_required = &doc["components"]["schemas"]["ListenerSpec"]["required"];
+    assert_eq!(*listener_required, json!(["name"]), "a Listener resource needs no address");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,8 +429,12 @@ async fn certificates_are_pushed_inline_and_private_keys_never_shown() {
     cp.apply(dir.path(), &base(one.port(), one.port(), "one"));
     let ck = rcgen::generate_simple_self_signed(vec!["api.test".into()]).unwrap();
     let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-    let listener = json!({"address": "127.0.0.1:1", "tls": {"certificates": [{"cert": cert, "key": key}]}});
+    // No `address`: each gateway listens where its `--listen` says. Two such listeners coexist.
+    let listener = json!({"tls": {"certificates": [{"cert": cert, "key": key}]}});
     let (status, v) = cp.call("PUT", "/api/v1/listeners/secure", Some(&listener)).await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) =
+        cp.call("PUT", "/api/v1/listeners/other", Some(&json!({"limits": {"max_uri_length": "4KiB"}}))).await;
     assert_eq!(status, 201, "{v}");
     let g = Gw::start("tls", &cp.grpc_url(), &dir.path().join("g"), "secure=127.0.0.1:0");
     let port = g.listen_addr().port();
