@@ -6,6 +6,7 @@
 //! `weir-config` (what a config is) and `weir-proto` (the wire).
 
 pub mod api;
+pub mod https;
 pub mod openapi;
 pub mod plane;
 pub mod push;
@@ -25,18 +26,29 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// How [`serve`] serves.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Bearer token every admin call and gateway stream must carry.
+    pub token: Option<String>,
+    /// Heartbeat interval asked of gateways.
+    pub heartbeat_interval: Duration,
+    /// gRPC over TLS (and mutual TLS when the config has a client CA).
+    pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The admin API over TLS.
+    pub admin_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Serves the gRPC push service and the admin API on the given listeners until `stop`. With a
-/// `token`, both require it (`Authorization: Bearer TOKEN`). With `tls`, gRPC is served over
-/// TLS (and requires client certificates when the config has a client CA).
+/// token, both require it (`Authorization: Bearer TOKEN`).
 pub async fn serve(
     plane: Arc<ControlPlane>,
     grpc: TcpListener,
     admin: TcpListener,
-    token: Option<String>,
-    heartbeat_interval: Duration,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    opts: ServeOptions,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ServeOptions { token, heartbeat_interval, grpc_tls: tls, admin_tls } = opts;
     let node = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let svc = push::SyncService::new(plane.clone(), node, heartbeat_interval, token.clone()).into_server();
     let grpc_stop = stop.clone();
@@ -64,7 +76,10 @@ pub async fn serve(
         })
     };
     let app = api::router(plane, token);
-    axum::serve(admin, app).with_graceful_shutdown(stop.cancelled_owned()).await?;
+    match admin_tls {
+        Some(tls) => https::serve(admin, app, tls, stop).await,
+        None => axum::serve(admin, app).with_graceful_shutdown(stop.cancelled_owned()).await?,
+    }
     sweeper.abort();
     grpc_task.await??;
     Ok(())

@@ -1,6 +1,6 @@
 //! One HTTP/1.1 request on a fresh connection, for the few calls Weir makes itself: JWKS
-//! fetches, access-log batches, `weir ctl`. Plain HTTP or HTTPS (system roots), a deadline over
-//! the whole exchange, the body read in full.
+//! fetches, access-log batches, `weir ctl`. Plain HTTP or HTTPS (system roots, or a given CA),
+//! a deadline over the whole exchange, the body read in full.
 //!
 //! hyper's pooled client (hyper-util legacy) would do, but these calls are rare, want no
 //! pool or background tasks, and share the TLS setup of upstreams.
@@ -37,6 +37,18 @@ pub async fn request(
     body: Bytes,
     deadline: Duration,
 ) -> Result<(StatusCode, Bytes), OneShotError> {
+    request_trusting(method, url, headers, body, deadline, None).await
+}
+
+/// [`request`], trusting only the CA in the PEM file `ca` for `https://` when given.
+pub async fn request_trusting(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    deadline: Duration,
+    ca: Option<&str>,
+) -> Result<(StatusCode, Bytes), OneShotError> {
     let uri: http::Uri =
         url.parse().map_err(|e: http::uri::InvalidUri| OneShotError::Url(url.into(), e.to_string()))?;
     let host =
@@ -59,7 +71,8 @@ pub async fn request(
             .await
             .map_err(|e| OneShotError::Connect(authority.clone(), e.to_string()))?;
         let rsp = if https {
-            let tls = crate::tls::upstream_tls(&weir_config::spec::UpstreamTlsSpec::default(), false)
+            let spec = weir_config::spec::UpstreamTlsSpec { ca: ca.map(str::to_owned), ..Default::default() };
+            let tls = crate::tls::upstream_tls(&spec, false)
                 .map_err(|e| OneShotError::Connect(authority.clone(), e.to_string()))?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| OneShotError::Url(url.into(), e.to_string()))?;

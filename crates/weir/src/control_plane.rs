@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -33,8 +34,9 @@ pub(crate) struct Args {
     /// How often gateways are asked to send a heartbeat.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
-    /// Serve gRPC over TLS with this certificate chain (PEM); gateways then use `https://` URLs
-    /// and `--control-plane-ca`.
+    /// Serve gRPC and the admin API over TLS with this certificate chain (PEM); gateways then
+    /// use `https://` URLs and `--control-plane-ca`, and `weir ctl` an `https://` server and
+    /// `--cacert`.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `--tls-cert`.
@@ -62,6 +64,26 @@ fn grpc_tls(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, St
     Ok(Some(tls))
 }
 
+/// The admin API's TLS config: the same certificate as gRPC, no client certificates (API
+/// callers carry the token).
+fn admin_tls(args: &Args) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let bad =
+        |what: &PathBuf, e: &dyn std::fmt::Display| format!("invalid --tls-cert/--tls-key: {}: {e}", what.display());
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| bad(cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| bad(cert, &e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(cfg)))
+}
+
 fn parse_store(s: &str) -> Result<PathBuf, String> {
     match s.split_once(':') {
         Some(("redb", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
@@ -86,9 +108,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let tls = match grpc_tls(&args) {
-        Ok(t) => t,
-        Err(e) => {
+    let (tls, admin_tls) = match (grpc_tls(&args), admin_tls(&args)) {
+        (Ok(g), Ok(a)) => (g, a),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
@@ -120,18 +142,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
         let plane = ControlPlane::new(store, args.heartbeat_timeout);
         let (tls_on, mtls) = (tls.is_some(), args.client_ca.is_some());
         tracing::info!(address = %grpc.local_addr().unwrap_or(args.grpc_address), tls = tls_on, mtls, "grpc bound");
-        tracing::info!(address = %admin.local_addr().unwrap_or(args.admin_address), "admin api bound");
+        let https = admin_tls.is_some();
+        tracing::info!(address = %admin.local_addr().unwrap_or(args.admin_address), tls = https, "admin api bound");
         tracing::info!(store = %args.store.display(), revision, "control plane started");
         let stop = CancellationToken::new();
-        let server = tokio::spawn(weir_control::serve(
-            plane,
-            grpc,
-            admin,
-            args.token,
-            args.heartbeat_interval,
-            tls,
-            stop.clone(),
-        ));
+        let opts = weir_control::ServeOptions {
+            token: args.token,
+            heartbeat_interval: args.heartbeat_interval,
+            grpc_tls: tls,
+            admin_tls,
+        };
+        let server = tokio::spawn(weir_control::serve(plane, grpc, admin, opts, stop.clone()));
         wait_for_signal().await;
         tracing::info!("shutting down");
         stop.cancel();

@@ -1,16 +1,26 @@
-//! The gRPC link between gateways and the control plane over TLS and mutual TLS, with real
-//! processes and certificates from a throwaway CA.
+//! The control plane over TLS: gRPC to gateways with mutual TLS, and the admin API for
+//! `weir ctl` and curl, with real processes and certificates from a throwaway CA.
 
 mod common;
 
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::fleet::{Cp, Gw, Proc};
 use common::named;
 use common::pki::{ca, leaf, write_pair};
 
+/// `weir ctl --server SERVER ARGS…`.
+fn ctl(server: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(["ctl", "--server", server]).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateways_sync_over_mutual_tls_and_strangers_are_refused() {
+async fn gateways_sync_over_mutual_tls_the_api_over_tls_and_strangers_are_refused() {
     let up = named("secured").await;
     let dir = tempfile::tempdir().unwrap();
     let (pki, other) = (ca("weir fleet ca"), ca("someone else"));
@@ -25,14 +35,27 @@ async fn gateways_sync_over_mutual_tls_and_strangers_are_refused() {
     let line = cp.proc.wait_line("grpc bound", Duration::from_secs(5));
     assert!(line.contains("tls=true") && line.contains("mtls=true"), "{line}");
     let url = format!("https://{}", cp.grpc);
-    cp.apply(
-        dir.path(),
-        &format!(
+    let line = cp.proc.wait_line("admin api bound", Duration::from_secs(5));
+    assert!(line.contains("tls=true"), "{line}");
+    let api = format!("https://{}", cp.api);
+    let file = dir.path().join("app.yaml");
+    std::fs::write(
+        &file,
+        format!(
             "kind: Upstream\nname: app\nload_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {} }}] }}\n---\n\
              kind: Route\nname: api\nmatch: {{ path: {{ prefix: /api }} }}\nupstream: app\n",
             up.port()
         ),
-    );
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    // The admin API speaks TLS only; ctl must be told which CA to trust.
+    let out = ctl(&api, &["apply", "-f", file]);
+    assert!(!out.status.success(), "an unknown CA is not trusted: {}", text(&out));
+    let out = ctl(&format!("http://{}", cp.api), &["apply", "-f", file]);
+    assert!(!out.status.success(), "plain HTTP to the TLS port: {}", text(&out));
+    let out = ctl(&api, &["--cacert", ca_file, "apply", "-f", file]);
+    assert!(out.status.success() && text(&out).contains("route/api created"), "{}", text(&out));
 
     let good = Gw::start_with(
         "good",
@@ -71,7 +94,12 @@ async fn gateways_sync_over_mutual_tls_and_strangers_are_refused() {
     );
     distrustful.proc.wait_line("control-plane stream ended; reconnecting", Duration::from_secs(10));
 
-    let (_, gateways) = cp.call("GET", "/api/v1/gateways", None).await;
+    // curl, a client of its own, reads the registry over TLS.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--cacert", ca_file, &format!("{api}/api/v1/gateways")])
+        .output()
+        .expect("curl is installed");
+    let gateways: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from curl");
     let ids: Vec<&str> = gateways.as_array().unwrap().iter().filter_map(|g| g["id"].as_str()).collect();
     assert_eq!(ids, ["good"], "only the gateway with a certificate from the fleet CA registered");
     for g in [&anonymous, &intruder, &plaintext, &distrustful] {

@@ -12,6 +12,8 @@ pub(crate) struct Api {
     /// `http://host:port`.
     pub(crate) server: String,
     pub(crate) token: Option<String>,
+    /// CA (PEM file) to trust for an `https://` server, instead of the system roots.
+    pub(crate) cacert: Option<String>,
 }
 
 /// A call that did not get an answer.
@@ -37,7 +39,8 @@ impl Api {
         let bytes = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())).unwrap_or_default();
         let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
         // `--wait` can hold an apply open; the server bounds that, this only guards a hang.
-        let answer = oneshot::request(method, &url, &headers, bytes, Duration::from_secs(600)).await;
+        let deadline = Duration::from_secs(600);
+        let answer = oneshot::request_trusting(method, &url, &headers, bytes, deadline, self.cacert.as_deref()).await;
         let (status, body) = answer.map_err(|source| match source {
             OneShotError::Connect(..) | OneShotError::Url(..) => {
                 CallError::Unreachable { server: self.server.clone(), source }

@@ -24,6 +24,10 @@ pub(crate) struct Args {
     /// Bearer token for the admin API.
     #[arg(long, global = true, env = "WEIR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to trust for an `https://` server (a control plane started with
+    /// `--tls-cert`), instead of the system roots.
+    #[arg(long, global = true, env = "WEIR_CACERT")]
+    cacert: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,7 +96,7 @@ enum Command {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let api = Api { server: args.server.clone(), token: args.token.clone() };
+    let api = Api { server: args.server.clone(), token: args.token.clone(), cacert: args.cacert.clone() };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
