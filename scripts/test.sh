@@ -7,6 +7,8 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# Without optional features too: the default build is what most people run.
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 # The gRPC protocol test runs a Python grpcio client; use an interpreter that has it.
@@ -17,9 +19,9 @@ if [ -z "${WEIR_PYTHON:-}" ]; then
   [ -n "${WEIR_PYTHON:-}" ] || echo "warning: no python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools); the protocol test will fail"
 fi
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --all-features --locked --no-fail-fast
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --all-features --locked --no-fail-fast
 fi
 echo "== fuzz smoke (config parser, router)"
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then

@@ -66,6 +66,7 @@ pub async fn serve(
                 grpc_stop.cancelled_owned(),
             ),
     );
+    tokio::spawn(plane.clone().follow(stop.clone()));
     let sweeper = {
         let (plane, stop) = (plane.clone(), stop.clone());
         tokio::spawn(async move {

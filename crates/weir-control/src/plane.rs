@@ -115,6 +115,58 @@ impl ControlPlane {
         self.revision.subscribe()
     }
 
+    /// Follows commits that other control planes make to a shared store (etcd): each is
+    /// taken into this one's state and pushed to its gateways. Returns at once for a store
+    /// only this process writes.
+    pub async fn follow(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let Some(mut latest) = self.inner.read().store.followed() else { return };
+        loop {
+            tokio::select! {
+                changed = latest.changed() => if changed.is_err() { return },
+                () = stop.cancelled() => return,
+            }
+            let newest = *latest.borrow_and_update();
+            if newest <= self.inner.read().store.state().revision {
+                continue;
+            }
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.catch_up()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot read the shared store's new revisions; will retry"),
+                Err(e) => tracing::error!(error = %e, "catching up failed"),
+            }
+        }
+    }
+
+    /// Takes the store's newer revisions into the state and the typed config, and announces
+    /// the last one.
+    fn catch_up(&self) -> Result<(), StoreError> {
+        let mut guard = self.inner.write();
+        self.take_newer(&mut guard)
+    }
+
+    fn take_newer(&self, inner: &mut Inner) -> Result<(), StoreError> {
+        let revs = inner.store.catch_up()?;
+        for rev in &revs {
+            for c in &rev.changes {
+                let order = c.after.as_ref().map_or(0, |s| s.order);
+                let typed = c.after.as_ref().and_then(|s| match parse_stored(c.kind, &c.name, &s.body) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::error!(resource = %format!("{}/{}", c.kind, c.name), errors = ?e, "a resource from the shared store does not parse; leaving it out");
+                        None
+                    }
+                });
+                inner.assembly.set(c.kind, &c.name, order, typed);
+            }
+        }
+        if let Some(last) = revs.last() {
+            tracing::info!(revision = last.revision, cause = %last.cause, "took a revision committed by another control plane");
+            self.revision.send_replace(last.revision);
+        }
+        Ok(())
+    }
+
     /// The history, newest first.
     pub fn history(&self, limit: usize) -> Result<Vec<crate::store::Revision>, StoreError> {
         self.inner.read().store.history(limit)
@@ -148,7 +200,28 @@ impl ControlPlane {
         dry_run: bool,
     ) -> Result<Applied, PlaneError> {
         let mut guard = self.inner.write();
-        let inner = &mut *guard;
+        // A shared store may have moved on (another control plane committed): start from its
+        // latest revision, and if one still slips in between, catch up and try again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            self.take_newer(&mut guard)?;
+            match self.apply_once(&mut guard, edits, cause, dry_run) {
+                Err(PlaneError::Store(e)) if e.is_conflict() && attempts < 3 => {
+                    tracing::debug!(error = %e, "lost a commit race; catching up and trying again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn apply_once(
+        &self,
+        inner: &mut Inner,
+        edits: &[(Key, Option<Value>)],
+        cause: &str,
+        dry_run: bool,
+    ) -> Result<Applied, PlaneError> {
         let t0 = std::time::Instant::now();
         let state = inner.store.state();
         let plan = state.plan(edits, state.revision + 1);

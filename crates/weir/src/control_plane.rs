@@ -9,16 +9,21 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_control::ControlPlane;
-use weir_control::store::Store;
+use weir_control::store::{EtcdSpec, Store};
 
 use crate::standalone::{control_runtime, wait_for_signal};
 
 /// Arguments of `weir control-plane`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Where resources and their history are kept: `redb:PATH` (an embedded database file).
+    /// Where resources and their history are kept: `redb:PATH` (an embedded database file, one
+    /// control plane) or `etcd:URL[,URL…]` (etcd client URLs; several control planes may share
+    /// it).
     #[arg(long, default_value = "redb:weir-control.redb", value_parser = parse_store)]
-    store: PathBuf,
+    store: StoreArg,
+    /// Key prefix in etcd (`--store etcd:…`), so several fleets can share one etcd.
+    #[arg(long, default_value = "/weir")]
+    etcd_prefix: String,
     /// gRPC address gateways connect to.
     #[arg(long, default_value = "127.0.0.1:18000")]
     grpc_address: SocketAddr,
@@ -84,11 +89,33 @@ fn admin_tls(args: &Args) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
     Ok(Some(Arc::new(cfg)))
 }
 
-fn parse_store(s: &str) -> Result<PathBuf, String> {
+/// `--store`.
+#[derive(Clone, Debug)]
+enum StoreArg {
+    Redb(PathBuf),
+    Etcd(Vec<String>),
+}
+
+impl std::fmt::Display for StoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Redb(p) => write!(f, "redb:{}", p.display()),
+            Self::Etcd(urls) => write!(f, "etcd:{}", urls.join(",")),
+        }
+    }
+}
+
+fn parse_store(s: &str) -> Result<StoreArg, String> {
     match s.split_once(':') {
-        Some(("redb", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
-        Some(("etcd", _)) => Err("etcd stores are not built in yet; use redb:PATH".into()),
-        _ => Err(format!("{s:?}: expected redb:PATH, e.g. redb:/var/lib/weir/control.redb")),
+        Some(("redb", path)) if !path.is_empty() => Ok(StoreArg::Redb(PathBuf::from(path))),
+        Some(("etcd", urls)) if !urls.is_empty() => {
+            let urls: Vec<String> =
+                urls.split(',').map(|u| if u.contains("://") { u.to_owned() } else { format!("http://{u}") }).collect();
+            Ok(StoreArg::Etcd(urls))
+        }
+        _ => Err(format!(
+            "{s:?}: expected redb:PATH (e.g. redb:/var/lib/weir/control.redb) or etcd:URL[,URL…] (e.g. etcd:http://10.0.0.1:2379)"
+        )),
     }
 }
 
@@ -115,10 +142,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = match Store::open(&args.store) {
+    let opened = match &args.store {
+        StoreArg::Redb(path) => Store::open(path).map_err(|e| format!("{e} (is another control plane using it?)")),
+        StoreArg::Etcd(endpoints) => {
+            let spec = EtcdSpec { endpoints: endpoints.clone(), prefix: args.etcd_prefix.clone() };
+            Store::open_etcd(&spec).map_err(|e| format!("{e} (is etcd running there?)"))
+        }
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cannot open the store {}: {e} (is another control plane using it?)", args.store.display());
+            eprintln!("cannot open the store {}: {e}", args.store);
             return ExitCode::FAILURE;
         }
     };
@@ -144,7 +178,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         tracing::info!(address = %grpc.local_addr().unwrap_or(args.grpc_address), tls = tls_on, mtls, "grpc bound");
         let https = admin_tls.is_some();
         tracing::info!(address = %admin.local_addr().unwrap_or(args.admin_address), tls = https, "admin api bound");
-        tracing::info!(store = %args.store.display(), revision, "control plane started");
+        tracing::info!(store = %args.store, revision, "control plane started");
         let stop = CancellationToken::new();
         let opts = weir_control::ServeOptions {
             token: args.token,

@@ -101,8 +101,10 @@ impl Cp {
     /// Starts one with its store in `dir`, gRPC on `grpc_port` (0: any).
     pub fn start(dir: &Path, grpc_port: u16, extra: &[&str]) -> Cp {
         let grpc = format!("127.0.0.1:{grpc_port}");
-        let mut args =
-            vec!["control-plane", "--store", "redb:cp.redb", "--grpc-address", &grpc, "--admin-address", "127.0.0.1:0"];
+        let mut args = vec!["control-plane", "--grpc-address", &grpc, "--admin-address", "127.0.0.1:0"];
+        if !extra.contains(&"--store") {
+            args.extend(["--store", "redb:cp.redb"]);
+        }
         args.extend_from_slice(extra);
         let proc = Proc::spawn(&args, dir);
         let grpc = proc.wait_addr("grpc bound");

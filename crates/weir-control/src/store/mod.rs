@@ -1,37 +1,57 @@
 //! The resource store: every resource at the current revision, and the history of changes.
 //!
-//! Owns: persistence in redb (one write transaction per revision), the revision counter (it
-//! only grows, also across restarts and rollbacks), tombstones for deltas, and replaying the
-//! history to the state at an earlier revision. Keeps the current state in memory too, so
-//! reads and deltas never touch the disk.
+//! Owns: the revision counter (it only grows, also across restarts and rollbacks), tombstones
+//! for deltas, replaying the history to the state at an earlier revision, and the current
+//! state in memory, so reads and deltas never wait on the backend. Persistence is a backend's:
+//! an embedded redb file ([`redb`]: one process), or etcd ([`etcd`]: several control planes
+//! share it; each follows the others' commits).
 //! Does not own: validation (see [`crate::plane`]).
+
+#[cfg(feature = "etcd")]
+mod etcd;
+mod redb;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_config::resources::Kind;
 
-const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
-const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Where an etcd store is.
+#[derive(Clone, Debug)]
+pub struct EtcdSpec {
+    /// Client URLs (`http://127.0.0.1:2379`), any of which may answer.
+    pub endpoints: Vec<String>,
+    /// Key prefix, so several Weir fleets (or other programs) can share one etcd.
+    pub prefix: String,
+}
 
 /// A store that could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]
-pub struct StoreError(String);
+pub struct StoreError(String, bool);
 
 impl StoreError {
     /// A store error with this message.
     pub fn from_msg(e: impl std::fmt::Display) -> Self {
-        Self(e.to_string())
+        Self(e.to_string(), false)
     }
 
     fn from(e: impl std::fmt::Display) -> Self {
-        Self(e.to_string())
+        Self(e.to_string(), false)
+    }
+
+    /// Another control plane committed first; catching up and trying again may succeed.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn conflict(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string(), true)
+    }
+
+    /// Whether this is a lost race with another control plane (see [`Store::commit`]).
+    pub fn is_conflict(&self) -> bool {
+        self.1
     }
 }
 
@@ -184,45 +204,71 @@ impl State {
     }
 }
 
-/// The store: a redb file plus its state in memory.
+/// Where a store keeps its data.
+#[derive(Debug)]
+enum Backend {
+    Redb(redb::Redb),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::Etcd>),
+}
+
+/// The store: a backend plus the state in memory.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    backend: Backend,
     state: State,
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) a redb store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(StoreError::from)?;
-        }
-        let db = Database::create(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
-        let tx = db.begin_write().map_err(StoreError::from)?;
-        {
-            tx.open_table(RESOURCES).map_err(StoreError::from)?;
-            tx.open_table(HISTORY).map_err(StoreError::from)?;
-            tx.open_table(META).map_err(StoreError::from)?;
-        }
-        tx.commit().map_err(StoreError::from)?;
-        let mut state = State::default();
-        let rx = db.begin_read().map_err(StoreError::from)?;
-        let meta = rx.open_table(META).map_err(StoreError::from)?;
-        state.revision = meta.get("revision").map_err(StoreError::from)?.map_or(0, |v| v.value());
-        state.next_order = meta.get("order").map_err(StoreError::from)?.map_or(0, |v| v.value());
-        let table = rx.open_table(RESOURCES).map_err(StoreError::from)?;
-        for row in table.iter().map_err(StoreError::from)? {
-            let (_, v) = row.map_err(StoreError::from)?;
-            let s: Stored = serde_json::from_slice(v.value()).map_err(StoreError::from)?;
-            state.resources.insert((s.kind, s.name.clone()), s);
-        }
-        drop((meta, table, rx));
-        Ok(Self { db, state })
+        let (db, state) = redb::Redb::open(path)?;
+        Ok(Self { backend: Backend::Redb(db), state })
+    }
+
+    /// Connects to etcd and loads the state kept under the spec's prefix.
+    #[cfg(feature = "etcd")]
+    pub fn open_etcd(spec: &EtcdSpec) -> Result<Self, StoreError> {
+        let (db, state) = etcd::Etcd::open(spec)?;
+        Ok(Self { backend: Backend::Etcd(Box::new(db)), state })
+    }
+
+    /// Without the `etcd` feature: says how to get it.
+    #[cfg(not(feature = "etcd"))]
+    pub fn open_etcd(_: &EtcdSpec) -> Result<Self, StoreError> {
+        Err(StoreError::from(
+            "this weir was built without etcd support: rebuild with `cargo build --release --features etcd` (needs protoc)",
+        ))
     }
 
     /// The current state.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// For a shared store, a channel that announces the store's latest revision as other
+    /// control planes commit (see [`Self::catch_up`]); `None` for a store only this process
+    /// writes.
+    pub fn followed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match &self.backend {
+            Backend::Redb(_) => None,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => Some(e.followed()),
+        }
+    }
+
+    /// Brings the state up to the store's latest revision (commits by other control planes),
+    /// returning the revisions applied, oldest first.
+    pub fn catch_up(&mut self) -> Result<Vec<Revision>, StoreError> {
+        let revs = match &self.backend {
+            Backend::Redb(_) => Vec::new(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.history_after(self.state.revision)?,
+        };
+        for rev in &revs {
+            self.state.commit(rev);
+        }
+        Ok(revs)
     }
 
     /// Commits the changes that are not [`Op::Unchanged`] as the next revision; returns it, or
@@ -235,58 +281,50 @@ impl Store {
         let revision = self.state.revision + 1;
         let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let rev = Revision { revision, time_ms, cause: cause.to_owned(), changes };
-        let tx = self.db.begin_write().map_err(StoreError::from)?;
-        {
-            let mut res = tx.open_table(RESOURCES).map_err(StoreError::from)?;
-            for c in &rev.changes {
-                let key = format!("{}/{}", c.kind, c.name);
-                match &c.after {
-                    Some(s) => {
-                        let bytes = serde_json::to_vec(s).map_err(StoreError::from)?;
-                        res.insert(key.as_str(), bytes.as_slice()).map_err(StoreError::from)?;
-                    }
-                    None => {
-                        res.remove(key.as_str()).map_err(StoreError::from)?;
-                    }
-                }
-            }
-            let mut hist = tx.open_table(HISTORY).map_err(StoreError::from)?;
-            let bytes = serde_json::to_vec(&rev).map_err(StoreError::from)?;
-            hist.insert(revision, bytes.as_slice()).map_err(StoreError::from)?;
-            let mut meta = tx.open_table(META).map_err(StoreError::from)?;
-            meta.insert("revision", revision).map_err(StoreError::from)?;
-            let order = rev.changes.iter().filter_map(|c| c.after.as_ref().map(|s| s.order)).max().unwrap_or(0);
-            meta.insert("order", order.max(self.state.next_order)).map_err(StoreError::from)?;
+        let order = rev.changes.iter().filter_map(|c| c.after.as_ref().map(|s| s.order)).max().unwrap_or(0);
+        let order = order.max(self.state.next_order);
+        match &mut self.backend {
+            Backend::Redb(db) => db.commit(&rev, order)?,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.commit(&rev, order)?,
         }
-        tx.commit().map_err(StoreError::from)?;
         self.state.commit(&rev);
         Ok(Some(revision))
     }
 
     /// Every revision, newest first, at most `limit`.
     pub fn history(&self, limit: usize) -> Result<Vec<Revision>, StoreError> {
-        let rx = self.db.begin_read().map_err(StoreError::from)?;
-        let hist = rx.open_table(HISTORY).map_err(StoreError::from)?;
-        let mut out = Vec::new();
-        for row in hist.iter().map_err(StoreError::from)?.rev().take(limit) {
-            let (_, v) = row.map_err(StoreError::from)?;
-            out.push(serde_json::from_slice(v.value()).map_err(StoreError::from)?);
+        match &self.backend {
+            Backend::Redb(db) => db.history(limit),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.history(limit),
         }
-        Ok(out)
     }
 
     /// The resources as they were right after revision `at`, by replaying the history.
     pub fn state_at(&self, at: u64) -> Result<State, StoreError> {
-        let rx = self.db.begin_read().map_err(StoreError::from)?;
-        let hist = rx.open_table(HISTORY).map_err(StoreError::from)?;
+        let revs = match &self.backend {
+            Backend::Redb(db) => db.history_until(at)?,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.history_until(at)?,
+        };
         let mut state = State::default();
-        for row in hist.range(..=at).map_err(StoreError::from)? {
-            let (_, v) = row.map_err(StoreError::from)?;
-            let rev: Revision = serde_json::from_slice(v.value()).map_err(StoreError::from)?;
-            state.commit(&rev);
+        for rev in &revs {
+            state.commit(rev);
         }
         Ok(state)
     }
+}
+
+/// The state after loading `resources` at `revision` with creation orders up to `next_order`.
+fn loaded(revision: u64, next_order: u64, resources: impl IntoIterator<Item = Stored>) -> State {
+    let resources = resources.into_iter().map(|s| ((s.kind, s.name.clone()), s)).collect();
+    State { revision, next_order, resources, tombstones: HashMap::new() }
+}
+
+/// The key of a resource in a backend (`Route/api`).
+fn resource_key(kind: Kind, name: &str) -> String {
+    format!("{kind}/{name}")
 }
 
 mod kind_serde {

@@ -1,0 +1,221 @@
+//! The shared backend: etcd, so several control planes can run against one replicated store.
+//!
+//! Owns: the key layout under a prefix (`resources/KIND/NAME`, `history/REVISION` zero-padded,
+//! `meta/revision`, `meta/order`), optimistic commits (a transaction that succeeds only if
+//! `meta/revision` is still the revision this process built on), and watching `meta/revision`
+//! so each control plane learns of the others' commits.
+//!
+//! The store's callers are synchronous (commits already run off the async threads), so the
+//! client lives on a small runtime of its own and each call waits for its answer there.
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use tokio::sync::watch;
+
+use super::{EtcdSpec, Revision, State, StoreError, Stored, loaded, resource_key};
+
+/// A connected etcd store.
+pub(super) struct Etcd {
+    client: Client,
+    rt: Option<tokio::runtime::Runtime>,
+    prefix: String,
+    latest: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd").field("prefix", &self.prefix).field("latest", &*self.latest.borrow()).finish()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::from(format!("etcd: {e}"))
+}
+
+impl Etcd {
+    /// Connects, loads the state, and starts following `meta/revision`.
+    pub(super) fn open(spec: &EtcdSpec) -> Result<(Self, State), StoreError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("weir-etcd")
+            .enable_all()
+            .build()
+            .map_err(err)?;
+        let endpoints = spec.endpoints.clone();
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = wait(&rt, async move { Client::connect(endpoints, Some(opts)).await })?
+            .map_err(|e| StoreError::from(format!("cannot reach etcd at {}: {e}", spec.endpoints.join(","))))?;
+        let prefix = spec.prefix.trim_end_matches('/').to_owned();
+        let (tx, latest) = watch::channel(0);
+        let mut this = Self { client, rt: Some(rt), prefix, latest };
+        let state = this.load()?;
+        tx.send_replace(state.revision);
+        this.follow(tx);
+        Ok((this, state))
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+
+    fn history_key(&self, revision: u64) -> String {
+        self.key(&format!("history/{revision:020}"))
+    }
+
+    /// Runs `f` with a client on the store's runtime and waits for it.
+    fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let rt = self.rt.as_ref().ok_or_else(|| err("closed"))?;
+        wait(rt, f(self.client.clone()))?.map_err(err)
+    }
+
+    /// The resources and counters, read at one etcd revision.
+    fn load(&mut self) -> Result<State, StoreError> {
+        let (meta, resources) = (self.key("meta/"), self.key("resources/"));
+        let (meta, items) = self.call(move |mut c| async move {
+            let meta = c.get(meta, Some(GetOptions::new().with_prefix())).await?;
+            let at = meta.header().map_or(0, |h| h.revision());
+            let items = c.get(resources, Some(GetOptions::new().with_prefix().with_revision(at))).await?;
+            Ok((meta, items))
+        })?;
+        let number = |name: &str| {
+            meta.kvs()
+                .iter()
+                .find(|kv| kv.key().ends_with(name.as_bytes()))
+                .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let stored = items
+            .kvs()
+            .iter()
+            .map(|kv| serde_json::from_slice::<Stored>(kv.value()).map_err(err))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(loaded(number("/revision"), number("/order"), stored))
+    }
+
+    /// Watches `meta/revision` and publishes every value it takes; re-watches after errors.
+    fn follow(&self, tx: watch::Sender<u64>) {
+        let (Some(rt), client, key) = (&self.rt, self.client.clone(), self.key("meta/revision")) else { return };
+        rt.spawn(async move {
+            let parse = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
+            loop {
+                let mut c = client.clone();
+                // What was missed while not watching.
+                if let Ok(r) = c.get(key.clone(), None).await
+                    && let Some(v) = r.kvs().first().and_then(|kv| parse(kv.value()))
+                {
+                    tx.send_replace(v);
+                }
+                match c.watch(key.clone(), None).await {
+                    Ok(mut stream) => {
+                        while let Ok(Some(rsp)) = stream.message().await {
+                            for ev in rsp.events() {
+                                if let Some(v) = ev.kv().and_then(|kv| parse(kv.value())) {
+                                    tx.send_replace(v);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot watch etcd; retrying"),
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// The latest revision committed by anyone.
+    pub(super) fn followed(&self) -> watch::Receiver<u64> {
+        self.latest.clone()
+    }
+
+    /// Writes `rev` in one transaction, if no other control plane committed since the
+    /// revision it follows.
+    pub(super) fn commit(&mut self, rev: &Revision, order: u64) -> Result<(), StoreError> {
+        let meta_rev = self.key("meta/revision");
+        let prev = rev.revision - 1;
+        let guard = if prev == 0 {
+            Compare::version(meta_rev.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::value(meta_rev.clone(), CompareOp::Equal, prev.to_string())
+        };
+        let mut ops = Vec::with_capacity(rev.changes.len() + 3);
+        for c in &rev.changes {
+            let key = self.key(&format!("resources/{}", resource_key(c.kind, &c.name)));
+            ops.push(match &c.after {
+                Some(s) => TxnOp::put(key, serde_json::to_vec(s).map_err(err)?, None),
+                None => TxnOp::delete(key, None),
+            });
+        }
+        ops.push(TxnOp::put(self.history_key(rev.revision), serde_json::to_vec(rev).map_err(err)?, None));
+        ops.push(TxnOp::put(self.key("meta/order"), order.to_string(), None));
+        ops.push(TxnOp::put(meta_rev, rev.revision.to_string(), None));
+        let txn = Txn::new().when([guard]).and_then(ops);
+        let done = self.call(move |mut c| async move { c.txn(txn).await })?;
+        if done.succeeded() {
+            Ok(())
+        } else {
+            Err(StoreError::conflict(format!(
+                "another control plane committed revision {} first; nothing was applied: run the change again",
+                rev.revision
+            )))
+        }
+    }
+
+    fn revisions(&self, from: String, to: String, newest_first: Option<usize>) -> Result<Vec<Revision>, StoreError> {
+        let mut opts = GetOptions::new().with_range(to);
+        if let Some(limit) = newest_first {
+            opts = opts.with_sort(SortTarget::Key, SortOrder::Descend).with_limit(limit as i64);
+        }
+        let got = self.call(move |mut c| async move { c.get(from, Some(opts)).await })?;
+        got.kvs().iter().map(|kv| serde_json::from_slice(kv.value()).map_err(err)).collect()
+    }
+
+    /// Every revision, newest first, at most `limit`.
+    pub(super) fn history(&self, limit: usize) -> Result<Vec<Revision>, StoreError> {
+        self.revisions(self.history_key(0), self.history_key(u64::MAX), Some(limit))
+    }
+
+    /// Revisions 1 to `at`, oldest first.
+    pub(super) fn history_until(&self, at: u64) -> Result<Vec<Revision>, StoreError> {
+        self.revisions(self.history_key(0), self.history_key(at.saturating_add(1)), None)
+    }
+
+    /// Revisions after `revision`, oldest first.
+    pub(super) fn history_after(&self, revision: u64) -> Result<Vec<Revision>, StoreError> {
+        self.revisions(self.history_key(revision + 1), self.history_key(u64::MAX), None)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside another runtime.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `fut` on `rt` and waits for its output on this thread (which may belong to another
+/// runtime: the work happens on `rt`'s thread, so nothing deadlocks).
+fn wait<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().map_err(|_| err("the etcd client stopped"))
+}

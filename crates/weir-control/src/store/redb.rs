@@ -1,0 +1,97 @@
+//! The embedded backend: one redb file, one write transaction per revision. Only one process
+//! may open it.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Revision, State, StoreError, Stored, loaded, resource_key};
+
+const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
+const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A redb file.
+#[derive(Debug)]
+pub(super) struct Redb(Database);
+
+impl Redb {
+    /// Opens (or creates) the file and loads the state in it.
+    pub(super) fn open(path: &Path) -> Result<(Self, State), StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(StoreError::from)?;
+        }
+        let db = Database::create(path).map_err(|e| StoreError::from(format!("{}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(StoreError::from)?;
+        {
+            tx.open_table(RESOURCES).map_err(StoreError::from)?;
+            tx.open_table(HISTORY).map_err(StoreError::from)?;
+            tx.open_table(META).map_err(StoreError::from)?;
+        }
+        tx.commit().map_err(StoreError::from)?;
+        let rx = db.begin_read().map_err(StoreError::from)?;
+        let meta = rx.open_table(META).map_err(StoreError::from)?;
+        let revision = meta.get("revision").map_err(StoreError::from)?.map_or(0, |v| v.value());
+        let next_order = meta.get("order").map_err(StoreError::from)?.map_or(0, |v| v.value());
+        let table = rx.open_table(RESOURCES).map_err(StoreError::from)?;
+        let mut resources = Vec::new();
+        for row in table.iter().map_err(StoreError::from)? {
+            let (_, v) = row.map_err(StoreError::from)?;
+            resources.push(serde_json::from_slice::<Stored>(v.value()).map_err(StoreError::from)?);
+        }
+        drop((meta, table, rx));
+        Ok((Self(db), loaded(revision, next_order, resources)))
+    }
+
+    /// Writes revision `rev` (its resources, its history entry, the counters) in one
+    /// transaction.
+    pub(super) fn commit(&mut self, rev: &Revision, order: u64) -> Result<(), StoreError> {
+        let tx = self.0.begin_write().map_err(StoreError::from)?;
+        {
+            let mut res = tx.open_table(RESOURCES).map_err(StoreError::from)?;
+            for c in &rev.changes {
+                let key = resource_key(c.kind, &c.name);
+                match &c.after {
+                    Some(s) => {
+                        let bytes = serde_json::to_vec(s).map_err(StoreError::from)?;
+                        res.insert(key.as_str(), bytes.as_slice()).map_err(StoreError::from)?;
+                    }
+                    None => {
+                        res.remove(key.as_str()).map_err(StoreError::from)?;
+                    }
+                }
+            }
+            let mut hist = tx.open_table(HISTORY).map_err(StoreError::from)?;
+            let bytes = serde_json::to_vec(rev).map_err(StoreError::from)?;
+            hist.insert(rev.revision, bytes.as_slice()).map_err(StoreError::from)?;
+            let mut meta = tx.open_table(META).map_err(StoreError::from)?;
+            meta.insert("revision", rev.revision).map_err(StoreError::from)?;
+            meta.insert("order", order).map_err(StoreError::from)?;
+        }
+        tx.commit().map_err(StoreError::from)
+    }
+
+    /// Every revision, newest first, at most `limit`.
+    pub(super) fn history(&self, limit: usize) -> Result<Vec<Revision>, StoreError> {
+        let rx = self.0.begin_read().map_err(StoreError::from)?;
+        let hist = rx.open_table(HISTORY).map_err(StoreError::from)?;
+        let mut out = Vec::new();
+        for row in hist.iter().map_err(StoreError::from)?.rev().take(limit) {
+            let (_, v) = row.map_err(StoreError::from)?;
+            out.push(serde_json::from_slice(v.value()).map_err(StoreError::from)?);
+        }
+        Ok(out)
+    }
+
+    /// Revisions 1 to `at`, oldest first.
+    pub(super) fn history_until(&self, at: u64) -> Result<Vec<Revision>, StoreError> {
+        let rx = self.0.begin_read().map_err(StoreError::from)?;
+        let hist = rx.open_table(HISTORY).map_err(StoreError::from)?;
+        let mut out = Vec::new();
+        for row in hist.range(..=at).map_err(StoreError::from)? {
+            let (_, v) = row.map_err(StoreError::from)?;
+            out.push(serde_json::from_slice(v.value()).map_err(StoreError::from)?);
+        }
+        Ok(out)
+    }
+}

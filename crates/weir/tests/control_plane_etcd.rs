@@ -1,0 +1,196 @@
+//! Several control planes on one real etcd (started here): a change made through either
+//! reaches the gateways of both, the history is shared, and a control plane restarted later
+//! loads everything from etcd. Built with the `etcd` feature (scripts/test.sh enables it).
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fleet::{Cp, Gw};
+use common::named;
+
+/// A single-member etcd on loopback ports, stopped on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Etcd {
+    /// Starts etcd in `dir`; retries on other ports if one was taken meanwhile.
+    fn start(dir: &Path) -> Etcd {
+        for attempt in 0..3 {
+            let (client, peer) = (free_port(), free_port());
+            let data = dir.join(format!("etcd-{attempt}"));
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let url = format!("http://127.0.0.1:{client}");
+            let child = Command::new("etcd")
+                .args(["--name", "weir-test", "--data-dir", data.to_str().unwrap()])
+                .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("weir-test={peer_url}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("etcd is installed (apt-get install etcd-server; .ci/run does)");
+            let mut etcd = Etcd { child, url };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if etcd.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if healthy(client) {
+                    return etcd;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = etcd.child.kill();
+        }
+        panic!("etcd did not start");
+    }
+}
+
+/// Whether etcd's `/health` says so.
+fn healthy(port: u16) -> bool {
+    let out = Command::new("curl").args(["-s", "--max-time", "1", &format!("http://127.0.0.1:{port}/health")]).output();
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\""))
+}
+
+fn route(dir: &Path, name: &str, path: &str, upstream: &str) -> String {
+    let f = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &f,
+        format!("kind: Route\nname: {name}\nmatch: {{ path: {{ prefix: {path} }} }}\nupstream: {upstream}\n"),
+    )
+    .unwrap();
+    f.to_str().unwrap().to_owned()
+}
+
+fn ctl_ok(cp: &Cp, args: &[&str]) -> String {
+    let out = cp.ctl(args);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ctl {args:?}: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_planes_sharing_etcd_push_each_others_changes() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let store = format!("etcd:{}", etcd.url);
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Cp::start(&a_dir, 0, &["--store", &store]);
+    let b = Cp::start(&b_dir, 0, &["--store", &store]);
+    let ga = Gw::start("ga", &a.grpc_url(), &dir.path().join("ga"), "127.0.0.1:0");
+    let gb = Gw::start("gb", &b.grpc_url(), &dir.path().join("gb"), "127.0.0.1:0");
+
+    // Upstreams and a route through A: B's gateway serves them too.
+    let ups = dir.path().join("ups.yaml");
+    std::fs::write(
+        &ups,
+        format!(
+            "kind: Upstream\nname: one\nload_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {} }}] }}\n---\n\
+             kind: Upstream\nname: two\nload_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {} }}] }}\n",
+            one.port(),
+            two.port()
+        ),
+    )
+    .unwrap();
+    ctl_ok(&a, &["apply", "-f", ups.to_str().unwrap()]);
+    ctl_ok(&a, &["apply", "-f", &route(dir.path(), "api", "/api", "one")]);
+    let (pa, pb): (SocketAddr, SocketAddr) = (ga.listen_addr(), gb.listen_addr());
+    ga.wait_serves(pa, "/api", "one", Duration::from_secs(10)).await;
+    gb.wait_serves(pb, "/api", "one", Duration::from_secs(10)).await;
+
+    // A change through B reaches A's gateway.
+    ctl_ok(&b, &["apply", "-f", &route(dir.path(), "api", "/api", "two")]);
+    ga.wait_serves(pa, "/api", "two", Duration::from_secs(10)).await;
+    gb.wait_serves(pb, "/api", "two", Duration::from_secs(10)).await;
+    assert_eq!(a.revision().await, 3);
+    assert_eq!(b.revision().await, 3);
+    let history = ctl_ok(&a, &["history"]);
+    assert!(history.contains('3') && history.contains('1'), "{history}");
+
+    // An invalid change through either is refused and stored nowhere.
+    let bad = route(dir.path(), "bad", "/bad", "nowhere");
+    assert!(!b.ctl(&["apply", "-f", &bad]).status.success());
+    assert_eq!(a.revision().await, 3);
+
+    // Rollback through A restores revision 2 everywhere, as revision 4.
+    ctl_ok(&a, &["rollback", "--to", "2"]);
+    ga.wait_serves(pa, "/api", "one", Duration::from_secs(10)).await;
+    gb.wait_serves(pb, "/api", "one", Duration::from_secs(10)).await;
+    assert_eq!(b.revision().await, 4);
+
+    // Both write at once: each commit either lands as the next revision or is refused whole
+    // (never two revisions with one number, never a lost write reported as done).
+    let files: Vec<(usize, String)> =
+        (0..10).map(|i| (i, route(dir.path(), &format!("race{i}"), &format!("/race{i}"), "one"))).collect();
+    let landed = std::thread::scope(|s| {
+        let runs: Vec<_> = files
+            .iter()
+            .map(|(i, f)| {
+                let cp = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || cp.ctl(&["apply", "-f", f]))
+            })
+            .collect();
+        let mut landed = 0;
+        for r in runs {
+            let out = r.join().unwrap();
+            if out.status.success() {
+                landed += 1;
+            } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(err.contains("another control plane committed revision"), "{err}");
+            }
+        }
+        landed
+    });
+    assert!(landed >= 1);
+    let want = 4 + landed;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.revision().await != want || b.revision().await != want {
+        assert!(Instant::now() < deadline, "both should reach revision {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, history) = a.call("GET", "/api/v1/history?limit=100", None).await;
+    let revs: Vec<u64> = history.as_array().unwrap().iter().filter_map(|r| r["revision"].as_u64()).collect();
+    assert_eq!(revs, (1..=want).rev().collect::<Vec<_>>(), "one history, no gaps or repeats");
+
+    // A third control plane started now loads the state from etcd.
+    let c_dir = dir.path().join("c");
+    std::fs::create_dir_all(&c_dir).unwrap();
+    let c = Cp::start(&c_dir, 0, &["--store", &store]);
+    assert_eq!(c.revision().await, want);
+    let gc = Gw::start("gc", &c.grpc_url(), &dir.path().join("gc"), "127.0.0.1:0");
+    gc.wait_serves(gc.listen_addr(), "/api", "one", Duration::from_secs(10)).await;
+}
+
+#[test]
+fn an_unreachable_etcd_is_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cp = common::fleet::Proc::spawn(
+        &["control-plane", "--store", &format!("etcd:127.0.0.1:{port}"), "--admin-address", "127.0.0.1:0"],
+        dir.path(),
+    );
+    assert!(!cp.child.wait().unwrap().success());
+    cp.wait_line("is etcd running there?", Duration::from_secs(5));
+}
