@@ -188,7 +188,7 @@ fn default_limit() -> usize {
 }
 
 async fn history(State(ctx): State<Ctx>, Query(q): Query<HistoryOpts>) -> Result<Json<Value>, ApiError> {
-    let revs = ctx.plane.history(q.limit.min(1000)).map_err(PlaneError::from)?;
+    let revs = ctx.plane.history(q.limit.min(1000)).await.map_err(PlaneError::from)?;
     let out: Vec<Value> = revs
         .iter()
         .map(|r| {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,15 @@ pub async fn serve(listener: TcpListener, app: axum::Router, tls: Arc<rustls::Se
             a = listener.accept() => a,
             () = stop.cancelled() => break,
         };
-        let Ok((tcp, peer)) = accepted else { continue };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, usually: wait instead of spinning.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stop.clone());
         conns.spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -33,7 +41,8 @@ pub async fn serve(listener: TcpListener, app: axum::Router, tls: Arc<rustls::Se
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "admin TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "admin TLS handshake timed out"),
             };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(app));
             let mut conn = std::pin::pin!(conn);
             tokio::select! {

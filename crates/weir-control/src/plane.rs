@@ -125,15 +125,26 @@ impl ControlPlane {
                 changed = latest.changed() => if changed.is_err() { return },
                 () = stop.cancelled() => return,
             }
-            let newest = *latest.borrow_and_update();
-            if newest <= self.inner.read().store.state().revision {
-                continue;
-            }
-            let this = self.clone();
-            match tokio::task::spawn_blocking(move || this.catch_up()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "cannot read the shared store's new revisions; will retry"),
-                Err(e) => tracing::error!(error = %e, "catching up failed"),
+            // Until it worked: a store that is briefly unreachable must not leave this control
+            // plane (and its gateways) behind until the next commit.
+            let mut wait = Duration::from_millis(200);
+            loop {
+                let newest = *latest.borrow_and_update();
+                if newest <= self.inner.read().store.state().revision {
+                    break;
+                }
+                let this = self.clone();
+                match tokio::task::spawn_blocking(move || this.catch_up()).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, retry_in = ?wait, "cannot read the shared store's new revisions")
+                    }
+                    Err(e) => tracing::error!(error = %e, "catching up failed"),
+                }
+                if stop.run_until_cancelled(tokio::time::sleep(wait)).await.is_none() {
+                    return;
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -167,9 +178,13 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// The history, newest first.
-    pub fn history(&self, limit: usize) -> Result<Vec<crate::store::Revision>, StoreError> {
-        self.inner.read().store.history(limit)
+    /// The history, newest first. Off the async threads: a shared store answers over the
+    /// network.
+    pub async fn history(self: &Arc<Self>, limit: usize) -> Result<Vec<crate::store::Revision>, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.inner.read().store.history(limit))
+            .await
+            .map_err(StoreError::from_msg)?
     }
 
     /// Applies `edits` (a `None` body deletes) as one revision, after validating the whole
@@ -272,27 +287,30 @@ impl ControlPlane {
 
     /// Makes the resources what they were right after revision `to`, as a new revision.
     pub async fn rollback(self: &Arc<Self>, to: u64, dry_run: bool) -> Result<Applied, PlaneError> {
-        let edits = {
-            let inner = self.inner.read();
-            let store = &inner.store;
-            let current = store.state();
-            if to == 0 || to > current.revision {
-                return Err(PlaneError::BadRequest(format!(
-                    "no revision {to}: revisions run from 1 to {} (`weir ctl history` lists them)",
-                    current.revision
-                )));
-            }
-            let old = store.state_at(to)?;
-            let mut edits: Vec<(Key, Option<Value>)> = current
-                .resources
-                .keys()
-                .filter(|k| !old.resources.contains_key(*k))
-                .map(|k| (k.clone(), None))
-                .collect();
-            edits.extend(old.ordered().into_iter().map(|s| ((s.kind, s.name.clone()), Some(s.body.clone()))));
-            edits
-        };
+        let this = self.clone();
+        let edits = tokio::task::spawn_blocking(move || this.rollback_edits(to))
+            .await
+            .map_err(|e| PlaneError::Store(StoreError::from_msg(e)))??;
         self.apply(edits, format!("rollback to {to}"), dry_run).await
+    }
+
+    /// The edits that turn the latest state (others' commits included) into the one at `to`.
+    fn rollback_edits(&self, to: u64) -> Result<Vec<(Key, Option<Value>)>, PlaneError> {
+        let mut guard = self.inner.write();
+        self.take_newer(&mut guard)?;
+        let store = &guard.store;
+        let current = store.state();
+        if to == 0 || to > current.revision {
+            return Err(PlaneError::BadRequest(format!(
+                "no revision {to}: revisions run from 1 to {} (`weir ctl history` lists them)",
+                current.revision
+            )));
+        }
+        let old = store.state_at(to)?;
+        let mut edits: Vec<(Key, Option<Value>)> =
+            current.resources.keys().filter(|k| !old.resources.contains_key(*k)).map(|k| (k.clone(), None)).collect();
+        edits.extend(old.ordered().into_iter().map(|s| ((s.kind, s.name.clone()), Some(s.body.clone()))));
+        Ok(edits)
     }
 }
 

@@ -18,9 +18,12 @@ pub enum OneShotError {
     /// The URL cannot be used.
     #[error("bad URL {0:?}: {1}")]
     Url(String, String),
-    /// No TCP (or TLS) connection.
+    /// No TCP connection.
     #[error("cannot connect to {0}: {1}")]
     Connect(String, String),
+    /// The TLS setup or handshake failed (an untrusted certificate, usually).
+    #[error("TLS with {0} failed: {1}")]
+    Tls(String, String),
     /// The HTTP exchange broke.
     #[error("{0}")]
     Http(String),
@@ -73,14 +76,14 @@ pub async fn request_trusting(
         let rsp = if https {
             let spec = weir_config::spec::UpstreamTlsSpec { ca: ca.map(str::to_owned), ..Default::default() };
             let tls = crate::tls::upstream_tls(&spec, false)
-                .map_err(|e| OneShotError::Connect(authority.clone(), e.to_string()))?;
+                .map_err(|e| OneShotError::Tls(authority.clone(), e.to_string()))?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| OneShotError::Url(url.into(), e.to_string()))?;
             let stream = tls
                 .connector
                 .connect(name, tcp)
                 .await
-                .map_err(|e| OneShotError::Connect(authority.clone(), e.to_string()))?;
+                .map_err(|e| OneShotError::Tls(authority.clone(), e.to_string()))?;
             send(TokioIo::new(stream), req).await?
         } else {
             send(TokioIo::new(tcp), req).await?

@@ -144,14 +144,16 @@ fn is_idempotent(m: &Method) -> bool {
 
 /// Request smuggling and size checks that hyper leaves to us.
 fn check_request(req: &Request<Incoming>, conn: &ConnInfo) -> Result<(), ProxyError> {
-    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
-    if uri_len > conn.max_uri_length {
-        return Err(ProxyError::UriTooLong);
-    }
+    // The verdict is this request's whatever happens next: popped first, so a request refused
+    // for another reason cannot leave it to the next one on the connection.
     if req.version() <= Version::HTTP_11 && conn.verdicts.as_ref().and_then(|v| v.lock().pop_front()) == Some(true) {
         return Err(ProxyError::BadRequest(
             "ambiguous framing: duplicate Content-Length or Content-Length with Transfer-Encoding",
         ));
+    }
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > conn.max_uri_length {
+        return Err(ProxyError::UriTooLong);
     }
     let h = req.headers();
     if req.version() <= Version::HTTP_11 {

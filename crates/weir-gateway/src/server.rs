@@ -161,7 +161,7 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, verdicts) = Sniffer::new(io);
+    let (io, verdicts) = Sniffer::new(io, ctx.opts.max_header_size);
     let info = ConnInfo::new(client, proto, ctx.opts.max_uri_length, Some(verdicts));
     let svc = service_fn(move |req| {
         // One atomic load per request; the snapshot lives until the response is built.

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Per-request verdicts of one connection, in request order: `true` = ambiguous framing.
 pub type Verdicts = Arc<Mutex<VecDeque<bool>>>;
 
-/// Longest head followed; longer heads are hyper's to refuse (431).
+/// Longest head followed at least; hyper refuses heads over the listener's limit (431).
 const MAX_HEAD: usize = 128 * 1024;
 
 #[derive(Debug)]
@@ -45,6 +45,8 @@ enum Line {
     Start,
     /// After `\n\r`.
     StartCr,
+    /// After a `\r` inside a line (trailers only, where only CRLF ends a line).
+    Cr,
 }
 
 /// Wraps the client side of an HTTP/1.1 connection.
@@ -55,6 +57,8 @@ pub struct Sniffer<I> {
     /// A head or line split across reads (usually empty: a head arrives in one read).
     pending: Vec<u8>,
     line: Line,
+    /// Longest head followed (the listener's header limit, at least [`MAX_HEAD`]).
+    max_head: usize,
     verdicts: Verdicts,
 }
 
@@ -84,11 +88,29 @@ fn head_end(data: &[u8], mut line: Line) -> (Option<usize>, Line) {
     }
 }
 
+/// Finds the end of a trailer section in `data`, continuing from `line`, as hyper's chunked
+/// decoder does: only CRLF CRLF ends it (a bare `\n` is trailer content to hyper, unlike in a
+/// head), so the guard stays in step with what hyper reads next.
+fn trailers_end(data: &[u8], mut line: Line) -> (Option<usize>, Line) {
+    for (i, &b) in data.iter().enumerate() {
+        line = match (line, b) {
+            (Line::StartCr, b'\n') => return (Some(i + 1), Line::Within),
+            (Line::Start, b'\r') => Line::StartCr,
+            (Line::Cr, b'\n') => Line::Start,
+            (_, b'\r') => Line::Cr,
+            _ => Line::Within,
+        };
+    }
+    (None, line)
+}
+
 impl<I> Sniffer<I> {
-    /// Wraps `io`; verdicts go to the returned queue.
-    pub fn new(io: I) -> (Self, Verdicts) {
+    /// Wraps `io`, following heads up to `max_head` bytes (hyper's limit for the listener, so
+    /// no head hyper accepts is too long to check); verdicts go to the returned queue.
+    pub fn new(io: I, max_head: usize) -> (Self, Verdicts) {
         let v = Verdicts::default();
-        (Self { io, state: State::Head, pending: Vec::new(), line: Line::Within, verdicts: v.clone() }, v)
+        let max_head = max_head.max(MAX_HEAD);
+        (Self { io, state: State::Head, pending: Vec::new(), line: Line::Within, max_head, verdicts: v.clone() }, v)
     }
 
     fn feed(&mut self, mut data: &[u8]) {
@@ -125,16 +147,23 @@ impl<I> Sniffer<I> {
             data = &data[skip..];
             self.line = Line::Within;
         }
-        let end = if matches!(self.state, State::ChunkSize) {
-            memchr::memchr(b'\n', data).map(|i| i + 1)
-        } else {
-            let (end, line) = head_end(data, self.line);
-            self.line = line;
-            end
+        let end = match self.state {
+            State::ChunkSize => memchr::memchr(b'\n', data).map(|i| i + 1),
+            State::Trailers => {
+                let (end, line) = trailers_end(data, self.line);
+                self.line = line;
+                end
+            }
+            _ => {
+                let (end, line) = head_end(data, self.line);
+                self.line = line;
+                end
+            }
         };
         let Some(end) = end else {
-            if self.pending.len() + data.len() > MAX_HEAD {
+            if self.pending.len() + data.len() > self.max_head {
                 self.state = State::Off;
+                self.pending = Vec::new();
                 return &[];
             }
             self.pending.extend_from_slice(data);
@@ -146,8 +175,11 @@ impl<I> Sniffer<I> {
             let mut raw = std::mem::take(&mut self.pending);
             raw.extend_from_slice(&data[..end]);
             self.finish(&raw);
-            raw.clear();
-            self.pending = raw;
+            // Kept for the next split head unless a large one grew it.
+            if raw.capacity() <= 4096 {
+                raw.clear();
+                self.pending = raw;
+            }
         }
         &data[end..]
     }
@@ -262,7 +294,7 @@ mod tests {
     use super::*;
 
     fn verdicts(chunks: &[&[u8]]) -> Vec<bool> {
-        let (mut s, v) = Sniffer::new(());
+        let (mut s, v) = Sniffer::new((), MAX_HEAD);
         for c in chunks {
             s.feed(c);
         }
@@ -304,6 +336,18 @@ mod tests {
     }
 
     #[test]
+    fn only_crlf_crlf_ends_trailers_as_in_hyper() {
+        // To hyper `0\r\n\n…` is a trailer section still going on: the GET below is trailer
+        // text, not a request, so it must not get a verdict that a later request would pop.
+        let hidden = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+        let ambiguous = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(verdicts(&[hidden, ambiguous]), [false, true]);
+        let all = [hidden.as_slice(), ambiguous].concat();
+        let bytes: Vec<&[u8]> = all.chunks(1).collect();
+        assert_eq!(verdicts(&bytes), [false, true]);
+    }
+
+    #[test]
     fn leading_empty_lines_and_heads_split_anywhere() {
         let all = b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\nGET / HTTP/1.1\r\n\r\n";
         for cut in 0..all.len() {
@@ -314,7 +358,7 @@ mod tests {
 
     #[test]
     fn an_endless_head_turns_the_guard_off_without_growing() {
-        let (mut s, v) = Sniffer::new(());
+        let (mut s, v) = Sniffer::new((), MAX_HEAD);
         let line = [b'a'; 4096];
         for _ in 0..40 {
             s.feed(&line);

@@ -11,14 +11,24 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+};
 use tokio::sync::watch;
 
 use super::{EtcdSpec, Revision, State, StoreError, Stored, loaded, resource_key};
 
+/// Largest answer read from etcd (the whole state, or the history for a rollback); gRPC's
+/// default of 4 MiB is too small for a large fleet's config.
+const MAX_READ: usize = 512 << 20;
+
+/// Operations etcd accepts in one transaction by default (`--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
+
 /// A connected etcd store.
 pub(super) struct Etcd {
     client: Client,
+    kv: KvClient,
     rt: Option<tokio::runtime::Runtime>,
     prefix: String,
     latest: watch::Receiver<u64>,
@@ -47,13 +57,24 @@ impl Etcd {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = wait(&rt, async move { Client::connect(endpoints, Some(opts)).await })?
-            .map_err(|e| StoreError::from(format!("cannot reach etcd at {}: {e}", spec.endpoints.join(","))))?;
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            // A member cut off from the cluster fails calls instead of serving stale reads and
+            // silent watches.
+            .with_require_leader(true);
+        let client = wait(&rt, async move { Client::connect(endpoints, Some(opts)).await })?.map_err(|e| {
+            StoreError::from(format!("cannot reach etcd at {}: {e} (is etcd running there?)", spec.endpoints.join(",")))
+        })?;
         let prefix = spec.prefix.trim_end_matches('/').to_owned();
         let (tx, latest) = watch::channel(0);
-        let mut this = Self { client, rt: Some(rt), prefix, latest };
-        let state = this.load()?;
+        let kv = client.kv_client().max_decoding_message_size(MAX_READ);
+        let mut this = Self { client, kv, rt: Some(rt), prefix, latest };
+        // The client connects lazily: the first read is where an unreachable etcd shows.
+        let state = this.load().map_err(|e| {
+            StoreError::from(format!(
+                "cannot read from etcd at {}: {e} (is etcd running there?)",
+                spec.endpoints.join(",")
+            ))
+        })?;
         tx.send_replace(state.revision);
         this.follow(tx);
         Ok((this, state))
@@ -67,15 +88,15 @@ impl Etcd {
         self.key(&format!("history/{revision:020}"))
     }
 
-    /// Runs `f` with a client on the store's runtime and waits for it.
+    /// Runs `f` with a KV client on the store's runtime and waits for it.
     fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(Client) -> Fut,
+        F: FnOnce(KvClient) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
         let rt = self.rt.as_ref().ok_or_else(|| err("closed"))?;
-        wait(rt, f(self.client.clone()))?.map_err(err)
+        wait(rt, f(self.kv.clone()))?.map_err(err)
     }
 
     /// The resources and counters, read at one etcd revision.
@@ -109,23 +130,37 @@ impl Etcd {
             let parse = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
             loop {
                 let mut c = client.clone();
-                // What was missed while not watching.
-                if let Ok(r) = c.get(key.clone(), None).await
-                    && let Some(v) = r.kvs().first().and_then(|kv| parse(kv.value()))
-                {
-                    tx.send_replace(v);
-                }
-                match c.watch(key.clone(), None).await {
-                    Ok(mut stream) => {
-                        while let Ok(Some(rsp)) = stream.message().await {
-                            for ev in rsp.events() {
-                                if let Some(v) = ev.kv().and_then(|kv| parse(kv.value())) {
-                                    tx.send_replace(v);
+                // What was missed while not watching; the watch then starts right after it, so
+                // no commit falls between the two.
+                let from = match c.get(key.clone(), None).await {
+                    Ok(r) => {
+                        if let Some(v) = r.kvs().first().and_then(|kv| parse(kv.value())) {
+                            tx.send_replace(v);
+                        }
+                        r.header().map_or(0, |h| h.revision()) + 1
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read etcd; retrying");
+                        0
+                    }
+                };
+                if from > 0 {
+                    let opts = WatchOptions::new().with_start_revision(from);
+                    match c.watch(key.clone(), Some(opts)).await {
+                        Ok(mut stream) => {
+                            while let Ok(Some(rsp)) = stream.message().await {
+                                if rsp.canceled() {
+                                    break;
+                                }
+                                for ev in rsp.events() {
+                                    if let Some(v) = ev.kv().and_then(|kv| parse(kv.value())) {
+                                        tx.send_replace(v);
+                                    }
                                 }
                             }
                         }
+                        Err(e) => tracing::warn!(error = %e, "cannot watch etcd; retrying"),
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot watch etcd; retrying"),
                 }
                 if tx.is_closed() {
                     return;
@@ -143,6 +178,14 @@ impl Etcd {
     /// Writes `rev` in one transaction, if no other control plane committed since the
     /// revision it follows.
     pub(super) fn commit(&mut self, rev: &Revision, order: u64) -> Result<(), StoreError> {
+        if rev.changes.len() + 3 > MAX_TXN_OPS {
+            return Err(StoreError::from(format!(
+                "{} changes in one revision: etcd takes at most {MAX_TXN_OPS} operations per transaction by \
+                 default; apply in batches of at most {} resources, or raise etcd's --max-txn-ops",
+                rev.changes.len(),
+                MAX_TXN_OPS - 3
+            )));
+        }
         let meta_rev = self.key("meta/revision");
         let prev = rev.revision - 1;
         let guard = if prev == 0 {

@@ -23,6 +23,8 @@ pub(crate) enum CallError {
         "cannot reach the control plane at {server}: {source} (is `weir control-plane` running? set --server or WEIR_SERVER)"
     )]
     Unreachable { server: String, source: OneShotError },
+    #[error("{source} (does --cacert or WEIR_CACERT name the CA that signed the control plane's certificate?)")]
+    Tls { source: OneShotError },
     #[error("talking to {server}: {source}")]
     Http { server: String, source: OneShotError },
 }
@@ -45,6 +47,7 @@ impl Api {
             OneShotError::Connect(..) | OneShotError::Url(..) => {
                 CallError::Unreachable { server: self.server.clone(), source }
             }
+            OneShotError::Tls(..) => CallError::Tls { source },
             _ => CallError::Http { server: self.server.clone(), source },
         })?;
         let json = if body.is_empty() {
