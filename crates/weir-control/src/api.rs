@@ -84,6 +84,9 @@ impl IntoResponse for ApiError {
             PlaneError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
             PlaneError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
             PlaneError::Store(e) if e.is_conflict() => (StatusCode::CONFLICT, json!({"error": e.to_string()})),
+            PlaneError::Store(e) if e.is_too_large() => {
+                (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": e.to_string()}))
+            }
             PlaneError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()}))

@@ -239,6 +239,9 @@ async fn gateways_outlive_their_control_plane_and_resync_when_it_returns() {
         assert!(Instant::now() < deadline, "{} was never written", snapshot.display());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // It holds keys: readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&snapshot).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "snapshot mode {mode:o}");
 
     cp.proc.kill();
     assert_eq!(get(aa, "/api", &[]).await, (200, "one".into()));

@@ -174,6 +174,17 @@ async fn control_planes_sharing_etcd_push_each_others_changes() {
     let revs: Vec<u64> = history.as_array().unwrap().iter().filter_map(|r| r["revision"].as_u64()).collect();
     assert_eq!(revs, (1..=want).rev().collect::<Vec<_>>(), "one history, no gaps or repeats");
 
+    // More resources in one change than etcd takes in a transaction: refused, saying what to do.
+    let many: String = (0..130)
+        .map(|i| format!("kind: Route\nname: bulk{i}\nmatch: {{ path: {{ exact: /bulk/{i} }} }}\nupstream: one\n---\n"))
+        .collect();
+    let bulk = dir.path().join("bulk.yaml");
+    std::fs::write(&bulk, many).unwrap();
+    let out = a.ctl(&["apply", "-f", bulk.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--max-txn-ops"), "{err}");
+    assert_eq!(a.revision().await, want);
+
     // A third control plane started now loads the state from etcd.
     let c_dir = dir.path().join("c");
     std::fs::create_dir_all(&c_dir).unwrap();

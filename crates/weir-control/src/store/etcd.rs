@@ -179,7 +179,7 @@ impl Etcd {
     /// revision it follows.
     pub(super) fn commit(&mut self, rev: &Revision, order: u64) -> Result<(), StoreError> {
         if rev.changes.len() + 3 > MAX_TXN_OPS {
-            return Err(StoreError::from(format!(
+            return Err(StoreError::too_large(format!(
                 "{} changes in one revision: etcd takes at most {MAX_TXN_OPS} operations per transaction by \
                  default; apply in batches of at most {} resources, or raise etcd's --max-txn-ops",
                 rev.changes.len(),

@@ -31,27 +31,49 @@ pub struct EtcdSpec {
 /// A store that could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("store: {0}")]
-pub struct StoreError(String, bool);
+pub struct StoreError(String, Fault);
+
+/// What kind of store failure, for the HTTP status it maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The store or the way to it failed (500).
+    Broken,
+    /// Another control plane committed first (409).
+    Conflict,
+    /// The change is larger than the store takes at once (413).
+    TooLarge,
+}
 
 impl StoreError {
     /// A store error with this message.
     pub fn from_msg(e: impl std::fmt::Display) -> Self {
-        Self(e.to_string(), false)
+        Self(e.to_string(), Fault::Broken)
     }
 
     fn from(e: impl std::fmt::Display) -> Self {
-        Self(e.to_string(), false)
+        Self(e.to_string(), Fault::Broken)
     }
 
     /// Another control plane committed first; catching up and trying again may succeed.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     fn conflict(e: impl std::fmt::Display) -> Self {
-        Self(e.to_string(), true)
+        Self(e.to_string(), Fault::Conflict)
+    }
+
+    /// A change the store cannot take in one piece.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn too_large(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string(), Fault::TooLarge)
     }
 
     /// Whether this is a lost race with another control plane (see [`Store::commit`]).
     pub fn is_conflict(&self) -> bool {
-        self.1
+        self.1 == Fault::Conflict
+    }
+
+    /// Whether the change was too large for the store to take at once.
+    pub fn is_too_large(&self) -> bool {
+        self.1 == Fault::TooLarge
     }
 }
 

@@ -196,8 +196,14 @@ pub fn load(dir: &Path) -> Option<Resources> {
 
 /// Writes the resources atomically (a reader never sees half a file).
 pub fn save(dir: &Path, r: &Resources) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join("snapshot.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(r)?)?;
+    // Owner-only: the snapshot holds consumer keys and any private keys pushed inline.
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(&serde_json::to_vec(r)?)?;
+    drop(f);
     std::fs::rename(&tmp, snapshot_path(dir))
 }
