@@ -4,7 +4,6 @@
 //! `axum::serve` speaks plain TCP only, so TLS connections are served here with hyper's
 //! connection builder (the same one the gateway's listeners use).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,8 +16,12 @@ use tokio_util::task::TaskTracker;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` over TLS on `listener` until `stop`, then lets open requests finish.
-pub async fn serve(listener: TcpListener, app: axum::Router, tls: Arc<rustls::ServerConfig>, stop: CancellationToken) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stop: CancellationToken,
+) {
     let conns = TaskTracker::new();
     loop {
         let accepted = tokio::select! {

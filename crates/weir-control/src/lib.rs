@@ -27,7 +27,7 @@ pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// How [`serve`] serves.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ServeOptions {
     /// Bearer token every admin call and gateway stream must carry.
     pub token: Option<String>,
@@ -36,7 +36,18 @@ pub struct ServeOptions {
     /// gRPC over TLS (and mutual TLS when the config has a client CA).
     pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     /// The admin API over TLS.
-    pub admin_tls: Option<Arc<rustls::ServerConfig>>,
+    pub admin_tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("grpc_tls", &self.grpc_tls.is_some())
+            .field("admin_tls", &self.admin_tls.is_some())
+            .finish()
+    }
 }
 
 /// Serves the gRPC push service and the admin API on the given listeners until `stop`. With a

@@ -90,13 +90,7 @@ impl ControlPlane {
     /// A control plane over `store`; gateways are down after `heartbeat_timeout` of silence.
     pub fn new(store: Store, heartbeat_timeout: Duration) -> Arc<Self> {
         let rev = store.state().revision;
-        let typed = store.state().ordered().into_iter().filter_map(|s| match parse_stored(s.kind, &s.name, &s.body) {
-            Ok(t) => Some((s.order, t)),
-            Err(e) => {
-                tracing::error!(resource = %format!("{}/{}", s.kind, s.name), errors = ?e, "a stored resource no longer parses; leaving it out");
-                None
-            }
-        });
+        let typed = store.state().ordered().into_iter().filter_map(|s| Some((s.order, typed_or_skip(s)?)));
         let assembly = Assembly::from_typed(typed);
         Arc::new(Self {
             inner: RwLock::new(Inner { store, assembly }),
@@ -161,14 +155,7 @@ impl ControlPlane {
         for rev in &revs {
             for c in &rev.changes {
                 let order = c.after.as_ref().map_or(0, |s| s.order);
-                let typed = c.after.as_ref().and_then(|s| match parse_stored(c.kind, &c.name, &s.body) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        tracing::error!(resource = %format!("{}/{}", c.kind, c.name), errors = ?e, "a resource from the shared store does not parse; leaving it out");
-                        None
-                    }
-                });
-                inner.assembly.set(c.kind, &c.name, order, typed);
+                inner.assembly.set(c.kind, &c.name, order, c.after.as_ref().and_then(typed_or_skip));
             }
         }
         if let Some(last) = revs.last() {
@@ -324,6 +311,16 @@ fn check_body(kind: Kind, name: &str, body: &Value) -> Result<(), PlaneError> {
         Some(n) => Err(PlaneError::BadRequest(format!("{kind}/{name}: the body names {n:?}; names must match"))),
         None => Err(PlaneError::BadRequest(format!("{kind}/{name}: the body needs `name: {name}`"))),
     }
+}
+
+/// A stored resource, typed; one that no longer parses (stored by another version, say) is
+/// logged and left out rather than stopping the control plane.
+fn typed_or_skip(s: &crate::store::Stored) -> Option<Typed> {
+    parse_stored(s.kind, &s.name, &s.body)
+        .map_err(|e| {
+            tracing::error!(resource = %format!("{}/{}", s.kind, s.name), errors = ?e, "a stored resource does not parse; leaving it out");
+        })
+        .ok()
 }
 
 /// Parses a stored resource. A `Listener` may leave out `address`: each gateway listens where

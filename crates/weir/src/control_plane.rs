@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use weir_control::ControlPlane;
 use weir_control::store::{EtcdSpec, Store};
 
-use crate::standalone::{control_runtime, wait_for_signal};
+use crate::standalone::{control_runtime, read_flag_file, wait_for_signal};
 
 /// Arguments of `weir control-plane`.
 #[derive(Debug, clap::Args)]
@@ -56,13 +55,13 @@ pub(crate) struct Args {
 /// The gRPC TLS config from the flags, or why it cannot be built.
 fn grpc_tls(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
     // A peer that never finishes its handshake must not hold a connection open forever.
-    let mut tls =
-        ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)).timeout(Duration::from_secs(10));
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(read_flag_file(cert)?, read_flag_file(key)?))
+        .timeout(Duration::from_secs(10));
     if let Some(ca) = &args.client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+        tls = tls.client_ca_root(Certificate::from_pem(read_flag_file(ca)?));
     }
     // Building a server with it parses the PEM now, so a bad file fails at start-up.
     tonic::transport::Server::builder()
@@ -71,24 +70,13 @@ fn grpc_tls(args: &Args) -> Result<Option<tonic::transport::ServerTlsConfig>, St
     Ok(Some(tls))
 }
 
-/// The admin API's TLS config: the same certificate as gRPC, no client certificates (API
-/// callers carry the token).
-fn admin_tls(args: &Args) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+/// The admin API's TLS: the same certificate as gRPC, loaded as a gateway listener's is (no
+/// client certificates: API callers carry the token).
+fn admin_tls(args: &Args) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
-    let bad =
-        |what: &PathBuf, e: &dyn std::fmt::Display| format!("invalid --tls-cert/--tls-key: {}: {e}", what.display());
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| bad(cert, &e))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| bad(cert, &e))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(cfg)))
+    let spec = weir_config::spec::CertificateSpec { cert: cert.display().to_string(), key: key.display().to_string() };
+    let tls = weir_gateway::tls::listener_tls(&[spec]).map_err(|e| format!("invalid --tls-cert/--tls-key: {e}"))?;
+    Ok(Some(tls.acceptor))
 }
 
 /// `--store`.

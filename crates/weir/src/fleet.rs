@@ -16,7 +16,7 @@ use weir_gateway::Gateway;
 use weir_gateway::admin::AdminState;
 use weir_gateway::sync::{self, SyncOptions};
 
-use crate::standalone::{control_runtime, drain, start_admin, start_workers, wait_for_signal};
+use crate::standalone::{control_runtime, drain, read_flag_file, start_admin, start_workers, wait_for_signal};
 
 /// Arguments of `weir gateway`.
 #[derive(Debug, clap::Args)]
@@ -75,10 +75,9 @@ fn control_plane_tls(args: &Args) -> Result<Option<tonic::transport::ClientTlsCo
             Ok(None)
         };
     };
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_flag_file(ca)?));
     if let (Some(cert), Some(key)) = (&args.control_plane_cert, &args.control_plane_key) {
-        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        tls = tls.identity(Identity::from_pem(read_flag_file(cert)?, read_flag_file(key)?));
     }
     Ok(Some(tls))
 }

@@ -66,6 +66,11 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     })
 }
 
+/// A file named by a command-line flag (a PEM certificate or key), or a message saying which.
+pub(crate) fn read_flag_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
 /// A current-thread runtime for the control side (config source, admin, health checks);
 /// request traffic runs on worker threads.
 pub(crate) fn control_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
