@@ -82,9 +82,13 @@ fn remove_named_by_connection(h: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Whether the request asks to switch protocols (WebSocket).
+/// Whether the request asks to switch to WebSocket, the one upgrade Weir tunnels. Other
+/// upgrades (`h2c` above all, which would hand the client a raw tunnel past routing and
+/// plugins) are stripped as hop-by-hop headers and the request proxied as it is.
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
+    h.get_all(header::UPGRADE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket"))))
         && h.get_all(header::CONNECTION)
             .iter()
             .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))

@@ -1,6 +1,7 @@
 //! Weir's data plane.
 //!
-//! Handles: client listeners (HTTP/1.1, keep-alive, upgrades), route matching, canary splits,
+//! Handles: client listeners (an in-place HTTP/1.1 fast path, hyper for HTTP/2 and the rare
+//! HTTP/1.1 forms, keep-alive, upgrades), route matching, canary splits,
 //! load balancing, pooled upstream connections, active and passive health checking, failover
 //! and retries, hot reload from a watched file, graceful drain, and the admin endpoints.
 //!
@@ -12,6 +13,7 @@ pub mod body;
 pub mod error;
 pub mod filter;
 pub mod gateway;
+pub mod h1;
 pub mod headers;
 pub mod io;
 pub mod metrics;
@@ -25,6 +27,7 @@ pub mod sync;
 pub mod tls;
 mod upgrade;
 pub mod upstream;
+pub mod view;
 pub mod watch;
 pub mod workers;
 

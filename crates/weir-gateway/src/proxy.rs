@@ -25,6 +25,7 @@ use crate::sniff::Verdicts;
 use crate::upgrade;
 use crate::upstream::pool::AcquireError;
 use crate::upstream::{PickCx, Tried, Upstream};
+use crate::view::{Fields, strip_port};
 
 /// The live config, swapped atomically on reload.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -129,13 +130,7 @@ fn is_grpc(h: &HeaderMap) -> bool {
 /// The request's host without port: the `Host` header, else the URI authority.
 fn host_of<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
     let raw = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.host())?;
-    if let Some(rest) = raw.strip_prefix('[') {
-        return rest.split_once(']').map(|(h, _)| h);
-    }
-    Some(match raw.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => raw,
-    })
+    strip_port(raw)
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -150,6 +145,14 @@ fn check_request(req: &Request<Incoming>, conn: &ConnInfo) -> Result<(), ProxyEr
         return Err(ProxyError::BadRequest(
             "ambiguous framing: duplicate Content-Length or Content-Length with Transfer-Encoding",
         ));
+    }
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    // RFC 9112 §3.2: exactly one Host on HTTP/1.1 (an absolute-form URI carries its own).
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if req.version() == Version::HTTP_11 && (hosts > 1 || (hosts == 0 && req.uri().authority().is_none())) {
+        return Err(ProxyError::BadRequest("exactly one Host header is required"));
     }
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > conn.max_uri_length {
@@ -183,7 +186,7 @@ async fn proxy(
             host: host_of(req.headers(), uri),
             path: uri.path(),
             query: uri.query(),
-            headers: req.headers(),
+            headers: Fields::Map(req.headers()),
         };
         snap.router.find(&view).ok_or(ProxyError::NoRoute)?.clone()
     };
@@ -265,7 +268,7 @@ async fn proxy(
         let pick = {
             let headers = parts.as_ref().map_or_else(|| unsent.as_ref().map(|r| r.headers()), |p| Some(&p.headers));
             let empty = HeaderMap::new();
-            let cx = PickCx { client_ip: conn.client.ip(), headers: headers.unwrap_or(&empty) };
+            let cx = PickCx { client_ip: conn.client.ip(), headers: Fields::Map(headers.unwrap_or(&empty)) };
             upstream.pick(&cx, tried)
         };
         let Some(i) = pick else { break };

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
 use weir_config::spec::{PathMatch, RouteSpec};
 
@@ -114,20 +114,7 @@ struct Entry {
     route: Arc<Route>,
 }
 
-/// What the router looks at in a request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
-    /// Method.
-    pub method: &'a Method,
-    /// Host without port, if the request named one.
-    pub host: Option<&'a str>,
-    /// Path without query.
-    pub path: &'a str,
-    /// Raw query string.
-    pub query: Option<&'a str>,
-    /// Headers.
-    pub headers: &'a HeaderMap,
-}
+pub use crate::view::RequestView;
 
 /// All routes of a snapshot, in precedence order.
 #[derive(Debug, Default)]
@@ -288,7 +275,7 @@ impl Route {
     fn matches(&self, req: &RequestView<'_>) -> bool {
         self.path_matches(req.path)
             && (self.methods.is_empty() || self.methods.contains(req.method))
-            && self.headers.iter().all(|(k, v)| req.headers.get_all(k).iter().any(|got| got == v))
+            && self.headers.iter().all(|(k, v)| req.headers.values(k.as_str()).any(|got| got == v.as_bytes()))
             && self.query.iter().all(|(k, v)| query_has(req.query, k, v))
     }
 

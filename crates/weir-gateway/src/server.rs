@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_config::spec::ListenerLimits;
 
+use crate::h1::{self, Rewind};
 use crate::io::IdleTimeout;
 use crate::proxy::{self, ConnInfo, SharedSnapshot};
 use crate::sniff::Sniffer;
@@ -133,11 +134,14 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, state: SharedSn
         conns.spawn(async move {
             let _permit = permit;
             match &ctx.tls {
-                None => serve_conn(stream, client, "http", &ctx, state, stop).await,
+                None => serve_conn(stream, client, "http", &ctx, state, stop, false).await,
                 Some(tls) => {
                     let handshake = tokio::time::timeout(ctx.opts.header_read_timeout, tls.acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok(s)) => serve_conn(s, client, "https", &ctx, state, stop).await,
+                        Ok(Ok(s)) => {
+                            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve_conn(s, client, "https", &ctx, state, stop, h2).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
                     }
@@ -151,7 +155,31 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, state: SharedSn
     conns.wait().await;
 }
 
+/// Serves one connection: HTTP/1.1 on the fast path ([`h1`]) until a request needs hyper,
+/// then hyper for the rest of it (HTTP/2 from the start when ALPN chose it).
 async fn serve_conn<I>(
+    io: I,
+    client: SocketAddr,
+    proto: &'static str,
+    ctx: &ListenerCtx,
+    state: SharedSnapshot,
+    stop: CancellationToken,
+    h2: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = if h2 {
+        Rewind::new(io, Vec::new())
+    } else {
+        match h1::serve(io, client, proto, &ctx.opts, &state, stop.clone()).await {
+            Some((io, read)) => Rewind::new(io, read),
+            None => return,
+        }
+    };
+    serve_hyper(io, client, proto, ctx, state, stop).await;
+}
+
+async fn serve_hyper<I>(
     io: I,
     client: SocketAddr,
     proto: &'static str,
@@ -161,6 +189,8 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // The guard follows HTTP/1.1 framing of what hyper reads (requests the fast path handed
+    // over); HTTP/2 turns it off at the preface.
     let (io, verdicts) = Sniffer::new(io, ctx.opts.max_header_size);
     let info = ConnInfo::new(client, proto, ctx.opts.max_uri_length, Some(verdicts));
     let svc = service_fn(move |req| {

@@ -24,7 +24,7 @@ pub(crate) async fn tunnel(
     req: Request<UpstreamBody>,
     downstream: OnUpgrade,
 ) -> Result<Response<GatewayBody>, ProxyError> {
-    let cx = PickCx { client_ip: conn.client.ip(), headers: req.headers() };
+    let cx = PickCx { client_ip: conn.client.ip(), headers: crate::view::Fields::Map(req.headers()) };
     let i = upstream.pick(&cx, Tried::default()).ok_or_else(|| ProxyError::NoHealthyEndpoint {
         route: route.name.clone(),
         upstream: upstream.name().clone(),

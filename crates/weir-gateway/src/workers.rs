@@ -11,6 +11,16 @@ use parking_lot::Mutex;
 use tokio::runtime::{Builder, Handle};
 use tokio_util::sync::CancellationToken;
 
+thread_local! {
+    /// This thread's worker number (0 off worker threads).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The worker this thread is (0 off worker threads): per-worker state is indexed by it.
+pub(crate) fn current() -> usize {
+    WORKER.get()
+}
+
 /// The worker runtimes.
 #[derive(Debug)]
 pub struct Workers {
@@ -30,6 +40,7 @@ impl Workers {
             handles.push(rt.handle().clone());
             let stop = stop.clone();
             threads.push(std::thread::Builder::new().name(format!("weir-worker-{i}")).spawn(move || {
+                WORKER.set(i);
                 rt.block_on(stop.cancelled());
             })?);
         }

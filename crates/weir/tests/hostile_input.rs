@@ -185,6 +185,9 @@ async fn http2_rapid_reset_and_stream_limits_are_bounded() {
     let tcp = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
+    // The HTTP/1.1 request above may leave its upstream connection idle in the fast path's
+    // pool (not shared with hyper's): count only what these streams open.
+    let base = up.open.load(std::sync::atomic::Ordering::SeqCst);
     let watch = common::PeakWatch::start(up.open.clone());
     let mut calls = Vec::new();
     for _ in 0..12 {
@@ -204,7 +207,7 @@ async fn http2_rapid_reset_and_stream_limits_are_bounded() {
         }
     }
     assert!(ok >= 4, "ok {ok}, refused {refused}");
-    let peak = watch.stop();
+    let peak = watch.stop() - base;
     assert!(peak <= 4, "at most 4 streams reached the upstream at once: {peak}");
 }
 

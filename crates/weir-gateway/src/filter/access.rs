@@ -2,12 +2,12 @@
 
 use std::net::IpAddr;
 
-use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use weir_config::plugins::{CorsConfig, IpRestrictionConfig, RequestIdConfig, parse_cidr};
 
 use super::{Effects, FilterCx, Outcome, reply};
 use crate::body::GatewayBody;
+use crate::view::RequestView;
 
 /// `cors`: answers preflights itself and marks allowed cross-origin responses.
 #[derive(Debug)]
@@ -44,10 +44,12 @@ impl Cors {
         if self.any_origin && !self.credentials { HeaderValue::from_static("*") } else { origin.clone() }
     }
 
-    pub(super) fn on_request(&self, req: &Parts) -> Outcome {
-        let Some(origin) = req.headers.get(header::ORIGIN) else { return Outcome::done() };
-        let preflight =
-            req.method == Method::OPTIONS && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    pub(super) fn on_request(&self, req: &RequestView<'_>) -> Outcome {
+        let Some(origin) = req.header(&header::ORIGIN).and_then(|v| HeaderValue::from_bytes(v).ok()) else {
+            return Outcome::done();
+        };
+        let origin = &origin;
+        let preflight = *req.method == Method::OPTIONS && req.has_header(&header::ACCESS_CONTROL_REQUEST_METHOD);
         if !self.allowed(origin) {
             return if preflight {
                 Outcome::Respond(reply(StatusCode::FORBIDDEN, "cors_origin_denied", "origin not allowed"))
@@ -70,7 +72,8 @@ impl Cors {
                 h.insert(k, v);
             }
             h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
-            let asked = req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+            let asked =
+                req.header(&header::ACCESS_CONTROL_REQUEST_HEADERS).and_then(|v| HeaderValue::from_bytes(v).ok());
             if let Some(v) = self.headers.clone().or(asked) {
                 h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
             }
@@ -103,9 +106,11 @@ impl RequestId {
         }
     }
 
-    pub(super) fn on_request(&self, req: &Parts) -> Outcome {
-        let incoming =
-            req.headers.get(&self.header).filter(|v| self.trust_incoming && !v.is_empty() && v.len() <= 200).cloned();
+    pub(super) fn on_request(&self, req: &RequestView<'_>) -> Outcome {
+        let incoming = req
+            .header(&self.header)
+            .filter(|v| self.trust_incoming && !v.is_empty() && v.len() <= 200)
+            .and_then(|v| HeaderValue::from_bytes(v).ok());
         let id = incoming.unwrap_or_else(|| {
             // 128 random bits, hex: unique enough to correlate logs, cheap to make.
             let v = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));

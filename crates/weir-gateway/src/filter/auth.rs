@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::request::Parts;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 use weir_config::plugins::KeyAuthConfig;
 
 use super::{Effects, Outcome, reply};
+use crate::view::RequestView;
 
 /// `key-auth`: API keys of named consumers, kept only as SHA-256 digests.
 #[derive(Debug)]
@@ -52,15 +52,15 @@ impl KeyAuth {
         }
     }
 
-    fn key<'a>(&self, req: &'a Parts) -> Option<&'a [u8]> {
-        if let Some(v) = req.headers.get(&self.header) {
-            return Some(v.as_bytes());
+    fn key<'a>(&self, req: &RequestView<'a>) -> Option<&'a [u8]> {
+        if let Some(v) = req.header(&self.header) {
+            return Some(v);
         }
         let q = self.query.as_deref()?;
-        req.uri.query()?.split('&').find_map(|p| p.strip_prefix(q)?.strip_prefix('=')).map(str::as_bytes)
+        req.query?.split('&').find_map(|p| p.strip_prefix(q)?.strip_prefix('=')).map(str::as_bytes)
     }
 
-    pub(super) fn on_request(&self, req: &Parts) -> Outcome {
+    pub(super) fn on_request(&self, req: &RequestView<'_>) -> Outcome {
         let deny = |msg: &str| {
             let mut rsp = reply(StatusCode::UNAUTHORIZED, "unauthenticated", msg);
             rsp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Key realm=\"weir\""));

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::request::Parts;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use moka::sync::Cache;
@@ -16,6 +15,7 @@ use weir_config::plugins::{JwtAuthConfig, TokenSource};
 
 use super::jwks::Jwks;
 use super::{Effects, Outcome, reply};
+use crate::view::RequestView;
 
 /// A verification key.
 #[derive(Clone)]
@@ -135,22 +135,19 @@ impl JwtAuth {
         })
     }
 
-    fn token<'a>(&self, req: &'a Parts) -> Option<&'a str> {
+    fn token<'a>(&self, req: &RequestView<'a>) -> Option<&'a str> {
         self.sources.iter().find_map(|s| match s {
             TokenSource::Bearer(_) => {
-                let v = req.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+                let v = req.header_str(&header::AUTHORIZATION)?;
                 let (scheme, tok) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| tok.trim())
             }
-            TokenSource::Header(h) => req.headers.get(h.as_str())?.to_str().ok(),
-            TokenSource::Query(q) => {
-                req.uri.query()?.split('&').find_map(|p| p.strip_prefix(q.as_str())?.strip_prefix('='))
-            }
+            TokenSource::Header(h) => ascii(req.headers.get_str(h)?),
+            TokenSource::Query(q) => req.query?.split('&').find_map(|p| p.strip_prefix(q.as_str())?.strip_prefix('=')),
             TokenSource::Cookie(name) => req
                 .headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
+                .values("cookie")
+                .filter_map(ascii)
                 .find_map(|v| v.split(';').find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='))),
         })
     }
@@ -220,7 +217,7 @@ impl JwtAuth {
         Err(last)
     }
 
-    pub(super) async fn on_request(&self, req: &Parts) -> Outcome {
+    pub(super) async fn on_request(&self, req: &RequestView<'_>) -> Outcome {
         let deny = |why: &str| {
             let mut rsp = reply(StatusCode::UNAUTHORIZED, "unauthenticated", why);
             let desc: String = why.chars().filter(|c| *c != '"' && !c.is_control()).collect();
@@ -257,4 +254,9 @@ impl JwtAuth {
         e.claims = Some(verified.claims.clone());
         Outcome::Continue(e)
     }
+}
+
+/// A header value as text, if it is visible ASCII (what `HeaderValue::to_str` accepts).
+fn ascii(v: &[u8]) -> Option<&str> {
+    if v.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b)) { std::str::from_utf8(v).ok() } else { None }
 }

@@ -13,13 +13,13 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use http::request::Parts;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use prometheus_client::metrics::counter::Counter;
 use weir_config::plugins::{OnRedisError, RateLimitConfig, RateLimitKey, RateLimitPolicy};
 
 use super::redis_limit::{RedisLimiter, Verdict};
 use super::{Effects, FilterCx, Outcome, reply};
+use crate::view::RequestView;
 
 /// What a request is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -113,11 +113,11 @@ impl RateLimit {
         })
     }
 
-    fn key(&self, req: &Parts, cx: &FilterCx) -> Key {
+    fn key(&self, req: &RequestView<'_>, cx: &FilterCx) -> Key {
         match &self.key {
             RateLimitKey::ClientIp(_) => Key::Ip(cx.client),
-            RateLimitKey::Header(_) => match self.header.as_ref().and_then(|h| req.headers.get(h)) {
-                Some(v) => Key::Text(Bytes::copy_from_slice(v.as_bytes())),
+            RateLimitKey::Header(_) => match self.header.as_ref().and_then(|h| req.header(h)) {
+                Some(v) => Key::Text(Bytes::copy_from_slice(v)),
                 None => Key::None,
             },
             RateLimitKey::Consumer(_) => match &cx.consumer {
@@ -155,7 +155,7 @@ impl RateLimit {
         Outcome::Respond(rsp)
     }
 
-    pub(super) async fn on_request(&self, req: &Parts, cx: &FilterCx) -> Outcome {
+    pub(super) async fn on_request(&self, req: &RequestView<'_>, cx: &FilterCx) -> Outcome {
         let key = self.key(req, cx);
         let limiter = match &self.counts {
             Counts::Local { limiter, .. } => limiter,

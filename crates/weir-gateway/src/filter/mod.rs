@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use weir_config::plugins::PluginConfig;
 
@@ -33,6 +32,7 @@ pub use log::LogEntry;
 
 use crate::body::GatewayBody;
 use crate::metrics::Metrics;
+use crate::view::{Edits, Fields, RequestView, strip_port};
 
 /// Where a filter runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,7 +160,7 @@ impl Filter {
         }
     }
 
-    async fn on_request(&self, req: &Parts, cx: &FilterCx) -> Outcome {
+    async fn on_request(&self, req: &RequestView<'_>, cx: &FilterCx) -> Outcome {
         match self {
             Self::Cors(f) => f.on_request(req),
             Self::RequestId(f) => f.on_request(req),
@@ -220,19 +220,24 @@ impl Chain {
         }
     }
 
+    /// Whether a filter edits response headers (beyond the headers the request phases add).
+    pub fn edits_responses(&self) -> bool {
+        self.phases.iter().flatten().any(|f| matches!(**f, Filter::Headers(_)))
+    }
+
     /// Whether the chain has no filters (the common fast path).
     pub fn is_empty(&self) -> bool {
         self.phases.is_empty()
     }
 
     /// Runs the request phases; `Err` is a response that ends the request here.
-    pub async fn on_request(&self, req: &mut Parts, cx: &mut FilterCx) -> Result<(), Response<GatewayBody>> {
+    pub async fn on_request<H: Head>(&self, req: &mut H, cx: &mut FilterCx) -> Result<(), Response<GatewayBody>> {
         for phase in &self.phases {
             let outcomes = if let [only] = phase.as_slice() {
-                vec![only.on_request(req, cx).await]
+                vec![only.on_request(&req.view(), cx).await]
             } else {
-                let (r, c) = (&*req, &*cx);
-                join_all(phase.iter().map(|f| f.on_request(r, c))).await
+                let (view, c) = (req.view(), &*cx);
+                join_all(phase.iter().map(|f| f.on_request(&view, c))).await
             };
             for o in outcomes {
                 match o {
@@ -258,30 +263,74 @@ impl Chain {
     }
 }
 
-fn apply(req: &mut Parts, cx: &mut FilterCx, e: Effects) {
-    for n in e.remove {
-        req.headers.remove(n);
+/// A request head the chain reads through a [`RequestView`] and edits with [`Effects`].
+pub trait Head: Send {
+    /// The request as the phases so far left it.
+    fn view(&self) -> RequestView<'_>;
+    /// Applies one filter's header and path changes.
+    fn edit(&mut self, e: &mut Effects);
+}
+
+/// hyper's request head (HTTP/2, and HTTP/1.1 requests the fast path hands to hyper).
+impl Head for http::request::Parts {
+    fn view(&self) -> RequestView<'_> {
+        let host = self.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| self.uri.host());
+        RequestView {
+            method: &self.method,
+            host: host.and_then(strip_port),
+            path: self.uri.path(),
+            query: self.uri.query(),
+            headers: Fields::Map(&self.headers),
+        }
     }
-    for (k, v) in e.set {
-        req.headers.insert(k, v);
+
+    fn edit(&mut self, e: &mut Effects) {
+        for n in e.remove.drain(..) {
+            self.headers.remove(n);
+        }
+        for (k, v) in e.set.drain(..) {
+            self.headers.insert(k, v);
+        }
+        for (k, v) in e.add.drain(..) {
+            self.headers.append(k, v);
+        }
+        if let Some(p) = e.path.take()
+            && let Ok(pq) = http::uri::PathAndQuery::try_from(p)
+        {
+            let mut parts = self.uri.clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                self.uri = u;
+            }
+        }
     }
-    for (k, v) in e.add {
-        req.headers.append(k, v);
+}
+
+impl Edits {
+    /// Folds one filter's changes into the list.
+    pub fn apply(&mut self, e: &mut Effects) {
+        for n in e.remove.drain(..) {
+            self.remove(n);
+        }
+        for (k, v) in e.set.drain(..) {
+            self.set(k, v);
+        }
+        for (k, v) in e.add.drain(..) {
+            self.add(k, v);
+        }
+        if let Some(p) = e.path.take() {
+            self.path = Some(p);
+        }
     }
+}
+
+fn apply<H: Head>(req: &mut H, cx: &mut FilterCx, mut e: Effects) {
+    req.edit(&mut e);
     if let Some(c) = e.consumer {
         cx.consumer = Some(c);
     }
     if let Some(c) = e.claims {
         cx.claims = Some(c);
-    }
-    if let Some(p) = e.path
-        && let Ok(pq) = http::uri::PathAndQuery::try_from(p)
-    {
-        let mut parts = req.uri.clone().into_parts();
-        parts.path_and_query = Some(pq);
-        if let Ok(u) = http::Uri::from_parts(parts) {
-            req.uri = u;
-        }
     }
     cx.response.extend(e.response);
 }

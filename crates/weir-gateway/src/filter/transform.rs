@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 use weir_config::plugins::{FaultConfig, HeaderOps, HeadersConfig, RewriteConfig};
 
 use super::{Effects, Outcome, header_pair, reply};
+use crate::view::RequestView;
 
 /// `fault`: delay and/or abort.
 #[derive(Debug)]
@@ -108,8 +108,8 @@ impl Rewrite {
         }
     }
 
-    pub(super) fn on_request(&self, req: &Parts) -> Outcome {
-        let mut path = req.uri.path().to_owned();
+    pub(super) fn on_request(&self, req: &RequestView<'_>) -> Outcome {
+        let mut path = req.path.to_owned();
         if let Some(p) = &self.strip_prefix
             && let Some(rest) = path.strip_prefix(p.trim_end_matches('/'))
             && (rest.is_empty() || rest.starts_with('/'))
@@ -119,7 +119,7 @@ impl Rewrite {
         if let Some((re, with)) = &self.regex {
             path = re.replace(&path, with.as_str()).into_owned();
         }
-        if let Some(q) = req.uri.query() {
+        if let Some(q) = req.query {
             path.push('?');
             path.push_str(q);
         }

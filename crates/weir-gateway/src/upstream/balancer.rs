@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use parking_lot::Mutex;
 use weir_config::spec::{HashKeySpec, LbPolicy};
 
@@ -36,7 +36,7 @@ pub struct PickCx<'a> {
     /// The client's IP.
     pub client_ip: IpAddr,
     /// The request headers.
-    pub headers: &'a HeaderMap,
+    pub headers: crate::view::Fields<'a>,
 }
 
 /// A compiled balancing policy for one upstream's endpoint list.
@@ -137,7 +137,7 @@ impl Balancer {
                     return None;
                 }
                 let h = match header.as_ref().and_then(|h| cx.headers.get(h)) {
-                    Some(v) => hash_parts(v.as_bytes(), 0),
+                    Some(v) => hash_parts(v, 0),
                     None => hash_ip(cx.client_ip),
                 };
                 let start = ring.partition_point(|&(p, _)| p < h);

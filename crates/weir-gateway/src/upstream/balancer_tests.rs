@@ -1,4 +1,5 @@
 //! Balancer properties: smooth WRR sequences, least-connections, ring stability, p2c.
+use crate::view::Fields;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -30,7 +31,7 @@ fn eps(weights: &[u32]) -> Vec<Arc<Endpoint>> {
 
 fn picks(b: &Balancer, eps: &[Arc<Endpoint>], n: usize) -> Vec<usize> {
     let headers = HeaderMap::new();
-    let cx = PickCx { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), headers: &headers };
+    let cx = PickCx { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), headers: Fields::Map(&headers) };
     (0..n).map(|_| b.pick(eps, &cx, Tried::default()).unwrap()).collect()
 }
 
@@ -58,7 +59,7 @@ fn round_robin_cycles_and_skips_tried_and_down_endpoints() {
     e[1].set_active_up(false);
     assert!(picks(&b, &e, 6).iter().all(|&i| i != 1));
     let headers = HeaderMap::new();
-    let cx = PickCx { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), headers: &headers };
+    let cx = PickCx { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), headers: Fields::Map(&headers) };
     let mut tried = Tried::default();
     tried.add(0);
     tried.add(2);
@@ -106,7 +107,7 @@ fn consistent_hash_moves_about_one_nth_of_keys_when_an_endpoint_joins() {
     for k in 0..n {
         let mut h = HeaderMap::new();
         h.insert("x-user", HeaderValue::from_str(&format!("user-{k}")).unwrap());
-        let cx = PickCx { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), headers: &h };
+        let cx = PickCx { client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), headers: Fields::Map(&h) };
         let a = b1.pick(&before, &cx, Tried::default()).unwrap();
         let c = b2.pick(&after, &cx, Tried::default()).unwrap();
         assert_eq!(c, b2.pick(&after, &cx, Tried::default()).unwrap(), "stable per key");

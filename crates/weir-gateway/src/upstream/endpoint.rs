@@ -188,6 +188,14 @@ impl Endpoint {
         Ok(stream)
     }
 
+    /// Opens a plain TCP connection (the fast path's upstream connections).
+    pub async fn dial_tcp(&self, timeout: Duration) -> io::Result<TcpStream> {
+        match self.stream(timeout, None).await? {
+            UpstreamIo::Plain(tcp) => Ok(tcp),
+            UpstreamIo::Tls(_) => Err(io::Error::other("TLS stream where plain TCP was asked for")),
+        }
+    }
+
     /// Opens an HTTP/1.1 connection. The caller drives the returned connection (see
     /// [`super::pool::Conn`]), so a pooled exchange runs entirely in the task of the
     /// downstream connection: no channel hop or task wake-up between two tasks.

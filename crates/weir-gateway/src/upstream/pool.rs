@@ -6,6 +6,11 @@
 //!
 //! Owns: idle connections (LIFO, so hot connections are reused and cold ones age out), the
 //! `max_connections` permits, waiting for a connection, and the counters behind pool metrics.
+//! Two kinds of connection share the permits: hyper client connections (HTTP/1.1 requests
+//! hyper serves, probes) in one idle list, and the fast path's raw TCP connections
+//! ([`RawConn`]) in one idle list per worker, so a fast-path request never crosses threads
+//! and takes an uncontended lock; a worker whose list is empty when the pool is full takes
+//! an idle connection from another worker's list rather than wait.
 //! Does not own: dialing (the caller passes a connect future) or health.
 
 use std::future::Future;
@@ -16,11 +21,15 @@ use std::time::Duration;
 use std::future::poll_fn;
 use std::task::{Context, Poll};
 
+use std::io;
+use std::task::Waker;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -106,6 +115,34 @@ struct Idle {
     since: Instant,
 }
 
+/// An upstream TCP connection of the fast path, holding one of the `max_connections` permits.
+#[derive(Debug)]
+pub struct RawConn {
+    /// The stream.
+    pub stream: TcpStream,
+    created: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl RawConn {
+    /// Whether the upstream closed it or sent bytes nobody asked for while it was idle (one
+    /// non-blocking read when the reactor saw it readable).
+    pub fn is_stale(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        !matches!(self.stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+#[derive(Debug)]
+struct RawIdle {
+    conn: RawConn,
+    since: Instant,
+}
+
 /// Counters for metrics and the admin `/stats` page.
 #[derive(Debug, Default)]
 pub struct PoolStats {
@@ -143,6 +180,8 @@ pub struct Pool {
     limits: PoolLimits,
     /// Held only to push or pop one entry; never across an await.
     idle: Mutex<Vec<Idle>>,
+    /// The fast path's idle connections, one list per worker (see [`crate::workers`]).
+    raw: Box<[Mutex<Vec<RawIdle>>]>,
     permits: Arc<Semaphore>,
     /// Wakes a waiter when a connection goes back to the idle list.
     returned: Notify,
@@ -158,6 +197,7 @@ impl Pool {
         Self {
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             idle: Mutex::new(Vec::with_capacity(limits.max_idle.min(64))),
+            raw: (0..raw_slots()).map(|_| Mutex::new(Vec::new())).collect(),
             returned: Notify::new(),
             stats: PoolStats::default(),
             wait_histogram: None,
@@ -172,7 +212,97 @@ impl Pool {
 
     /// Idle connections.
     pub fn idle(&self) -> usize {
-        self.idle.lock().len()
+        self.idle.lock().len() + self.raw.iter().map(|s| s.lock().len()).sum::<usize>()
+    }
+
+    /// A fast-path connection: this worker's most recent idle one, else a new one from
+    /// `dial` under `max_connections`, else another worker's idle one, else the first to
+    /// become free within `acquire_timeout`. `true` with it when it was reused.
+    pub async fn acquire_raw<F, Fut>(&self, dial: F) -> Result<(RawConn, bool), AcquireError<io::Error>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = io::Result<TcpStream>>,
+    {
+        if let Some(c) = self.pop_raw(crate::workers::current() % self.raw.len()) {
+            self.stats.reused.fetch_add(1, Relaxed);
+            return Ok((c, true));
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => self.dial_raw(p, &dial).await.map(|c| (c, false)),
+            // Boxed: the rare path's state would otherwise be copied with every request.
+            Err(_) => Box::pin(self.acquire_raw_full(&dial)).await,
+        }
+    }
+
+    async fn dial_raw<F, Fut>(&self, permit: OwnedSemaphorePermit, dial: &F) -> Result<RawConn, AcquireError<io::Error>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = io::Result<TcpStream>>,
+    {
+        let stream = dial().await.map_err(AcquireError::Connect)?;
+        self.stats.created.fetch_add(1, Relaxed);
+        Ok(RawConn { stream, created: Instant::now(), _permit: permit })
+    }
+
+    /// The pool is at `max_connections`: take another worker's idle connection or wait.
+    async fn acquire_raw_full<F, Fut>(&self, dial: &F) -> Result<(RawConn, bool), AcquireError<io::Error>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = io::Result<TcpStream>>,
+    {
+        let since = Instant::now();
+        loop {
+            for slot in 0..self.raw.len() {
+                if let Some(c) = self.pop_raw(slot) {
+                    // Registered with another worker's reactor: move it to this one.
+                    let RawConn { stream, created, _permit } = c;
+                    let Ok(stream) = stream.into_std().and_then(TcpStream::from_std) else { continue };
+                    self.note_wait(Some(since));
+                    self.stats.reused.fetch_add(1, Relaxed);
+                    return Ok((RawConn { stream, created, _permit }, true));
+                }
+            }
+            match self.wait_for_room(since + self.limits.acquire_timeout).await {
+                Room::Permit(p) => {
+                    self.note_wait(Some(since));
+                    return self.dial_raw(p, dial).await.map(|c| (c, false));
+                }
+                Room::Returned => {}
+                Room::TimedOut => {
+                    self.note_wait(Some(since));
+                    return Err(AcquireError::Timeout);
+                }
+            }
+        }
+    }
+
+    fn pop_raw(&self, slot: usize) -> Option<RawConn> {
+        let now = Instant::now();
+        let mut idle = self.raw[slot].lock();
+        while let Some(i) = idle.pop() {
+            if now.duration_since(i.since) < self.limits.idle_timeout
+                && now.duration_since(i.conn.created) < self.limits.max_lifetime
+            {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Gives a fast-path connection back after a complete, fully read exchange.
+    pub fn put_raw(&self, conn: RawConn) {
+        let now = Instant::now();
+        if now.duration_since(conn.created) >= self.limits.max_lifetime {
+            return;
+        }
+        {
+            let mut idle = self.raw[crate::workers::current() % self.raw.len()].lock();
+            if idle.len() >= self.limits.max_idle {
+                return;
+            }
+            idle.push(RawIdle { conn, since: now });
+        }
+        self.returned.notify_one();
     }
 
     /// A ready connection: an idle one if any is usable, else a new one from `dial` when under
@@ -289,5 +419,17 @@ impl Pool {
             stale
         };
         drop(stale);
+        for slot in &self.raw {
+            slot.lock().retain(|i| {
+                now.duration_since(i.since) < self.limits.idle_timeout
+                    && now.duration_since(i.conn.created) < self.limits.max_lifetime
+            });
+        }
     }
+}
+
+/// Idle lists per pool for fast-path connections: one per core, so each worker has its own
+/// (workers beyond that share).
+fn raw_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 64)
 }

@@ -1,0 +1,374 @@
+//! One request on the fast path: route → filters → attempts → relay, stated once.
+//!
+//! Owns: the request's pipeline on HTTP/1.1 (the same decisions as [`crate::proxy`] makes for
+//! hyper: routing, `max_body_size`, the filter chain, failover and retries through
+//! [`Retry`], passive health, metrics and the access log). Sending the request and relaying
+//! the response are in [`super::relay`].
+
+use std::sync::Arc;
+
+use http::Method;
+use tokio::time::Instant;
+use weir_config::spec::UpstreamProtocol;
+
+use super::conn::Conn;
+use super::relay::{BodyAt, RspRead, SendError};
+use super::request::{Framing, ReqHead};
+use super::write::{self, Forwarding};
+use crate::body::Lease;
+use crate::error::ProxyError;
+use crate::filter::{Effects, FilterCx, Head, LogEntry};
+use crate::router::Route;
+use crate::snapshot::Snapshot;
+use crate::upstream::pool::AcquireError;
+use crate::upstream::{PickCx, Tried, Upstream};
+use crate::view::{Edits, FieldSpan, Fields, RequestView, strip_port};
+
+/// How a request ended for the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Done {
+    /// Served; this many bytes of the read buffer belonged to it.
+    KeepAlive(usize),
+    /// Served (or not), and the connection closes.
+    Close,
+    /// Not touched: hyper serves it and the rest of the connection.
+    Handoff,
+}
+
+/// What a request produced: the status sent (0 when none) and what the connection does next.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Outcome {
+    pub status: u16,
+    pub done: Done,
+}
+
+/// What the request path learned about a request, for metrics and the access log.
+#[derive(Debug, Default)]
+pub(super) struct Trace {
+    pub route: Option<Arc<Route>>,
+    pub upstream: Option<Arc<str>>,
+    pub endpoint: Option<Arc<str>>,
+    pub consumer: Option<Arc<str>>,
+    pub request_id: Option<String>,
+    pub bytes_out: u64,
+}
+
+/// The retry policy of one request: how many attempts, and which failures earn another.
+#[derive(Debug)]
+struct Retry {
+    attempts: u32,
+    made: u32,
+    /// The request can be sent again (no body, or all of it still in the buffer).
+    replayable: bool,
+    /// 5xx answers are retried (idempotent and bodiless).
+    on_5xx: bool,
+    /// One free attempt when a reused connection turns out closed before answering: the
+    /// upstream timed it out, which says nothing about the endpoint's health.
+    stale_left: bool,
+}
+
+impl Retry {
+    fn new(route: &Route, head: &ReqHead, body: &BodyAt) -> Self {
+        let replayable = !matches!(body, BodyAt::Streamed(_));
+        let on_5xx = matches!(body, BodyAt::None) && idempotent(&head.method);
+        Self { attempts: route.attempts, made: 0, replayable, on_5xx, stale_left: replayable }
+    }
+
+    /// Starts another attempt, if any is left.
+    fn next(&mut self) -> bool {
+        self.made += 1;
+        self.made <= self.attempts
+    }
+
+    fn is_last(&self) -> bool {
+        self.made >= self.attempts
+    }
+
+    /// A reused connection was found closed: retry without counting, once.
+    fn stale(&mut self) -> bool {
+        if self.stale_left && self.replayable {
+            self.stale_left = false;
+            self.made -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// The endpoint failed: try another if the request can be sent again.
+    fn failed(&self) -> bool {
+        self.replayable && !self.is_last()
+    }
+
+    fn retry_5xx(&self) -> bool {
+        self.on_5xx && !self.is_last()
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// The router's and filters' view of a head in `read`.
+pub(super) fn view_of<'a>(
+    read: &'a [u8],
+    head: &'a ReqHead,
+    fields: &'a [FieldSpan],
+    edits: &'a Edits,
+) -> RequestView<'a> {
+    let text = |s: crate::view::Span| std::str::from_utf8(s.of(read)).unwrap_or("");
+    let (path, query) = match &edits.path {
+        Some(p) => match p.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (p.as_str(), None),
+        },
+        None => (text(head.path()), head.query().map(text)),
+    };
+    RequestView {
+        method: &head.method,
+        host: std::str::from_utf8(head.host.of(read)).ok().and_then(strip_port).filter(|h| !h.is_empty()),
+        path,
+        query,
+        headers: Fields::Raw { head: read, fields, edits },
+    }
+}
+
+/// A fast-path head as the filter chain sees and edits it.
+struct FastHead<'a> {
+    read: &'a [u8],
+    head: &'a ReqHead,
+    fields: &'a [FieldSpan],
+    edits: &'a mut Edits,
+}
+
+impl Head for FastHead<'_> {
+    fn view(&self) -> RequestView<'_> {
+        view_of(self.read, self.head, self.fields, self.edits)
+    }
+
+    fn edit(&mut self, e: &mut Effects) {
+        self.edits.apply(e);
+    }
+}
+
+impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
+    /// Serves the head at the start of the read buffer.
+    pub(super) async fn serve_one(&mut self, snap: &Snapshot, head: &ReqHead) -> Done {
+        let started = Instant::now();
+        let in_flight = snap.metrics.in_flight();
+        in_flight.inc();
+        let mut t = Trace::default();
+        let out = self.proxy(snap, head, &mut t).await;
+        in_flight.dec();
+        if out.done == Done::Handoff {
+            return Done::Handoff;
+        }
+        let took = started.elapsed();
+        let m = t.route.as_ref().map_or(&snap.unmatched, |r| &r.metrics);
+        m.record(out.status, took.as_secs_f64());
+        if let Some(route) = &t.route
+            && route.chain.has_log()
+        {
+            self.log(route, head, &t, out.status, took);
+        }
+        out.done
+    }
+
+    async fn proxy(&mut self, snap: &Snapshot, head: &ReqHead, t: &mut Trace) -> Outcome {
+        let route = {
+            let b = self.bufs.as_ref().expect("buffers are held while a request is in flight");
+            let edits = Edits::default();
+            snap.router.find(&view_of(&b.read, head, &b.fields, &edits)).cloned()
+        };
+        let Some(route) = route else { return self.fail(ProxyError::NoRoute, head).await };
+        t.route = Some(route.clone());
+        if let (Some(limit), Framing::Length(n)) = (route.max_body_size, head.framing)
+            && n > limit
+        {
+            return self.fail(ProxyError::PayloadTooLarge { route: route.name.clone(), limit }, head).await;
+        }
+        let upstream = route.target.choose().clone();
+        if upstream.protocol() != UpstreamProtocol::Http1 || upstream.tls().is_some() {
+            return Outcome { status: 0, done: Done::Handoff };
+        }
+        let mut fcx = FilterCx::new(self.ctx.client.ip());
+        if !route.chain.is_empty()
+            && let Some(out) = Box::pin(self.run_chain(&route, head, &mut fcx)).await
+        {
+            return out;
+        }
+        let b = self.bufs.as_mut().expect("buffers are held while a request is in flight");
+        if route.chain.has_log() {
+            t.upstream = Some(upstream.name().clone());
+            t.consumer = fcx.consumer.clone();
+            let view = view_of(&b.read, head, &b.fields, &b.edits);
+            t.request_id = view.header_str(&http::HeaderName::from_static("x-request-id")).map(str::to_owned);
+        }
+        let fwd = Forwarding { client: &self.ctx.client_text, proto: self.ctx.proto };
+        write::request_head(&mut b.head, &b.read, head, &b.fields, &b.edits, fwd);
+        self.attempts(&route, &upstream, head, &fcx, t).await
+    }
+
+    /// Runs the filter chain; `Some` when it answered the request itself.
+    async fn run_chain(&mut self, route: &Route, head: &ReqHead, fcx: &mut FilterCx) -> Option<Outcome> {
+        let b = self.bufs.as_mut().expect("buffers are held while a request is in flight");
+        let mut fh = FastHead { read: &b.read, head, fields: &b.fields, edits: &mut b.edits };
+        let rsp = route.chain.on_request(&mut fh, fcx).await.err()?;
+        let status = rsp.status().as_u16();
+        // The body was not read: the connection cannot carry another request.
+        let close = head.framing != Framing::None || head.close || self.stopping();
+        let ok = self.write_local(rsp, close).await;
+        Some(Outcome { status, done: if ok && !close { Done::KeepAlive(head.len) } else { Done::Close } })
+    }
+
+    /// Answers with `e`; a request whose body was not read closes the connection.
+    pub(super) async fn fail(&mut self, e: ProxyError, head: &ReqHead) -> Outcome {
+        let close = head.framing != Framing::None || head.close || self.stopping();
+        let (status, keep) = self.write_error(e, close).await;
+        Outcome { status, done: if keep { Done::KeepAlive(head.len) } else { Done::Close } }
+    }
+
+    async fn attempts(
+        &mut self,
+        route: &Route,
+        upstream: &Upstream,
+        head: &ReqHead,
+        fcx: &FilterCx,
+        t: &mut Trace,
+    ) -> Outcome {
+        let mut body = match self.body_in_buffer(head, route.max_body_size) {
+            Ok(b) => b,
+            Err(e) => return self.fail(e.into_proxy_error(route), head).await,
+        };
+        let mut retry = Retry::new(route, head, &body);
+        let mut tried = Tried::default();
+        let mut last_err = None;
+        while retry.next() {
+            let pick = {
+                let b = self.bufs.as_ref().expect("buffers are held while a request is in flight");
+                let view = view_of(&b.read, head, &b.fields, &b.edits);
+                upstream.pick(&PickCx { client_ip: self.ctx.client.ip(), headers: view.headers }, tried)
+            };
+            let Some(i) = pick else { break };
+            let tried_before = tried;
+            tried.add(i);
+            let ep = upstream.endpoints()[i].clone();
+            if route.chain.has_log() {
+                t.endpoint = Some(ep.label().clone());
+            }
+            let lease = Lease::new(ep.clone());
+            let (mut up, reused) = match ep.pool().acquire_raw(|| ep.dial_tcp(upstream.connect_timeout())).await {
+                Ok(c) => c,
+                Err(AcquireError::Timeout) => {
+                    last_err = Some(ProxyError::PoolExhausted {
+                        route: route.name.clone(),
+                        upstream: upstream.name().clone(),
+                    });
+                    continue;
+                }
+                Err(AcquireError::Connect(e)) => {
+                    ep.record_failure(upstream.passive());
+                    let reason = e.to_string();
+                    last_err =
+                        Some(ProxyError::Connect { route: route.name.clone(), endpoint: ep.label().clone(), reason });
+                    continue;
+                }
+            };
+            if reused && !retry.replayable && up.is_stale() {
+                // A streamed body cannot be sent twice: make sure of the connection first.
+                retry.made -= 1;
+                tried = tried_before;
+                continue;
+            }
+            let sent_at = Instant::now();
+            self.deadline.arm(sent_at + route.timeout);
+            let bad = |reason: String| ProxyError::BadUpstream {
+                route: route.name.clone(),
+                endpoint: ep.label().clone(),
+                reason,
+            };
+            let consumed = match self.send(&mut up.stream, head, &mut body, route.max_body_size).await {
+                Ok(n) => n,
+                Err(SendError::Client(e)) => return self.fail(e.into_proxy_error(route), head).await,
+                Err(SendError::ClientGone) => return Outcome { status: 499, done: Done::Close },
+                Err(SendError::Upstream(_)) if reused && retry.stale() => {
+                    tried = tried_before;
+                    continue;
+                }
+                Err(SendError::Upstream(e)) => {
+                    ep.record_failure(upstream.passive());
+                    last_err = Some(bad(e.to_string()));
+                    if retry.failed() { continue } else { break }
+                }
+            };
+            self.deadline.arm(sent_at + route.timeout);
+            let rsp = match self.read_response(&mut up.stream, head.method == Method::HEAD).await {
+                RspRead::Head(h) => h,
+                RspRead::Timeout => {
+                    ep.record_failure(upstream.passive());
+                    let e = ProxyError::UpstreamTimeout {
+                        route: route.name.clone(),
+                        endpoint: ep.label().clone(),
+                        after: route.timeout,
+                    };
+                    return self.fail(e, head).await;
+                }
+                RspRead::Closed if reused && retry.stale() => {
+                    tried = tried_before;
+                    continue;
+                }
+                RspRead::Closed => {
+                    ep.record_failure(upstream.passive());
+                    last_err = Some(bad("connection closed before a response".into()));
+                    if retry.failed() { continue } else { break }
+                }
+                RspRead::Bad(why) => {
+                    ep.record_failure(upstream.passive());
+                    last_err = Some(bad(why.into()));
+                    if retry.failed() { continue } else { break }
+                }
+            };
+            let took = sent_at.elapsed();
+            ep.observe_latency(took);
+            upstream.metrics().duration.observe(took.as_secs_f64());
+            if rsp.status >= 500 {
+                ep.record_failure(upstream.passive());
+                if retry.retry_5xx() {
+                    continue;
+                }
+            } else {
+                ep.record_success();
+            }
+            let keep = !head.close && !self.stopping();
+            return self.relay(up, lease, rsp, route, fcx, consumed, keep, t).await;
+        }
+        let e = last_err.unwrap_or_else(|| ProxyError::NoHealthyEndpoint {
+            route: route.name.clone(),
+            upstream: upstream.name().clone(),
+        });
+        self.fail(e, head).await
+    }
+
+    fn log(&self, route: &Route, head: &ReqHead, t: &Trace, status: u16, took: std::time::Duration) {
+        let read: &[u8] = self.bufs.as_ref().map_or(&[], |b| &b.read);
+        let bytes_in = match head.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let entry = LogEntry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            route: &route.name,
+            upstream: t.upstream.as_deref(),
+            endpoint: t.endpoint.as_deref(),
+            method: head.method.as_str(),
+            path: std::str::from_utf8(head.target.of(read)).unwrap_or("/"),
+            status,
+            latency_ms: took.as_secs_f64() * 1e3,
+            bytes_in,
+            bytes_out: t.bytes_out,
+            consumer: t.consumer.as_deref(),
+            request_id: t.request_id.as_deref(),
+            client: self.ctx.client.ip().to_string(),
+        };
+        route.chain.log(&entry);
+    }
+}

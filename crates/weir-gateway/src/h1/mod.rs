@@ -1,0 +1,83 @@
+//! The HTTP/1.1 fast path: requests parsed in place, proxied over per-worker upstream
+//! connections, without building a `HeaderMap`, a channel hop or a timer per request.
+//!
+//! Written by hand rather than with hyper because hyper's per-message costs (a `HeaderMap`
+//! with a refcounted value per header, the client's dispatch channel and task hop, a boxed
+//! timer per head) are most of a proxy's user-space time, and no crate offers an in-place
+//! proxy; httparse does the parsing. One task per client connection owns its exchanges:
+//! heads are spans of the connection's buffer ([`request`]), the upstream head is written in
+//! one pass ([`write`]), bodies pass through with their framing checked ([`chunked`],
+//! [`relay`]).
+//!
+//! What the recognizer does not fully understand goes to hyper with the bytes already read
+//! replayed ([`Rewind`]): HTTP/2 prior knowledge, upgrades (WebSocket), `Expect`, HTTP/1.0,
+//! absolute-form, and routes to HTTP/2 or TLS upstreams. Ambiguous framing is refused (400).
+
+mod bufs;
+pub mod chunked;
+mod conn;
+mod exchange;
+mod relay;
+pub mod request;
+pub mod response;
+mod rewind;
+pub mod write;
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+pub use rewind::Rewind;
+
+use crate::proxy::SharedSnapshot;
+use crate::server::ServeOptions;
+use conn::{Conn, ConnCtx, Next};
+use exchange::Done;
+use request::Limits;
+
+/// Serves HTTP/1.1 requests on `io` until the client closes, a request needs hyper, or
+/// `stop` drains the connection. Returns the stream and the bytes read but not served when
+/// hyper should take over.
+pub async fn serve<I>(
+    io: I,
+    client: SocketAddr,
+    proto: &'static str,
+    opts: &ServeOptions,
+    state: &SharedSnapshot,
+    stop: CancellationToken,
+) -> Option<(I, Vec<u8>)>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let ctx = ConnCtx {
+        client,
+        client_text: client.ip().to_string().into_bytes().into_boxed_slice(),
+        proto,
+        limits: Limits { max_head: opts.max_header_size, max_uri: opts.max_uri_length },
+        header_timeout: opts.header_read_timeout,
+        idle_timeout: opts.idle_timeout,
+    };
+    let mut conn = Conn::new(io, ctx, stop);
+    loop {
+        let head = match conn.next_head().await {
+            Next::Head(h) => h,
+            Next::Handoff => return Some(conn.into_handoff()),
+            Next::Refuse(r) => {
+                conn.refuse(Some(r)).await;
+                return None;
+            }
+            Next::Timeout => {
+                conn.refuse(None).await;
+                return None;
+            }
+            Next::Close => return None,
+        };
+        let snap = state.load_full();
+        match conn.serve_one(&snap, &head).await {
+            Done::KeepAlive(consumed) => conn.consume(consumed),
+            Done::Close => return None,
+            Done::Handoff => return Some(conn.into_handoff()),
+        }
+    }
+}
