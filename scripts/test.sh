@@ -23,9 +23,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features --locked --no-fail-fast
 fi
-echo "== fuzz smoke (config parser, router)"
+echo "== fuzz smoke (config parser, router, HTTP/1.1 framing)"
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
-  (cd fuzz && for t in config router; do cargo +nightly fuzz run "$t" -- -max_total_time="${FUZZ_SECONDS:-20}"; done)
+  # A target with a dictionary (fuzz/<target>.dict) gets it.
+  (cd fuzz && for t in config router h1_framing; do
+    dict=""; [ -f "$t.dict" ] && dict="-dict=$t.dict"
+    cargo +nightly fuzz run "$t" -- -max_total_time="${FUZZ_SECONDS:-20}" ${dict:+"$dict"}
+  done)
 else
   echo "skipped: needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz --locked)"
 fi

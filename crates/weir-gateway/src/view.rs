@@ -57,6 +57,11 @@ pub struct Edits {
 }
 
 impl Edits {
+    /// No edits (a shared empty list).
+    pub fn none() -> &'static Edits {
+        &NO_EDITS
+    }
+
     /// Whether nothing was changed.
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty() && self.path.is_none()
@@ -64,6 +69,9 @@ impl Edits {
 
     /// Clears the edits for the next request, keeping their allocations.
     pub fn clear(&mut self) {
+        if self.is_empty() {
+            return;
+        }
         self.set.clear();
         self.add.clear();
         self.remove.clear();

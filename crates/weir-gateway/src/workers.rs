@@ -16,9 +16,17 @@ thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Worker threads started in this process (at least 1), for sizing per-worker state.
+static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 /// The worker this thread is (0 off worker threads): per-worker state is indexed by it.
 pub(crate) fn current() -> usize {
     WORKER.get()
+}
+
+/// How many workers per-worker state needs room for.
+pub(crate) fn count() -> usize {
+    STARTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The worker runtimes.
@@ -33,6 +41,7 @@ impl Workers {
     /// Starts `n` worker threads (at least one).
     pub fn start(n: usize) -> io::Result<Self> {
         let stop = CancellationToken::new();
+        STARTED.fetch_max(n.max(1), std::sync::atomic::Ordering::Relaxed);
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for i in 0..n.max(1) {

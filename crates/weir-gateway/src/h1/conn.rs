@@ -143,6 +143,10 @@ pub(super) struct Conn<I> {
     pub deadline: Deadline,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     token: tokio_util::sync::CancellationToken,
+    stop_registered: bool,
+    /// When the current request started, or the last one ended: one clock read serves the
+    /// deadlines and pool checks that follow it.
+    pub now: Instant,
     pub ctx: ConnCtx,
 }
 
@@ -170,6 +174,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             deadline,
             stop: Box::pin(stop.clone().cancelled_owned()),
             token: stop,
+            stop_registered: false,
+            now: Instant::now(),
             ctx,
         }
     }
@@ -182,7 +188,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
     /// Waits for a whole head at the start of the read buffer.
     pub(super) async fn next_head(&mut self) -> Next {
         if self.end == 0 {
-            self.deadline.arm_in(self.ctx.idle_timeout);
+            self.deadline.arm(self.now + self.ctx.idle_timeout);
         }
         let mut header_armed = false;
         loop {
@@ -236,7 +242,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             if self.deadline.poll_due(cx).is_ready() {
                 return Poll::Ready(Ok(Read::Timeout));
             }
-            if self.end == 0 && self.stop.as_mut().poll(cx).is_ready() {
+            if !self.stop_registered {
+                // Polled once, the drain signal keeps this task's waker; later waits check the
+                // token (one atomic load) instead of polling it again (a lock each time).
+                self.stop_registered = true;
+                let _ = self.stop.as_mut().poll(cx);
+            }
+            if self.end == 0 && self.token.is_cancelled() {
                 return Poll::Ready(Ok(Read::Stopped));
             }
             Poll::Pending
@@ -282,11 +294,34 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
         tracing::debug!(client = %self.ctx.client, status, message, "request refused");
         let rsp = local_json(status, reason, message);
         self.deadline.arm_in(self.ctx.idle_timeout);
-        let _ = timed(&mut self.deadline, write2(&mut self.io, &rsp, &[])).await;
+        if !matches!(timed(&mut self.deadline, write2(&mut self.io, &rsp, &[])).await, Some(Ok(()))) {
+            return;
+        }
+        self.linger().await;
+    }
+
+    /// Half-closes and reads what the client still sends (a bounded amount, briefly), so
+    /// closing with unread bytes does not reset the connection before the client read the
+    /// answer (nginx's lingering close).
+    async fn linger(&mut self) {
+        let _ = poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await;
+        self.deadline.arm_in(Duration::from_secs(1));
+        let mut scratch = [0u8; 4096];
+        for _ in 0..16 {
+            match timed(&mut self.deadline, read_into(&mut self.io, &mut scratch)).await {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+        }
     }
 
     /// Writes one of Weir's own responses (an error or a filter's answer).
-    pub(super) async fn write_local(&mut self, rsp: http::Response<crate::body::GatewayBody>, close: bool) -> bool {
+    pub(super) async fn write_local(
+        &mut self,
+        rsp: http::Response<crate::body::GatewayBody>,
+        close: bool,
+        head_only: bool,
+    ) -> bool {
         let (parts, mut body) = rsp.into_parts();
         let body = match &mut body {
             crate::body::GatewayBody::Full(b) => b.take().unwrap_or_default(),
@@ -294,12 +329,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
         };
         let mut head = Vec::with_capacity(256);
         super::write::map_head(&mut head, parts.status, &parts.headers, Some(body.len()), close);
+        // A response to HEAD says its length but carries no body.
+        let body = if head_only { &[][..] } else { &body[..] };
         self.deadline.arm_in(self.ctx.idle_timeout);
-        matches!(timed(&mut self.deadline, write2(&mut self.io, &head, &body)).await, Some(Ok(())))
+        matches!(timed(&mut self.deadline, write2(&mut self.io, &head, body)).await, Some(Ok(())))
     }
 
     /// Writes a [`ProxyError`] as its JSON response.
-    pub(super) async fn write_error(&mut self, e: ProxyError, close: bool) -> (u16, bool) {
+    pub(super) async fn write_error(&mut self, e: ProxyError, close: bool, head_only: bool) -> (u16, bool) {
         let status = e.status().as_u16();
         match &e {
             ProxyError::NoRoute
@@ -311,7 +348,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             _ => tracing::warn!(route = e.route(), reason = e.reason(), error = %e, "request failed"),
         }
         let close = close || matches!(e, ProxyError::BadRequest(_));
-        let ok = self.write_local(e.into_response(), close).await;
+        let ok = self.write_local(e.into_response(), close, head_only).await;
         (status, ok && !close)
     }
 }

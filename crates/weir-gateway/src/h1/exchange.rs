@@ -12,15 +12,17 @@ use tokio::time::Instant;
 use weir_config::spec::UpstreamProtocol;
 
 use super::conn::Conn;
-use super::relay::{BodyAt, RspRead, SendError};
+use super::relay::{BodyAt, BodyError, RspRead, SendError};
 use super::request::{Framing, ReqHead};
+use super::response::RspHead;
 use super::write::{self, Forwarding};
 use crate::body::Lease;
 use crate::error::ProxyError;
 use crate::filter::{Effects, FilterCx, Head, LogEntry};
 use crate::router::Route;
 use crate::snapshot::Snapshot;
-use crate::upstream::pool::AcquireError;
+use crate::upstream::Endpoint;
+use crate::upstream::pool::{AcquireError, RawConn};
 use crate::upstream::{PickCx, Tried, Upstream};
 use crate::view::{Edits, FieldSpan, Fields, RequestView, strip_port};
 
@@ -53,6 +55,49 @@ pub(super) struct Trace {
     pub bytes_out: u64,
 }
 
+/// How long to wait for an early answer from an upstream that stopped reading the body.
+const EARLY_ANSWER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What one attempt leads to.
+enum Step {
+    /// A response to relay.
+    Relay(Box<RspHead>, RawConn, Lease, Sent),
+    /// Try another endpoint (counted).
+    Next,
+    /// Try again without counting (a stale pooled connection).
+    Again,
+    /// No more attempts: answer with the last error.
+    Stop,
+    /// Answer with this error now.
+    Done(ProxyError),
+}
+
+/// How an attempt failed.
+enum Failure {
+    Client(BodyError),
+    ClientGone,
+    Timeout,
+    /// Closed (or reset) before a response.
+    Closed,
+    Bad(String),
+}
+
+/// How much of the request went out.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    /// Bytes of the read buffer the request used.
+    pub consumed: usize,
+    /// The whole body went out (else the connection cannot carry another request).
+    pub whole: bool,
+}
+
+/// The state of a request's attempts.
+struct Attempts {
+    retry: Retry,
+    tried: Tried,
+    last_err: Option<ProxyError>,
+}
+
 /// The retry policy of one request: how many attempts, and which failures earn another.
 #[derive(Debug)]
 struct Retry {
@@ -69,7 +114,8 @@ struct Retry {
 
 impl Retry {
     fn new(route: &Route, head: &ReqHead, body: &BodyAt) -> Self {
-        let replayable = !matches!(body, BodyAt::Streamed(_));
+        // A request that reached an upstream is sent again only when repeating it is safe.
+        let replayable = !matches!(body, BodyAt::Streamed(_)) && idempotent(&head.method);
         let on_5xx = matches!(body, BodyAt::None) && idempotent(&head.method);
         Self { attempts: route.attempts, made: 0, replayable, on_5xx, stale_left: replayable }
     }
@@ -154,6 +200,7 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
     /// Serves the head at the start of the read buffer.
     pub(super) async fn serve_one(&mut self, snap: &Snapshot, head: &ReqHead) -> Done {
         let started = Instant::now();
+        self.now = started;
         let in_flight = snap.metrics.in_flight();
         in_flight.inc();
         let mut t = Trace::default();
@@ -162,7 +209,8 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         if out.done == Done::Handoff {
             return Done::Handoff;
         }
-        let took = started.elapsed();
+        self.now = Instant::now();
+        let took = self.now - started;
         let m = t.route.as_ref().map_or(&snap.unmatched, |r| &r.metrics);
         m.record(out.status, took.as_secs_f64());
         if let Some(route) = &t.route
@@ -175,9 +223,10 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
 
     async fn proxy(&mut self, snap: &Snapshot, head: &ReqHead, t: &mut Trace) -> Outcome {
         let route = {
-            let b = self.bufs.as_ref().expect("buffers are held while a request is in flight");
-            let edits = Edits::default();
-            snap.router.find(&view_of(&b.read, head, &b.fields, &edits)).cloned()
+            let b = self.bufs.as_mut().expect("buffers are held while a request is in flight");
+            // The previous request's edits (pipelined on these buffers) are not this one's.
+            b.edits.clear();
+            snap.router.find(&view_of(&b.read, head, &b.fields, Edits::none())).cloned()
         };
         let Some(route) = route else { return self.fail(ProxyError::NoRoute, head).await };
         t.route = Some(route.clone());
@@ -200,8 +249,8 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         if route.chain.has_log() {
             t.upstream = Some(upstream.name().clone());
             t.consumer = fcx.consumer.clone();
-            let view = view_of(&b.read, head, &b.fields, &b.edits);
-            t.request_id = view.header_str(&http::HeaderName::from_static("x-request-id")).map(str::to_owned);
+            let fields = Fields::Raw { head: &b.read, fields: &b.fields, edits: &b.edits };
+            t.request_id = fields.get_str("x-request-id").and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
         }
         let fwd = Forwarding { client: &self.ctx.client_text, proto: self.ctx.proto };
         write::request_head(&mut b.head, &b.read, head, &b.fields, &b.edits, fwd);
@@ -216,14 +265,14 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         let status = rsp.status().as_u16();
         // The body was not read: the connection cannot carry another request.
         let close = head.framing != Framing::None || head.close || self.stopping();
-        let ok = self.write_local(rsp, close).await;
+        let ok = self.write_local(rsp, close, head.method == Method::HEAD).await;
         Some(Outcome { status, done: if ok && !close { Done::KeepAlive(head.len) } else { Done::Close } })
     }
 
     /// Answers with `e`; a request whose body was not read closes the connection.
     pub(super) async fn fail(&mut self, e: ProxyError, head: &ReqHead) -> Outcome {
         let close = head.framing != Framing::None || head.close || self.stopping();
-        let (status, keep) = self.write_error(e, close).await;
+        let (status, keep) = self.write_error(e, close, head.method == Method::HEAD).await;
         Outcome { status, done: if keep { Done::KeepAlive(head.len) } else { Done::Close } }
     }
 
@@ -239,113 +288,153 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             Ok(b) => b,
             Err(e) => return self.fail(e.into_proxy_error(route), head).await,
         };
-        let mut retry = Retry::new(route, head, &body);
-        let mut tried = Tried::default();
-        let mut last_err = None;
-        while retry.next() {
+        let mut a = Attempts { retry: Retry::new(route, head, &body), tried: Tried::default(), last_err: None };
+        while a.retry.next() {
             let pick = {
                 let b = self.bufs.as_ref().expect("buffers are held while a request is in flight");
-                let view = view_of(&b.read, head, &b.fields, &b.edits);
-                upstream.pick(&PickCx { client_ip: self.ctx.client.ip(), headers: view.headers }, tried)
+                let headers = Fields::Raw { head: &b.read, fields: &b.fields, edits: &b.edits };
+                upstream.pick(&PickCx { client_ip: self.ctx.client.ip(), headers }, a.tried)
             };
             let Some(i) = pick else { break };
-            let tried_before = tried;
-            tried.add(i);
+            let before = a.tried;
+            a.tried.add(i);
             let ep = upstream.endpoints()[i].clone();
             if route.chain.has_log() {
                 t.endpoint = Some(ep.label().clone());
             }
-            let lease = Lease::new(ep.clone());
-            let (mut up, reused) = match ep.pool().acquire_raw(|| ep.dial_tcp(upstream.connect_timeout())).await {
-                Ok(c) => c,
-                Err(AcquireError::Timeout) => {
-                    last_err = Some(ProxyError::PoolExhausted {
-                        route: route.name.clone(),
-                        upstream: upstream.name().clone(),
-                    });
-                    continue;
+            match self.attempt(route, upstream, &ep, head, &mut body, &mut a).await {
+                Step::Relay(rsp, up, lease, sent) => {
+                    let keep = sent.whole && !head.close && !self.stopping();
+                    return self.relay(up, lease, rsp, route, fcx, sent.consumed, keep, t).await;
                 }
-                Err(AcquireError::Connect(e)) => {
-                    ep.record_failure(upstream.passive());
-                    let reason = e.to_string();
-                    last_err =
-                        Some(ProxyError::Connect { route: route.name.clone(), endpoint: ep.label().clone(), reason });
-                    continue;
-                }
-            };
-            if reused && !retry.replayable && up.is_stale() {
-                // A streamed body cannot be sent twice: make sure of the connection first.
-                retry.made -= 1;
-                tried = tried_before;
-                continue;
+                Step::Next => {}
+                Step::Again => a.tried = before,
+                Step::Stop => break,
+                Step::Done(e) => return self.fail(e, head).await,
             }
-            let sent_at = Instant::now();
-            self.deadline.arm(sent_at + route.timeout);
-            let bad = |reason: String| ProxyError::BadUpstream {
-                route: route.name.clone(),
-                endpoint: ep.label().clone(),
-                reason,
-            };
-            let consumed = match self.send(&mut up.stream, head, &mut body, route.max_body_size).await {
-                Ok(n) => n,
-                Err(SendError::Client(e)) => return self.fail(e.into_proxy_error(route), head).await,
-                Err(SendError::ClientGone) => return Outcome { status: 499, done: Done::Close },
-                Err(SendError::Upstream(_)) if reused && retry.stale() => {
-                    tried = tried_before;
-                    continue;
-                }
-                Err(SendError::Upstream(e)) => {
-                    ep.record_failure(upstream.passive());
-                    last_err = Some(bad(e.to_string()));
-                    if retry.failed() { continue } else { break }
-                }
-            };
-            self.deadline.arm(sent_at + route.timeout);
-            let rsp = match self.read_response(&mut up.stream, head.method == Method::HEAD).await {
-                RspRead::Head(h) => h,
-                RspRead::Timeout => {
-                    ep.record_failure(upstream.passive());
-                    let e = ProxyError::UpstreamTimeout {
-                        route: route.name.clone(),
-                        endpoint: ep.label().clone(),
-                        after: route.timeout,
-                    };
-                    return self.fail(e, head).await;
-                }
-                RspRead::Closed if reused && retry.stale() => {
-                    tried = tried_before;
-                    continue;
-                }
-                RspRead::Closed => {
-                    ep.record_failure(upstream.passive());
-                    last_err = Some(bad("connection closed before a response".into()));
-                    if retry.failed() { continue } else { break }
-                }
-                RspRead::Bad(why) => {
-                    ep.record_failure(upstream.passive());
-                    last_err = Some(bad(why.into()));
-                    if retry.failed() { continue } else { break }
-                }
-            };
-            let took = sent_at.elapsed();
-            ep.observe_latency(took);
-            upstream.metrics().duration.observe(took.as_secs_f64());
-            if rsp.status >= 500 {
-                ep.record_failure(upstream.passive());
-                if retry.retry_5xx() {
-                    continue;
-                }
-            } else {
-                ep.record_success();
-            }
-            let keep = !head.close && !self.stopping();
-            return self.relay(up, lease, rsp, route, fcx, consumed, keep, t).await;
         }
-        let e = last_err.unwrap_or_else(|| ProxyError::NoHealthyEndpoint {
+        let e = a.last_err.take().unwrap_or_else(|| ProxyError::NoHealthyEndpoint {
             route: route.name.clone(),
             upstream: upstream.name().clone(),
         });
         self.fail(e, head).await
+    }
+
+    /// One attempt on endpoint `ep`: a connection, the request, the response head; failures
+    /// counted against the endpoint only when they are its own.
+    async fn attempt(
+        &mut self,
+        route: &Route,
+        upstream: &Upstream,
+        ep: &Arc<Endpoint>,
+        head: &ReqHead,
+        body: &mut BodyAt,
+        a: &mut Attempts,
+    ) -> Step {
+        let lease = Lease::new(ep.clone());
+        let (mut up, reused) = match ep.pool().acquire_raw(|| ep.dial_tcp(upstream.connect_timeout()), self.now).await {
+            Ok(c) => c,
+            Err(AcquireError::Timeout) => {
+                let (route, upstream) = (route.name.clone(), upstream.name().clone());
+                a.last_err = Some(ProxyError::PoolExhausted { route, upstream });
+                return Step::Next;
+            }
+            Err(AcquireError::Connect(e)) => {
+                ep.record_failure(upstream.passive());
+                let (route, endpoint, reason) = (route.name.clone(), ep.label().clone(), e.to_string());
+                a.last_err = Some(ProxyError::Connect { route, endpoint, reason });
+                return Step::Next;
+            }
+        };
+        if reused && up.is_stale() {
+            // Closed by the upstream while idle (the reactor saw it): not worth a try.
+            a.retry.made -= 1;
+            return Step::Again;
+        }
+        // The request's start serves as the first attempt's (routing takes microseconds).
+        let sent_at = if a.retry.made == 1 { self.now } else { Instant::now() };
+        let failure = match self.exchange_once(&mut up.stream, head, body, route, sent_at).await {
+            Ok((rsp, sent)) => {
+                self.now = Instant::now();
+                let took = self.now - sent_at;
+                ep.observe_latency(took);
+                upstream.metrics().duration.observe(took.as_secs_f64());
+                if rsp.status < 500 {
+                    ep.record_success();
+                } else {
+                    ep.record_failure(upstream.passive());
+                    if a.retry.retry_5xx() {
+                        return Step::Next;
+                    }
+                }
+                return Step::Relay(rsp, up, lease, sent);
+            }
+            Err(f) => f,
+        };
+        let bad = |reason: String| ProxyError::BadUpstream {
+            route: route.name.clone(),
+            endpoint: ep.label().clone(),
+            reason,
+        };
+        match failure {
+            Failure::Client(e) => Step::Done(e.into_proxy_error(route)),
+            Failure::ClientGone => Step::Done(ProxyError::BadRequest("the client stopped sending its body")),
+            Failure::Closed if reused && a.retry.stale() => Step::Again,
+            Failure::Timeout => {
+                ep.record_failure(upstream.passive());
+                Step::Done(ProxyError::UpstreamTimeout {
+                    route: route.name.clone(),
+                    endpoint: ep.label().clone(),
+                    after: route.timeout,
+                })
+            }
+            Failure::Closed | Failure::Bad(_) => {
+                ep.record_failure(upstream.passive());
+                let why = match failure {
+                    Failure::Bad(why) => why,
+                    _ => "connection closed before a response".into(),
+                };
+                a.last_err = Some(bad(why));
+                if a.retry.failed() { Step::Next } else { Step::Stop }
+            }
+        }
+    }
+
+    /// Sends the request on `up` and reads the final response head. When the upstream stops
+    /// taking a streamed body, a response it already sent (413, 401: answered early) is
+    /// still relayed.
+    async fn exchange_once(
+        &mut self,
+        up: &mut tokio::net::TcpStream,
+        head: &ReqHead,
+        body: &mut BodyAt,
+        route: &Route,
+        sent_at: Instant,
+    ) -> Result<(Box<RspHead>, Sent), Failure> {
+        self.deadline.arm(sent_at + route.timeout);
+        let streamed = matches!(body, BodyAt::Streamed(_));
+        let sent = match self.send(up, head, body, route.max_body_size).await {
+            Ok(consumed) => Sent { consumed, whole: true },
+            Err(SendError::Client(e)) => return Err(Failure::Client(e)),
+            Err(SendError::ClientGone) => return Err(Failure::ClientGone),
+            Err(SendError::Upstream { streaming: true, .. }) => Sent { consumed: head.len, whole: false },
+            Err(SendError::Upstream { error, .. }) if error.kind() == std::io::ErrorKind::TimedOut => {
+                return Err(Failure::Timeout);
+            }
+            Err(SendError::Upstream { .. }) => return Err(Failure::Closed),
+        };
+        // Per attempt, from the end of the upload until response headers.
+        if !sent.whole {
+            self.deadline.arm_in(EARLY_ANSWER);
+        } else if streamed {
+            self.deadline.arm_in(route.timeout);
+        }
+        match self.read_response(up, head.method == Method::HEAD).await {
+            RspRead::Head(h) => Ok((h, sent)),
+            RspRead::Timeout if sent.whole => Err(Failure::Timeout),
+            RspRead::Timeout | RspRead::Closed => Err(Failure::Closed),
+            RspRead::Bad(why) => Err(Failure::Bad(why.into())),
+        }
     }
 
     fn log(&self, route: &Route, head: &ReqHead, t: &Trace, status: u16, took: std::time::Duration) {

@@ -73,8 +73,13 @@ pub(super) enum SendError {
     Client(BodyError),
     /// The client went away or stalled mid-body.
     ClientGone,
-    /// Writing to the upstream failed.
-    Upstream(std::io::Error),
+    /// Writing to the upstream failed (`streaming`: after part of the body went out).
+    Upstream {
+        /// What the write said.
+        error: std::io::Error,
+        /// Part of a streamed body was sent.
+        streaming: bool,
+    },
 }
 
 /// What reading the response head ended with.
@@ -135,8 +140,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
         };
         match timed(deadline, write2(up, &b.head, first)).await {
             Some(Ok(())) => {}
-            Some(Err(e)) => return Err(SendError::Upstream(e)),
-            None => return Err(SendError::Upstream(std::io::ErrorKind::TimedOut.into())),
+            Some(Err(error)) => return Err(SendError::Upstream { error, streaming: false }),
+            None => return Err(SendError::Upstream { error: std::io::ErrorKind::TimedOut.into(), streaming: false }),
         }
         if let BodyAt::Streamed(rest) = body {
             let rest = *rest;
@@ -181,8 +186,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             };
             match timed(deadline, write2(up, &chunk[..take], &[])).await {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return Err(SendError::Upstream(e)),
-                None => return Err(SendError::Upstream(std::io::ErrorKind::TimedOut.into())),
+                Some(Err(error)) => return Err(SendError::Upstream { error, streaming: true }),
+                None => {
+                    let error = std::io::ErrorKind::TimedOut.into();
+                    return Err(SendError::Upstream { error, streaming: true });
+                }
             }
             if done {
                 b.read.copy_within(at + take..at + n, at);
@@ -249,7 +257,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             _ => 0,
         };
         if clean && !rsp.close {
-            lease.endpoint().pool().put_raw(up);
+            lease.endpoint().pool().put_raw(up, self.now);
         }
         drop(lease);
         let done = if done && !close { Done::KeepAlive(consumed) } else { Done::Close };
@@ -273,7 +281,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
     /// and whether the upstream connection is clean for reuse.
     async fn stream_body(&mut self, up: &mut TcpStream, rsp: &RspHead) -> (bool, bool) {
         let idle = self.ctx.idle_timeout;
-        let Conn { io, bufs, deadline, up_end, .. } = self;
+        let Conn { io, bufs, deadline, up_end, now, .. } = self;
         let b = bufs.as_mut().expect("buffers are held while a request is in flight");
         let mut chunked = Chunked::default();
         let mut left = match rsp.framing {
@@ -298,7 +306,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
         };
         let first = &b.up[rsp.len..*up_end];
         let Ok((take, mut complete, mut extra)) = frame(first, &mut left) else { return (false, false) };
-        deadline.arm_in(idle);
+        deadline.arm(*now + idle);
         if !matches!(timed(deadline, write2(io, &b.head, &first[..take])).await, Some(Ok(()))) {
             return (false, false);
         }

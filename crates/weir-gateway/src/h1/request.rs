@@ -193,6 +193,9 @@ impl Fold {
                         self.close = true;
                     } else if t.eq_ignore_ascii_case(b"upgrade") {
                         self.connection_upgrade = true;
+                    } else if framing_name(t) {
+                        // Dropping a framing field named here would desync the next hop.
+                        return Err("Connection names a framing header");
                     } else if !t.eq_ignore_ascii_case(b"keep-alive") && !t.is_empty() {
                         self.connection_names = true;
                     }
@@ -234,6 +237,14 @@ impl Fold {
             (false, Some(n)) => Framing::Length(n),
         }))
     }
+}
+
+/// `Content-Length`, `Transfer-Encoding` and `Host`: never removed on the way, because the
+/// fast path forwards the body as framed and the next hop routes by `Host`.
+pub fn framing_name(t: &[u8]) -> bool {
+    t.eq_ignore_ascii_case(b"content-length")
+        || t.eq_ignore_ascii_case(b"transfer-encoding")
+        || t.eq_ignore_ascii_case(b"host")
 }
 
 /// `1*DIGIT`, at most 18 digits (no overflow); signs, spaces and lists are refused.
@@ -294,6 +305,9 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n",
         ] {
             assert!(refused(raw), "{}", String::from_utf8_lossy(raw));
         }

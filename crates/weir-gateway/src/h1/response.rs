@@ -7,7 +7,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::request::{Framing, MAX_FIELDS, content_length};
+use super::request::{Framing, MAX_FIELDS, content_length, framing_name};
 use crate::view::{FieldSpan, Span};
 
 /// A response head from the upstream.
@@ -70,23 +70,33 @@ pub fn parse(
         let value = h.value.trim_ascii();
         fields.push(FieldSpan { name: Span::within(buf, h.name.as_bytes()), value: Span::within(buf, value) });
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
-            length = Some(content_length(value).ok_or("invalid Content-Length")?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            encodings += 1;
-            chunked =
-                value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = true;
-                } else if !t.is_empty() {
-                    connection_names = true;
+        // By length first: most names are none of these and cost one comparison.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                lengths += 1;
+                length = Some(content_length(value).ok_or("invalid Content-Length")?);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                encodings += 1;
+                chunked = value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    } else if framing_name(t) {
+                        return Err("Connection names a framing header");
+                    } else if !t.is_empty() {
+                        connection_names = true;
+                    }
                 }
             }
+            _ => {}
         }
     }
     if lengths > 1 || (lengths > 0 && encodings > 0) || encodings > 1 {
@@ -146,6 +156,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(head(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
         }

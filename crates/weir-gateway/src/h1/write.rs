@@ -57,6 +57,48 @@ fn named_by_connection(buf: &[u8], fields: &[FieldSpan], name: &[u8]) -> bool {
         .any(|f| f.value.of(buf).split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name)))
 }
 
+/// Consecutive kept lines of the original head, copied in one piece.
+#[derive(Debug, Default)]
+struct Run {
+    start: usize,
+    end: usize,
+}
+
+impl Run {
+    /// Keeps field `f` of `buf`: extends the run when its line follows the run's, else
+    /// flushes the run and starts a new one (a line not ending in CRLF is written anew).
+    fn keep(&mut self, out: &mut Vec<u8>, buf: &[u8], f: &FieldSpan) {
+        let start = f.name.at as usize;
+        match line_end(buf, f) {
+            Some(end) if self.end == start && self.start < self.end => self.end = end,
+            Some(end) => {
+                self.flush(out, buf);
+                (self.start, self.end) = (start, end);
+            }
+            None => {
+                self.flush(out, buf);
+                field(out, f.name.of(buf), f.value.of(buf));
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<u8>, buf: &[u8]) {
+        if self.start < self.end {
+            out.extend_from_slice(&buf[self.start..self.end]);
+        }
+        (self.start, self.end) = (0, 0);
+    }
+}
+
+/// Where the line of `f` ends, when it ends in CRLF right after its value (and whitespace).
+fn line_end(buf: &[u8], f: &FieldSpan) -> Option<usize> {
+    let mut i = (f.value.at + f.value.len) as usize;
+    while matches!(buf.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    (buf.get(i..i + 2) == Some(b"\r\n")).then_some(i + 2)
+}
+
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -85,7 +127,7 @@ pub fn request_head(
     out.clear();
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    match &edits.path {
+    match edits.path.as_deref().filter(|p| valid_target(p)) {
         Some(p) => out.extend_from_slice(p.as_bytes()),
         None => out.extend_from_slice(head.target.of(buf)),
     }
@@ -93,6 +135,7 @@ pub fn request_head(
     let edited = !edits.is_empty();
     let mut has_xff = false;
     let mut has_xfh = false;
+    let mut run = Run::default();
     for f in fields {
         let name = f.name.of(buf);
         match class(name) {
@@ -108,16 +151,17 @@ pub fn request_head(
         if head.connection_names && named_by_connection(buf, fields, name) {
             continue;
         }
-        if edited && std::str::from_utf8(name).is_ok_and(|n| edits.hides(n)) {
+        if edited && !super::request::framing_name(name) && std::str::from_utf8(name).is_ok_and(|n| edits.hides(n)) {
             continue;
         }
-        field(out, name, f.value.of(buf));
+        run.keep(out, buf, f);
     }
+    run.flush(out, buf);
     for (k, v) in edits.set.iter().chain(&edits.add) {
-        match class(k.as_str().as_bytes()) {
-            Class::Xfp | Class::Hop => {}
-            Class::Xff => {}
-            _ => field(out, k.as_str().as_bytes(), v.as_bytes()),
+        let name = k.as_str().as_bytes();
+        // Framing and Host stay as the client sent them: the body passes unchanged.
+        if !matches!(class(name), Class::Xfp | Class::Hop | Class::Xff) && !super::request::framing_name(name) {
+            field(out, name, v.as_bytes());
         }
     }
     out.extend_from_slice(b"x-forwarded-for: ");
@@ -135,6 +179,11 @@ pub fn request_head(
         field(out, b"x-forwarded-host", head.host.of(buf));
     }
     out.extend_from_slice(b"via: 1.1 weir\r\n\r\n");
+}
+
+/// A rewritten target the request line can carry: origin-form, visible ASCII, no spaces.
+fn valid_target(p: &str) -> bool {
+    p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
@@ -161,13 +210,15 @@ pub fn response_head(
 ) {
     out.clear();
     status_line(out, head.status, head.reason.of(buf));
+    let mut run = Run::default();
     for f in fields {
         let name = f.name.of(buf);
         if class(name) == Class::Hop || (head.connection_names && named_by_connection(buf, fields, name)) {
             continue;
         }
-        field(out, name, f.value.of(buf));
+        run.keep(out, buf, f);
     }
+    run.flush(out, buf);
     for (k, v) in extra {
         field(out, k.as_str().as_bytes(), v.as_bytes());
     }

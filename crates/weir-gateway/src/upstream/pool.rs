@@ -218,12 +218,13 @@ impl Pool {
     /// A fast-path connection: this worker's most recent idle one, else a new one from
     /// `dial` under `max_connections`, else another worker's idle one, else the first to
     /// become free within `acquire_timeout`. `true` with it when it was reused.
-    pub async fn acquire_raw<F, Fut>(&self, dial: F) -> Result<(RawConn, bool), AcquireError<io::Error>>
+    /// `now` is a recent clock reading, for the idle and lifetime checks.
+    pub async fn acquire_raw<F, Fut>(&self, dial: F, now: Instant) -> Result<(RawConn, bool), AcquireError<io::Error>>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = io::Result<TcpStream>>,
     {
-        if let Some(c) = self.pop_raw(crate::workers::current() % self.raw.len()) {
+        if let Some(c) = self.pop_raw(crate::workers::current() % self.raw.len(), now) {
             self.stats.reused.fetch_add(1, Relaxed);
             return Ok((c, true));
         }
@@ -253,7 +254,7 @@ impl Pool {
         let since = Instant::now();
         loop {
             for slot in 0..self.raw.len() {
-                if let Some(c) = self.pop_raw(slot) {
+                if let Some(c) = self.pop_raw(slot, Instant::now()) {
                     // Registered with another worker's reactor: move it to this one.
                     let RawConn { stream, created, _permit } = c;
                     let Ok(stream) = stream.into_std().and_then(TcpStream::from_std) else { continue };
@@ -276,8 +277,7 @@ impl Pool {
         }
     }
 
-    fn pop_raw(&self, slot: usize) -> Option<RawConn> {
-        let now = Instant::now();
+    fn pop_raw(&self, slot: usize, now: Instant) -> Option<RawConn> {
         let mut idle = self.raw[slot].lock();
         while let Some(i) = idle.pop() {
             if now.duration_since(i.since) < self.limits.idle_timeout
@@ -289,9 +289,9 @@ impl Pool {
         None
     }
 
-    /// Gives a fast-path connection back after a complete, fully read exchange.
-    pub fn put_raw(&self, conn: RawConn) {
-        let now = Instant::now();
+    /// Gives a fast-path connection back after a complete, fully read exchange (`now`: a
+    /// recent clock reading).
+    pub fn put_raw(&self, conn: RawConn, now: Instant) {
         if now.duration_since(conn.created) >= self.limits.max_lifetime {
             return;
         }
@@ -428,8 +428,7 @@ impl Pool {
     }
 }
 
-/// Idle lists per pool for fast-path connections: one per core, so each worker has its own
-/// (workers beyond that share).
+/// Idle lists per pool for fast-path connections: one per worker.
 fn raw_slots() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 64)
+    crate::workers::count().clamp(1, 256)
 }
