@@ -19,6 +19,7 @@ pub mod io;
 pub mod metrics;
 pub mod oneshot;
 pub mod proxy;
+pub mod retry;
 pub mod router;
 pub mod server;
 pub mod snapshot;

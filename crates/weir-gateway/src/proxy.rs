@@ -19,12 +19,13 @@ use crate::body::{BodyLimit, GatewayBody, Lease, UpstreamBody};
 use crate::error::ProxyError;
 use crate::filter::{FilterCx, LogEntry};
 use crate::headers;
+use crate::retry::Retry;
 use crate::router::{RequestView, Route};
 use crate::snapshot::Snapshot;
 use crate::sniff::Verdicts;
 use crate::upgrade;
 use crate::upstream::pool::AcquireError;
-use crate::upstream::{PickCx, Tried, Upstream};
+use crate::upstream::{Endpoint, PickCx, Tried, Upstream};
 use crate::view::{Fields, strip_port};
 
 /// The live config, swapped atomically on reload.
@@ -179,17 +180,7 @@ async fn proxy(
     trace: &mut Trace,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     check_request(&req, &conn)?;
-    let route: Arc<Route> = {
-        let uri = req.uri();
-        let view = RequestView {
-            method: req.method(),
-            host: host_of(req.headers(), uri),
-            path: uri.path(),
-            query: uri.query(),
-            headers: Fields::Map(req.headers()),
-        };
-        snap.router.find(&view).ok_or(ProxyError::NoRoute)?.clone()
-    };
+    let route = route_of(snap, &req)?;
     trace.route = Some(route.clone());
     if let (Some(limit), Some(len)) = (route.max_body_size, declared_length(req.headers()))
         && len > limit
@@ -213,6 +204,35 @@ async fn proxy(
         trace.request_id = parts.headers.get("x-request-id").cloned();
         trace.upstream = Some(upstream.name().clone());
     }
+    upstream_head(&mut parts, &conn, &upstream, upgrade)?;
+    if let Some(on_upgrade) = on_upgrade {
+        let request = Request::from_parts(parts, UpstreamBody::Incoming(body));
+        return Box::pin(upgrade::tunnel(&route, &upstream, conn, request, on_upgrade)).await;
+    }
+    attempts(&route, &upstream, &conn, parts, body, &fcx, trace).await
+}
+
+/// The route for `req`.
+fn route_of(snap: &Snapshot, req: &Request<Incoming>) -> Result<Arc<Route>, ProxyError> {
+    let uri = req.uri();
+    let view = RequestView {
+        method: req.method(),
+        host: host_of(req.headers(), uri),
+        path: uri.path(),
+        query: uri.query(),
+        headers: Fields::Map(req.headers()),
+    };
+    snap.router.find(&view).cloned().ok_or(ProxyError::NoRoute)
+}
+
+/// Turns the client's head into the upstream's: hop-by-hop headers out, forwarding headers
+/// in, the URI and version of the upstream's protocol.
+fn upstream_head(
+    parts: &mut http::request::Parts,
+    conn: &ConnInfo,
+    upstream: &Upstream,
+    upgrade: bool,
+) -> Result<(), ProxyError> {
     let host = parts
         .headers
         .get(header::HOST)
@@ -228,48 +248,74 @@ async fn proxy(
         parts.headers.insert(header::HOST, h.clone());
     }
     headers::add_forwarding(&mut parts.headers, &conn.client_header, conn.proto);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if h2 {
-        // HTTP/2 carries the authority in the URI and `te: trailers` for gRPC.
-        let scheme = if upstream.protocol() == UpstreamProtocol::H2 { "https" } else { "http" };
-        let auth = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        parts.uri =
-            format!("{scheme}://{auth}{path}").parse().map_err(|_| ProxyError::BadRequest("invalid authority"))?;
-        parts.headers.remove(header::HOST);
-        if te_trailers {
-            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        parts.version = Version::HTTP_2;
-    } else {
+    if upstream.protocol() == UpstreamProtocol::Http1 {
         parts.uri = Uri::from(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
         parts.version = Version::HTTP_11;
+        return Ok(());
     }
+    // HTTP/2 carries the authority in the URI and `te: trailers` for gRPC.
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let scheme = if upstream.protocol() == UpstreamProtocol::H2 { "https" } else { "http" };
+    let auth = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    parts.uri = format!("{scheme}://{auth}{path}").parse().map_err(|_| ProxyError::BadRequest("invalid authority"))?;
+    parts.headers.remove(header::HOST);
+    if te_trailers {
+        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    parts.version = Version::HTTP_2;
+    Ok(())
+}
 
-    if let Some(on_upgrade) = on_upgrade {
-        let request = Request::from_parts(parts, UpstreamBody::Incoming(body));
-        return Box::pin(upgrade::tunnel(&route, &upstream, conn, request, on_upgrade)).await;
+/// A connection a request can go out on.
+enum Link {
+    /// The endpoint's multiplexed HTTP/2 connection.
+    H2(hyper::client::conn::http2::SendRequest<UpstreamBody>),
+    /// A pooled HTTP/1.1 connection, attached to the lease.
+    H1,
+}
+
+/// A connection to `ep`: its HTTP/2 connection, or a pooled HTTP/1.1 one attached to `lease`.
+async fn connect(ep: &Endpoint, upstream: &Upstream, route: &Route, lease: &mut Lease) -> Result<Link, ProxyError> {
+    let connect_err = |e: std::io::Error| {
+        ep.record_failure(upstream.passive());
+        ProxyError::Connect { route: route.name.clone(), endpoint: ep.label().clone(), reason: e.to_string() }
+    };
+    if upstream.protocol() != UpstreamProtocol::Http1 {
+        return ep.h2(upstream.connect_timeout(), upstream.tls()).await.map(Link::H2).map_err(connect_err);
     }
+    match ep.pool().acquire(|| Box::pin(ep.dial(upstream.connect_timeout(), upstream.tls()))).await {
+        Ok(c) => {
+            lease.attach(c);
+            Ok(Link::H1)
+        }
+        Err(AcquireError::Timeout) => {
+            Err(ProxyError::PoolExhausted { route: route.name.clone(), upstream: upstream.name().clone() })
+        }
+        Err(AcquireError::Connect(e)) => Err(connect_err(e)),
+    }
+}
+
+/// Sends the request to one endpoint after another, as the route's retry rules allow.
+async fn attempts(
+    route: &Route,
+    upstream: &Upstream,
+    conn: &ConnInfo,
+    parts: http::request::Parts,
+    body: Incoming,
+    fcx: &FilterCx,
+    trace: &mut Trace,
+) -> Result<Response<GatewayBody>, ProxyError> {
     let bodiless = http_body::Body::is_end_stream(&body);
     let limit = route.max_body_size.filter(|_| !bodiless).map(BodyLimit::new);
-    let retry_5xx = bodiless && is_idempotent(&parts.method);
-    let mut parts = Some(parts);
-    let mut body = Some(body);
-    // A request handed back unsent by a connection that closed under it.
-    let mut unsent: Option<Request<UpstreamBody>> = None;
+    // hyper hands back a request it could not send, so the free attempt is always safe.
+    let mut retry = Retry::new(route.attempts, bodiless && is_idempotent(&parts.method));
+    let mut outgoing = Outgoing { parts: Some(parts), body: Some(body), unsent: None, bodiless, limit };
     let mut tried = Tried::default();
     let mut last_err = None;
-    let mut attempt = 0;
-    // One extra try when a pooled connection turned out closed before the request left: the
-    // upstream timed it out, which says nothing about the endpoint's health.
-    let mut stale_retry = true;
-    while attempt < route.attempts {
-        attempt += 1;
-        let is_last = attempt == route.attempts;
+    while retry.start() {
         let pick = {
-            let headers = parts.as_ref().map_or_else(|| unsent.as_ref().map(|r| r.headers()), |p| Some(&p.headers));
-            let empty = HeaderMap::new();
-            let cx = PickCx { client_ip: conn.client.ip(), headers: Fields::Map(headers.unwrap_or(&empty)) };
-            upstream.pick(&cx, tried)
+            let headers = outgoing.headers();
+            upstream.pick(&PickCx { client_ip: conn.client.ip(), headers: Fields::Map(headers) }, tried)
         };
         let Some(i) = pick else { break };
         let tried_before = tried;
@@ -279,114 +325,105 @@ async fn proxy(
             trace.endpoint = Some(ep.label().clone());
         }
         let mut lease = Lease::new(ep.clone());
-        let connect_err = |e: std::io::Error| ProxyError::Connect {
+        let link = match connect(&ep, upstream, route, &mut lease).await {
+            Ok(l) => l,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let Some(request) = outgoing.next(retry.retry_5xx()) else { break };
+        let started = Instant::now();
+        let sent = match (link, lease.conn_mut()) {
+            (Link::H2(mut s), _) => tokio::time::timeout(route.timeout, s.try_send_request(request)).await,
+            (Link::H1, Some(c)) => tokio::time::timeout(route.timeout, c.send(request)).await,
+            (Link::H1, None) => break,
+        };
+        let bad = |reason: String| ProxyError::BadUpstream {
             route: route.name.clone(),
             endpoint: ep.label().clone(),
-            reason: e.to_string(),
-        };
-        let mut h2_sender = None;
-        if h2 {
-            match ep.h2(upstream.connect_timeout(), upstream.tls()).await {
-                Ok(s) => h2_sender = Some(s),
-                Err(e) => {
-                    ep.record_failure(upstream.passive());
-                    last_err = Some(connect_err(e));
-                    continue;
-                }
-            }
-        } else {
-            match ep.pool().acquire(|| Box::pin(ep.dial(upstream.connect_timeout(), upstream.tls()))).await {
-                Ok(c) => lease.attach(c),
-                Err(AcquireError::Timeout) => {
-                    last_err = Some(ProxyError::PoolExhausted {
-                        route: route.name.clone(),
-                        upstream: upstream.name().clone(),
-                    });
-                    continue;
-                }
-                Err(AcquireError::Connect(e)) => {
-                    ep.record_failure(upstream.passive());
-                    last_err = Some(connect_err(e));
-                    continue;
-                }
-            }
-        }
-        let request = match unsent.take() {
-            Some(r) => r,
-            None if retry_5xx && !is_last => match &parts {
-                Some(p) => copy_head(p),
-                None => break,
-            },
-            None => match (parts.take(), body.take()) {
-                (Some(p), Some(b)) => Request::from_parts(
-                    p,
-                    match (&limit, bodiless) {
-                        (_, true) => UpstreamBody::Empty,
-                        (Some(l), false) => UpstreamBody::Limited(b, l.clone()),
-                        (None, false) => UpstreamBody::Incoming(b),
-                    },
-                ),
-                _ => break,
-            },
-        };
-        let started = Instant::now();
-        let sent = match (&mut h2_sender, lease.conn_mut()) {
-            (Some(s), _) => tokio::time::timeout(route.timeout, s.try_send_request(request)).await,
-            (None, Some(c)) => tokio::time::timeout(route.timeout, c.send(request)).await,
-            (None, None) => break,
+            reason,
         };
         match sent {
             Err(_) => {
                 ep.record_failure(upstream.passive());
-                return Err(ProxyError::UpstreamTimeout {
-                    route: route.name.clone(),
-                    endpoint: ep.label().clone(),
-                    after: route.timeout,
-                });
+                let (route, endpoint, after) = (route.name.clone(), ep.label().clone(), route.timeout);
+                return Err(ProxyError::UpstreamTimeout { route, endpoint, after });
             }
             Ok(Err(mut e)) => {
-                if limit.as_ref().is_some_and(BodyLimit::tripped) {
-                    return Err(ProxyError::PayloadTooLarge {
-                        route: route.name.clone(),
-                        limit: route.max_body_size.unwrap_or(0),
-                    });
+                if outgoing.limit.as_ref().is_some_and(BodyLimit::tripped) {
+                    let limit = route.max_body_size.unwrap_or(0);
+                    return Err(ProxyError::PayloadTooLarge { route: route.name.clone(), limit });
                 }
-                unsent = e.take_message();
-                if unsent.is_some() && stale_retry {
-                    stale_retry = false;
-                    attempt -= 1;
+                outgoing.unsent = e.take_message();
+                if outgoing.unsent.is_some() && retry.stale() {
                     tried = tried_before;
                     continue;
                 }
                 ep.record_failure(upstream.passive());
-                last_err = Some(ProxyError::BadUpstream {
-                    route: route.name.clone(),
-                    endpoint: ep.label().clone(),
-                    reason: e.into_error().to_string(),
-                });
+                last_err = Some(bad(e.into_error().to_string()));
             }
             Ok(Ok(rsp)) => {
                 let took = started.elapsed();
                 ep.observe_latency(took);
                 upstream.metrics().duration.observe(took.as_secs_f64());
-                if rsp.status().is_server_error() {
+                if !rsp.status().is_server_error() {
+                    ep.record_success();
+                } else {
                     ep.record_failure(upstream.passive());
-                    if retry_5xx && !is_last {
+                    if retry.retry_5xx() {
                         continue;
                     }
-                } else {
-                    ep.record_success();
                 }
                 let (mut rp, inner) = rsp.into_parts();
                 headers::strip_hop_by_hop(&mut rp.headers, false);
                 if !route.chain.is_empty() {
-                    route.chain.on_response(&mut rp.headers, &fcx);
+                    route.chain.on_response(&mut rp.headers, fcx);
                 }
                 return Ok(Response::from_parts(rp, GatewayBody::Proxied { inner, lease: Some(lease) }));
             }
         }
     }
-    Err(last_err.unwrap_or_else(|| no_endpoint(&route, &upstream)))
+    Err(last_err.unwrap_or_else(|| no_endpoint(route, upstream)))
+}
+
+/// The request as it goes out, attempt after attempt.
+struct Outgoing {
+    parts: Option<http::request::Parts>,
+    body: Option<Incoming>,
+    /// A request handed back unsent by a connection that closed under it.
+    unsent: Option<Request<UpstreamBody>>,
+    bodiless: bool,
+    limit: Option<BodyLimit>,
+}
+
+impl Outgoing {
+    fn headers(&self) -> &HeaderMap {
+        static EMPTY: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+        match (&self.parts, &self.unsent) {
+            (Some(p), _) => &p.headers,
+            (None, Some(r)) => r.headers(),
+            (None, None) => &EMPTY,
+        }
+    }
+
+    /// The request for the next attempt: a request handed back unsent, a bodiless copy while
+    /// 5xx answers may still be retried, else the request itself (once).
+    fn next(&mut self, may_retry: bool) -> Option<Request<UpstreamBody>> {
+        if let Some(r) = self.unsent.take() {
+            return Some(r);
+        }
+        if may_retry {
+            return self.parts.as_ref().map(copy_head);
+        }
+        let (p, b) = (self.parts.take()?, self.body.take()?);
+        let body = match (&self.limit, self.bodiless) {
+            (_, true) => UpstreamBody::Empty,
+            (Some(l), false) => UpstreamBody::Limited(b, l.clone()),
+            (None, false) => UpstreamBody::Incoming(b),
+        };
+        Some(Request::from_parts(p, body))
+    }
 }
 
 fn no_endpoint(route: &Route, upstream: &Upstream) -> ProxyError {

@@ -19,6 +19,7 @@ use super::write::{self, Forwarding};
 use crate::body::Lease;
 use crate::error::ProxyError;
 use crate::filter::{Effects, FilterCx, Head, LogEntry};
+use crate::retry::Retry;
 use crate::router::Route;
 use crate::snapshot::Snapshot;
 use crate::upstream::Endpoint;
@@ -96,58 +97,6 @@ struct Attempts {
     retry: Retry,
     tried: Tried,
     last_err: Option<ProxyError>,
-}
-
-/// The retry policy of one request: how many attempts, and which failures earn another.
-#[derive(Debug)]
-struct Retry {
-    attempts: u32,
-    made: u32,
-    /// The request can be sent again (no body, or all of it still in the buffer).
-    replayable: bool,
-    /// 5xx answers are retried (idempotent and bodiless).
-    on_5xx: bool,
-    /// One free attempt when a reused connection turns out closed before answering: the
-    /// upstream timed it out, which says nothing about the endpoint's health.
-    stale_left: bool,
-}
-
-impl Retry {
-    fn new(route: &Route, head: &ReqHead, body: &BodyAt) -> Self {
-        // A request that reached an upstream is sent again only when repeating it is safe.
-        let replayable = !matches!(body, BodyAt::Streamed(_)) && idempotent(&head.method);
-        let on_5xx = matches!(body, BodyAt::None) && idempotent(&head.method);
-        Self { attempts: route.attempts, made: 0, replayable, on_5xx, stale_left: replayable }
-    }
-
-    /// Starts another attempt, if any is left.
-    fn next(&mut self) -> bool {
-        self.made += 1;
-        self.made <= self.attempts
-    }
-
-    fn is_last(&self) -> bool {
-        self.made >= self.attempts
-    }
-
-    /// A reused connection was found closed: retry without counting, once.
-    fn stale(&mut self) -> bool {
-        if self.stale_left && self.replayable {
-            self.stale_left = false;
-            self.made -= 1;
-            return true;
-        }
-        false
-    }
-
-    /// The endpoint failed: try another if the request can be sent again.
-    fn failed(&self) -> bool {
-        self.replayable && !self.is_last()
-    }
-
-    fn retry_5xx(&self) -> bool {
-        self.on_5xx && !self.is_last()
-    }
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -288,8 +237,12 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             Ok(b) => b,
             Err(e) => return self.fail(e.into_proxy_error(route), head).await,
         };
-        let mut a = Attempts { retry: Retry::new(route, head, &body), tried: Tried::default(), last_err: None };
-        while a.retry.next() {
+        // A request that reached an upstream is sent again only when repeating it is safe.
+        let safe = idempotent(&head.method);
+        let retry = Retry::new(route.attempts, safe && matches!(body, BodyAt::None))
+            .replayable(safe && !matches!(body, BodyAt::Streamed(_)));
+        let mut a = Attempts { retry, tried: Tried::default(), last_err: None };
+        while a.retry.start() {
             let pick = {
                 let b = self.bufs.as_ref().expect("buffers are held while a request is in flight");
                 let headers = Fields::Raw { head: &b.read, fields: &b.fields, edits: &b.edits };
@@ -348,11 +301,11 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         };
         if reused && up.is_stale() {
             // Closed by the upstream while idle (the reactor saw it): not worth a try.
-            a.retry.made -= 1;
+            a.retry.uncount();
             return Step::Again;
         }
         // The request's start serves as the first attempt's (routing takes microseconds).
-        let sent_at = if a.retry.made == 1 { self.now } else { Instant::now() };
+        let sent_at = if a.retry.is_first() { self.now } else { Instant::now() };
         let failure = match self.exchange_once(&mut up.stream, head, body, route, sent_at).await {
             Ok((rsp, sent)) => {
                 self.now = Instant::now();
