@@ -96,13 +96,19 @@ fn chunked(body: &[u8], cut: usize) -> Option<usize> {
         // The reference must have refused before the fast path's end, not read past it.
         (Ok(Some(n)), _) => {
             let before = reference::chunked_end(&body[..n]);
-            assert!(matches!(before, reference::Chunk::Invalid(_)), "fast path ended the body at {n}, reference: {before:?}");
+            assert!(
+                matches!(before, reference::Chunk::Invalid(_)),
+                "fast path ended the body at {n}, reference: {before:?}"
+            );
             None
         }
         // The fast path must have refused before the reference's end, not read past it.
         (whole, reference::Chunk::End(m)) => {
             let before = fast_chunked(&body[..m], m);
-            assert!(before.is_err(), "reference ended the body at {m}, fast path: {whole:?}, on the first {m} bytes {before:?}");
+            assert!(
+                before.is_err(),
+                "reference ended the body at {m}, fast path: {whole:?}, on the first {m} bytes {before:?}"
+            );
             None
         }
         _ => None,
@@ -136,6 +142,7 @@ mod reference {
 
     /// What the reference makes of the head at the start of a buffer.
     #[derive(Debug)]
+    #[allow(dead_code, reason = "the fields are for panic messages")]
     pub enum Head {
         /// Not a whole head yet.
         Partial,
@@ -324,7 +331,10 @@ mod reference {
             let mut size = 0u64;
             let mut digits = 0;
             while let Some(d) = (c.peek()? as char).to_digit(16) {
-                size = size.checked_mul(16).and_then(|s| s.checked_add(u64::from(d))).ok_or(Stop::Invalid("chunk size overflows"))?;
+                size = size
+                    .checked_mul(16)
+                    .and_then(|s| s.checked_add(u64::from(d)))
+                    .ok_or(Stop::Invalid("chunk size overflows"))?;
                 digits += 1;
                 c.i += 1;
             }

@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -131,28 +131,44 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ListenerCtx>, state: SharedSn
         };
         let _ = stream.set_nodelay(true);
         let (ctx, state, stop) = (ctx.clone(), state.clone(), stop.clone());
-        conns.spawn(async move {
-            let _permit = permit;
-            match &ctx.tls {
-                None => serve_conn(stream, client, "http", &ctx, state, stop, false).await,
-                Some(tls) => {
-                    let handshake = tokio::time::timeout(ctx.opts.header_read_timeout, tls.acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(s)) => {
-                            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                            serve_conn(s, client, "https", &ctx, state, stop, h2).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
-                    }
-                }
-            }
-        });
+        // Plain and TLS connections are separate tasks: a plain connection's future does not
+        // carry room for a TLS session it never has (it is what an idle client costs).
+        if ctx.tls.is_none() {
+            conns.spawn(async move {
+                let _permit = permit;
+                serve_conn(stream, client, "http", &ctx, state, stop, false).await;
+            });
+        } else {
+            conns.spawn(async move {
+                let _permit = permit;
+                serve_tls(stream, client, &ctx, state, stop).await;
+            });
+        }
     }
     drop(listener);
     tracing::info!(listener = %ctx.name, "listener closed; draining connections");
     conns.close();
     conns.wait().await;
+}
+
+/// Completes the TLS handshake (within the header-read timeout), then serves the connection.
+async fn serve_tls(
+    stream: TcpStream,
+    client: SocketAddr,
+    ctx: &ListenerCtx,
+    state: SharedSnapshot,
+    stop: CancellationToken,
+) {
+    let Some(tls) = &ctx.tls else { return };
+    let handshake = tokio::time::timeout(ctx.opts.header_read_timeout, tls.acceptor.accept(stream));
+    match handshake.await {
+        Ok(Ok(s)) => {
+            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_conn(s, client, "https", ctx, state, stop, h2).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+    }
 }
 
 /// Serves one connection: HTTP/1.1 on the fast path ([`h1`]) until a request needs hyper,
@@ -176,7 +192,8 @@ async fn serve_conn<I>(
             None => return,
         }
     };
-    serve_hyper(io, client, proto, ctx, state, stop).await;
+    // Boxed: hyper's connection state is large and, after the fast path, rare.
+    Box::pin(serve_hyper(io, client, proto, ctx, state, stop)).await;
 }
 
 async fn serve_hyper<I>(
@@ -212,5 +229,24 @@ async fn serve_hyper<I>(
     };
     if let Err(e) = result {
         tracing::debug!(%client, error = %e, "connection closed with error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle plain keep-alive client costs is mostly this future (its buffers go back
+    /// to the worker while it waits): keep rare, large states (hyper, an exchange) boxed.
+    #[tokio::test]
+    async fn a_plain_connection_future_stays_small() {
+        let ctx = ListenerCtx::new("t".into(), ServeOptions::default(), None);
+        let state = SharedSnapshot::default();
+        let (io, _peer) = tokio::io::duplex(64);
+        let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let fut = serve_conn(io, client, "http", &ctx, state, CancellationToken::new(), false);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("plain connection future: {size} bytes");
+        assert!(size <= 1024, "the connection future grew to {size} bytes: box the new large state");
     }
 }

@@ -17,7 +17,7 @@ pub(super) const UP_START: usize = 4096;
 /// Read size while streaming a body.
 pub(super) const STREAM: usize = 64 * 1024;
 /// Buffers kept per worker; more are freed.
-const KEEP: usize = 1024;
+const KEEP: usize = 128;
 
 /// The scratch of one exchange.
 #[derive(Debug)]

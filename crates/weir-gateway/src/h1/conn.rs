@@ -306,13 +306,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
     async fn linger(&mut self) {
         let _ = poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await;
         self.deadline.arm_in(Duration::from_secs(1));
-        let mut scratch = [0u8; 4096];
+        // The read buffer as scratch: a buffer in this future would be held by every connection.
+        let mut b = self.bufs.take().unwrap_or_else(bufs::take);
         for _ in 0..16 {
-            match timed(&mut self.deadline, read_into(&mut self.io, &mut scratch)).await {
+            match timed(&mut self.deadline, read_into(&mut self.io, &mut b.read)).await {
                 Some(Ok(n)) if n > 0 => {}
-                _ => return,
+                _ => break,
             }
         }
+        bufs::give(b);
     }
 
     /// Writes one of Weir's own responses (an error or a filter's answer).

@@ -74,10 +74,43 @@ where
             Next::Close => return None,
         };
         let snap = state.load_full();
-        match conn.serve_one(&snap, &head).await {
+        // Boxed: an exchange's state is several KiB; inline, every idle keep-alive connection
+        // would hold it too. One allocation per request buys idle connections that cost
+        // about what nginx's do.
+        match Box::pin(conn.serve_one(&snap, &head)).await {
             Done::KeepAlive(consumed) => conn.consume(consumed),
             Done::Close => return None,
             Done::Handoff => return Some(conn.into_handoff()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One exchange's state is boxed per request (so idle connections do not hold it), and
+    /// boxing copies it: keep it small.
+    #[tokio::test]
+    async fn an_exchange_future_stays_small() {
+        let opts = ServeOptions::default();
+        let limits = Limits { max_head: opts.max_header_size, max_uri: opts.max_uri_length };
+        let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let ctx = ConnCtx {
+            client,
+            client_text: Box::new(*b"127.0.0.1"),
+            proto: "http",
+            limits,
+            header_timeout: opts.header_read_timeout,
+            idle_timeout: opts.idle_timeout,
+        };
+        let (io, _peer) = tokio::io::duplex(64);
+        let mut conn = Conn::new(io, ctx, CancellationToken::new());
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let request::Parsed::Head(head) = request::parse(raw, limits, &mut Vec::new()) else { panic!() };
+        let snap = crate::snapshot::Snapshot::default();
+        let size = std::mem::size_of_val(&conn.serve_one(&snap, &head));
+        eprintln!("exchange future: {size} bytes");
+        assert!(size <= 4096, "the exchange future grew to {size} bytes: box the new rare state");
     }
 }
