@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Weir, get, upstream_yaml};
+use common::{Weir, dead_port, get, upstream_yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -594,4 +594,17 @@ async fn header_read_timeout_answers_408_before_closing() {
     );
     expect_closed(&mut s, &mut buf, "after the 408").await;
     assert!(up.bytes().is_empty(), "the upstream received {:?}", text(&up.bytes()));
+}
+
+#[tokio::test]
+async fn grpc_clients_get_grpc_status_from_the_fast_path() {
+    // grpc-web over HTTP/1.1 to an endpoint that refuses connections: answered as on hyper's
+    // path, HTTP 200 with grpc-status 14 (UNAVAILABLE), not a JSON 502.
+    let weir = Weir::start(&gateway_yaml(dead_port(), "", ""));
+    let req =
+        "POST /pkg.Svc/Call HTTP/1.1\r\nHost: api\r\nContent-Type: application/grpc-web\r\nContent-Length: 0\r\n\r\n";
+    let (mut s, mut buf) = send(weir.addr, req.as_bytes()).await;
+    let Ok(rsp) = read_response(&mut s, &mut buf).await else { panic!("no response") };
+    assert_eq!(rsp.status, 200, "{}", rsp.head);
+    assert!(rsp.head.to_ascii_lowercase().contains("grpc-status: 14"), "{}", rsp.head);
 }

@@ -338,8 +338,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
     }
 
     /// Writes a [`ProxyError`] as its JSON response.
-    pub(super) async fn write_error(&mut self, e: ProxyError, close: bool, head_only: bool) -> (u16, bool) {
-        let status = e.status().as_u16();
+    pub(super) async fn write_error(&mut self, e: ProxyError, close: bool, head_only: bool, grpc: bool) -> (u16, bool) {
+        let status = if grpc { 200 } else { e.status().as_u16() };
         match &e {
             ProxyError::NoRoute
             | ProxyError::BadRequest(_)
@@ -350,7 +350,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             _ => tracing::warn!(route = e.route(), reason = e.reason(), error = %e, "request failed"),
         }
         let close = close || matches!(e, ProxyError::BadRequest(_));
-        let ok = self.write_local(e.into_response(), close, head_only).await;
+        let rsp = if grpc { e.into_grpc_response() } else { e.into_response() };
+        let ok = self.write_local(rsp, close, head_only).await;
         (status, ok && !close)
     }
 }

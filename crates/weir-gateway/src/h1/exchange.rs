@@ -221,7 +221,13 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
     /// Answers with `e`; a request whose body was not read closes the connection.
     pub(super) async fn fail(&mut self, e: ProxyError, head: &ReqHead) -> Outcome {
         let close = head.framing != Framing::None || head.close || self.stopping();
-        let (status, keep) = self.write_error(e, close, head.method == Method::HEAD).await;
+        // gRPC clients (grpc-web over HTTP/1.1) get grpc-status, as on hyper's path.
+        let grpc = self.bufs.as_ref().is_some_and(|b| {
+            Fields::raw(&b.read, &b.fields)
+                .get(&http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.starts_with(b"application/grpc"))
+        });
+        let (status, keep) = self.write_error(e, close, head.method == Method::HEAD, grpc).await;
         Outcome { status, done: if keep { Done::KeepAlive(head.len) } else { Done::Close } }
     }
 
