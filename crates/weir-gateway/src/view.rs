@@ -251,10 +251,13 @@ pub fn strip_port(raw: &str) -> Option<&str> {
     if let Some(rest) = raw.strip_prefix('[') {
         return rest.split_once(']').map(|(h, _)| h);
     }
-    Some(match raw.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => raw,
-    })
+    // A byte scan from the end: hosts are short, and a general reverse search costs more.
+    let b = raw.as_bytes();
+    let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    match b.len().checked_sub(digits + 1) {
+        Some(colon) if b[colon] == b':' => Some(&raw[..colon]),
+        _ => Some(raw),
+    }
 }
 
 #[cfg(test)]
@@ -294,5 +297,8 @@ mod tests {
         assert_eq!(strip_port("a.example:8080"), Some("a.example"));
         assert_eq!(strip_port("[::1]:80"), Some("::1"));
         assert_eq!(strip_port("a.example"), Some("a.example"));
+        assert_eq!(strip_port("a.example:"), Some("a.example"));
+        assert_eq!(strip_port("a:b"), Some("a:b"));
+        assert_eq!(strip_port("8080"), Some("8080"));
     }
 }

@@ -608,3 +608,24 @@ async fn grpc_clients_get_grpc_status_from_the_fast_path() {
     assert_eq!(rsp.status, 200, "{}", rsp.head);
     assert!(rsp.head.to_ascii_lowercase().contains("grpc-status: 14"), "{}", rsp.head);
 }
+
+#[tokio::test]
+async fn fast_path_idle_connections_do_not_starve_hyper_of_the_pool() {
+    // One connection allowed: the fast path's request leaves it idle in its pool; a request
+    // hyper serves (HTTP/1.0) must get the slot at once instead of a 503 after the wait.
+    let up = Recorder::start().await;
+    let pool = "    pool: { max_connections: 1, max_idle: 1, acquire_timeout: 2s }\n";
+    let weir = Weir::start(&gateway_yaml(up.port, pool, ""));
+    let (mut s, mut buf) = send(weir.addr, b"").await;
+    let rsp = exchange(&mut s, &mut buf, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(rsp.status, 200, "{}", rsp.head);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = tokio::time::Instant::now();
+    let (mut s10, mut buf10) = send(weir.addr, b"GET /hyper HTTP/1.0\r\n\r\n").await;
+    let rsp = read_response(&mut s10, &mut buf10).await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(rsp.status, 200, "{}", rsp.head);
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?} for the pool", started.elapsed());
+    // And back: the fast path gets the slot hyper's idle connection holds.
+    let rsp = exchange(&mut s, &mut buf, "GET /fast-again HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(rsp.status, 200, "{}", rsp.head);
+}

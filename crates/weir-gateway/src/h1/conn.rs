@@ -21,16 +21,20 @@ use super::request::{self, Limits, Parsed, Refusal};
 use crate::error::ProxyError;
 
 /// One timer, re-armed by storing a new due time; the timer itself is only reset when the
-/// new time is earlier than the one it is set for, or when it fires early.
+/// new time is earlier than the one it is set for, or when it fires early. Once polled it
+/// keeps the task's waker, so later waits only check whether it fired (one load) instead of
+/// polling it again.
 #[derive(Debug)]
 pub(super) struct Deadline {
     sleep: Pin<Box<Sleep>>,
     due: Instant,
+    /// The timer holds this task's waker for its current setting.
+    registered: bool,
 }
 
 impl Deadline {
     fn new(due: Instant) -> Self {
-        Self { sleep: Box::pin(tokio::time::sleep_until(due)), due }
+        Self { sleep: Box::pin(tokio::time::sleep_until(due)), due, registered: false }
     }
 
     /// Fires at `due` (replacing any earlier setting).
@@ -38,6 +42,7 @@ impl Deadline {
         self.due = due;
         if due < self.sleep.deadline() {
             self.sleep.as_mut().reset(due);
+            self.registered = false;
         }
     }
 
@@ -48,11 +53,17 @@ impl Deadline {
 
     pub(super) fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
+            // Every wait of a connection runs in its one task, so the waker stays valid.
+            if self.registered && !self.sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            self.registered = true;
             ready!(self.sleep.as_mut().poll(cx));
             if Instant::now() >= self.due {
                 return Poll::Ready(());
             }
             self.sleep.as_mut().reset(self.due);
+            self.registered = false;
         }
     }
 }

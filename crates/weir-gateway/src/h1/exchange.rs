@@ -291,20 +291,22 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         a: &mut Attempts,
     ) -> Step {
         let lease = Lease::new(ep.clone());
-        let (mut up, reused) = match ep.pool().acquire_raw(|| ep.dial_tcp(upstream.connect_timeout()), self.now).await {
-            Ok(c) => c,
-            Err(AcquireError::Timeout) => {
-                let (route, upstream) = (route.name.clone(), upstream.name().clone());
-                a.last_err = Some(ProxyError::PoolExhausted { route, upstream });
-                return Step::Next;
-            }
-            Err(AcquireError::Connect(e)) => {
-                ep.record_failure(upstream.passive());
-                let (route, endpoint, reason) = (route.name.clone(), ep.label().clone(), e.to_string());
-                a.last_err = Some(ProxyError::Connect { route, endpoint, reason });
-                return Step::Next;
-            }
-        };
+        // Dialing is boxed: it is rare, and its state would be copied with every exchange.
+        let (mut up, reused) =
+            match ep.pool().acquire_raw(|| Box::pin(ep.dial_tcp(upstream.connect_timeout())), self.now).await {
+                Ok(c) => c,
+                Err(AcquireError::Timeout) => {
+                    let (route, upstream) = (route.name.clone(), upstream.name().clone());
+                    a.last_err = Some(ProxyError::PoolExhausted { route, upstream });
+                    return Step::Next;
+                }
+                Err(AcquireError::Connect(e)) => {
+                    ep.record_failure(upstream.passive());
+                    let (route, endpoint, reason) = (route.name.clone(), ep.label().clone(), e.to_string());
+                    a.last_err = Some(ProxyError::Connect { route, endpoint, reason });
+                    return Step::Next;
+                }
+            };
         if reused && up.is_stale() {
             // Closed by the upstream while idle (the reactor saw it): not worth a try.
             a.retry.uncount();

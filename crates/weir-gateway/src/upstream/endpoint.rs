@@ -190,10 +190,17 @@ impl Endpoint {
 
     /// Opens a plain TCP connection (the fast path's upstream connections).
     pub async fn dial_tcp(&self, timeout: Duration) -> io::Result<TcpStream> {
-        match self.stream(timeout, None).await? {
-            UpstreamIo::Plain(tcp) => Ok(tcp),
-            UpstreamIo::Tls(_) => Err(io::Error::other("TLS stream where plain TCP was asked for")),
-        }
+        let connect = async {
+            let tcp = match self.ip {
+                Some(addr) => TcpStream::connect(addr).await?,
+                None => TcpStream::connect((self.host.as_str(), self.port)).await?,
+            };
+            tcp.set_nodelay(true)?;
+            Ok::<_, io::Error>(tcp)
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))?
     }
 
     /// Opens an HTTP/1.1 connection. The caller drives the returned connection (see

@@ -10,7 +10,9 @@
 //! hyper serves, probes) in one idle list, and the fast path's raw TCP connections
 //! ([`RawConn`]) in one idle list per worker, so a fast-path request never crosses threads
 //! and takes an uncontended lock; a worker whose list is empty when the pool is full takes
-//! an idle connection from another worker's list rather than wait.
+//! an idle connection from another worker's list rather than wait. When the pool is full and
+//! the other kind has idle connections, one of them is closed to make room, so neither kind
+//! can starve the other of `max_connections`.
 //! Does not own: dialing (the caller passes a connect future) or health.
 
 use std::future::Future;
@@ -263,6 +265,13 @@ impl Pool {
                     return Ok((RawConn { stream, created, _permit }, true));
                 }
             }
+            // Full, but some of it is hyper's idle connections: close one and dial.
+            if self.idle.lock().pop().is_some()
+                && let Ok(p) = self.permits.clone().try_acquire_owned()
+            {
+                self.note_wait(Some(since));
+                return self.dial_raw(p, dial).await.map(|c| (c, false));
+            }
             match self.wait_for_room(since + self.limits.acquire_timeout).await {
                 Room::Permit(p) => {
                     self.note_wait(Some(since));
@@ -275,6 +284,12 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Closes one idle fast-path connection (any worker's), freeing its permit for hyper's
+    /// side; false when there is none.
+    fn evict_raw(&self) -> bool {
+        self.raw.iter().any(|slot| slot.lock().pop().is_some())
     }
 
     fn pop_raw(&self, slot: usize, now: Instant) -> Option<RawConn> {
@@ -325,6 +340,8 @@ impl Pool {
             }
             let permit = match self.permits.clone().try_acquire_owned() {
                 Ok(p) => p,
+                // Full, but some of it is the fast path's idle connections: close one.
+                Err(_) if self.evict_raw() => continue,
                 Err(_) => {
                     let since = *waited_since.get_or_insert_with(Instant::now);
                     // Boxed: waiting is the rare path, and its state would otherwise be
