@@ -165,9 +165,11 @@ pub fn request_head(
         }
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if has_xff && !(edited && edits.hides("x-forwarded-for")) {
-        for f in fields.iter().filter(|f| class(f.name.of(buf)) == Class::Xff) {
-            out.extend_from_slice(f.value.of(buf));
+    if has_xff || edited {
+        // The list as the filters left it (set, appended or removed), then the client.
+        let view = crate::view::Fields::Raw { head: buf, fields, edits };
+        for v in view.values("x-forwarded-for") {
+            out.extend_from_slice(v);
             out.extend_from_slice(b", ");
         }
     }
@@ -303,6 +305,11 @@ mod tests {
             "{got}"
         );
         assert!(!got.contains("old") && !got.contains("X-Drop"), "{got}");
+        // A filter's X-Forwarded-For is the list the client's address is appended to.
+        let mut e = Edits::default();
+        e.set(HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("10.9.9.9"));
+        let got = upstream_head(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n", &e);
+        assert!(got.contains("x-forwarded-for: 10.9.9.9, 10.0.0.9\r\n") && !got.contains("1.1.1.1"), "{got}");
     }
 
     #[test]
