@@ -16,12 +16,14 @@ UP_PORT, WEIR_PORT, NGINX_PORT, HAPROXY_PORT = 18000, 18081, 18082, 18083
 TLS_OFFSET = 10  # TLS listeners: 18091 weir, 18092 nginx, 18093 haproxy
 
 
-def cpu_seconds(pids):
+def cpu_seconds(pids, only=None):
+    """User+system CPU seconds of `pids`; `only="sys"` gives the kernel part alone."""
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            utime, stime = int(fields[11]), int(fields[12])
+            total += stime if only == "sys" else utime + stime
         except FileNotFoundError:
             pass
     return total / TICK
@@ -225,20 +227,21 @@ backend be
             for sc, c in cells:
                 for name, (p, port) in proxies.items():
                     pids = tree(p.pid)
-                    before = cpu_seconds(pids)
+                    before, sys_before = cpu_seconds(pids), cpu_seconds(pids, "sys")
                     out = drive(sc, c, args.duration, port)
                     cpu = cpu_seconds(pids) - before
+                    sys_cpu = cpu_seconds(pids, "sys") - sys_before
                     reqs, rps, p50, p99, errs = parse_h2load(out) if sc == "tls-h2" else parse_wrk(out)
-                    results[(name, sc, c)].append(dict(reqs=reqs, rps=rps, p50=p50, p99=p99, errors=errs, cpu=cpu, us_per_req=cpu / max(reqs, 1) * 1e6, rss_mib=rss_kib(pids) / 1024))
-                    print(f"round {r+1} {sc:<13} c={c:<4} {name:<8} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  cpu/req {cpu / max(reqs,1) * 1e6:5.1f} us  errors {errs}", flush=True)
+                    results[(name, sc, c)].append(dict(reqs=reqs, rps=rps, p50=p50, p99=p99, errors=errs, cpu=cpu, us_per_req=cpu / max(reqs, 1) * 1e6, sys_us_per_req=sys_cpu / max(reqs, 1) * 1e6, rss_mib=rss_kib(pids) / 1024))
+                    print(f"round {r+1} {sc:<13} c={c:<4} {name:<8} {rps:>9.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  cpu/req {cpu / max(reqs,1) * 1e6:5.1f} us (kernel {sys_cpu / max(reqs,1) * 1e6:4.1f})  errors {errs}", flush=True)
 
         def med(xs):
             xs = sorted(xs)
             return xs[len(xs) // 2]
         lines = [f"# Proxy comparison, {time.strftime('%Y-%m-%d %H:%M')}", "",
                  f"Machine: {os.cpu_count()} cores, `{platform_cpu()}`; {args.rounds} rounds x {args.duration}s per cell, medians; proxies pinned to core 0, upstream nginx + load generator on core 1.", "",
-                 "| scenario | conns | proxy | req/s | p50 ms | p99 ms | CPU µs/req | RSS MiB | errors | req/s vs nginx | CPU/req vs nginx |",
-                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+                 "| scenario | conns | proxy | req/s | p50 ms | p99 ms | CPU µs/req | kernel µs/req | RSS MiB | errors | req/s vs nginx | CPU/req vs nginx |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         summary = {}
         for sc, c in cells:
             base = results.get(("nginx", sc, c))
@@ -250,7 +253,7 @@ backend be
                 if base:
                     b = {k: med([x[k] for x in base]) for k in base[0]}
                     rr, rc = f"{m['rps'] / max(b['rps'], 1e-9):.2f}x", f"{m['us_per_req'] / max(b['us_per_req'], 1e-9):.2f}x"
-                lines.append(f"| {sc} | {c} | {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['us_per_req']:.1f} | {m['rss_mib']:.1f} | {sum(x['errors'] for x in rs)} | {rr} | {rc} |")
+                lines.append(f"| {sc} | {c} | {name} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | {m['us_per_req']:.1f} | {m['sys_us_per_req']:.1f} | {m['rss_mib']:.1f} | {sum(x['errors'] for x in rs)} | {rr} | {rc} |")
         report = "\n".join(lines) + "\n"
         print("\n" + report)
         out = Path(args.out)

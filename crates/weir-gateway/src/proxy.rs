@@ -92,7 +92,7 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
             bytes_out: declared_length(rsp.headers()).unwrap_or(0),
             consumer: trace.consumer.as_deref(),
             request_id: trace.request_id.as_ref().and_then(|v| v.to_str().ok()),
-            client: client.ip().to_string(),
+            client: &client.ip().to_string(),
         };
         route.chain.log(&entry);
     }

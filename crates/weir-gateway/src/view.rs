@@ -236,14 +236,20 @@ impl<'a> RequestView<'a> {
 
     /// The first value of header `name`, if it is visible ASCII text.
     pub fn header_str(&self, name: &HeaderName) -> Option<&'a str> {
-        let v = self.headers.get(name)?;
-        if v.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b)) { std::str::from_utf8(v).ok() } else { None }
+        visible_text(self.headers.get(name)?)
     }
 
     /// Whether header `name` is present.
     pub fn has_header(&self, name: &HeaderName) -> bool {
         self.headers.contains(name)
     }
+}
+
+/// A header value as text, if it is visible ASCII and tabs (what `HeaderValue::to_str`
+/// accepts). Checks every byte without branching, so long values (tokens) vectorise.
+pub fn visible_text(v: &[u8]) -> Option<&str> {
+    let visible = v.iter().fold(true, |ok, &b| ok & ((b == b'\t') | (b.wrapping_sub(0x20) < 0x5f)));
+    if visible { std::str::from_utf8(v).ok() } else { None }
 }
 
 /// The host without port: `example.com` of `example.com:8080`, `::1` of `[::1]:80`.
@@ -290,6 +296,15 @@ mod tests {
         assert_eq!(f.values("x-gone").collect::<Vec<_>>(), [b"back"]);
         assert_eq!(f.get(&new), Some(b"n".as_slice()));
         assert!(!f.contains(&HeaderName::from_static("x-absent")));
+    }
+
+    #[test]
+    fn visible_text_is_what_to_str_accepts() {
+        assert_eq!(visible_text(b"Bearer a.b\tc"), Some("Bearer a.b\tc"));
+        for bad in [&b"a\x7f"[..], b"a\x00", b"\xc3\xa9", b"a\r"] {
+            assert_eq!(visible_text(bad), None, "{bad:?}");
+            assert_eq!(visible_text(bad).is_some(), HeaderValue::from_bytes(bad).is_ok_and(|h| h.to_str().is_ok()));
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use weir_config::plugins::{JwtAuthConfig, TokenSource};
 
 use super::jwks::Jwks;
 use super::{Effects, Outcome, reply};
-use crate::view::RequestView;
+use crate::view::{RequestView, visible_text};
 
 /// A verification key.
 #[derive(Clone)]
@@ -142,12 +142,12 @@ impl JwtAuth {
                 let (scheme, tok) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| tok.trim())
             }
-            TokenSource::Header(h) => ascii(req.headers.get_str(h)?),
+            TokenSource::Header(h) => visible_text(req.headers.get_str(h)?),
             TokenSource::Query(q) => req.query?.split('&').find_map(|p| p.strip_prefix(q.as_str())?.strip_prefix('=')),
             TokenSource::Cookie(name) => req
                 .headers
                 .values("cookie")
-                .filter_map(ascii)
+                .filter_map(visible_text)
                 .find_map(|v| v.split(';').find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='))),
         })
     }
@@ -254,9 +254,4 @@ impl JwtAuth {
         e.claims = Some(verified.claims.clone());
         Outcome::Continue(e)
     }
-}
-
-/// A header value as text, if it is visible ASCII (what `HeaderValue::to_str` accepts).
-fn ascii(v: &[u8]) -> Option<&str> {
-    if v.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b)) { std::str::from_utf8(v).ok() } else { None }
 }

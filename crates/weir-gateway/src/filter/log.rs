@@ -40,7 +40,7 @@ pub struct LogEntry<'a> {
     /// The request id, when one was set.
     pub request_id: Option<&'a str>,
     /// The client's address.
-    pub client: String,
+    pub client: &'a str,
 }
 
 /// Where the request path hands lines.

@@ -233,23 +233,33 @@ impl Chain {
     /// Runs the request phases; `Err` is a response that ends the request here.
     pub async fn on_request<H: Head>(&self, req: &mut H, cx: &mut FilterCx) -> Result<(), Response<GatewayBody>> {
         for phase in &self.phases {
-            let outcomes = if let [only] = phase.as_slice() {
-                vec![only.on_request(&req.view(), cx).await]
-            } else {
-                let (view, c) = (req.view(), &*cx);
-                join_all(phase.iter().map(|f| f.on_request(&view, c))).await
-            };
+            if let [only] = phase.as_slice() {
+                // The usual phase of one filter: no list of outcomes to build.
+                let o = only.on_request(&req.view(), cx).await;
+                self.take(req, cx, o)?;
+                continue;
+            }
+            let (view, c) = (req.view(), &*cx);
+            let outcomes = join_all(phase.iter().map(|f| f.on_request(&view, c))).await;
             for o in outcomes {
-                match o {
-                    Outcome::Continue(e) => apply(req, cx, e),
-                    Outcome::Respond(mut rsp) => {
-                        self.on_response(rsp.headers_mut(), cx);
-                        return Err(rsp);
-                    }
-                }
+                self.take(req, cx, o)?;
             }
         }
         Ok(())
+    }
+
+    /// Applies one filter's outcome, or ends the request with its response.
+    fn take<H: Head>(&self, req: &mut H, cx: &mut FilterCx, o: Outcome) -> Result<(), Response<GatewayBody>> {
+        match o {
+            Outcome::Continue(e) => {
+                apply(req, cx, e);
+                Ok(())
+            }
+            Outcome::Respond(mut rsp) => {
+                self.on_response(rsp.headers_mut(), cx);
+                Err(rsp)
+            }
+        }
     }
 
     /// Response edits, for proxied and short-circuited responses alike.

@@ -68,16 +68,32 @@ impl Deadline {
     }
 }
 
-/// Polls `f`, giving up with `None` when `deadline` passes.
-pub(super) async fn timed<F: Future>(deadline: &mut Deadline, f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    poll_fn(|cx| {
-        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+pin_project_lite::pin_project! {
+    /// `f`, giving up with `None` when `deadline` passes. A struct rather than an async fn:
+    /// it holds `f` once (an async fn would hold the argument and its pinned copy), and it
+    /// nests in every exchange.
+    pub(super) struct Timed<'d, F> {
+        #[pin]
+        f: F,
+        deadline: &'d mut Deadline,
+    }
+}
+
+impl<F: Future> Future for Timed<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.f.poll(cx) {
             return Poll::Ready(Some(v));
         }
-        deadline.poll_due(cx).map(|()| None)
-    })
-    .await
+        this.deadline.poll_due(cx).map(|()| None)
+    }
+}
+
+/// Polls `f`, giving up with `None` when `deadline` passes.
+pub(super) fn timed<F: Future>(deadline: &mut Deadline, f: F) -> Timed<'_, F> {
+    Timed { f, deadline }
 }
 
 /// Writes `a` then `b`, in one vectored write when the stream takes it.

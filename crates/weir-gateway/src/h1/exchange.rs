@@ -199,7 +199,7 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             t.upstream = Some(upstream.name().clone());
             t.consumer = fcx.consumer.clone();
             let fields = Fields::Raw { head: &b.read, fields: &b.fields, edits: &b.edits };
-            t.request_id = fields.get_str("x-request-id").and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
+            t.request_id = fields.get_str("x-request-id").and_then(crate::view::visible_text).map(str::to_owned);
         }
         let fwd = Forwarding { client: &self.ctx.client_text, proto: self.ctx.proto };
         write::request_head(&mut b.head, &b.read, head, &b.fields, &b.edits, fwd);
@@ -417,7 +417,7 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             bytes_out: t.bytes_out,
             consumer: t.consumer.as_deref(),
             request_id: t.request_id.as_deref(),
-            client: self.ctx.client.ip().to_string(),
+            client: std::str::from_utf8(&self.ctx.client_text).unwrap_or(""),
         };
         route.chain.log(&entry);
     }

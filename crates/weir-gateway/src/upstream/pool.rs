@@ -122,7 +122,8 @@ struct Idle {
 pub struct RawConn {
     /// The stream.
     pub stream: TcpStream,
-    created: Instant,
+    /// Not reused from then on (`max_lifetime` after it was dialed).
+    retires: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -142,7 +143,8 @@ impl RawConn {
 #[derive(Debug)]
 struct RawIdle {
     conn: RawConn,
-    since: Instant,
+    /// Past `idle_timeout` (or its `max_lifetime`) from then on.
+    expires: Instant,
 }
 
 /// Counters for metrics and the admin `/stats` page.
@@ -244,7 +246,7 @@ impl Pool {
     {
         let stream = dial().await.map_err(AcquireError::Connect)?;
         self.stats.created.fetch_add(1, Relaxed);
-        Ok(RawConn { stream, created: Instant::now(), _permit: permit })
+        Ok(RawConn { stream, retires: Instant::now() + self.limits.max_lifetime, _permit: permit })
     }
 
     /// The pool is at `max_connections`: take another worker's idle connection or wait.
@@ -258,11 +260,11 @@ impl Pool {
             for slot in 0..self.raw.len() {
                 if let Some(c) = self.pop_raw(slot, Instant::now()) {
                     // Registered with another worker's reactor: move it to this one.
-                    let RawConn { stream, created, _permit } = c;
+                    let RawConn { stream, retires, _permit } = c;
                     let Ok(stream) = stream.into_std().and_then(TcpStream::from_std) else { continue };
                     self.note_wait(Some(since));
                     self.stats.reused.fetch_add(1, Relaxed);
-                    return Ok((RawConn { stream, created, _permit }, true));
+                    return Ok((RawConn { stream, retires, _permit }, true));
                 }
             }
             // Full, but some of it is hyper's idle connections: close one and dial.
@@ -295,9 +297,7 @@ impl Pool {
     fn pop_raw(&self, slot: usize, now: Instant) -> Option<RawConn> {
         let mut idle = self.raw[slot].lock();
         while let Some(i) = idle.pop() {
-            if now.duration_since(i.since) < self.limits.idle_timeout
-                && now.duration_since(i.conn.created) < self.limits.max_lifetime
-            {
+            if now < i.expires {
                 return Some(i.conn);
             }
         }
@@ -307,15 +307,16 @@ impl Pool {
     /// Gives a fast-path connection back after a complete, fully read exchange (`now`: a
     /// recent clock reading).
     pub fn put_raw(&self, conn: RawConn, now: Instant) {
-        if now.duration_since(conn.created) >= self.limits.max_lifetime {
+        if now >= conn.retires {
             return;
         }
+        let expires = (now + self.limits.idle_timeout).min(conn.retires);
         {
             let mut idle = self.raw[crate::workers::current() % self.raw.len()].lock();
             if idle.len() >= self.limits.max_idle {
                 return;
             }
-            idle.push(RawIdle { conn, since: now });
+            idle.push(RawIdle { conn, expires });
         }
         self.returned.notify_one();
     }
@@ -437,10 +438,7 @@ impl Pool {
         };
         drop(stale);
         for slot in &self.raw {
-            slot.lock().retain(|i| {
-                now.duration_since(i.since) < self.limits.idle_timeout
-                    && now.duration_since(i.conn.created) < self.limits.max_lifetime
-            });
+            slot.lock().retain(|i| now < i.expires);
         }
     }
 }
