@@ -236,28 +236,32 @@ impl Chain {
             if let [only] = phase.as_slice() {
                 // The usual phase of one filter: no list of outcomes to build.
                 let o = only.on_request(&req.view(), cx).await;
-                self.take(req, cx, o)?;
+                if let Some(rsp) = self.take(req, cx, o) {
+                    return Err(rsp);
+                }
                 continue;
             }
             let (view, c) = (req.view(), &*cx);
             let outcomes = join_all(phase.iter().map(|f| f.on_request(&view, c))).await;
             for o in outcomes {
-                self.take(req, cx, o)?;
+                if let Some(rsp) = self.take(req, cx, o) {
+                    return Err(rsp);
+                }
             }
         }
         Ok(())
     }
 
-    /// Applies one filter's outcome, or ends the request with its response.
-    fn take<H: Head>(&self, req: &mut H, cx: &mut FilterCx, o: Outcome) -> Result<(), Response<GatewayBody>> {
+    /// Applies one filter's outcome; `Some` is the response that ends the request.
+    fn take<H: Head>(&self, req: &mut H, cx: &mut FilterCx, o: Outcome) -> Option<Response<GatewayBody>> {
         match o {
             Outcome::Continue(e) => {
                 apply(req, cx, e);
-                Ok(())
+                None
             }
             Outcome::Respond(mut rsp) => {
                 self.on_response(rsp.headers_mut(), cx);
-                Err(rsp)
+                Some(rsp)
             }
         }
     }
