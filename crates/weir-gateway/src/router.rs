@@ -50,6 +50,15 @@ impl Target {
         }
     }
 
+    /// Every upstream it may send to.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        let (one, split) = match self {
+            Self::One(u) => (Some(u), &[][..]),
+            Self::Split { backends, .. } => (None, backends.as_slice()),
+        };
+        one.into_iter().chain(split.iter().map(|(u, _)| u))
+    }
+
     /// The upstream for this request (a weighted random draw for splits).
     pub fn choose(&self) -> &Arc<Upstream> {
         match self {

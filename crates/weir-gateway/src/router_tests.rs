@@ -140,3 +140,13 @@ async fn the_exact_path_index_picks_what_a_scan_picks() {
     let view = RequestView { method: &Method::POST, host: None, path: "/e/3", query: None, headers: Fields::Map(&h) };
     assert_eq!(r.find(&view).map(|r| r.name.to_string()).as_deref(), Some("e-post"));
 }
+
+#[tokio::test]
+async fn a_target_lists_every_upstream_it_may_send_to() {
+    let cfg = weir_config::load_yaml(ROUTES).unwrap();
+    let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
+    assert_eq!(Target::One(u.clone()).upstreams().count(), 1);
+    let split = Target::Split { backends: vec![(u.clone(), 9), (u.clone(), 1)], total: 10 };
+    assert_eq!(split.upstreams().count(), 2);
+    assert!(split.upstreams().all(|x| Arc::ptr_eq(x, &u)));
+}

@@ -184,10 +184,12 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         {
             return self.fail(ProxyError::PayloadTooLarge { route: route.name.clone(), limit }, head).await;
         }
-        let upstream = route.target.choose().clone();
-        if upstream.protocol() != UpstreamProtocol::Http1 || upstream.tls().is_some() {
+        // Decided for the route, not per draw: hyper draws a split's upstream again, so a
+        // per-draw handoff would skew the weights of a split that mixes protocols.
+        if !route.target.upstreams().all(|u| u.protocol() == UpstreamProtocol::Http1 && u.tls().is_none()) {
             return Outcome { status: 0, done: Done::Handoff };
         }
+        let upstream = route.target.choose().clone();
         let mut fcx = FilterCx::new(self.ctx.client.ip());
         if !route.chain.is_empty()
             && let Some(out) = Box::pin(self.run_chain(&route, head, &mut fcx)).await
