@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod fleet;
 pub mod pki;
+pub mod raw_http;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 pub type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
