@@ -19,7 +19,7 @@ use crate::body::{BodyLimit, GatewayBody, Lease, UpstreamBody};
 use crate::error::ProxyError;
 use crate::filter::{FilterCx, LogEntry};
 use crate::headers;
-use crate::retry::Retry;
+use crate::retry::{Retry, idempotent};
 use crate::router::{RequestView, Route};
 use crate::snapshot::Snapshot;
 use crate::sniff::Verdicts;
@@ -111,7 +111,7 @@ struct Trace {
 
 /// The response for a request that failed before or while being proxied (JSON, or
 /// gRPC-shaped for gRPC callers), logged by how much it concerns the operator.
-fn error_response(e: ProxyError, grpc: bool) -> Response<GatewayBody> {
+pub(crate) fn error_response(e: ProxyError, grpc: bool) -> Response<GatewayBody> {
     match &e {
         ProxyError::NoRoute
         | ProxyError::BadRequest(_)
@@ -132,10 +132,6 @@ fn is_grpc(h: &HeaderMap) -> bool {
 fn host_of<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
     let raw = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.host())?;
     strip_port(raw)
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
 /// Request smuggling and size checks that hyper leaves to us.
@@ -308,7 +304,7 @@ async fn attempts(
     let bodiless = http_body::Body::is_end_stream(&body);
     let limit = route.max_body_size.filter(|_| !bodiless).map(BodyLimit::new);
     // hyper hands back a request it could not send, so the free attempt is always safe.
-    let mut retry = Retry::new(route.attempts, bodiless && is_idempotent(&parts.method));
+    let mut retry = Retry::new(route.attempts, bodiless && idempotent(&parts.method));
     let mut outgoing = Outgoing { parts: Some(parts), body: Some(body), unsent: None, bodiless, limit };
     let mut tried = Tried::default();
     let mut last_err = None;

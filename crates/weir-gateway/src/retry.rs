@@ -7,6 +7,12 @@
 //! closed while idle gets one attempt that does not count, since it says nothing about the
 //! endpoint's health.
 
+/// Whether sending `m` twice has the effect of sending it once (RFC 9110 §9.2.2).
+pub fn idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
 /// Attempts made and allowed for one request.
 #[derive(Debug)]
 pub struct Retry {
@@ -28,11 +34,6 @@ impl Retry {
         self.replayable = replayable;
         self.stale_left = replayable;
         self
-    }
-
-    /// Whether a sent request may be sent again.
-    pub fn is_replayable(&self) -> bool {
-        self.replayable
     }
 
     /// Starts another attempt, if any is left.

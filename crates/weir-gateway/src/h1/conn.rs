@@ -18,6 +18,8 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::bufs::{self, Bufs};
 use super::request::{self, Limits, Parsed, Refusal};
+use http::StatusCode;
+
 use crate::error::ProxyError;
 
 /// One timer, re-armed by storing a new due time; the timer itself is only reset when the
@@ -311,20 +313,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
     /// closes.
     pub(super) async fn refuse(&mut self, r: Option<Refusal>) {
         let (status, reason, message) = match r {
-            Some(Refusal::BadRequest(why)) => (400, "bad_request", why),
-            Some(Refusal::HeadTooLarge) => {
-                (431, "header_too_large", "request head over the listener's max_header_size")
-            }
-            Some(Refusal::UriTooLong) => (414, "uri_too_long", "request URI too long"),
-            None => (408, "request_timeout", "the request head did not arrive in time"),
+            Some(Refusal::BadRequest(why)) => (StatusCode::BAD_REQUEST, "bad_request", why),
+            Some(Refusal::HeadTooLarge) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+                "request head over the listener's max_header_size",
+            ),
+            Some(Refusal::UriTooLong) => (StatusCode::URI_TOO_LONG, "uri_too_long", "request URI too long"),
+            None => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request head did not arrive in time"),
         };
-        tracing::debug!(client = %self.ctx.client, status, message, "request refused");
-        let rsp = local_json(status, reason, message);
-        self.deadline.arm_in(self.ctx.idle_timeout);
-        if !matches!(timed(&mut self.deadline, write2(&mut self.io, &rsp, &[])).await, Some(Ok(()))) {
-            return;
+        tracing::debug!(client = %self.ctx.client, status = status.as_u16(), message, "request refused");
+        if self.write_local(crate::filter::reply(status, reason, message), true, false).await {
+            self.linger().await;
         }
-        self.linger().await;
     }
 
     /// Half-closes and reads what the client still sends (a bounded amount, briefly), so
@@ -366,30 +367,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
 
     /// Writes a [`ProxyError`] as its JSON response.
     pub(super) async fn write_error(&mut self, e: ProxyError, close: bool, head_only: bool, grpc: bool) -> (u16, bool) {
-        let status = if grpc { 200 } else { e.status().as_u16() };
-        match &e {
-            ProxyError::NoRoute
-            | ProxyError::BadRequest(_)
-            | ProxyError::UriTooLong
-            | ProxyError::PayloadTooLarge { .. } => {
-                tracing::debug!(error = %e, "request refused");
-            }
-            _ => tracing::warn!(route = e.route(), reason = e.reason(), error = %e, "request failed"),
-        }
         let close = close || matches!(e, ProxyError::BadRequest(_));
-        let rsp = if grpc { e.into_grpc_response() } else { e.into_response() };
+        let rsp = crate::proxy::error_response(e, grpc);
+        let status = rsp.status().as_u16();
         let ok = self.write_local(rsp, close, head_only).await;
         (status, ok && !close)
     }
-}
-
-/// A whole JSON error response, closing the connection.
-fn local_json(status: u16, reason: &str, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "status": status, "reason": reason, "message": message }).to_string();
-    let text = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-    format!(
-        "HTTP/1.1 {status} {text}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }

@@ -19,7 +19,7 @@ use super::write::{self, Forwarding};
 use crate::body::Lease;
 use crate::error::ProxyError;
 use crate::filter::{Effects, FilterCx, Head, LogEntry};
-use crate::retry::Retry;
+use crate::retry::{Retry, idempotent};
 use crate::router::Route;
 use crate::snapshot::Snapshot;
 use crate::upstream::Endpoint;
@@ -97,10 +97,6 @@ struct Attempts {
     retry: Retry,
     tried: Tried,
     last_err: Option<ProxyError>,
-}
-
-fn idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
 /// The router's and filters' view of a head in `read`.

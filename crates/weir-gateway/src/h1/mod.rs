@@ -63,12 +63,13 @@ where
         let head = match conn.next_head().await {
             Next::Head(h) => h,
             Next::Handoff => return Some(conn.into_handoff()),
+            // Refusals are boxed: rare, and an answer's state would be held by every connection.
             Next::Refuse(r) => {
-                conn.refuse(Some(r)).await;
+                Box::pin(conn.refuse(Some(r))).await;
                 return None;
             }
             Next::Timeout => {
-                conn.refuse(None).await;
+                Box::pin(conn.refuse(None)).await;
                 return None;
             }
             Next::Close => return None,
