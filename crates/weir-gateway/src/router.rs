@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
-use weir_config::spec::{PathMatch, RouteSpec};
+use weir_config::spec::{PathMatch, RouteSpec, UpstreamProtocol};
 
 use crate::filter::Chain;
 use crate::metrics::RouteMetrics;
@@ -94,6 +94,9 @@ pub struct Route {
     pub chain: Chain,
     /// Metric handles.
     pub metrics: RouteMetrics,
+    /// Every upstream it may send to is plain HTTP/1.1, so the fast path can serve it (else
+    /// hyper serves the whole route, and a split keeps its weights).
+    pub plain_http1: bool,
     path: PathPat,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -246,8 +249,10 @@ fn compile_route(spec: &RouteSpec, target: Target, chain: Chain, metrics: RouteM
                 .unwrap_or_else(|_| Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!())),
         ),
     };
+    let plain_http1 = target.upstreams().all(|u| u.protocol() == UpstreamProtocol::Http1 && u.tls().is_none());
     Route {
         name: spec.name.as_str().into(),
+        plain_http1,
         target,
         timeout: spec.timeout.map_or(Duration::from_secs(30), |t| t.get()),
         attempts: spec.retries.as_ref().map_or(1, |r| r.attempts.max(1)),

@@ -188,6 +188,8 @@ pub struct Chain {
     phases: Vec<Vec<Arc<Filter>>>,
     /// `access-log` filters, run once the response is known.
     loggers: Vec<Arc<Filter>>,
+    /// A filter edits response headers.
+    edits_responses: bool,
 }
 
 impl Chain {
@@ -203,7 +205,8 @@ impl Chain {
                 _ => phases.push(vec![f]),
             }
         }
-        Self { phases, loggers }
+        let edits_responses = phases.iter().flatten().any(|f| matches!(**f, Filter::Headers(_)));
+        Self { phases, loggers, edits_responses }
     }
 
     /// Whether an access log wants entries for this route.
@@ -222,7 +225,7 @@ impl Chain {
 
     /// Whether a filter edits response headers (beyond the headers the request phases add).
     pub fn edits_responses(&self) -> bool {
-        self.phases.iter().flatten().any(|f| matches!(**f, Filter::Headers(_)))
+        self.edits_responses
     }
 
     /// Whether the chain has no filters (the common fast path).

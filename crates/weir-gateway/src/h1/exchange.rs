@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use http::Method;
 use tokio::time::Instant;
-use weir_config::spec::UpstreamProtocol;
 
 use super::conn::Conn;
 use super::relay::{BodyAt, BodyError, RspRead, SendError};
@@ -182,7 +181,7 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         }
         // Decided for the route, not per draw: hyper draws a split's upstream again, so a
         // per-draw handoff would skew the weights of a split that mixes protocols.
-        if !route.target.upstreams().all(|u| u.protocol() == UpstreamProtocol::Http1 && u.tls().is_none()) {
+        if !route.plain_http1 {
             return Outcome { status: 0, done: Done::Handoff };
         }
         let upstream = route.target.choose().clone();
