@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use weir_gateway::filter::Chain;
 use weir_gateway::router::{RequestView, Route, Router, Target};
+use weir_gateway::view::Fields;
 use weir_gateway::upstream::Upstream;
 
 const CONFIG: &str = r#"
@@ -48,7 +49,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Some(v) = parts.next().and_then(|v| http::HeaderValue::from_str(v).ok()) {
         headers.insert("x-canary", v);
     }
-    let view = RequestView { method: &method, host, path, query, headers: &headers };
+    let view = RequestView { method: &method, host, path, query, headers: Fields::Map(&headers) };
     if let Some(route) = router().find(&view) {
         match &*route.name {
             "exact" => assert_eq!(path, "/a/b"),
