@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use weir_gateway::filter::Chain;
 use weir_gateway::router::{RequestView, Route, Router, Target};
-use weir_gateway::view::Fields;
 use weir_gateway::upstream::Upstream;
+use weir_gateway::view::Fields;
 
 const CONFIG: &str = r#"
 routes:
@@ -28,7 +28,9 @@ fn router() -> &'static Router {
         let cfg = weir_config::load_yaml(CONFIG).unwrap();
         let _g = rt.enter();
         let u = Arc::new(Upstream::start(&cfg.spec().upstreams[0], Default::default()).unwrap());
-        let r = Router::new(&cfg.spec().routes, |_, s| Arc::new(Route::compile(s, Target::One(u.clone()), Chain::default(), Default::default())));
+        let r = Router::new(&cfg.spec().routes, |_, s| {
+            Arc::new(Route::compile(s, Target::One(u.clone()), Chain::default(), Default::default()))
+        });
         drop(_g);
         (rt, r)
     })

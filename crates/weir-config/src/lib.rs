@@ -9,6 +9,7 @@
 pub mod assembly;
 pub mod duration;
 mod error;
+pub mod package;
 pub mod plugins;
 pub mod resources;
 pub mod size;
@@ -21,7 +22,7 @@ pub use duration::HumanDuration;
 pub use error::{ConfigError, ConfigErrors};
 pub use size::ByteSize;
 pub use spec::ConfigSpec;
-pub use validate::{ValidConfig, validate, validate_shared};
+pub use validate::{ValidConfig, validate, validate_shared, validate_with_packages};
 
 /// The JSON Schema of [`ConfigSpec`], as pretty JSON.
 pub fn json_schema() -> serde_json::Value {

@@ -35,6 +35,10 @@ pub struct ConfigSpec {
     /// Named callers and their API keys, for every `key-auth` plugin that lists none of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<Consumer>,
+    /// Plugin package directories (`metadata.yaml`, `config.schema.json`, `plugin.wasm`),
+    /// relative to the config file; routes use a package by its metadata name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_packages: Vec<String>,
 }
 
 /// The admin listener.

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::{ConfigErrors, Errors};
+use crate::package::Package;
 use crate::plugins::{self, PluginConfig};
 use crate::spec::{ConfigSpec, HealthCheckSpec, MatchSpec, PathMatch, PoolSpec, RouteSpec, UpstreamSpec};
 
@@ -17,6 +18,8 @@ pub struct ValidConfig {
     spec: Arc<ConfigSpec>,
     /// Per route (same order as `spec.routes`): its effective plugins, parsed.
     route_plugins: Vec<Vec<(String, PluginConfig)>>,
+    /// The plugin packages `plugin_packages` names, as read by the caller.
+    packages: Vec<Arc<Package>>,
 }
 
 impl ValidConfig {
@@ -24,6 +27,11 @@ impl ValidConfig {
     /// then its own, as `(name, config)`.
     pub fn route_plugins(&self, i: usize) -> &[(String, PluginConfig)] {
         self.route_plugins.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The plugin packages the config uses.
+    pub fn packages(&self) -> &[Arc<Package>] {
+        &self.packages
     }
 
     /// The validated spec.
@@ -44,7 +52,19 @@ pub fn validate(spec: ConfigSpec) -> Result<ValidConfig, ConfigErrors> {
 
 /// [`validate`] for a spec that is shared (it is not copied).
 pub fn validate_shared(spec: Arc<ConfigSpec>) -> Result<ValidConfig, ConfigErrors> {
+    validate_with_packages(spec, Vec::new())
+}
+
+/// [`validate_shared`] with the plugin packages `spec.plugin_packages` names, read by the
+/// caller (this crate does no I/O): routes may then use them by name.
+pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>) -> Result<ValidConfig, ConfigErrors> {
     let mut errs = Errors::default();
+    let mut seen = HashSet::new();
+    for (i, p) in packages.iter().enumerate() {
+        if !seen.insert(p.meta.name.as_str()) {
+            errs.push(format!("plugin_packages[{i}]"), format!("a second package named {:?}", p.meta.name));
+        }
+    }
     let mut names = HashSet::new();
     for (i, l) in spec.listeners.iter().enumerate() {
         check_name(&mut errs, || format!("listeners[{i}].name"), &l.name);
@@ -102,7 +122,9 @@ pub fn validate_shared(spec: Arc<ConfigSpec>) -> Result<ValidConfig, ConfigError
         .plugins
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| plugins::check(&mut errs, &format!("plugins[{i}]"), p).map(|c| (p.name.clone(), c)))
+        .filter_map(|(i, p)| {
+            plugins::check(&mut errs, &format!("plugins[{i}]"), p, &packages).map(|c| (p.name.clone(), c))
+        })
         .collect();
     for (i, (_, c)) in global.iter_mut().enumerate() {
         use_top_level_consumers(&mut errs, &format!("plugins[{i}]"), c, &spec);
@@ -114,7 +136,8 @@ pub fn validate_shared(spec: Arc<ConfigSpec>) -> Result<ValidConfig, ConfigError
             .iter()
             .enumerate()
             .filter_map(|(j, p)| {
-                plugins::check(&mut errs, &format!("routes[{i}].plugins[{j}]"), p).map(|c| (p.name.clone(), c))
+                plugins::check(&mut errs, &format!("routes[{i}].plugins[{j}]"), p, &packages)
+                    .map(|c| (p.name.clone(), c))
             })
             .collect();
         let mut own = own;
@@ -127,7 +150,7 @@ pub fn validate_shared(spec: Arc<ConfigSpec>) -> Result<ValidConfig, ConfigError
         route_plugins.push(all);
     }
     errs.finish()?;
-    Ok(ValidConfig { spec, route_plugins })
+    Ok(ValidConfig { spec, route_plugins, packages })
 }
 
 /// A `key-auth` that lists no consumers of its own authenticates the top-level ones.

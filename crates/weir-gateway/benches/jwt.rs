@@ -26,7 +26,7 @@ fn chain(alg: &str, public_pem: String, cache_size: u64) -> Chain {
         forward_claims: Default::default(),
         cache_size,
     };
-    let f = Filter::new(&PluginConfig::JwtAuth(cfg), "bench", &Metrics::new()).expect("valid key");
+    let f = Filter::new(&PluginConfig::JwtAuth(cfg), "bench", &Metrics::new(), &Default::default()).expect("valid key");
     Chain::new(vec![std::sync::Arc::new(f)])
 }
 
@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
             let chain = chain(name, public.clone(), size);
             c.bench_function(&format!("jwt {name} {label}"), |b| {
                 b.iter(|| {
-                    let mut cx = FilterCx::new(std::net::Ipv4Addr::LOCALHOST.into());
+                    let mut cx = FilterCx::new((std::net::Ipv4Addr::LOCALHOST, 0).into());
                     let r = chain.on_request(&mut req, &mut cx).now_or_never().expect("no I/O with inline keys");
                     assert!(r.is_ok());
                 })

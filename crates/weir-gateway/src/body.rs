@@ -46,6 +46,8 @@ pub enum UpstreamBody {
     Limited(Incoming, BodyLimit),
     /// No body (retries of body-less requests, health probes).
     Empty,
+    /// A body the gateway made (plugin callouts).
+    Full(Option<Bytes>),
 }
 
 impl Body for UpstreamBody {
@@ -69,6 +71,7 @@ impl Body for UpstreamBody {
                 polled
             }
             Self::Empty => Poll::Ready(None),
+            Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -76,6 +79,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Incoming(b) | Self::Limited(b, _) => b.is_end_stream(),
             Self::Empty => true,
+            Self::Full(b) => b.is_none(),
         }
     }
 
@@ -83,6 +87,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Incoming(b) | Self::Limited(b, _) => b.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Gateway {
     apply_lock: tokio::sync::Mutex<()>,
     workers: Workers,
     metrics: Arc<Metrics>,
+    /// The upstreams plugin callouts may name, those of the snapshot serving.
+    callouts: Arc<crate::filter::wasm::Callouts>,
 }
 
 impl Gateway {
@@ -98,6 +100,7 @@ impl Gateway {
             apply_lock: tokio::sync::Mutex::new(()),
             workers,
             metrics: Arc::new(Metrics::new()),
+            callouts: Arc::default(),
         })
     }
 
@@ -147,8 +150,9 @@ impl Gateway {
         }
         let prev = self.state.load_full();
         let version = prev.version + 1;
-        let next = Snapshot::compile(cfg, Some(&prev), version, &self.metrics)
+        let next = Snapshot::compile(cfg, Some(&prev), version, &self.metrics, &self.callouts)
             .map_err(|(what, reason)| ApplyError::Compile { what, reason })?;
+        self.callouts.set(&next.upstreams);
         self.state.store(Arc::new(next));
 
         let wanted: HashMap<(String, SocketAddr), ()> =

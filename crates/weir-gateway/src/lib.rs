@@ -18,6 +18,7 @@ pub mod headers;
 pub mod io;
 pub mod metrics;
 pub mod oneshot;
+pub mod packages;
 pub mod proxy;
 pub mod retry;
 pub mod router;

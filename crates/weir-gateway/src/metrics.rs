@@ -58,6 +58,12 @@ struct PluginLabel {
     plugin: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginFault {
+    plugin: String,
+    kind: &'static str,
+}
+
 /// All of Weir's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -71,6 +77,8 @@ pub struct Metrics {
     pool_connections: Family<PoolLabel, Gauge>,
     config_version: Gauge,
     plugin_errors: Family<PluginLabel, Counter>,
+    plugin_faults: Family<PluginFault, Counter>,
+    plugin_breaker_trips: Family<PluginLabel, Counter>,
     overall: Arc<Overall>,
 }
 
@@ -144,6 +152,8 @@ impl Metrics {
             pool_connections: Family::default(),
             config_version: Gauge::default(),
             plugin_errors: Family::default(),
+            plugin_faults: Family::default(),
+            plugin_breaker_trips: Family::default(),
             overall: Arc::default(),
             registry: Registry::default(),
         };
@@ -172,6 +182,16 @@ impl Metrics {
         );
         registry.register("config_version", "Version of the config being served", m.config_version.clone());
         registry.register("plugin_errors", "Internal plugin failures, by plugin", m.plugin_errors.clone());
+        registry.register(
+            "plugin_faults",
+            "Wasm plugin calls that failed, by plugin and kind (trap, cpu, memory, refused, timeout)",
+            m.plugin_faults.clone(),
+        );
+        registry.register(
+            "plugin_breaker_trips",
+            "Times a wasm plugin's circuit breaker opened",
+            m.plugin_breaker_trips.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -219,6 +239,16 @@ impl Metrics {
         self.plugin_errors.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).clone()
     }
 
+    /// The counter of `plugin`'s faults of `kind`.
+    pub fn plugin_fault_counter(&self, plugin: &str, kind: &'static str) -> Counter {
+        self.plugin_faults.get_or_create(&PluginFault { plugin: plugin.to_owned(), kind }).clone()
+    }
+
+    /// The counter of `plugin`'s circuit-breaker trips.
+    pub fn plugin_breaker_counter(&self, plugin: &str) -> Counter {
+        self.plugin_breaker_trips.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).clone()
+    }
+
     /// Counts an internal failure of `plugin`.
     pub fn plugin_error(&self, plugin: &str) {
         self.plugin_errors.get_or_create(&PluginLabel { plugin: plugin.to_owned() }).inc();
@@ -247,6 +277,15 @@ impl Metrics {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
+        }
+        // Metrics wasm plugins defined go before the OpenMetrics end marker.
+        let eof = out.ends_with("# EOF\n");
+        if eof {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        crate::filter::wasm::encode_metrics(&mut out);
+        if eof {
+            out.push_str("# EOF\n");
         }
         out
     }

@@ -189,7 +189,7 @@ async fn proxy(
     let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let mut fcx = FilterCx::new(conn.client.ip());
+    let mut fcx = FilterCx::new(conn.client);
     if !route.chain.is_empty()
         && let Err(rsp) = Box::pin(route.chain.on_request(&mut parts, &mut fcx)).await
     {
@@ -374,13 +374,40 @@ async fn attempts(
                 let (mut rp, inner) = rsp.into_parts();
                 headers::strip_hop_by_hop(&mut rp.headers, false);
                 if !route.chain.is_empty() {
-                    route.chain.on_response(&mut rp.headers, fcx);
+                    route.chain.on_response(rp.status, &mut rp.headers, fcx);
                 }
-                return Ok(Response::from_parts(rp, GatewayBody::Proxied { inner, lease: Some(lease) }));
+                let body = GatewayBody::Proxied { inner, lease: Some(lease) };
+                if route.chain.reads_bodies() {
+                    let body = plugin_body(route, &mut rp, body, fcx).await.map_err(bad)?;
+                    return Ok(Response::from_parts(rp, body));
+                }
+                return Ok(Response::from_parts(rp, body));
             }
         }
     }
     Err(last_err.unwrap_or_else(|| no_endpoint(route, upstream)))
+}
+
+/// The largest response body buffered for plugins that read bodies.
+const MAX_PLUGIN_BODY: usize = 16 << 20;
+
+/// Buffers a response body for the plugins that read bodies, and frames what they return.
+async fn plugin_body(
+    route: &Route,
+    rp: &mut http::response::Parts,
+    body: GatewayBody,
+    fcx: &FilterCx,
+) -> Result<GatewayBody, String> {
+    use http_body_util::BodyExt;
+    let whole = http_body_util::Limited::new(body, MAX_PLUGIN_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("response body for a plugin that reads bodies: {e}"))?
+        .to_bytes();
+    let out = route.chain.on_response_body(whole, fcx);
+    rp.headers.remove(http::header::TRANSFER_ENCODING);
+    rp.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(out.len()));
+    Ok(GatewayBody::full(out))
 }
 
 /// The request as it goes out, attempt after attempt.

@@ -249,7 +249,9 @@ fn compile_route(spec: &RouteSpec, target: Target, chain: Chain, metrics: RouteM
                 .unwrap_or_else(|_| Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!())),
         ),
     };
-    let plain_http1 = target.upstreams().all(|u| u.protocol() == UpstreamProtocol::Http1 && u.tls().is_none());
+    // Buffering a body for a plugin is hyper's path; the fast path streams.
+    let plain_http1 = !chain.reads_bodies()
+        && target.upstreams().all(|u| u.protocol() == UpstreamProtocol::Http1 && u.tls().is_none());
     Route {
         name: spec.name.as_str().into(),
         plain_http1,

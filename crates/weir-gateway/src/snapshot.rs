@@ -11,6 +11,7 @@ use weir_config::ValidConfig;
 
 use weir_config::plugins::PluginConfig;
 
+use crate::filter::wasm::Callouts;
 use crate::filter::{Chain, Filter};
 use crate::metrics::{Metrics, RouteMetrics};
 use weir_config::spec::RouteSpec;
@@ -62,6 +63,7 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         version: u64,
         metrics: &Arc<Metrics>,
+        callouts: &Arc<Callouts>,
     ) -> Result<Self, (String, String)> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
@@ -91,7 +93,9 @@ impl Snapshot {
                 let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
                 let f = match kept {
                     Some(f) => f,
-                    None => Arc::new(Filter::new(c, &r.name, metrics).map_err(|e| (format!("route {:?}", r.name), e))?),
+                    None => Arc::new(
+                        Filter::new(c, &r.name, metrics, callouts).map_err(|e| (format!("route {:?}", r.name), e))?,
+                    ),
                 };
                 mine.push((c.clone(), f));
             }

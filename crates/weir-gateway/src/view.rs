@@ -161,6 +161,25 @@ impl<'a> Fields<'a> {
     pub fn contains(&self, name: &HeaderName) -> bool {
         self.get(name).is_some()
     }
+
+    /// Calls `f` with every visible field, `(name, value)`: the original fields not hidden by
+    /// edits, then the edits' sets and appends.
+    pub fn each(&self, mut f: impl FnMut(&'a [u8], &'a [u8])) {
+        match *self {
+            Self::Map(m) => m.iter().for_each(|(k, v)| f(k.as_str().as_bytes(), v.as_bytes())),
+            Self::Raw { head, fields, edits } => {
+                for fs in fields {
+                    let name = fs.name.of(head);
+                    if !std::str::from_utf8(name).is_ok_and(|n| edits.hides(n)) {
+                        f(name, fs.value.of(head));
+                    }
+                }
+                for (k, v) in edits.set.iter().chain(&edits.add) {
+                    f(k.as_str().as_bytes(), v.as_bytes());
+                }
+            }
+        }
+    }
 }
 
 /// The values of one header name, in order.

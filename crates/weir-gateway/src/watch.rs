@@ -1,9 +1,10 @@
 //! The file config source of standalone mode: load, then watch and re-apply on change.
 //!
 //! Watches the file's directory rather than the file, so editors that save by rename and
-//! Kubernetes ConfigMaps that swap a symlink are both seen. A change is applied whole or not
-//! at all: an invalid file is logged with every error and its path, and the running config
-//! keeps serving.
+//! Kubernetes ConfigMaps that swap a symlink are both seen, and every plugin package directory
+//! the config lists, so a rebuilt `plugin.wasm` is a hot update. A change is applied whole or
+//! not at all: an invalid file or package is logged with every error and its path, and the
+//! running config keeps serving.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,19 +49,25 @@ pub enum LoadError {
     },
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, with the plugin packages it lists.
 pub fn load_file(path: &Path) -> Result<(String, ValidConfig), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
-    let cfg = weir_config::load_yaml(&text).map_err(|errors| LoadError::Invalid { path: path.into(), errors })?;
+    let cfg = crate::packages::load_config(&text, base_dir(path))
+        .map_err(|errors| LoadError::Invalid { path: path.into(), errors })?;
     Ok((text, cfg))
 }
 
-/// Applies `path` on every change until `stop` is cancelled. `applied` is the text of the
-/// config already running, so an unchanged save is not a new version.
+/// The directory a config file's relative paths start from.
+fn base_dir(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// Applies `path` on every change until `stop` is cancelled. `applied` is the config already
+/// running, so an unchanged save is not a new version.
 pub async fn watch_file(
     path: PathBuf,
     gw: Arc<Gateway>,
-    mut applied: String,
+    mut applied: ValidConfig,
     stop: CancellationToken,
 ) -> Result<(), LoadError> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
@@ -74,10 +81,12 @@ pub async fn watch_file(
         }
     })
     .map_err(|source| LoadError::Watch { path: path.clone(), source })?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = base_dir(&path);
     watcher
         .watch(dir, RecursiveMode::NonRecursive)
         .map_err(|source| LoadError::Watch { path: path.clone(), source })?;
+    let mut packages = Vec::new();
+    watch_packages(&mut watcher, &applied, &mut packages);
     tracing::info!(path = %path.display(), "watching config file");
     let _ = name;
     loop {
@@ -91,14 +100,13 @@ pub async fn watch_file(
         let Ok(text) = tokio::fs::read_to_string(&path).await else {
             continue; // mid-swap; the next event brings the new file
         };
-        if text == applied {
-            continue;
-        }
-        match weir_config::load_yaml(&text) {
+        match crate::packages::load_config(&text, dir) {
+            Ok(cfg) if cfg == applied => {}
             Ok(cfg) => match gw.apply(&cfg).await {
                 Ok(version) => {
                     tracing::info!(version, path = %path.display(), "config applied");
-                    applied = text;
+                    watch_packages(&mut watcher, &cfg, &mut packages);
+                    applied = cfg;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, serving = gw.snapshot().version, "config rejected; still serving the previous version")
@@ -114,6 +122,21 @@ pub async fn watch_file(
                     file = %path.display(),
                     "config rejected; still serving the previous version (run `weir validate -c FILE`)"
                 );
+            }
+        }
+    }
+}
+
+/// Watches the directory of every package `cfg` uses that is not watched yet.
+fn watch_packages(watcher: &mut impl Watcher, cfg: &ValidConfig, watched: &mut Vec<PathBuf>) {
+    for p in cfg.packages() {
+        if watched.contains(&p.dir) {
+            continue;
+        }
+        match watcher.watch(&p.dir, RecursiveMode::NonRecursive) {
+            Ok(()) => watched.push(p.dir.clone()),
+            Err(e) => {
+                tracing::warn!(package = %p.dir.display(), error = %e, "cannot watch plugin package; edits to it need a config change")
             }
         }
     }

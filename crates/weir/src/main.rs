@@ -5,6 +5,7 @@ mod ctl;
 mod echo;
 mod fleet;
 mod loadtest;
+mod plugins;
 mod standalone;
 
 use std::path::PathBuf;
@@ -33,17 +34,6 @@ enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
-enum PluginsCommand {
-    /// Every built-in plugin with its phase and purpose.
-    List,
-    /// The JSON Schema of a plugin's `config`.
-    Schema {
-        /// Plugin name, e.g. key-auth.
-        name: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 enum Command {
     /// Run a gateway from a YAML file, re-applying it whenever the file changes.
     Standalone(standalone::Args),
@@ -63,9 +53,9 @@ enum Command {
     },
     /// Print the JSON Schema of the config file format.
     Schema,
-    /// List the built-in plugins, or print one plugin's config schema.
+    /// Built-in plugins and plugin packages: list, schema, validate a package, start a new one.
     #[command(subcommand)]
-    Plugins(PluginsCommand),
+    Plugins(plugins::Command),
     /// Drive a target with a scenario's traffic mix and check it against SLA thresholds.
     Loadtest(loadtest::Args),
     /// Run a small HTTP echo server (for examples, demos and benchmarks).
@@ -90,28 +80,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::EchoServer(args) => echo::run(&args),
-        Command::Plugins(PluginsCommand::List) => {
-            for b in weir_config::plugins::BUILTINS {
-                println!("{:<16} {:<11} {}", b.name, b.phase, b.description);
-            }
-            ExitCode::SUCCESS
-        }
-        Command::Plugins(PluginsCommand::Schema { name }) => match weir_config::plugins::builtin(&name) {
-            Some(b) => {
-                println!("{:#}", b.schema());
-                ExitCode::SUCCESS
-            }
-            None => {
-                eprintln!("unknown plugin {name:?}; `weir plugins list` shows the built-ins");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Plugins(cmd) => plugins::run(cmd),
         Command::Loadtest(args) => loadtest::run(&args),
     }
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
     match weir_gateway::watch::load_file(path) {
+        Ok((_, cfg)) if !plugins::register_all(&cfg) => ExitCode::FAILURE,
         Ok((_, cfg)) => {
             let s = cfg.spec();
             println!(

@@ -26,7 +26,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let (text, cfg) = match watch::load_file(&args.config) {
+    let (_text, cfg) = match watch::load_file(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}\nhint: `weir validate -c {}` checks a file without starting", args.config.display());
@@ -58,7 +58,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         {
             return code;
         }
-        let watcher = tokio::spawn(watch::watch_file(args.config.clone(), gw.clone(), text, stop.clone()));
+        let watcher = tokio::spawn(watch::watch_file(args.config.clone(), gw.clone(), cfg.clone(), stop.clone()));
         wait_for_signal().await;
         drain(&gw, &admin_state, &stop, args.drain_timeout).await;
         watcher.abort();

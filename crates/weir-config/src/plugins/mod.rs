@@ -66,6 +66,18 @@ pub enum PluginConfig {
     Fault(FaultConfig),
     /// `access-log`.
     AccessLog(AccessLogConfig),
+    /// A plugin package (proxy-wasm), by its metadata name.
+    Wasm(WasmConfig),
+}
+
+/// A package plugin's use on a route: which package, and its `config` (already checked
+/// against the package's schema).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WasmConfig {
+    /// The package.
+    pub package: std::sync::Arc<crate::package::Package>,
+    /// Its configuration, handed to the plugin's `on_configure` as JSON.
+    pub config: serde_json::Value,
 }
 
 /// A built-in plugin: name, one-line description, schema.
@@ -162,24 +174,31 @@ pub fn builtin(name: &str) -> Option<&'static Builtin> {
 
 /// Parses one plugin's config, reporting schema violations and semantic problems at `at`
 /// (the plugin's own path, e.g. `routes[1].plugins[0]`).
-pub(crate) fn check(errs: &mut Errors, at: &str, p: &PluginSpec) -> Option<PluginConfig> {
+pub(crate) fn check(
+    errs: &mut Errors,
+    at: &str,
+    p: &PluginSpec,
+    packages: &[std::sync::Arc<crate::package::Package>],
+) -> Option<PluginConfig> {
     let Some(b) = builtin(&p.name) else {
-        let known: Vec<_> = BUILTINS.iter().map(|b| b.name).collect();
-        errs.push(format!("{at}.name"), format!("unknown plugin {:?} (built-ins: {})", p.name, known.join(", ")));
+        if let Some(pkg) = packages.iter().find(|k| k.meta.name == p.name) {
+            return against_schema(errs, at, &pkg.schema, &p.config)
+                .then(|| PluginConfig::Wasm(WasmConfig { package: pkg.clone(), config: p.config.clone() }));
+        }
+        let known: Vec<_> =
+            BUILTINS.iter().map(|b| b.name).chain(packages.iter().map(|k| k.meta.name.as_str())).collect();
+        errs.push(
+            format!("{at}.name"),
+            format!(
+                "unknown plugin {:?} (known: {}); a package must be listed in `plugin_packages`",
+                p.name,
+                known.join(", ")
+            ),
+        );
         return None;
     };
-    let schema = b.schema();
-    if let Ok(v) = jsonschema::validator_for(&schema) {
-        let mut bad = false;
-        for e in v.iter_errors(&p.config) {
-            bad = true;
-            let inner = crate::error::pointer_to_path(&e.instance_path().to_string());
-            let path = if inner.is_empty() { format!("{at}.config") } else { format!("{at}.config.{inner}") };
-            errs.push(path, e.to_string());
-        }
-        if bad {
-            return None;
-        }
+    if !against_schema(errs, at, &b.schema(), &p.config) {
+        return None;
     }
     let cfg = &p.config;
     let parsed = match b.name {
@@ -205,9 +224,22 @@ pub(crate) fn check(errs: &mut Errors, at: &str, p: &PluginSpec) -> Option<Plugi
         PluginConfig::Rewrite(c) => c.check(errs, &at),
         PluginConfig::Fault(c) => c.check(errs, &at),
         PluginConfig::AccessLog(c) => c.check(errs, &at),
-        PluginConfig::Cors(_) | PluginConfig::RequestId(_) => {}
+        PluginConfig::Cors(_) | PluginConfig::RequestId(_) | PluginConfig::Wasm(_) => {}
     }
     Some(parsed)
+}
+
+/// Checks `config` against `schema`, each violation at its path under `{at}.config`.
+fn against_schema(errs: &mut Errors, at: &str, schema: &serde_json::Value, config: &serde_json::Value) -> bool {
+    let Ok(v) = jsonschema::validator_for(schema) else { return true };
+    let mut ok = true;
+    for e in v.iter_errors(config) {
+        ok = false;
+        let inner = crate::error::pointer_to_path(&e.instance_path().to_string());
+        let path = if inner.is_empty() { format!("{at}.config") } else { format!("{at}.config.{inner}") };
+        errs.push(path, e.to_string());
+    }
+    ok
 }
 
 fn typed<T: serde::de::DeserializeOwned>(errs: &mut Errors, at: &str, v: &serde_json::Value) -> Option<T> {

@@ -19,8 +19,14 @@ mod limit;
 mod log;
 mod redis_limit;
 mod transform;
+#[cfg(feature = "wasm")]
+pub mod wasm;
+/// Without the `wasm` feature: the same names, and no plugin ever loads.
+#[cfg(not(feature = "wasm"))]
+#[path = "wasm_off.rs"]
+pub mod wasm;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -66,6 +72,8 @@ pub struct Effects {
     pub response: Vec<(HeaderName, HeaderValue)>,
     /// Claims of a verified JWT.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// A plugin's HTTP context, kept for the response and the end of the request.
+    pub wasm: Option<wasm::WasmCtx>,
 }
 
 /// A request filter's verdict.
@@ -88,18 +96,29 @@ impl Outcome {
 pub struct FilterCx {
     /// The client's address.
     pub client: IpAddr,
+    /// The client's address and port.
+    pub source: SocketAddr,
     /// The authenticated caller.
     pub consumer: Option<Arc<str>>,
     /// Headers added to the response.
     pub response: Vec<(HeaderName, HeaderValue)>,
     /// Claims of a verified JWT, for claim-keyed rate limits.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// Plugin HTTP contexts of this request, in the order they ran; ended when it is dropped.
+    pub wasm: Vec<wasm::WasmCtx>,
 }
 
 impl FilterCx {
     /// A context for a request from `client`.
-    pub fn new(client: IpAddr) -> Self {
-        Self { client, consumer: None, response: Vec::new(), claims: None }
+    pub fn new(client: SocketAddr) -> Self {
+        Self {
+            client: client.ip(),
+            source: client,
+            consumer: None,
+            response: Vec::new(),
+            claims: None,
+            wasm: Vec::new(),
+        }
     }
 }
 
@@ -126,12 +145,21 @@ pub enum Filter {
     Rewrite(transform::Rewrite),
     /// `access-log` (runs after the response, never in a request phase).
     AccessLog(log::AccessLog),
+    /// A plugin package (proxy-wasm).
+    Wasm(Arc<wasm::WasmFilter>),
 }
 
 impl Filter {
-    /// Compiles a validated plugin config; fails only when a file it names is unusable.
-    pub fn new(cfg: &PluginConfig, route: &str, metrics: &Metrics) -> Result<Self, String> {
+    /// Compiles a validated plugin config; fails when a file it names is unusable or a
+    /// package plugin does not load. `callouts` are the upstreams a package may call.
+    pub fn new(
+        cfg: &PluginConfig,
+        route: &str,
+        metrics: &Metrics,
+        callouts: &Arc<wasm::Callouts>,
+    ) -> Result<Self, String> {
         Ok(match cfg {
+            PluginConfig::Wasm(c) => Self::Wasm(wasm::WasmFilter::new(c, route, metrics, callouts)?),
             PluginConfig::Cors(c) => Self::Cors(access::Cors::new(c)),
             PluginConfig::RequestId(c) => Self::RequestId(access::RequestId::new(c)),
             PluginConfig::IpRestriction(c) => Self::Ip(access::IpRestriction::new(c)),
@@ -157,6 +185,15 @@ impl Filter {
             Self::KeyAuth(_) | Self::JwtAuth(_) => Phase::Authn,
             Self::RateLimit(_) => Phase::RateLimit,
             Self::Fault(_) | Self::Headers(_) | Self::Rewrite(_) | Self::AccessLog(_) => Phase::Transform,
+            Self::Wasm(f) => f.phase(),
+        }
+    }
+
+    /// Order within a phase, higher first: built-ins run before packages of their phase.
+    fn priority(&self) -> i32 {
+        match self {
+            Self::Wasm(f) => f.priority(),
+            _ => i32::MAX,
         }
     }
 
@@ -172,6 +209,7 @@ impl Filter {
             Self::Headers(f) => f.on_request(),
             Self::Rewrite(f) => f.on_request(req),
             Self::AccessLog(_) => Outcome::done(),
+            Self::Wasm(f) => f.on_request(req, cx).await,
         }
     }
 
@@ -190,6 +228,8 @@ pub struct Chain {
     loggers: Vec<Arc<Filter>>,
     /// A filter edits response headers.
     edits_responses: bool,
+    /// A plugin reads response bodies.
+    reads_bodies: bool,
 }
 
 impl Chain {
@@ -197,7 +237,7 @@ impl Chain {
     pub fn new(filters: Vec<Arc<Filter>>) -> Self {
         let (loggers, mut filters): (Vec<_>, Vec<_>) =
             filters.into_iter().partition(|f| matches!(**f, Filter::AccessLog(_)));
-        filters.sort_by_key(|f| f.phase());
+        filters.sort_by_key(|f| (f.phase(), std::cmp::Reverse(f.priority())));
         let mut phases: Vec<Vec<Arc<Filter>>> = Vec::new();
         for f in filters {
             match phases.last_mut() {
@@ -205,8 +245,9 @@ impl Chain {
                 _ => phases.push(vec![f]),
             }
         }
-        let edits_responses = phases.iter().flatten().any(|f| matches!(**f, Filter::Headers(_)));
-        Self { phases, loggers, edits_responses }
+        let edits_responses = phases.iter().flatten().any(|f| matches!(**f, Filter::Headers(_) | Filter::Wasm(_)));
+        let reads_bodies = phases.iter().flatten().any(|f| matches!(&**f, Filter::Wasm(w) if w.reads_bodies()));
+        Self { phases, loggers, edits_responses, reads_bodies }
     }
 
     /// Whether an access log wants entries for this route.
@@ -226,6 +267,19 @@ impl Chain {
     /// Whether a filter edits response headers (beyond the headers the request phases add).
     pub fn edits_responses(&self) -> bool {
         self.edits_responses
+    }
+
+    /// Whether a plugin reads response bodies (the route's responses are then buffered).
+    pub fn reads_bodies(&self) -> bool {
+        self.reads_bodies
+    }
+
+    /// Hands a buffered response body to the plugins that read bodies; returns what to send.
+    pub fn on_response_body(&self, mut body: Bytes, cx: &FilterCx) -> Bytes {
+        for w in cx.wasm.iter().rev().filter(|w| w.reads_bodies()) {
+            body = w.on_response_body(body);
+        }
+        body
     }
 
     /// Whether the chain has no filters (the common fast path).
@@ -263,19 +317,24 @@ impl Chain {
                 None
             }
             Outcome::Respond(mut rsp) => {
-                self.on_response(rsp.headers_mut(), cx);
+                let status = rsp.status();
+                self.on_response(status, rsp.headers_mut(), cx);
                 Some(rsp)
             }
         }
     }
 
-    /// Response edits, for proxied and short-circuited responses alike.
-    pub fn on_response(&self, headers: &mut HeaderMap, cx: &FilterCx) {
+    /// Response edits, for proxied and short-circuited responses alike; plugins see the
+    /// response after the built-ins, in the reverse of their request order.
+    pub fn on_response(&self, status: StatusCode, headers: &mut HeaderMap, cx: &FilterCx) {
         for (k, v) in &cx.response {
             headers.append(k.clone(), v.clone());
         }
         for f in self.phases.iter().flatten() {
             f.on_response(headers);
+        }
+        for w in cx.wasm.iter().rev() {
+            w.on_response(status, headers);
         }
     }
 }
@@ -350,6 +409,9 @@ fn apply<H: Head>(req: &mut H, cx: &mut FilterCx, mut e: Effects) {
         cx.claims = Some(c);
     }
     cx.response.extend(e.response);
+    if let Some(w) = e.wasm {
+        cx.wasm.push(w);
+    }
 }
 
 /// A JSON error response from a filter: `{"status":…,"reason":…,"message":…}`.

@@ -185,7 +185,7 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             return Outcome { status: 0, done: Done::Handoff };
         }
         let upstream = route.target.choose().clone();
-        let mut fcx = FilterCx::new(self.ctx.client.ip());
+        let mut fcx = FilterCx::new(self.ctx.client);
         if !route.chain.is_empty()
             && let Some(out) = Box::pin(self.run_chain(&route, head, &mut fcx)).await
         {

@@ -269,8 +269,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
         let b = self.b();
         if route.chain.edits_responses() {
             let mut map = write::response_map(&b.up, rsp, &b.up_fields);
-            route.chain.on_response(&mut map, fcx);
             let status = http::StatusCode::from_u16(rsp.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+            route.chain.on_response(status, &mut map, fcx);
             write::map_head(&mut b.head, status, &map, None, close);
         } else {
             write::response_head(&mut b.head, &b.up, rsp, &b.up_fields, &fcx.response, close);

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub mod fleet;
 pub mod pki;
+pub mod plugins;
 pub mod raw_http;
 
 pub type Body = BoxBody<Bytes, Infallible>;

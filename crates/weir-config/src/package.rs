@@ -1,0 +1,213 @@
+//! Plugin packages: the vocabulary of a package directory (`metadata.yaml`,
+//! `config.schema.json`, `plugin.wasm`) and the checks on its metadata and schema.
+//!
+//! Owns: [`PackageMeta`] and its rules, and [`Package`], a package as read by the caller (this
+//! crate does no I/O; the gateway and the CLI read the files and hand them here).
+//! Does not own: compiling or running the module (`weir-wasm`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigErrors, Errors};
+use crate::{ByteSize, HumanDuration};
+
+/// `metadata.yaml` of a package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackageMeta {
+    /// The name routes use for it (`plugins: [{ name: … }]`): lower-case letters, digits, `-`.
+    pub name: String,
+    /// Its version (semver, e.g. `1.2.0`).
+    pub version: String,
+    /// Who wrote it.
+    #[serde(default)]
+    pub author: String,
+    /// What it does, in one line.
+    #[serde(default)]
+    pub description: String,
+    /// The filter-chain phase it runs in.
+    pub phase: PackagePhase,
+    /// Order within the phase: higher runs first (built-ins of the phase run before any package).
+    #[serde(default)]
+    pub priority: i32,
+    /// What a request gets when the plugin fails (trap, CPU or memory limit, open breaker).
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+    /// Whether it reads or rewrites request or response bodies (its routes then buffer them).
+    #[serde(default)]
+    pub reads_bodies: bool,
+    /// Resource caps for each instance.
+    #[serde(default)]
+    pub limits: PackageLimits,
+    /// When a plugin that keeps failing stops being called.
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+}
+
+/// The circuit breaker of a package: `failures` within `window` open it for `cooldown`, then
+/// one request tries the plugin again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Failures that open it.
+    pub failures: u32,
+    /// The window they are counted in.
+    pub window: HumanDuration,
+    /// How long it stays open.
+    pub cooldown: HumanDuration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            window: HumanDuration(std::time::Duration::from_secs(30)),
+            cooldown: HumanDuration(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The phases a package may run in (the built-in chain's, less CORS and logging).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PackagePhase {
+    /// With request ids and IP rules.
+    Access,
+    /// Authentication.
+    Authn,
+    /// Rate limiting.
+    RateLimit,
+    /// Header and path edits.
+    Transform,
+}
+
+/// What a failing plugin means for the request in hand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Answer 503 (the safe choice for authentication and policy plugins).
+    #[default]
+    FailClosed,
+    /// Skip the plugin and go on.
+    FailOpen,
+}
+
+/// Caps on one instance of a package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackageLimits {
+    /// CPU time one callback may take.
+    pub cpu: HumanDuration,
+    /// Linear memory one instance may grow to.
+    pub memory: ByteSize,
+    /// How long a paused request (waiting on a callout) may wait for the plugin.
+    pub pause: HumanDuration,
+}
+
+impl Default for PackageLimits {
+    fn default() -> Self {
+        Self {
+            cpu: HumanDuration(std::time::Duration::from_millis(10)),
+            memory: ByteSize(64 << 20),
+            pause: HumanDuration(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A package as read from its directory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Package {
+    /// Where it was read from.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: PackageMeta,
+    /// The JSON Schema of its `config`.
+    pub schema: serde_json::Value,
+    /// The module's bytes.
+    pub wasm: Arc<[u8]>,
+    /// sha256 of the module, lower-case hex: its identity across reloads and the fleet.
+    pub sha256: String,
+}
+
+impl PackageMeta {
+    /// Parses `metadata.yaml` and checks it, every problem with its field.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        let value: serde_json::Value =
+            serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
+        let meta: Self = serde_json::from_value(value).map_err(|e| ConfigErrors::one("", e.to_string()))?;
+        let mut errs = Errors::default();
+        let name_ok = !meta.name.is_empty()
+            && meta.name.len() <= 64
+            && meta.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            errs.push("name", format!("{:?} is not a plugin name; use lower-case letters, digits and -", meta.name));
+        }
+        if crate::plugins::builtin(&meta.name).is_some() {
+            errs.push("name", format!("{:?} is a built-in plugin; choose another name", meta.name));
+        }
+        let semver = meta.version.split('.').count() == 3
+            && meta
+                .version
+                .split(['.', '-', '+'])
+                .take(3)
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !semver {
+            errs.push("version", format!("{:?} is not a version; write MAJOR.MINOR.PATCH, e.g. 1.0.0", meta.version));
+        }
+        if meta.limits.cpu.0.is_zero() || meta.limits.cpu.0 > std::time::Duration::from_secs(1) {
+            errs.push("limits.cpu", "give a CPU cap between 1ms and 1s");
+        }
+        if meta.breaker.failures == 0 {
+            errs.push("breaker.failures", "give at least 1 failure");
+        }
+        if meta.limits.memory.0 < (1 << 20) {
+            errs.push("limits.memory", "give at least 1MiB of memory");
+        }
+        errs.finish()?;
+        Ok(meta)
+    }
+}
+
+/// Checks that `schema` is a JSON Schema a config can be validated against.
+pub fn check_schema(schema: &serde_json::Value) -> Result<(), ConfigErrors> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err(ConfigErrors::one("", "the schema must be a JSON object"));
+    }
+    jsonschema::validator_for(schema)
+        .map(drop)
+        .map_err(|e| ConfigErrors::one("", format!("not a valid JSON Schema: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_with_defaults_parses() {
+        let m = PackageMeta::parse("name: add-header\nversion: 1.2.3\nphase: transform\n").unwrap();
+        assert_eq!(m.failure_policy, FailurePolicy::FailClosed);
+        assert_eq!(m.limits, PackageLimits::default());
+        assert!(!m.reads_bodies);
+    }
+
+    #[test]
+    fn bad_metadata_reports_every_field() {
+        let e = PackageMeta::parse("name: Bad_Name\nversion: one\nphase: transform\nlimits: {cpu: 0s}\n").unwrap_err();
+        let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["name", "version", "limits.cpu"], "{e}");
+        let e = PackageMeta::parse("name: cors\nversion: 1.0.0\nphase: transform\n").unwrap_err();
+        assert!(e.to_string().contains("built-in"), "{e}");
+        let e = PackageMeta::parse("name: x\nversion: 1.0.0\nphase: somewhere\n").unwrap_err();
+        assert!(e.to_string().contains("somewhere"), "{e}");
+    }
+
+    #[test]
+    fn schemas_are_checked() {
+        assert!(check_schema(&serde_json::json!({"type": "object"})).is_ok());
+        assert!(check_schema(&serde_json::json!({"type": 12})).is_err());
+        assert!(check_schema(&serde_json::json!("x")).is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! Package plugins (proxy-wasm) in the filter chain.
+//!
+//! Owns: one instance of a package per worker (started, checked and configured when the
+//! filter is built, off the request path); an HTTP context per request that lives in the
+//! request's [`FilterCx`] until the response is done (then `on_done`, `on_log`, `on_delete`,
+//! on every path, by `Drop`); pauses resumed by callouts; the failure policy, the circuit
+//! breaker and the rebuilding of a broken instance. The ABI itself is `weir-wasm`'s.
+
+mod breaker;
+mod callout;
+mod convert;
+mod engine;
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use weir_config::package::{FailurePolicy, PackageMeta, PackagePhase};
+use weir_config::plugins::WasmConfig;
+use weir_wasm::{Action, Fault, Instance, Plugin, Properties, Stream};
+
+pub use callout::Callouts;
+pub use engine::{check_package, encode_metrics};
+
+use self::breaker::{Breaker, BreakerSpec, Gate};
+use super::{FilterCx, Outcome, Phase, reply};
+use crate::metrics::Metrics;
+use crate::view::RequestView;
+
+/// How many times a new instance is tried before the plugin is refused.
+const START_ATTEMPTS: u32 = 3;
+
+/// One worker's instance; `generation` changes whenever a broken instance is replaced, so a
+/// paused request knows its context died with the old one.
+#[derive(Debug, Default)]
+struct Slot {
+    instance: Option<Instance>,
+    generation: u64,
+}
+
+/// A package plugin on one route.
+#[derive(Debug)]
+pub struct WasmFilter {
+    name: Arc<str>,
+    route: Arc<str>,
+    meta: PackageMeta,
+    plugin: Arc<Plugin>,
+    config: Arc<[u8]>,
+    slots: Box<[Mutex<Slot>]>,
+    breaker: Breaker,
+    callouts: Arc<Callouts>,
+    faults: [Counter; 5],
+    trips: Counter,
+}
+
+/// Why a request could not get through the plugin.
+#[derive(Debug)]
+enum Failure {
+    Fault(Fault),
+    Timeout,
+    Stalled,
+    Closed,
+}
+
+impl Failure {
+    fn kind(&self) -> usize {
+        match self {
+            Self::Fault(Fault::Cpu(_)) => 1,
+            Self::Fault(Fault::Memory(_)) => 2,
+            Self::Fault(Fault::Refused(_)) => 3,
+            Self::Timeout | Self::Stalled => 4,
+            Self::Fault(_) | Self::Closed => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fault(e) => e.fmt(f),
+            Self::Timeout => f.write_str("the plugin paused the request past its pause limit"),
+            Self::Stalled => f.write_str("the plugin paused the request with nothing to wait for"),
+            Self::Closed => f.write_str("the plugin closed the stream"),
+        }
+    }
+}
+
+/// What the request phase ended with.
+enum Verdict {
+    Continue,
+    Local(weir_wasm::LocalResponse),
+}
+
+impl WasmFilter {
+    /// Compiles (or reuses) the package's module and starts one configured instance per
+    /// worker; any failure refuses the plugin, so the config that names it is not applied.
+    pub(crate) fn new(
+        cfg: &WasmConfig,
+        route: &str,
+        metrics: &Metrics,
+        callouts: &Arc<Callouts>,
+    ) -> Result<Arc<Self>, String> {
+        let pkg = &cfg.package;
+        let name = pkg.meta.name.as_str();
+        let e = engine::engine()?;
+        let plugin = e.plugin(pkg).map_err(|e| format!("plugin {name:?}: {e}"))?;
+        let config: Arc<[u8]> = serde_json::to_vec(&cfg.config).unwrap_or_default().into();
+        let mut slots = Vec::new();
+        for _ in 0..crate::workers::count().max(1) {
+            let instance = start(&plugin, &config).map_err(|f| format!("plugin {name:?}: {f}"))?;
+            slots.push(Mutex::new(Slot { instance: Some(instance), generation: 0 }));
+        }
+        let b = &pkg.meta.breaker;
+        let kinds = ["trap", "cpu", "memory", "refused", "timeout"];
+        let me = Arc::new(Self {
+            name: name.into(),
+            route: route.into(),
+            meta: pkg.meta.clone(),
+            plugin,
+            config,
+            slots: slots.into(),
+            breaker: Breaker::new(BreakerSpec { failures: b.failures, window: b.window.0, cooldown: b.cooldown.0 }),
+            callouts: callouts.clone(),
+            faults: kinds.map(|k| metrics.plugin_fault_counter(name, k)),
+            trips: metrics.plugin_breaker_counter(name),
+        });
+        me.start_ticks();
+        Ok(me)
+    }
+
+    /// The chain phase its metadata names.
+    pub(crate) fn phase(&self) -> Phase {
+        match self.meta.phase {
+            PackagePhase::Access => Phase::Access,
+            PackagePhase::Authn => Phase::Authn,
+            PackagePhase::RateLimit => Phase::RateLimit,
+            PackagePhase::Transform => Phase::Transform,
+        }
+    }
+
+    /// Order within the phase (higher first).
+    pub(crate) fn priority(&self) -> i32 {
+        self.meta.priority
+    }
+
+    /// Whether it reads bodies (its route buffers the response body for it).
+    pub(crate) fn reads_bodies(&self) -> bool {
+        self.meta.reads_bodies
+    }
+
+    /// Runs `on_request_headers` (and any callouts it pauses on) in a new HTTP context.
+    pub(crate) async fn on_request(self: &Arc<Self>, req: &RequestView<'_>, cx: &FilterCx) -> Outcome {
+        let gate = self.breaker.gate(Instant::now());
+        if gate == Gate::Open {
+            return self.policy();
+        }
+        let mut stream = Stream { request_headers: convert::request_fields(req, "http"), ..Stream::default() };
+        stream.properties =
+            Properties { source: Some(cx.source), route: Some(self.route.clone()), ..Properties::default() };
+        let worker = crate::workers::current() % self.slots.len();
+        let (generation, id) = match self.open(worker) {
+            Ok(v) => v,
+            Err(f) => return self.failed(gate, &Failure::Fault(f)),
+        };
+        let ctx = WasmCtx { filter: self.clone(), worker, generation, id, stream: Mutex::new(Stream::default()) };
+        let verdict = self.request_phase(&ctx, &mut stream, cx).await;
+        *ctx.stream.lock() = stream;
+        match verdict {
+            Ok(Verdict::Continue) => {
+                self.breaker.success(gate);
+                let mut e = convert::request_effects(&mut ctx.stream.lock().request_headers);
+                e.wasm = Some(ctx);
+                Outcome::Continue(e)
+            }
+            Ok(Verdict::Local(l)) => {
+                self.breaker.success(gate);
+                Outcome::Respond(convert::local_response(l))
+            }
+            Err(f) => self.failed(gate, &f),
+        }
+    }
+
+    /// Opens a context on this worker's instance, rebuilding a broken one first.
+    fn open(&self, worker: usize) -> Result<(u64, u32), Fault> {
+        let mut slot = self.slots[worker].lock();
+        if slot.instance.as_ref().is_none_or(Instance::is_broken) {
+            slot.instance = None;
+            slot.generation += 1;
+            slot.instance = Some(start(&self.plugin, &self.config)?);
+        }
+        let inst = slot.instance.as_mut().expect("set above");
+        let id = inst.open()?;
+        Ok((slot.generation, id))
+    }
+
+    /// Calls `f` on context `ctx`'s instance, if it is still the one the context lives in.
+    fn with<T>(&self, ctx: &WasmCtx, f: impl FnOnce(&mut Instance) -> Result<T, Fault>) -> Result<T, Fault> {
+        let mut slot = self.slots[ctx.worker].lock();
+        if slot.generation != ctx.generation {
+            return Err(Fault::Broken);
+        }
+        match slot.instance.as_mut() {
+            Some(i) => f(i),
+            None => Err(Fault::Broken),
+        }
+    }
+
+    async fn request_phase(&self, ctx: &WasmCtx, s: &mut Stream, cx: &FilterCx) -> Result<Verdict, Failure> {
+        let end = !self.meta.reads_bodies;
+        let mut action = self.with(ctx, |i| i.on_request_headers(ctx.id, s, end)).map_err(Failure::Fault)?;
+        let deadline = tokio::time::Instant::now() + self.meta.limits.pause.0;
+        loop {
+            if let Some(l) = s.local.take() {
+                return Ok(Verdict::Local(l));
+            }
+            if s.closed {
+                return Err(Failure::Closed);
+            }
+            if action == Action::Continue || s.resumed {
+                return Ok(Verdict::Continue);
+            }
+            let Some(call) = s.calls.pop() else { return Err(Failure::Stalled) };
+            let token = call.token;
+            let rsp = tokio::time::timeout_at(deadline, self.callouts.send(call, cx.client))
+                .await
+                .map_err(|_| Failure::Timeout)?;
+            self.with(ctx, |i| i.on_http_call_response(Some((ctx.id, s)), token, rsp)).map_err(Failure::Fault)?;
+            action = Action::Pause;
+        }
+    }
+
+    /// Counts and logs a failure, then answers by the failure policy.
+    fn failed(&self, gate: Gate, f: &Failure) -> Outcome {
+        self.faults[f.kind()].inc();
+        tracing::error!(plugin = %self.name, route = %self.route, error = %f, "plugin failed; applying its failure policy");
+        if self.breaker.failure(gate, Instant::now()) {
+            self.trips.inc();
+            tracing::error!(
+                plugin = %self.name,
+                cooldown = ?self.meta.breaker.cooldown.0,
+                "plugin circuit breaker opened: the plugin keeps failing and is not called until it cools down"
+            );
+        }
+        self.policy()
+    }
+
+    fn policy(&self) -> Outcome {
+        match self.meta.failure_policy {
+            FailurePolicy::FailOpen => Outcome::done(),
+            FailurePolicy::FailClosed => Outcome::Respond(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "plugin_failed",
+                &format!("plugin {} failed", self.name),
+            )),
+        }
+    }
+
+    /// Calls `on_tick` on every instance at the period the plugin asked for, until the filter
+    /// is dropped.
+    fn start_ticks(self: &Arc<Self>) {
+        let period = self.slots[0].lock().instance.as_ref().and_then(Instance::tick_period);
+        let (Some(period), Ok(rt)) = (period, tokio::runtime::Handle::try_current()) else { return };
+        let me: Weak<Self> = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut every = tokio::time::interval(period.max(Duration::from_millis(1)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(me) = me.upgrade() else { return };
+                me.tick().await;
+            }
+        });
+    }
+
+    async fn tick(&self) {
+        for slot in self.slots.iter() {
+            let calls = {
+                let mut s = slot.lock();
+                let Some(i) = s.instance.as_mut().filter(|i| !i.is_broken()) else { continue };
+                if let Err(f) = i.on_tick() {
+                    tracing::error!(plugin = %self.name, error = %f, "plugin on_tick failed");
+                }
+                i.take_root_calls()
+            };
+            for call in calls {
+                let token = call.token;
+                let rsp = self.callouts.send(call, std::net::Ipv4Addr::LOCALHOST.into()).await;
+                if let Some(i) = slot.lock().instance.as_mut() {
+                    let _ = i.on_http_call_response(None, token, rsp);
+                }
+            }
+        }
+    }
+}
+
+/// Starts a configured instance, retrying a failed start with backoff.
+fn start(plugin: &Plugin, config: &[u8]) -> Result<Instance, Fault> {
+    let mut wait = Duration::from_millis(10);
+    let mut last = None;
+    for _ in 0..START_ATTEMPTS {
+        match plugin.start(b"", config) {
+            Ok(i) => return Ok(i),
+            Err(f) => last = Some(f),
+        }
+        std::thread::sleep(wait);
+        wait *= 4;
+    }
+    Err(last.unwrap_or(Fault::Broken))
+}
+
+/// A request's HTTP context in one plugin instance, from its request headers to its end.
+#[derive(Debug)]
+pub struct WasmCtx {
+    filter: Arc<WasmFilter>,
+    worker: usize,
+    generation: u64,
+    id: u32,
+    stream: Mutex<Stream>,
+}
+
+impl WasmCtx {
+    /// `on_response_headers`; the plugin's changes are applied to `headers`.
+    pub(crate) fn on_response(&self, status: StatusCode, headers: &mut HeaderMap) {
+        let mut s = self.stream.lock();
+        s.response_headers = convert::response_fields(status, headers);
+        s.properties.response_code = Some(status.as_u16());
+        let end = !self.filter.meta.reads_bodies;
+        match self.filter.with(self, |i| i.on_response_headers(self.id, &mut s, end)) {
+            Ok(_) => convert::apply_response(&mut s.response_headers, headers),
+            Err(f) => {
+                self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
+                tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_response_headers failed; response left as is");
+            }
+        }
+    }
+
+    /// `on_response_body` with the whole body; returns the body to send.
+    pub(crate) fn on_response_body(&self, body: Bytes) -> Bytes {
+        let mut s = self.stream.lock();
+        s.response_body = body.to_vec();
+        s.body_changed = false;
+        match self.filter.with(self, |i| i.on_response_body(self.id, &mut s, true)) {
+            Ok(_) if s.body_changed => Bytes::from(std::mem::take(&mut s.response_body)),
+            Ok(_) => body,
+            Err(f) => {
+                tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_response_body failed; body left as is");
+                body
+            }
+        }
+    }
+
+    /// Whether its plugin reads response bodies.
+    pub(crate) fn reads_bodies(&self) -> bool {
+        self.filter.meta.reads_bodies
+    }
+}
+
+impl Drop for WasmCtx {
+    fn drop(&mut self) {
+        let s = self.stream.get_mut();
+        let mut slot = self.filter.slots[self.worker].lock();
+        if slot.generation == self.generation
+            && let Some(i) = slot.instance.as_mut()
+            && let Err(f) = i.close(self.id, s)
+        {
+            tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_log/on_done failed");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Plugin packages when Weir is built without the `wasm` feature: the types the chain names,
+//! uninhabited, so a config that uses a package is refused with a clear reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use weir_config::package::Package;
+use weir_config::plugins::WasmConfig;
+
+use super::{FilterCx, Outcome, Phase};
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+use crate::view::RequestView;
+
+const WHY: &str = "this Weir was built without plugin packages (cargo feature `wasm`)";
+
+/// No upstreams to call: nothing can call out.
+#[derive(Debug, Default)]
+pub struct Callouts;
+
+impl Callouts {
+    /// Nothing to publish.
+    pub fn set(&self, _: &HashMap<Arc<str>, Arc<Upstream>>) {}
+}
+
+/// Never built.
+#[derive(Debug)]
+pub enum WasmFilter {}
+
+impl WasmFilter {
+    pub(crate) fn new(_: &WasmConfig, _: &str, _: &Metrics, _: &Arc<Callouts>) -> Result<Arc<Self>, String> {
+        Err(WHY.into())
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        match *self {}
+    }
+
+    pub(crate) fn priority(&self) -> i32 {
+        match *self {}
+    }
+
+    pub(crate) fn reads_bodies(&self) -> bool {
+        match *self {}
+    }
+
+    pub(crate) async fn on_request(self: &Arc<Self>, _: &RequestView<'_>, _: &FilterCx) -> Outcome {
+        match **self {}
+    }
+}
+
+/// Never created.
+#[derive(Debug)]
+pub enum WasmCtx {}
+
+impl WasmCtx {
+    pub(crate) fn on_response(&self, _: StatusCode, _: &mut HeaderMap) {
+        match *self {}
+    }
+
+    pub(crate) fn on_response_body(&self, _: Bytes) -> Bytes {
+        match *self {}
+    }
+
+    pub(crate) fn reads_bodies(&self) -> bool {
+        match *self {}
+    }
+}
+
+/// Always refused.
+pub fn check_package(_: &Package, _: &serde_json::Value) -> Result<(), String> {
+    Err(WHY.into())
+}
+
+/// No plugin metrics.
+pub fn encode_metrics(_: &mut String) {}

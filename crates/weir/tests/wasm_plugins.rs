@@ -1,0 +1,385 @@
+//! proxy-wasm plugin packages through the real binary: plugins written against the public
+//! proxy-wasm Rust SDK (`plugins/examples/`, built for wasm32-wasip1 here) edit headers,
+//! answer locally, rewrite bodies, read their configuration, call out, share data, tick,
+//! export metrics and read properties; misbehaving ones (trap, endless loop, memory hog,
+//! refused configuration) harm only their own requests under both failure policies; a
+//! rebuilt package is a hot update that loses no request.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::plugins::{package, package_with, wasm};
+use common::*;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+
+/// A config with `packages`, a route `api` with `plugins` (YAML list items, 6 spaces in), a
+/// plugin-free route `plain` on /plain, and `extra` upstreams.
+fn plugin_config(packages: &[&Path], port: u16, plugins: &str, extra: &str) -> String {
+    let pk: Vec<String> = packages.iter().map(|p| format!("\"{}\"", p.display())).collect();
+    format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners:\n  - {{ name: public, address: 127.0.0.1:0 }}\nplugin_packages: [{}]\nroutes:\n  - name: plain\n    match: {{ path: {{ prefix: /plain }} }}\n    upstream: app\n  - name: api\n    upstream: app\n    plugins:\n{plugins}\nupstreams:\n{}{extra}",
+        pk.join(", "),
+        upstream_yaml("app", "round_robin", &[(port, 1)], "")
+    )
+}
+
+async fn head_of(weir: &Weir, path: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
+    let rsp = request(weir.addr, "GET", path, headers).await;
+    let (s, h) = (rsp.status().as_u16(), rsp.headers().clone());
+    let body = http_body_util::BodyExt::collect(rsp.into_body()).await.unwrap().to_bytes();
+    (s, h, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// An upstream that also sets a response header for plugins to remove.
+async fn app() -> Upstream {
+    upstream_fn(|req: Request<Incoming>| async move {
+        let mut rsp = Response::new(full("hello from upstream"));
+        for (k, v) in req.headers() {
+            if let Ok(n) = http::HeaderName::try_from(format!("x-seen-{k}")) {
+                rsp.headers_mut().append(n, v.clone());
+            }
+        }
+        rsp.headers_mut().insert("x-internal", http::HeaderValue::from_static("secret"));
+        rsp
+    })
+    .await
+}
+
+#[tokio::test]
+async fn header_plugin_edits_both_ways_and_answers_401_itself() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("headers", dir.path());
+    let plugins = "      - name: headers\n        config:\n          require: x-api-key\n          request: { add: { x-added: yes }, set: { x-api-key: hidden }, remove: [x-drop] }\n          response: { add: { x-plugin: headers }, remove: [x-internal] }\n";
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), plugins, ""));
+
+    let (s, h, body) = head_of(&weir, "/x", &[]).await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(h["content-type"], "application/json");
+    assert!(body.contains("missing x-api-key"), "{body}");
+
+    let (s, h, body) = head_of(&weir, "/x", &[("x-api-key", "k"), ("x-drop", "1")]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body, "hello from upstream");
+    assert_eq!(h["x-seen-x-added"], "yes");
+    assert_eq!(h["x-seen-x-api-key"], "hidden", "replaced before it left the gateway");
+    assert!(h.get("x-seen-x-drop").is_none(), "removed before it left the gateway");
+    assert_eq!(h["x-plugin"], "headers");
+    assert!(h.get("x-internal").is_none(), "response header removed by the plugin");
+    assert_eq!(get(weir.addr, "/plain", &[]).await.0, 200, "a route without the plugin is untouched");
+}
+
+#[tokio::test]
+async fn timers_tick_and_shared_data_counts_them() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("hello", dir.path());
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), "      - name: hello\n", ""));
+    let ticks = |h: &http::HeaderMap| -> u64 {
+        let v = h["x-hello"].to_str().unwrap().to_owned();
+        v.rsplit('=').next().unwrap().parse().unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (s, h, _) = head_of(&weir, "/", &[]).await;
+    assert_eq!(s, 200);
+    let first = ticks(&h);
+    assert!(first > 0, "ticks ran: {h:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, h, _) = head_of(&weir, "/", &[]).await;
+    assert!(ticks(&h) > first, "ticks keep running");
+    assert!(weir.logs_contain("hello from the plugin's VM"), "proxy_log reaches Weir's log");
+}
+
+#[tokio::test]
+async fn body_plugin_rewrites_the_response_body_and_its_length() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("body", dir.path());
+    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin }\n";
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), plugins, ""));
+    let (s, h, body) = head_of(&weir, "/", &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(body, "hello from the plugin");
+    assert_eq!(h["content-length"], body.len().to_string().as_str());
+}
+
+#[tokio::test]
+async fn auth_callout_allows_or_denies_through_an_upstream() {
+    let up = app().await;
+    let authz = upstream_fn(|req: Request<Incoming>| async move {
+        let ok = req.uri().path() == "/check" && req.headers().get("authorization").is_some_and(|v| v == "Bearer good");
+        let mut rsp = Response::new(full(if ok { "alice" } else { "no" }));
+        if !ok {
+            *rsp.status_mut() = http::StatusCode::FORBIDDEN;
+        }
+        rsp
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("auth-callout", dir.path());
+    let plugins = "      - name: auth-callout\n        config: { upstream: authz, path: /check }\n";
+    let extra = upstream_yaml("authz", "round_robin", &[(authz.port(), 1)], "");
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), plugins, &extra));
+    let (s, h, body) = head_of(&weir, "/", &[("authorization", "Bearer good")]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(h["x-seen-x-auth-user"], "alice", "the plugin forwarded what the callout said");
+    let (s, _, body) = head_of(&weir, "/", &[("authorization", "Bearer bad")]).await;
+    assert_eq!((s, body.as_str()), (403, "{\"error\":\"denied\"}"));
+    assert_eq!(authz.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn shared_counter_metric_and_properties() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("counter", dir.path());
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), "      - name: counter\n", ""));
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        // A fresh connection each time: both workers' instances share one counter.
+        let (s, h, _) = head_of(&weir, "/p?q=1", &[]).await;
+        assert_eq!(s, 200);
+        assert_eq!(h["x-request-number"], h["x-seen-x-request-number"]);
+        seen.push(h["x-request-number"].to_str().unwrap().parse::<u32>().unwrap());
+        let props = h["x-seen"].to_str().unwrap().to_owned();
+        assert!(props.starts_with("route=api method=GET path=/p?q=1 plugin=counter source=127.0.0.1:"), "{props}");
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
+    let (_, metrics) = get(weir.admin, "/metrics", &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains("weir_plugin_metric{plugin=\"counter\",name=\"counter_requests_total\"} 6"), "{metrics}");
+}
+
+/// A package of `misbehave` with `policy`, `mode`, and a breaker that never opens unless asked.
+fn misbehaving(dir: &Path, policy: &str, breaker: &str) -> std::path::PathBuf {
+    let p = policy.to_owned();
+    let b = breaker.to_owned();
+    package_with("misbehave", dir, move |m| {
+        m.replace("failure_policy: fail_closed", &format!("failure_policy: {p}"))
+            + &format!("limits: {{ cpu: 20ms, memory: 8MiB }}\nbreaker: {b}\n")
+    })
+}
+
+#[tokio::test]
+async fn misbehaving_plugins_fail_only_their_requests_under_both_policies() {
+    let up = app().await;
+    for policy in ["fail_closed", "fail_open"] {
+        for mode in ["trap", "spin", "hog"] {
+            let dir = tempfile::tempdir().unwrap();
+            let pkg = misbehaving(dir.path(), policy, "{ failures: 1000 }");
+            let plugins = format!("      - name: misbehave\n        config: {{ mode: {mode}, on: header }}\n");
+            let weir = Weir::start(&plugin_config(&[&pkg], up.port(), &plugins, ""));
+            for round in 0..2 {
+                let started = Instant::now();
+                let (s, _, body) = head_of(&weir, "/", &[("x-misbehave", "1")]).await;
+                let took = started.elapsed();
+                match policy {
+                    "fail_closed" => {
+                        assert_eq!(s, 503, "{mode}/{policy}: {body}");
+                        assert!(body.contains("plugin_failed"), "{body}");
+                    }
+                    _ => assert_eq!((s, body.as_str()), (200, "hello from upstream"), "{mode}/{policy}"),
+                }
+                assert!(took < Duration::from_secs(2), "{mode}: the plugin was stopped ({took:?})");
+                // The trapped instance is replaced: the next request is served by a new one.
+                let (s, h, _) = head_of(&weir, "/", &[]).await;
+                assert_eq!(s, 200, "{mode}/{policy} round {round}");
+                assert_eq!(h["x-seen-x-behaved"], "yes", "the rebuilt instance runs the plugin");
+                assert_eq!(get(weir.addr, "/plain", &[]).await.0, 200);
+            }
+            let (_, metrics) = get(weir.admin, "/metrics", &[]).await;
+            let kind = match mode {
+                "trap" => "trap",
+                "spin" => "cpu",
+                _ => "memory",
+            };
+            let line = format!("weir_plugin_faults_total{{plugin=\"misbehave\",kind=\"{kind}\"}} 2");
+            assert!(String::from_utf8_lossy(&metrics).contains(&line), "{mode}: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_that_keeps_failing_trips_its_breaker_then_recovers() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = misbehaving(dir.path(), "fail_closed", "{ failures: 2, window: 10s, cooldown: 1s }");
+    let plugins = "      - name: misbehave\n        config: { mode: trap, on: header }\n";
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), plugins, ""));
+    for _ in 0..2 {
+        assert_eq!(get(weir.addr, "/", &[("x-misbehave", "1")]).await.0, 503);
+    }
+    let (s, _, body) = head_of(&weir, "/", &[]).await;
+    assert_eq!(s, 503, "open: even good requests get the failure policy: {body}");
+    assert!(weir.wait_log("plugin circuit breaker opened", Duration::from_secs(2)).await);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (s, h, _) = head_of(&weir, "/", &[]).await;
+    assert_eq!(s, 200, "half-open: one trial, and it succeeds");
+    assert_eq!(h["x-seen-x-behaved"], "yes");
+    assert_eq!(get(weir.addr, "/", &[]).await.0, 200, "closed again");
+    let (_, metrics) = get(weir.admin, "/metrics", &[]).await;
+    assert!(String::from_utf8_lossy(&metrics).contains("weir_plugin_breaker_trips_total{plugin=\"misbehave\"} 1"));
+}
+
+#[tokio::test]
+async fn a_plugin_whose_configure_fails_is_refused_and_the_old_config_keeps_serving() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("misbehave", dir.path());
+    let good = "      - name: misbehave\n        config: { mode: none }\n";
+    let bad = "      - name: misbehave\n        config: { mode: refuse }\n";
+    // At start: refused with the reason, nothing served.
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(&cfg, plugin_config(&[&pkg], up.port(), bad, "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["standalone", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("misbehave") && err.contains("on_configure returned false"), "{err}");
+    // On reload: refused, the running version keeps serving.
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), good, ""));
+    let v = weir.version().await;
+    weir.write_config(&plugin_config(&[&pkg], up.port(), bad, ""));
+    assert!(weir.wait_log("on_configure returned false", Duration::from_secs(10)).await);
+    assert_eq!(weir.version().await, v);
+    assert_eq!(get(weir.addr, "/", &[]).await.0, 200);
+}
+
+#[tokio::test]
+async fn validate_reports_plugin_config_errors_with_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("body", dir.path());
+    let cfg = dir.path().join("weir.yaml");
+    let plugins = "      - name: body\n        config: { from: 1 }\n      - name: nope\n";
+    std::fs::write(&cfg, plugin_config(&[&pkg], 9, plugins, "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["validate", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("routes[1].plugins[0].config.from"), "{err}");
+    assert!(err.contains("routes[1].plugins[0].config: \"to\" is a required property"), "{err}");
+    assert!(err.contains("routes[1].plugins[1].name: unknown plugin \"nope\""), "{err}");
+    assert!(err.contains("body"), "packages are listed among the known plugins: {err}");
+}
+
+/// Appends a custom section: a different module (new sha256) that behaves the same.
+fn variant(wasm: &[u8], n: u32) -> Vec<u8> {
+    let name = b"weir-test";
+    let payload = n.to_le_bytes();
+    let mut out = wasm.to_vec();
+    out.push(0);
+    out.push((1 + name.len() + payload.len()) as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_hot_updates_under_load_lose_no_request() {
+    let up = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("headers", dir.path());
+    let plugins = |v: u32| {
+        format!("      - name: headers\n        config: {{ response: {{ set: {{ x-version: \"{v}\" }} }} }}\n")
+    };
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), &plugins(0), ""));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), weir.addr);
+        load.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let good = match c.try_send("GET", "/", &[], bytes::Bytes::new()).await {
+                    Ok(r) => r.status() == 200 && http_body_util::BodyExt::collect(r.into_body()).await.is_ok(),
+                    Err(_) => false,
+                };
+                match good {
+                    true => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    false => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        c = Client::connect(addr).await;
+                    }
+                }
+            }
+        }));
+    }
+    let base = wasm("headers");
+    let rss_before = weir.rss_kib();
+    for v in 1..=50u32 {
+        // A new module (recompiled) and a new configuration, both through the file watcher.
+        let tmp = pkg.join("plugin.wasm.tmp");
+        std::fs::write(&tmp, variant(&base, v)).unwrap();
+        std::fs::rename(&tmp, pkg.join("plugin.wasm")).unwrap();
+        weir.write_config(&plugin_config(&[&pkg], up.port(), &plugins(v), ""));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, h, _) = head_of(&weir, "/", &[]).await;
+            if h.get("x-version").is_some_and(|x| x == v.to_string().as_str()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "update {v} never served");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    assert!(ok > 100, "load ran throughout: {ok}");
+    let grown = weir.rss_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "50 updates grew RSS by {grown} KiB: old versions are not released");
+}
+
+#[tokio::test]
+async fn plugins_new_writes_a_project_that_builds_into_a_valid_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let proj = dir.path().join("shout");
+    let weir = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_weir")).args(args).output().unwrap();
+    let out = weir(&["plugins", "new", "shout", "--dir", proj.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Built with the examples' target directory, so their dependencies are reused.
+    common::plugins::built();
+    let target = common::plugins::examples_dir().join("target");
+    let build = std::process::Command::new(proj.join("build.sh")).env("CARGO_TARGET_DIR", &target).output().unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let out = weir(&["plugins", "validate", proj.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("valid package shout v0.1.0"), "{text}");
+    let out = weir(&["plugins", "list", "--dir", proj.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("key-auth") && text.contains("shout") && text.contains("v0.1.0"), "{text}");
+    // A broken package: every file's problem at once.
+    std::fs::write(proj.join("metadata.yaml"), "name: Shout\nversion: x\nphase: transform\n").unwrap();
+    std::fs::write(proj.join("config.schema.json"), "{ not json").unwrap();
+    std::fs::remove_file(proj.join("plugin.wasm")).unwrap();
+    let out = weir(&["plugins", "validate", proj.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for needle in ["metadata.yaml: name", "metadata.yaml: version", "config.schema.json", "plugin.wasm"] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // Not a proxy-wasm module at all: refused before anything runs.
+    std::fs::write(proj.join("metadata.yaml"), "name: shout\nversion: 1.0.0\nphase: transform\n").unwrap();
+    std::fs::write(proj.join("config.schema.json"), "{}").unwrap();
+    std::fs::write(proj.join("plugin.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let out = weir(&["plugins", "validate", proj.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a proxy-wasm plugin"));
+}

@@ -1,0 +1,68 @@
+//! Rewrites the response body: every occurrence of `from` becomes `to` (from configuration).
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use serde::Deserialize;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { cfg: Config::default() }) });
+}}
+
+#[derive(Clone, Default, Deserialize)]
+struct Config {
+    from: String,
+    to: String,
+}
+
+struct Root {
+    cfg: Config,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        match serde_json::from_slice::<Config>(&raw) {
+            Ok(c) if !c.from.is_empty() => {
+                self.cfg = c;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Rewrite { cfg: self.cfg.clone() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Rewrite {
+    cfg: Config,
+}
+
+impl Context for Rewrite {}
+
+impl HttpContext for Rewrite {
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        // The length changes; the host frames the rewritten body itself.
+        self.set_http_response_header("content-length", None);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end: bool) -> Action {
+        if !end {
+            return Action::Pause;
+        }
+        if let Some(body) = self.get_http_response_body(0, size) {
+            let text = String::from_utf8_lossy(&body).replace(&self.cfg.from, &self.cfg.to);
+            self.set_http_response_body(0, size, text.as_bytes());
+        }
+        Action::Continue
+    }
+}

@@ -1,0 +1,73 @@
+//! A counter in shared data across requests and workers (compare-and-swap), a Prometheus
+//! metric, and properties: each request learns its number, route and method.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { metric: 0 }) });
+}}
+
+struct Root {
+    metric: u32,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _: usize) -> bool {
+        self.metric = hostcalls::define_metric(MetricType::Counter, "counter_requests_total").unwrap_or(0);
+        true
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Count { metric: self.metric, n: 0 }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Count {
+    metric: u32,
+    n: u64,
+}
+
+impl Context for Count {}
+
+fn text(cx: &dyn Context, path: Vec<&str>) -> String {
+    cx.get_property(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+impl HttpContext for Count {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        loop {
+            let (old, cas) = self.get_shared_data("requests");
+            let n = old.and_then(|b| String::from_utf8_lossy(&b).parse::<u64>().ok()).unwrap_or(0) + 1;
+            if self.set_shared_data("requests", Some(n.to_string().as_bytes()), cas).is_ok() {
+                self.n = n;
+                break;
+            }
+        }
+        let _ = hostcalls::increment_metric(self.metric, 1);
+        self.set_http_request_header("x-request-number", Some(&self.n.to_string()));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        self.set_http_response_header("x-request-number", Some(&self.n.to_string()));
+        let seen = format!(
+            "route={} method={} path={} plugin={} source={}",
+            text(self, vec!["route_name"]),
+            text(self, vec!["request", "method"]),
+            text(self, vec!["request", "path"]),
+            text(self, vec!["plugin_name"]),
+            text(self, vec!["source", "address"]),
+        );
+        self.set_http_response_header("x-seen", Some(&seen));
+        Action::Continue
+    }
+}
