@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# A one-off build gains nothing from incremental compilation and pays for its bookkeeping.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 # Each stage says how long it took, so a slow CI run shows where its time went.
 stage() { echo "== [${SECONDS}s] $*"; }
 stage "cargo fmt --check"
@@ -20,6 +22,10 @@ if [ -z "${WEIR_PYTHON:-}" ]; then
   done
   [ -n "${WEIR_PYTHON:-}" ] || echo "warning: no python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools); the protocol test will fail"
 fi
+# The plugin tests build plugins/examples/ for wasm32-wasip1 (rustup target add wasm32-wasip1).
+rustup target list --installed 2>/dev/null | grep -q wasm32-wasip1 \
+  || rustup target add wasm32-wasip1 \
+  || echo "warning: no wasm32-wasip1 target (rustup target add wasm32-wasip1); the plugin tests will fail"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast
 else

@@ -54,8 +54,8 @@ async fn app() -> Upstream {
 async fn header_plugin_edits_both_ways_and_answers_401_itself() {
     let up = app().await;
     let dir = tempfile::tempdir().unwrap();
-    let pkg = package("headers", dir.path());
-    let plugins = "      - name: headers\n        config:\n          require: x-api-key\n          request: { add: { x-added: yes }, set: { x-api-key: hidden }, remove: [x-drop] }\n          response: { add: { x-plugin: headers }, remove: [x-internal] }\n";
+    let pkg = package("header-edit", dir.path());
+    let plugins = "      - name: header-edit\n        config:\n          require: x-api-key\n          request: { add: { x-added: \"yes\" }, set: { x-api-key: hidden }, remove: [x-drop] }\n          response: { add: { x-plugin: header-edit }, remove: [x-internal] }\n";
     let weir = Weir::start(&plugin_config(&[&pkg], up.port(), plugins, ""));
 
     let (s, h, body) = head_of(&weir, "/x", &[]).await;
@@ -69,7 +69,7 @@ async fn header_plugin_edits_both_ways_and_answers_401_itself() {
     assert_eq!(h["x-seen-x-added"], "yes");
     assert_eq!(h["x-seen-x-api-key"], "hidden", "replaced before it left the gateway");
     assert!(h.get("x-seen-x-drop").is_none(), "removed before it left the gateway");
-    assert_eq!(h["x-plugin"], "headers");
+    assert_eq!(h["x-plugin"], "header-edit");
     assert!(h.get("x-internal").is_none(), "response header removed by the plugin");
     assert_eq!(get(weir.addr, "/plain", &[]).await.0, 200, "a route without the plugin is untouched");
 }
@@ -289,9 +289,9 @@ fn variant(wasm: &[u8], n: u32) -> Vec<u8> {
 async fn fifty_hot_updates_under_load_lose_no_request() {
     let up = app().await;
     let dir = tempfile::tempdir().unwrap();
-    let pkg = package("headers", dir.path());
+    let pkg = package("header-edit", dir.path());
     let plugins = |v: u32| {
-        format!("      - name: headers\n        config: {{ response: {{ set: {{ x-version: \"{v}\" }} }} }}\n")
+        format!("      - name: header-edit\n        config: {{ response: {{ set: {{ x-version: \"{v}\" }} }} }}\n")
     };
     let weir = Weir::start(&plugin_config(&[&pkg], up.port(), &plugins(0), ""));
     let stop = Arc::new(AtomicBool::new(false));
@@ -318,7 +318,7 @@ async fn fifty_hot_updates_under_load_lose_no_request() {
             }
         }));
     }
-    let base = wasm("headers");
+    let base = wasm("header-edit");
     let rss_before = weir.rss_kib();
     for v in 1..=50u32 {
         // A new module (recompiled) and a new configuration, both through the file watcher.

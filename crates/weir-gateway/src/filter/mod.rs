@@ -73,7 +73,7 @@ pub struct Effects {
     /// Claims of a verified JWT.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// A plugin's HTTP context, kept for the response and the end of the request.
-    pub wasm: Option<wasm::WasmCtx>,
+    pub wasm: Option<Box<wasm::WasmCtx>>,
 }
 
 /// A request filter's verdict.
@@ -105,7 +105,7 @@ pub struct FilterCx {
     /// Claims of a verified JWT, for claim-keyed rate limits.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Plugin HTTP contexts of this request, in the order they ran; ended when it is dropped.
-    pub wasm: Vec<wasm::WasmCtx>,
+    pub wasm: Vec<Box<wasm::WasmCtx>>,
 }
 
 impl FilterCx {

@@ -49,7 +49,7 @@ pub(crate) fn run(cmd: Command) -> ExitCode {
         Command::List { config, dirs } => list(config.as_deref(), &dirs),
         Command::Schema { name } => schema(&name),
         Command::Validate { dir, config } => validate(&dir, &config),
-        Command::New { name, dir } => skeleton::write(&name, dir.unwrap_or_else(|| PathBuf::from(&name))),
+        Command::New { name, dir } => skeleton::write(&name, &dir.unwrap_or_else(|| PathBuf::from(&name))),
     }
 }
 

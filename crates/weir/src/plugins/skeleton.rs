@@ -1,7 +1,7 @@
 //! `weir plugins new NAME`: a Rust project on the proxy-wasm SDK whose build is a valid
 //! package (the same layout the examples under `plugins/examples/` use).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 const LIB: &str = r#"//! __NAME__: a Weir plugin package on the proxy-wasm Rust SDK.
@@ -156,7 +156,7 @@ Use it from a config:
             config: { header: x-__NAME__, value: hello }
 ";
 
-pub(super) fn write(name: &str, dir: PathBuf) -> ExitCode {
+pub(super) fn write(name: &str, dir: &Path) -> ExitCode {
     let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok || weir_config::plugins::builtin(name).is_some() {
         eprintln!("{name:?} cannot be a package name: use lower-case letters, digits and -, not a built-in's name");
@@ -166,7 +166,7 @@ pub(super) fn write(name: &str, dir: PathBuf) -> ExitCode {
         eprintln!("{} exists already; choose another --dir", dir.display());
         return ExitCode::FAILURE;
     }
-    match files(name, &dir) {
+    match files(name, dir) {
         Ok(()) => {
             println!(
                 "wrote {}: build it with {}/build.sh, then `weir plugins validate {}`",

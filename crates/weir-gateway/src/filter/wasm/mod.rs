@@ -172,7 +172,7 @@ impl WasmFilter {
             Ok(Verdict::Continue) => {
                 self.breaker.success(gate);
                 let mut e = convert::request_effects(&mut ctx.stream.lock().request_headers);
-                e.wasm = Some(ctx);
+                e.wasm = Some(Box::new(ctx));
                 Outcome::Continue(e)
             }
             Ok(Verdict::Local(l)) => {
