@@ -205,6 +205,11 @@ async fn proxy(
         let request = Request::from_parts(parts, UpstreamBody::Incoming(body));
         return Box::pin(upgrade::tunnel(&route, &upstream, conn, request, on_upgrade)).await;
     }
+    let body = if route.chain.reads_bodies() && !fcx.wasm.is_empty() {
+        plugin_request_body(&route, &mut parts, body, &fcx).await?
+    } else {
+        UpstreamBody::Incoming(body)
+    };
     attempts(&route, &upstream, &conn, parts, body, &fcx, trace).await
 }
 
@@ -297,12 +302,16 @@ async fn attempts(
     upstream: &Upstream,
     conn: &ConnInfo,
     parts: http::request::Parts,
-    body: Incoming,
+    body: UpstreamBody,
     fcx: &FilterCx,
     trace: &mut Trace,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     let bodiless = http_body::Body::is_end_stream(&body);
     let limit = route.max_body_size.filter(|_| !bodiless).map(BodyLimit::new);
+    let body = match (body, &limit) {
+        (UpstreamBody::Incoming(b), Some(l)) => UpstreamBody::Limited(b, l.clone()),
+        (b, _) => b,
+    };
     // hyper hands back a request it could not send, so the free attempt is always safe.
     let mut retry = Retry::new(route.attempts, bodiless && idempotent(&parts.method));
     let mut outgoing = Outgoing { parts: Some(parts), body: Some(body), unsent: None, bodiless, limit };
@@ -410,10 +419,32 @@ async fn plugin_body(
     Ok(GatewayBody::full(out))
 }
 
+/// Buffers a request body for the plugins that read bodies, and frames what they return.
+async fn plugin_request_body(
+    route: &Route,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    fcx: &FilterCx,
+) -> Result<UpstreamBody, ProxyError> {
+    use http_body_util::BodyExt;
+    let limit = route.max_body_size.map_or(MAX_PLUGIN_BODY, |m| (m as usize).min(MAX_PLUGIN_BODY));
+    let whole = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ProxyError::PayloadTooLarge { route: route.name.clone(), limit: limit as u64 });
+        }
+        Err(_) => return Err(ProxyError::BadRequest("the client stopped sending its body")),
+    };
+    let out = route.chain.on_request_body(whole, fcx);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(out.len()));
+    Ok(if out.is_empty() { UpstreamBody::Empty } else { UpstreamBody::Full(Some(out)) })
+}
+
 /// The request as it goes out, attempt after attempt.
 struct Outgoing {
     parts: Option<http::request::Parts>,
-    body: Option<Incoming>,
+    body: Option<UpstreamBody>,
     /// A request handed back unsent by a connection that closed under it.
     unsent: Option<Request<UpstreamBody>>,
     bodiless: bool,
@@ -440,12 +471,7 @@ impl Outgoing {
             return self.parts.as_ref().map(copy_head);
         }
         let (p, b) = (self.parts.take()?, self.body.take()?);
-        let body = match (&self.limit, self.bodiless) {
-            (_, true) => UpstreamBody::Empty,
-            (Some(l), false) => UpstreamBody::Limited(b, l.clone()),
-            (None, false) => UpstreamBody::Incoming(b),
-        };
-        Some(Request::from_parts(p, body))
+        Some(Request::from_parts(p, if self.bodiless { UpstreamBody::Empty } else { b }))
     }
 }
 

@@ -109,6 +109,25 @@ async fn body_plugin_rewrites_the_response_body_and_its_length() {
 }
 
 #[tokio::test]
+async fn body_plugin_rewrites_the_request_body_before_the_upstream_sees_it() {
+    let echo = upstream_fn(|req: Request<Incoming>| async move {
+        let len = req.headers().get("content-length").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+        Response::new(full(format!("{len}:{}", String::from_utf8_lossy(&body))))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("body", dir.path());
+    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin }\n";
+    let weir = Weir::start(&plugin_config(&[&pkg], echo.port(), plugins, ""));
+    let mut c = Client::connect(weir.addr).await;
+    let rsp = c.try_send("POST", "/", &[], bytes::Bytes::from_static(b"ping upstream")).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let body = http_body_util::BodyExt::collect(rsp.into_body()).await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"15:ping the plugin", "the upstream got the rewritten body with its new length");
+}
+
+#[tokio::test]
 async fn auth_callout_allows_or_denies_through_an_upstream() {
     let up = app().await;
     let authz = upstream_fn(|req: Request<Incoming>| async move {

@@ -282,6 +282,14 @@ impl Chain {
         body
     }
 
+    /// Hands a buffered request body to the plugins that read bodies; returns what to send.
+    pub fn on_request_body(&self, mut body: Bytes, cx: &FilterCx) -> Bytes {
+        for w in cx.wasm.iter().filter(|w| w.reads_bodies()) {
+            body = w.on_request_body(body);
+        }
+        body
+    }
+
     /// Whether the chain has no filters (the common fast path).
     pub fn is_empty(&self) -> bool {
         self.phases.is_empty()

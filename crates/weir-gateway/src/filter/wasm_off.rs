@@ -64,6 +64,10 @@ impl WasmCtx {
         match *self {}
     }
 
+    pub(crate) fn on_request_body(&self, _: Bytes) -> Bytes {
+        match *self {}
+    }
+
     pub(crate) fn reads_bodies(&self) -> bool {
         match *self {}
     }

@@ -1,4 +1,5 @@
-//! Rewrites the response body: every occurrence of `from` becomes `to` (from configuration).
+//! Rewrites request and response bodies: every occurrence of `from` becomes `to` (from
+//! configuration).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -48,7 +49,29 @@ struct Rewrite {
 
 impl Context for Rewrite {}
 
+impl Rewrite {
+    fn rewrite(&self, body: &[u8]) -> Vec<u8> {
+        String::from_utf8_lossy(body).replace(&self.cfg.from, &self.cfg.to).into_bytes()
+    }
+}
+
 impl HttpContext for Rewrite {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        self.set_http_request_header("content-length", None);
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, size: usize, end: bool) -> Action {
+        if !end {
+            return Action::Pause;
+        }
+        if let Some(body) = self.get_http_request_body(0, size) {
+            let new = self.rewrite(&body);
+            self.set_http_request_body(0, size, &new);
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         // The length changes; the host frames the rewritten body itself.
         self.set_http_response_header("content-length", None);
@@ -60,8 +83,8 @@ impl HttpContext for Rewrite {
             return Action::Pause;
         }
         if let Some(body) = self.get_http_response_body(0, size) {
-            let text = String::from_utf8_lossy(&body).replace(&self.cfg.from, &self.cfg.to);
-            self.set_http_response_body(0, size, text.as_bytes());
+            let new = self.rewrite(&body);
+            self.set_http_response_body(0, size, &new);
         }
         Action::Continue
     }

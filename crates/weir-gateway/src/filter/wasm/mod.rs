@@ -338,16 +338,32 @@ impl WasmCtx {
         }
     }
 
+    /// `on_request_body` with the whole body; returns the body to send.
+    pub(crate) fn on_request_body(&self, body: Bytes) -> Bytes {
+        self.body(body, true)
+    }
+
     /// `on_response_body` with the whole body; returns the body to send.
     pub(crate) fn on_response_body(&self, body: Bytes) -> Bytes {
+        self.body(body, false)
+    }
+
+    fn body(&self, body: Bytes, request: bool) -> Bytes {
         let mut s = self.stream.lock();
-        s.response_body = body.to_vec();
+        let s = &mut *s;
+        let buf = if request { &mut s.request_body } else { &mut s.response_body };
+        *buf = body.to_vec();
         s.body_changed = false;
-        match self.filter.with(self, |i| i.on_response_body(self.id, &mut s, true)) {
-            Ok(_) if s.body_changed => Bytes::from(std::mem::take(&mut s.response_body)),
+        let r = self.filter.with(self, |i| {
+            if request { i.on_request_body(self.id, s, true) } else { i.on_response_body(self.id, s, true) }
+        });
+        let buf = if request { &mut s.request_body } else { &mut s.response_body };
+        match r {
+            Ok(_) if s.body_changed => Bytes::from(std::mem::take(buf)),
             Ok(_) => body,
             Err(f) => {
-                tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_response_body failed; body left as is");
+                self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
+                tracing::error!(plugin = %self.filter.name, error = %f, "plugin body callback failed; body left as is");
                 body
             }
         }

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""The cost of a proxy-wasm plugin: the same header edits done by the built-in `headers` plugin
+and by the `header-edit` package (plugins/examples/, the proxy-wasm Rust SDK), on one route,
+in one run, against a route without plugins.
+
+For each of plain / built-in / wasm, on one worker pinned to core 0 (wrk on core 1):
+  - user-space instructions per request (callgrind; repeatable on a shared machine),
+  - CPU microseconds per request (utime+stime over a wrk run).
+Then the wasm package alone:
+  - hot-update time: a new module (new sha256) and config written, until the new version answers,
+  - memory per loaded plugin: RSS with 1 vs 21 routes, each with its own instance.
+Traffic goes to 127.0.0.1 only and the run stops by itself.
+Usage: bench/wasm.py [--seconds 10] [--updates 20]   (builds release Weir and the examples)
+"""
+import argparse, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import ROOT, WEIR, cpu_seconds, nginx_conf, parse_wrk, rss_kib, start, tree, wait_port  # noqa: E402
+
+UP, PORT, ADMIN = 18500, 18501, 18502
+EXAMPLES = ROOT / "plugins/examples"
+EDITS = "{ request: { add: { x-bench: \"1\" } }, response: { add: { x-bench: \"1\" } } }"
+
+
+def config(d, mode, routes=1, version=0):
+    if mode == "plain":
+        plugins = ""
+    elif mode == "builtin":
+        plugins = f"    plugins: [{{ name: headers, config: {EDITS} }}]\n"
+    else:
+        cfg = f"{{ response: {{ set: {{ x-version: \"{version}\" }} }} }}" if version else EDITS
+        plugins = f"    plugins: [{{ name: header-edit, config: {cfg} }}]\n"
+    extra = "".join(
+        f"  - name: r{i}\n    match: {{ path: {{ prefix: /r{i}/ }} }}\n    upstream: up\n"
+        f"    plugins: [{{ name: header-edit, config: {{ response: {{ add: {{ x-r: \"{i}\" }} }} }} }}]\n"
+        for i in range(1, routes)
+    )
+    (d / "weir.yaml").write_text(
+        f"admin: {{ address: 127.0.0.1:{ADMIN} }}\n"
+        f"listeners: [{{ name: b, address: 127.0.0.1:{PORT} }}]\n"
+        f"plugin_packages: [{d / 'header-edit'}]\n"
+        f"routes:\n  - name: all\n    upstream: up\n{plugins}{extra}"
+        f"upstreams: [{{ name: up, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {UP} }}] }} }}]\n"
+    )
+    return d / "weir.yaml"
+
+
+def package(d):
+    p = d / "header-edit"
+    p.mkdir(exist_ok=True)
+    for f in ["metadata.yaml", "config.schema.json"]:
+        shutil.copy(EXAMPLES / "header-edit" / f, p / f)
+    shutil.copy(EXAMPLES / "target/wasm32-wasip1/release/header_edit.wasm", p / "plugin.wasm")
+    return p
+
+
+def wrk(seconds):
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{PORT}/"],
+                         capture_output=True, text=True).stdout
+    return parse_wrk(out)
+
+
+def cpu_per_request(d, mode, seconds):
+    p = start([str(WEIR), "standalone", "-c", str(config(d, mode)), "--workers", "1"], 0)
+    wait_port(PORT)
+    wrk(2)  # warm-up
+    pids = tree(p.pid)
+    c0 = cpu_seconds(pids)
+    reqs, rps, _, p99, errs = wrk(seconds)
+    used = cpu_seconds(pids) - c0
+    p.terminate(); p.wait()
+    return used / reqs * 1e6, rps, p99, errs
+
+
+def instructions(d, mode):
+    out = d / f"cg.{mode}"
+    vg = start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(WEIR), "standalone", "-c",
+                str(config(d, mode)), "--workers", "1"], 0)
+    wait_port(PORT, 60)
+    wrk(3)
+    subprocess.run(["callgrind_control", "-z", str(vg.pid)], capture_output=True)
+    reqs = wrk(10)[0]
+    subprocess.run(["callgrind_control", "-d", str(vg.pid)], capture_output=True)
+    time.sleep(1)
+    vg.terminate(); vg.wait()
+    total = 0
+    for f in d.glob(f"cg.{mode}*"):
+        for line in f.read_text(errors="replace").splitlines():
+            if line.startswith("summary:"):
+                total += int(line.split()[1])
+    return total / reqs
+
+
+def variant(wasm, n):
+    name, payload = b"weir-bench", n.to_bytes(4, "little")
+    return wasm + bytes([0, 1 + len(name) + len(payload), len(name)]) + name + payload
+
+
+def header(name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/", timeout=5) as r:
+        return r.headers.get(name)
+
+
+def hot_updates(d, n):
+    p = start([str(WEIR), "standalone", "-c", str(config(d, "wasm")), "--workers", "1"], 0)
+    wait_port(PORT)
+    base = (d / "header-edit/plugin.wasm").read_bytes()
+    rss0 = rss_kib(tree(p.pid))
+    took = []
+    for v in range(1, n + 1):
+        t0 = time.time()
+        tmp = d / "header-edit/plugin.wasm.tmp"
+        tmp.write_bytes(variant(base, v))
+        tmp.rename(d / "header-edit/plugin.wasm")
+        config(d, "wasm", version=v)
+        while header("x-version") != str(v):
+            time.sleep(0.005)
+        took.append(time.time() - t0)
+    rss1 = rss_kib(tree(p.pid))
+    p.terminate(); p.wait()
+    return statistics.median(took) * 1e3, max(took) * 1e3, rss0, rss1
+
+
+def per_plugin_memory(d):
+    rss = []
+    for routes in (1, 21):
+        p = start([str(WEIR), "standalone", "-c", str(config(d, "wasm", routes=routes)), "--workers", "1"], 0)
+        wait_port(PORT)
+        time.sleep(0.5)
+        rss.append(rss_kib(tree(p.pid)))
+        p.terminate(); p.wait()
+    return (rss[1] - rss[0]) / 20
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--updates", type=int, default=20)
+    ap.add_argument("--no-build", action="store_true")
+    a = ap.parse_args()
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1"], cwd=EXAMPLES, check=True)
+    d = Path(tempfile.mkdtemp(prefix="weir-wasm-bench-"))
+    package(d)
+    up = start(["nginx", "-c", nginx_conf(d, "up", f"server {{ listen 127.0.0.1:{UP}; location / {{ return 200 'ok'; }} }}"), "-p", str(d)], 1)
+    try:
+        wait_port(UP)
+        print("mode      instr/req   cpu µs/req   req/s    p99 ms  errors")
+        base = {}
+        for mode in ["plain", "builtin", "wasm"]:
+            ir = instructions(d, mode)
+            us, rps, p99, errs = cpu_per_request(d, mode, a.seconds)
+            base[mode] = (ir, us)
+            print(f"{mode:<9} {ir:>9.0f}   {us:>10.2f}   {rps:>7.0f}  {p99:>6.2f}  {errs}")
+        (bi, bu), (wi, wu) = base["builtin"], base["wasm"]
+        print(f"wasm over built-in: {wi - bi:+.0f} instructions, {wu - bu:+.2f} µs CPU per request")
+        med, worst, rss0, rss1 = hot_updates(d, a.updates)
+        print(f"hot update ({a.updates}x, new module + config, until served): median {med:.0f} ms, max {worst:.0f} ms; "
+              f"RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB")
+        print(f"memory per loaded plugin instance (20 more routes, one worker): {per_plugin_memory(d):.0f} KiB")
+    finally:
+        up.terminate()
+        up.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
