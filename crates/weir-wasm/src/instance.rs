@@ -191,7 +191,7 @@ impl Instance {
 
     /// `proxy_on_request_headers`.
     pub fn on_request_headers(&mut self, id: u32, s: &mut Stream, end: bool) -> Result<Action, Fault> {
-        let n = s.request_headers.pairs().len() as i32;
+        let n = s.request_headers.len() as i32;
         let f = self.cb.request_headers.clone();
         self.lend(id, s, |me| me.run(f, (id as i32, n, end as i32))).map(action)
     }
@@ -205,14 +205,14 @@ impl Instance {
 
     /// `proxy_on_request_trailers`.
     pub fn on_request_trailers(&mut self, id: u32, s: &mut Stream) -> Result<Action, Fault> {
-        let n = s.request_trailers.pairs().len() as i32;
+        let n = s.request_trailers.len() as i32;
         let f = self.cb.request_trailers.clone();
         self.lend(id, s, |me| me.run(f, (id as i32, n))).map(action)
     }
 
     /// `proxy_on_response_headers`.
     pub fn on_response_headers(&mut self, id: u32, s: &mut Stream, end: bool) -> Result<Action, Fault> {
-        let n = s.response_headers.pairs().len() as i32;
+        let n = s.response_headers.len() as i32;
         let f = self.cb.response_headers.clone();
         self.lend(id, s, |me| me.run(f, (id as i32, n, end as i32))).map(action)
     }
@@ -226,7 +226,7 @@ impl Instance {
 
     /// `proxy_on_response_trailers`.
     pub fn on_response_trailers(&mut self, id: u32, s: &mut Stream) -> Result<Action, Fault> {
-        let n = s.response_trailers.pairs().len() as i32;
+        let n = s.response_trailers.len() as i32;
         let f = self.cb.response_trailers.clone();
         self.lend(id, s, |me| me.run(f, (id as i32, n))).map(action)
     }

@@ -24,4 +24,4 @@ pub use abi::{Action, MetricKind, Status, deserialize_pairs, serialize_pairs};
 pub use instance::{Fault, Instance};
 pub use plugin::{Limits, LoadError, Plugin, Runtime};
 pub use shared::{MetricValue, Shared};
-pub use stream::{CallResponse, Fields, HttpCall, LocalResponse, Properties, Stream};
+pub use stream::{CallResponse, Fields, HttpCall, LocalResponse, Properties, Stream, StreamState};

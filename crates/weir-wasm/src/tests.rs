@@ -51,7 +51,8 @@ fn statuses_are_what_the_sdks_expect() {
     let p = plugin(&rt, &module(IMPORTS, body, ""), Limits::default()).unwrap();
     let mut i = p.start(b"", b"").unwrap();
     let id = i.open().unwrap();
-    let mut s = Stream { request_headers: Fields::new(vec![(":path".into(), b"/".to_vec())]), ..Stream::default() };
+    let mut s = Stream::default();
+    s.request_headers = Fields::new(vec![(":path".into(), b"/".to_vec())]);
     assert_eq!(i.on_request_headers(id, &mut s, true), Ok(Action::Continue));
     let st = i.memory_at(1000, 24);
     let word = |n: usize| i32::from_le_bytes([st[n * 4], st[n * 4 + 1], st[n * 4 + 2], st[n * 4 + 3]]);

@@ -32,7 +32,7 @@ enum MapRef<'a> {
 impl MapRef<'_> {
     fn serialized(&self) -> Vec<u8> {
         match self {
-            Self::Own(f) => serialize_pairs(f.pairs().iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))),
+            Self::Own(f) => serialize_pairs(f.iter()),
             Self::Call(Some(p)) => serialize_pairs(p.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
             Self::Call(None) => Vec::new(),
         }

@@ -24,7 +24,7 @@ pub(super) fn request_fields(req: &RequestView<'_>, scheme: &str) -> Fields {
     f.push(":scheme", scheme.as_bytes());
     req.headers.each(|k, v| {
         if !k.eq_ignore_ascii_case(b"host") {
-            f.push(&String::from_utf8_lossy(k), v);
+            f.push_raw(k, v);
         }
     });
     f

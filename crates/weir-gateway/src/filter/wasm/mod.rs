@@ -157,7 +157,8 @@ impl WasmFilter {
         if gate == Gate::Open {
             return self.policy();
         }
-        let mut stream = Stream { request_headers: convert::request_fields(req, "http"), ..Stream::default() };
+        let mut stream = Stream::default();
+        stream.request_headers = convert::request_fields(req, "http");
         stream.properties =
             Properties { source: Some(cx.source), route: Some(self.route.clone()), ..Properties::default() };
         let worker = crate::workers::current() % self.slots.len();
@@ -350,16 +351,20 @@ impl WasmCtx {
 
     fn body(&self, body: Bytes, request: bool) -> Bytes {
         let mut s = self.stream.lock();
-        let s = &mut *s;
-        let buf = if request { &mut s.request_body } else { &mut s.response_body };
-        *buf = body.to_vec();
+        let bytes = body.to_vec();
+        if request {
+            s.request_body = bytes
+        } else {
+            s.response_body = bytes
+        }
         s.body_changed = false;
         let r = self.filter.with(self, |i| {
-            if request { i.on_request_body(self.id, s, true) } else { i.on_response_body(self.id, s, true) }
+            if request { i.on_request_body(self.id, &mut s, true) } else { i.on_response_body(self.id, &mut s, true) }
         });
-        let buf = if request { &mut s.request_body } else { &mut s.response_body };
         match r {
-            Ok(_) if s.body_changed => Bytes::from(std::mem::take(buf)),
+            Ok(_) if s.body_changed => {
+                Bytes::from(std::mem::take(if request { &mut s.request_body } else { &mut s.response_body }))
+            }
             Ok(_) => body,
             Err(f) => {
                 self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
