@@ -85,7 +85,7 @@ def wrk(seconds):
 
 def cpu_per_request(d, mode, seconds):
     p = run([str(WEIR), "standalone", "-c", str(config(d, mode)), "--workers", "1"], 0)
-    wait_port(PORT)
+    wait_served(30)
     wrk(2)  # warm-up
     pids = tree(p.pid)
     c0 = cpu_seconds(pids)
@@ -99,7 +99,7 @@ def instructions(d, mode):
     out = d / f"cg.{mode}"
     vg = run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(WEIR), "standalone", "-c",
                 str(config(d, mode)), "--workers", "1"], 0)
-    wait_port(PORT, 60)
+    wait_served(180)
     wrk(3)
     subprocess.run(["callgrind_control", "-z", str(vg.pid)], capture_output=True)
     reqs = wrk(10)[0]
@@ -119,6 +119,20 @@ def variant(wasm, n):
     return wasm + bytes([0, 1 + len(name) + len(payload), len(name)]) + name + payload
 
 
+def wait_served(timeout):
+    """Until the config is applied (the listener binds before plugins are compiled)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit("the gateway never served its config")
+
+
 def header(name):
     with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/", timeout=5) as r:
         return r.headers.get(name)
@@ -126,7 +140,7 @@ def header(name):
 
 def hot_updates(d, n):
     p = run([str(WEIR), "standalone", "-c", str(config(d, "wasm")), "--workers", "1"], 0)
-    wait_port(PORT)
+    wait_served(30)
     base = (d / "header-edit/plugin.wasm").read_bytes()
     rss0 = rss_kib(tree(p.pid))
     took = []
@@ -148,7 +162,7 @@ def per_plugin_memory(d):
     rss = []
     for routes in (1, 21):
         p = run([str(WEIR), "standalone", "-c", str(config(d, "wasm", routes=routes)), "--workers", "1"], 0)
-        wait_port(PORT)
+        wait_served(60)
         time.sleep(0.5)
         rss.append(rss_kib(tree(p.pid)))
         p.terminate(); p.wait()

@@ -28,6 +28,12 @@ struct Pair {
 }
 
 impl Fields {
+    /// An empty map with room for `pairs` pairs of `bytes` bytes in all, so filling it does not
+    /// grow its buffers.
+    pub fn with_capacity(pairs: usize, bytes: usize) -> Self {
+        Self { buf: Vec::with_capacity(bytes), pairs: Vec::with_capacity(pairs), touched: Vec::new() }
+    }
+
     /// A map of these pairs; names are lower-cased.
     pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
         let mut f = Self::default();

@@ -13,7 +13,13 @@ use crate::view::RequestView;
 /// The request as a plugin sees it: `:method`, `:path` (with the query), `:authority`,
 /// `:scheme`, then every header.
 pub(super) fn request_fields(req: &RequestView<'_>, scheme: &str) -> Fields {
-    let mut f = Fields::default();
+    let (mut n, mut bytes) = (4, req.path.len() + req.query.map_or(0, str::len) + 64);
+    req.headers.each(|k, v| {
+        n += 1;
+        bytes += k.len() + v.len();
+    });
+    // Room for the plugin's own edits too.
+    let mut f = Fields::with_capacity(n + 4, bytes + 256);
     f.push(":method", req.method.as_str().as_bytes());
     let path = match req.query {
         Some(q) => format!("{}?{q}", req.path),
@@ -73,7 +79,8 @@ fn header_change(
 
 /// The response as a plugin sees it: `:status`, then every header.
 pub(super) fn response_fields(status: StatusCode, headers: &HeaderMap) -> Fields {
-    let mut f = Fields::default();
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let mut f = Fields::with_capacity(headers.len() + 5, bytes + 256);
     f.push(":status", status.as_str().as_bytes());
     for (k, v) in headers {
         f.push(k.as_str(), v.as_bytes());
