@@ -139,14 +139,8 @@ impl PackageMeta {
             serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
         let meta: Self = serde_json::from_value(value).map_err(|e| ConfigErrors::one("", e.to_string()))?;
         let mut errs = Errors::default();
-        let name_ok = !meta.name.is_empty()
-            && meta.name.len() <= 64
-            && meta.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !name_ok {
-            errs.push("name", format!("{:?} is not a plugin name; use lower-case letters, digits and -", meta.name));
-        }
-        if crate::plugins::builtin(&meta.name).is_some() {
-            errs.push("name", format!("{:?} is a built-in plugin; choose another name", meta.name));
+        if let Err(why) = check_name(&meta.name) {
+            errs.push("name", why);
         }
         let semver = meta.version.split('.').count() == 3
             && meta
@@ -169,6 +163,27 @@ impl PackageMeta {
         errs.finish()?;
         Ok(meta)
     }
+}
+
+/// Checks a package name: lower-case letters, digits and `-`, at most 64, not a built-in's.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let pattern = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !pattern {
+        return Err(format!("{name:?} is not a plugin name; use lower-case letters, digits and -"));
+    }
+    if crate::plugins::builtin(name).is_some() {
+        return Err(format!("{name:?} is a built-in plugin; choose another name"));
+    }
+    Ok(())
+}
+
+/// Checks `config` against a package's `schema`: every violation, at its path under `config`.
+pub fn check_config(schema: &serde_json::Value, config: &serde_json::Value) -> Result<(), ConfigErrors> {
+    let mut errs = Errors::default();
+    crate::plugins::against_schema(&mut errs, "", schema, config);
+    errs.finish()
 }
 
 /// Checks that `schema` is a JSON Schema a config can be validated against.
@@ -202,6 +217,17 @@ mod tests {
         assert!(e.to_string().contains("built-in"), "{e}");
         let e = PackageMeta::parse("name: x\nversion: 1.0.0\nphase: somewhere\n").unwrap_err();
         assert!(e.to_string().contains("somewhere"), "{e}");
+    }
+
+    #[test]
+    fn configs_are_checked_against_the_package_schema_with_paths() {
+        let schema = serde_json::json!({"type": "object", "properties": {"from": {"type": "string"}}});
+        assert!(check_config(&schema, &serde_json::json!({"from": "x"})).is_ok());
+        let e = check_config(&schema, &serde_json::json!({"from": 1})).unwrap_err();
+        assert_eq!(e.0[0].path, "config.from", "{e}");
+        assert!(check_name("shout").is_ok());
+        assert!(check_name(&"x".repeat(65)).is_err());
+        assert!(check_name("key-auth").unwrap_err().contains("built-in"));
     }
 
     #[test]

@@ -414,9 +414,14 @@ async fn plugin_body(
         .map_err(|e| format!("response body for a plugin that reads bodies: {e}"))?
         .to_bytes();
     let out = route.chain.on_response_body(whole, fcx);
-    rp.headers.remove(http::header::TRANSFER_ENCODING);
-    rp.headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(out.len()));
+    reframe(&mut rp.headers, out.len());
     Ok(GatewayBody::full(out))
+}
+
+/// Frames a body a plugin may have rewritten: its length, not the original's framing.
+fn reframe(headers: &mut HeaderMap, len: usize) {
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
 }
 
 /// Buffers a request body for the plugins that read bodies, and frames what they return.
@@ -436,8 +441,7 @@ async fn plugin_request_body(
         Err(_) => return Err(ProxyError::BadRequest("the client stopped sending its body")),
     };
     let out = route.chain.on_request_body(whole, fcx);
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    parts.headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(out.len()));
+    reframe(&mut parts.headers, out.len());
     Ok(if out.is_empty() { UpstreamBody::Empty } else { UpstreamBody::Full(Some(out)) })
 }
 

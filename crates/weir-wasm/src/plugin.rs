@@ -59,12 +59,6 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for Host {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("functions", &self.names.len()).finish()
-    }
-}
-
 impl Runtime {
     /// An engine, its host functions, and its epoch ticker.
     pub fn new() -> Result<Self, LoadError> {

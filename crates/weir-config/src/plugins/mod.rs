@@ -229,14 +229,21 @@ pub(crate) fn check(
     Some(parsed)
 }
 
-/// Checks `config` against `schema`, each violation at its path under `{at}.config`.
-fn against_schema(errs: &mut Errors, at: &str, schema: &serde_json::Value, config: &serde_json::Value) -> bool {
+/// Checks `config` against `schema`, each violation at its path under `{at}.config` (under
+/// `config` when `at` is empty).
+pub(crate) fn against_schema(
+    errs: &mut Errors,
+    at: &str,
+    schema: &serde_json::Value,
+    config: &serde_json::Value,
+) -> bool {
     let Ok(v) = jsonschema::validator_for(schema) else { return true };
+    let base = if at.is_empty() { "config".to_owned() } else { format!("{at}.config") };
     let mut ok = true;
     for e in v.iter_errors(config) {
         ok = false;
         let inner = crate::error::pointer_to_path(&e.instance_path().to_string());
-        let path = if inner.is_empty() { format!("{at}.config") } else { format!("{at}.config.{inner}") };
+        let path = if inner.is_empty() { base.clone() } else { format!("{base}.{inner}") };
         errs.push(path, e.to_string());
     }
     ok

@@ -94,6 +94,12 @@ pub(crate) struct Host {
     pub(crate) names: Vec<(&'static str, &'static str)>,
 }
 
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("functions", &self.names.len()).finish()
+    }
+}
+
 impl Host {
     pub(crate) fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
         let mut h = Self { linker: Linker::new(engine), names: Vec::new() };

@@ -143,11 +143,8 @@ fn validate(dir: &Path, config: &str) -> ExitCode {
 
 fn check(pkg: &Package, config: &str) -> Result<(), String> {
     let cfg: serde_json::Value = serde_json::from_str(config).map_err(|e| format!("--config is not JSON: {e}"))?;
-    let v = jsonschema::validator_for(&pkg.schema).map_err(|e| format!("config.schema.json: {e}"))?;
-    let errs: Vec<String> = v.iter_errors(&cfg).map(|e| format!("  config{}: {e}", e.instance_path())).collect();
-    if !errs.is_empty() {
-        return Err(format!("the configuration does not match config.schema.json:\n{}", errs.join("\n")));
-    }
+    weir_config::package::check_config(&pkg.schema, &cfg)
+        .map_err(|e| format!("the configuration does not match config.schema.json: {e}"))?;
     weir_gateway::filter::wasm::check_package(pkg, &cfg)
 }
 

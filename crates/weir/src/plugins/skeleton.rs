@@ -157,9 +157,8 @@ Use it from a config:
 ";
 
 pub(super) fn write(name: &str, dir: &Path) -> ExitCode {
-    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !ok || weir_config::plugins::builtin(name).is_some() {
-        eprintln!("{name:?} cannot be a package name: use lower-case letters, digits and -, not a built-in's name");
+    if let Err(why) = weir_config::package::check_name(name) {
+        eprintln!("{why}");
         return ExitCode::FAILURE;
     }
     if dir.exists() {

@@ -166,6 +166,8 @@ impl WasmFilter {
             Ok(v) => v,
             Err(f) => return self.failed(gate, &Failure::Fault(f)),
         };
+        // The context exists before the first await, so a request dropped while it waits on a
+        // callout still ends its context (Drop); the stream moves in once the phase is done.
         let ctx = WasmCtx { filter: self.clone(), worker, generation, id, stream: Mutex::new(Stream::default()) };
         let verdict = self.request_phase(&ctx, &mut stream, cx).await;
         *ctx.stream.lock() = stream;
