@@ -13,10 +13,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::package::{ModuleRef, PackageSpec};
 use crate::plugins::{Consumer, PluginSpec};
 use crate::resources::{Kind, ResourceIndex};
 use crate::spec::{ConfigSpec, ListenerSpec, RouteSpec, UpstreamSpec};
-use crate::{ValidConfig, validate_shared};
+use crate::{ValidConfig, validate_with_packages};
 
 /// One parsed resource.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +32,8 @@ pub enum Typed {
     Plugin(PluginSpec),
     /// A consumer.
     Consumer(Consumer),
+    /// A plugin package.
+    Package(PackageSpec),
 }
 
 fn check_and_parse<T: JsonSchema + DeserializeOwned>(
@@ -67,6 +70,7 @@ pub fn parse_resource(kind: Kind, name: &str, body: &Value) -> Result<Typed, Con
     static ROUTE: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     static PLUGIN: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     static CONSUMER: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
+    static PACKAGE: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     let label = format!("{kind}/{name}");
     let label = label.as_str();
     Ok(match kind {
@@ -75,6 +79,11 @@ pub fn parse_resource(kind: Kind, name: &str, body: &Value) -> Result<Typed, Con
         Kind::Route => Typed::Route(check_and_parse(&ROUTE, label, body)?),
         Kind::Plugin => Typed::Plugin(check_and_parse(&PLUGIN, label, body)?),
         Kind::Consumer => Typed::Consumer(check_and_parse(&CONSUMER, label, body)?),
+        Kind::Package => {
+            let spec: PackageSpec = check_and_parse(&PACKAGE, label, body)?;
+            spec.check(&format!("{label}."))?;
+            Typed::Package(spec)
+        }
     })
 }
 
@@ -89,8 +98,10 @@ pub struct Undo(Vec<Replaced>);
 #[derive(Clone, Debug, Default)]
 pub struct Assembly {
     spec: Arc<ConfigSpec>,
+    /// `Package` resources (a standalone file lists package directories instead).
+    packages: Vec<PackageSpec>,
     /// Per kind, the declaration order of each entry (parallel to the spec's lists).
-    orders: [Vec<u64>; 5],
+    orders: [Vec<u64>; 6],
 }
 
 macro_rules! each_list {
@@ -116,6 +127,7 @@ macro_rules! each_list {
                 let $list = &mut $spec.consumers;
                 $body
             }
+            Kind::Package => unreachable!("packages are kept beside the spec"),
         }
     };
 }
@@ -148,6 +160,11 @@ impl Named for Consumer {
         &self.name
     }
 }
+impl Named for PackageSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
 
 /// Removes `name` from a list and its parallel orders; returns its order and value.
 fn take<T: Named>(list: &mut Vec<T>, orders: &mut Vec<u64>, name: &str) -> Option<(u64, T)> {
@@ -168,7 +185,7 @@ impl Assembly {
         let mut items: Vec<(u64, Typed)> = items.into_iter().collect();
         items.sort_by_key(|(o, _)| *o);
         let mut a = Self::default();
-        let spec = Arc::make_mut(&mut a.spec);
+        let mut spec = ConfigSpec::default();
         for (order, t) in items {
             let kind = match &t {
                 Typed::Listener(_) => Kind::Listener,
@@ -176,6 +193,7 @@ impl Assembly {
                 Typed::Route(_) => Kind::Route,
                 Typed::Plugin(_) => Kind::Plugin,
                 Typed::Consumer(_) => Kind::Consumer,
+                Typed::Package(_) => Kind::Package,
             };
             a.orders[kind as usize].push(order);
             match t {
@@ -184,8 +202,10 @@ impl Assembly {
                 Typed::Route(v) => spec.routes.push(v),
                 Typed::Plugin(v) => spec.plugins.push(v),
                 Typed::Consumer(v) => spec.consumers.push(v),
+                Typed::Package(v) => a.packages.push(v),
             }
         }
+        a.spec = Arc::new(spec);
         a
     }
 
@@ -197,8 +217,15 @@ impl Assembly {
     /// Sets (`Some`) or removes (`None`) a resource; returns what it replaced. `typed` must
     /// be of the same kind.
     pub fn set(&mut self, kind: Kind, name: &str, order: u64, typed: Option<Typed>) -> Option<(u64, Typed)> {
-        let spec = Arc::make_mut(&mut self.spec);
         let orders = &mut self.orders[kind as usize];
+        if kind == Kind::Package {
+            let old = take(&mut self.packages, orders, name).map(|(o, v)| (o, Typed::Package(v)));
+            if let Some(Typed::Package(v)) = typed {
+                put(&mut self.packages, orders, order, v);
+            }
+            return old;
+        }
+        let spec = Arc::make_mut(&mut self.spec);
         let old = each_list!(spec, kind, |list| take(list, orders, name).map(|(o, v)| (o, Typed::from(v))));
         if let Some(t) = typed {
             match t {
@@ -207,6 +234,7 @@ impl Assembly {
                 Typed::Route(v) => put(&mut spec.routes, orders, order, v),
                 Typed::Plugin(v) => put(&mut spec.plugins, orders, order, v),
                 Typed::Consumer(v) => put(&mut spec.consumers, orders, order, v),
+                Typed::Package(_) => {}
             }
         }
         old
@@ -235,9 +263,33 @@ impl Assembly {
     }
 
     /// Cross-field validation of the whole config, without copying it. Errors name the
-    /// resource (`Route/api.upstream`).
+    /// resource (`Route/api.upstream`). Any `Package` must have its module from `module`.
     pub fn validate(&self) -> Result<ValidConfig, ConfigErrors> {
-        validate_shared(self.spec.clone()).map_err(|e| self.index().relabel(e))
+        self.validate_with(|_| Err("no module store here".into()))
+    }
+
+    /// [`Assembly::validate`], taking each package's module bytes from `module` (the caller's
+    /// store, which checked them against the hash); a module it lacks is an error at
+    /// `Package/NAME.module`.
+    pub fn validate_with(
+        &self,
+        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, String>,
+    ) -> Result<ValidConfig, ConfigErrors> {
+        let mut errs = Vec::new();
+        let mut packages = Vec::with_capacity(self.packages.len());
+        for p in &self.packages {
+            match module(&p.module) {
+                Ok(wasm) => packages.push(Arc::new(p.with_module(wasm))),
+                Err(message) => errs.push(ConfigError { path: format!("Package/{}.module", p.name), message }),
+            }
+        }
+        let checked = validate_with_packages(self.spec.clone(), packages).map_err(|e| self.index().relabel(e));
+        ConfigErrors::after(errs, checked)
+    }
+
+    /// The `Package` resources, in declaration order.
+    pub fn packages(&self) -> &[PackageSpec] {
+        &self.packages
     }
 
     fn index(&self) -> ResourceIndex {
@@ -248,6 +300,7 @@ impl Assembly {
             s.routes.iter().map(|x| x.name.clone()).collect(),
             s.plugins.iter().map(|x| x.name.clone()).collect(),
             s.consumers.iter().map(|x| x.name.clone()).collect(),
+            self.packages.iter().map(|x| x.name.clone()).collect(),
         ])
     }
 }
@@ -307,6 +360,48 @@ mod tests {
         a.undo(undo);
         assert_eq!(names(&a), ["a", "b"]);
         assert!(a.validate().is_ok());
+    }
+
+    fn package(name: &str, sha: &str) -> Value {
+        json!({"name": name, "metadata": {"name": name, "version": "1.0.0", "phase": "transform"},
+               "schema": {"type": "object"}, "module": {"sha256": sha, "size": 3}})
+    }
+
+    #[test]
+    fn packages_are_checked_and_need_their_module() {
+        let sha = "ab".repeat(32);
+        let mut bad = package("tagger", "XYZ");
+        bad["metadata"]["version"] = json!("one");
+        bad["metadata"]["name"] = json!("other");
+        let e = parse_resource(Kind::Package, "tagger", &bad).unwrap_err();
+        let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["Package/tagger.name", "Package/tagger.metadata.version", "Package/tagger.module.sha256"],
+            "{e}"
+        );
+
+        let mut a = Assembly::default();
+        a.set(
+            Kind::Package,
+            "tagger",
+            1,
+            Some(parse_resource(Kind::Package, "tagger", &package("tagger", &sha)).unwrap()),
+        );
+        let up = json!({"name": "u", "load_balancer": {"endpoints": [{"address": "127.0.0.1", "port": 1}]}});
+        a.set(Kind::Upstream, "u", 2, Some(parse_resource(Kind::Upstream, "u", &up).unwrap()));
+        let r = json!({"name": "r", "upstream": "u", "plugins": [{"name": "tagger", "config": {}}]});
+        a.set(Kind::Route, "r", 3, Some(parse_resource(Kind::Route, "r", &r).unwrap()));
+        let e = a.validate_with(|_| Err("not here".into())).unwrap_err();
+        let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths[0], "Package/tagger.module", "{e}");
+        let cfg = a.validate_with(|m| Ok(Arc::from(m.sha256.as_bytes()))).unwrap();
+        assert_eq!(cfg.packages()[0].meta.name, "tagger");
+        assert_eq!(cfg.packages()[0].dir, None);
+        assert_eq!(a.packages().len(), 1);
+        a.set(Kind::Package, "tagger", 0, None);
+        assert!(a.packages().is_empty());
+        assert!(a.validate_with(|_| Err("none".into())).unwrap_err().to_string().contains("tagger"));
     }
 
     #[test]

@@ -37,6 +37,19 @@ impl ConfigErrors {
         self.0.len()
     }
 
+    /// `result`, failed as well when `earlier` (errors found before it) is not empty: every
+    /// error, the earlier first.
+    pub fn after<T>(mut earlier: Vec<ConfigError>, result: Result<T, ConfigErrors>) -> Result<T, ConfigErrors> {
+        match result {
+            Ok(v) if earlier.is_empty() => Ok(v),
+            Ok(_) => Err(Self(earlier)),
+            Err(e) => {
+                earlier.extend(e.0);
+                Err(Self(earlier))
+            }
+        }
+    }
+
     /// Always false: a `ConfigErrors` holds at least one error.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -1,8 +1,9 @@
 //! Plugin packages: the vocabulary of a package directory (`metadata.yaml`,
 //! `config.schema.json`, `plugin.wasm`) and the checks on its metadata and schema.
 //!
-//! Owns: [`PackageMeta`] and its rules, and [`Package`], a package as read by the caller (this
-//! crate does no I/O; the gateway and the CLI read the files and hand them here).
+//! Owns: [`PackageMeta`] and its rules, [`Package`], a package as read by the caller (this
+//! crate does no I/O; the gateway and the CLI read the files and hand them here), and
+//! [`PackageSpec`], a package as the control plane stores and pushes it (the module by hash).
 //! Does not own: compiling or running the module (`weir-wasm`).
 
 use std::path::PathBuf;
@@ -117,11 +118,11 @@ impl Default for PackageLimits {
     }
 }
 
-/// A package as read from its directory.
+/// A package, its module in hand.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Package {
-    /// Where it was read from.
-    pub dir: PathBuf,
+    /// The directory it was read from; `None` when a control plane pushed it.
+    pub dir: Option<PathBuf>,
     /// Its metadata.
     pub meta: PackageMeta,
     /// The JSON Schema of its `config`.
@@ -139,29 +140,107 @@ impl PackageMeta {
             serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
         let meta: Self = serde_json::from_value(value).map_err(|e| ConfigErrors::one("", e.to_string()))?;
         let mut errs = Errors::default();
-        if let Err(why) = check_name(&meta.name) {
-            errs.push("name", why);
+        meta.check(&mut errs, "");
+        errs.finish()?;
+        Ok(meta)
+    }
+
+    /// The rules the types cannot state, each problem at `at` + its field.
+    fn check(&self, errs: &mut Errors, at: &str) {
+        let mut bad = |field: &str, why: String| errs.push(format!("{at}{field}"), why);
+        if let Err(why) = check_name(&self.name) {
+            bad("name", why);
         }
-        let semver = meta.version.split('.').count() == 3
-            && meta
+        let semver = self.version.split('.').count() == 3
+            && self
                 .version
                 .split(['.', '-', '+'])
                 .take(3)
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
         if !semver {
-            errs.push("version", format!("{:?} is not a version; write MAJOR.MINOR.PATCH, e.g. 1.0.0", meta.version));
+            bad("version", format!("{:?} is not a version; write MAJOR.MINOR.PATCH, e.g. 1.0.0", self.version));
         }
-        if meta.limits.cpu.0.is_zero() || meta.limits.cpu.0 > std::time::Duration::from_secs(1) {
-            errs.push("limits.cpu", "give a CPU cap between 1ms and 1s");
+        if self.limits.cpu.0.is_zero() || self.limits.cpu.0 > std::time::Duration::from_secs(1) {
+            bad("limits.cpu", "give a CPU cap between 1ms and 1s".into());
         }
-        if meta.breaker.failures == 0 {
-            errs.push("breaker.failures", "give at least 1 failure");
+        if self.breaker.failures == 0 {
+            bad("breaker.failures", "give at least 1 failure".into());
         }
-        if meta.limits.memory.0 < (1 << 20) {
-            errs.push("limits.memory", "give at least 1MiB of memory");
+        if self.limits.memory.0 < (1 << 20) {
+            bad("limits.memory", "give at least 1MiB of memory".into());
         }
-        errs.finish()?;
-        Ok(meta)
+    }
+}
+
+/// A package as a control plane stores and pushes it (`kind: Package`): metadata and schema
+/// inline, the module by its sha256 (uploaded once, fetched by each gateway that lacks it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSpec {
+    /// The package's name: its metadata's name.
+    pub name: String,
+    /// `metadata.yaml`.
+    pub metadata: PackageMeta,
+    /// `config.schema.json`.
+    pub schema: serde_json::Value,
+    /// The module.
+    pub module: ModuleRef,
+}
+
+/// A module by content: its sha256 and size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleRef {
+    /// sha256 of `plugin.wasm`, 64 lower-case hex digits.
+    pub sha256: String,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
+/// Whether `s` is a sha256 as Weir writes it: 64 lower-case hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl PackageSpec {
+    /// The spec of a package read from disk.
+    pub fn of(p: &Package) -> Self {
+        Self {
+            name: p.meta.name.clone(),
+            metadata: p.meta.clone(),
+            schema: p.schema.clone(),
+            module: ModuleRef { sha256: p.sha256.clone(), size: p.wasm.len() as u64 },
+        }
+    }
+
+    /// Checks what its types cannot: every problem, its path under `at` (`Package/x.`).
+    pub fn check(&self, at: &str) -> Result<(), ConfigErrors> {
+        let mut errs = Errors::default();
+        if self.name != self.metadata.name {
+            errs.push(
+                format!("{at}name"),
+                format!("{:?} differs from metadata.name {:?}; they must match", self.name, self.metadata.name),
+            );
+        }
+        self.metadata.check(&mut errs, &format!("{at}metadata."));
+        if let Err(e) = check_schema(&self.schema) {
+            errs.push(format!("{at}schema"), e.0[0].message.clone());
+        }
+        if !is_sha256(&self.module.sha256) {
+            errs.push(format!("{at}module.sha256"), "expected 64 lower-case hex digits (the sha256 of plugin.wasm)");
+        }
+        errs.finish()
+    }
+
+    /// The package, given its module's bytes (checked against the hash by whoever fetched them).
+    pub fn with_module(&self, wasm: Arc<[u8]>) -> Package {
+        Package {
+            dir: None,
+            meta: self.metadata.clone(),
+            schema: self.schema.clone(),
+            wasm,
+            sha256: self.module.sha256.clone(),
+        }
     }
 }
 

@@ -25,11 +25,14 @@ pub enum Kind {
     Plugin,
     /// A named caller with credentials.
     Consumer,
+    /// A plugin package (metadata, schema, module by sha256) that routes use by name.
+    Package,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 5] = [Kind::Listener, Kind::Upstream, Kind::Route, Kind::Plugin, Kind::Consumer];
+    pub const ALL: [Kind; 6] =
+        [Kind::Listener, Kind::Upstream, Kind::Route, Kind::Plugin, Kind::Consumer, Kind::Package];
 
     /// `Route`, as in `kind: Route`.
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Route => "Route",
             Kind::Plugin => "Plugin",
             Kind::Consumer => "Consumer",
+            Kind::Package => "Package",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Route => "routes",
             Kind::Plugin => "plugins",
             Kind::Consumer => "consumers",
+            Kind::Package => "packages",
         }
     }
 }
@@ -62,7 +67,7 @@ impl fmt::Display for Kind {
 
 /// A name that is not a kind.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown kind {0:?}: use Listener, Upstream, Route, Plugin or Consumer")]
+#[error("unknown kind {0:?}: use Listener, Upstream, Route, Plugin, Consumer or Package")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for Kind {
@@ -92,6 +97,11 @@ pub struct Resource {
 /// decides them locally.
 pub const LOCAL_ONLY_KEYS: [&str; 1] = ["admin"];
 
+/// The top-level key of a standalone file that lists package directories. Reading them is I/O,
+/// so [`parse_documents`] leaves them to the caller ([`package_dirs`]), which turns each into
+/// a `Package` resource.
+pub const PACKAGE_DIRS_KEY: &str = "plugin_packages";
+
 fn split_value(doc: &Value) -> Result<Vec<Resource>, ConfigErrors> {
     let mut out = Vec::new();
     let mut errs = Vec::new();
@@ -99,7 +109,8 @@ fn split_value(doc: &Value) -> Result<Vec<Resource>, ConfigErrors> {
         return Err(ConfigErrors::one("", "expected a mapping"));
     };
     for key in obj.keys() {
-        if !LOCAL_ONLY_KEYS.contains(&key.as_str()) && !Kind::ALL.iter().any(|k| k.plural() == key) {
+        let known = LOCAL_ONLY_KEYS.contains(&key.as_str()) || key == PACKAGE_DIRS_KEY;
+        if !known && !Kind::ALL.iter().any(|k| k.plural() == key) {
             errs.push(ConfigError { path: key.clone(), message: format!("unknown top-level key {key:?}") });
         }
     }
@@ -145,6 +156,25 @@ pub fn parse_documents(text: &str) -> Result<Vec<Resource>, ConfigErrors> {
     if errs.is_empty() { Ok(out) } else { Err(ConfigErrors(errs)) }
 }
 
+/// The package directories the standalone documents in `text` list under
+/// [`PACKAGE_DIRS_KEY`], as written (relative to the file).
+pub fn package_dirs(text: &str) -> Result<Vec<String>, ConfigErrors> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
+    let mut dirs = Vec::new();
+    for doc in docs.iter().filter(|d| d.get("kind").is_none()) {
+        let Some(list) = doc.get(PACKAGE_DIRS_KEY) else { continue };
+        let items = list.as_array().ok_or_else(|| ConfigErrors::one(PACKAGE_DIRS_KEY, "expected a list"))?;
+        for (i, item) in items.iter().enumerate() {
+            let dir = item
+                .as_str()
+                .ok_or_else(|| ConfigErrors::one(format!("{PACKAGE_DIRS_KEY}[{i}]"), "expected a directory"))?;
+            dirs.push(dir.to_owned());
+        }
+    }
+    Ok(dirs)
+}
+
 fn parse_document(mut doc: Value) -> Result<Vec<Resource>, ConfigErrors> {
     let Some(obj) = doc.as_object_mut() else {
         return Err(ConfigErrors::one("", "expected a mapping"));
@@ -168,12 +198,12 @@ fn parse_document(mut doc: Value) -> Result<Vec<Resource>, ConfigErrors> {
 /// Which resource sits at which index of an assembled config (see [`crate::assembly`]).
 #[derive(Clone, Debug, Default)]
 pub struct ResourceIndex {
-    names: [Vec<String>; 5],
+    names: [Vec<String>; 6],
 }
 
 impl ResourceIndex {
     /// An index from each kind's names in list order (kinds in [`Kind::ALL`] order).
-    pub fn from_names(names: [Vec<String>; 5]) -> Self {
+    pub fn from_names(names: [Vec<String>; 6]) -> Self {
         Self { names }
     }
 
@@ -205,6 +235,15 @@ impl ResourceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_directories_are_left_to_the_caller() {
+        let file = "plugin_packages: [./a, /b]\nroutes: []\n---\nkind: Route\nname: r\nupstream: u\n";
+        assert_eq!(package_dirs(file).unwrap(), ["./a", "/b"]);
+        assert_eq!(parse_documents(file).unwrap().len(), 1);
+        assert_eq!(package_dirs("plugin_packages: [1]\n").unwrap_err().0[0].path, "plugin_packages[0]");
+        assert_eq!("packages".parse::<Kind>().unwrap(), Kind::Package);
+    }
 
     #[test]
     fn standalone_and_kind_documents_read_alike() {

@@ -38,6 +38,7 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollback", post(rollback))
         .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/modules/{sha256}", get(get_module).put(put_module))
         .route("/api/v1/{kind}", get(list))
         .route("/api/v1/{kind}/{name}", get(get_one).put(put_one).delete(delete_one))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
@@ -255,6 +256,35 @@ async fn rollback(
 
 async fn gateways(State(ctx): State<Ctx>) -> Json<Value> {
     Json(serde_json::to_value(ctx.plane.registry.list()).unwrap_or_default())
+}
+
+/// Uploads a plugin module under its sha256 (the path must be the body's hash). Storing the
+/// same module again stores nothing (200 instead of 201).
+async fn put_module(
+    State(ctx): State<Ctx>,
+    Path(sha256): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let actual = crate::store::sha256_hex(&body);
+    if actual != sha256 {
+        return Err(ApiError(PlaneError::BadRequest(format!(
+            "the body's sha256 is {actual}, not {sha256}: upload the module under its own hash"
+        ))));
+    }
+    let size = body.len();
+    let (sha256, new) = ctx.plane.put_module(body.to_vec()).await.map_err(PlaneError::from)?;
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({"sha256": sha256, "size": size, "stored": new}))).into_response())
+}
+
+/// A stored module's bytes (`application/wasm`); 404 when none has this sha256.
+async fn get_module(State(ctx): State<Ctx>, Path(sha256): Path<String>) -> Result<Response, ApiError> {
+    match ctx.plane.module(sha256.clone()).await.map_err(PlaneError::from)? {
+        Some(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "application/wasm")], axum::body::Bytes::from(bytes.to_vec())).into_response())
+        }
+        None => Err(ApiError(PlaneError::NotFound(format!("no module with sha256 {sha256}")))),
+    }
 }
 
 async fn list(State(ctx): State<Ctx>, Path(k): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -5,6 +5,7 @@
 //! paths around them, so the schema a gateway validates with is the one the API documents.
 
 use serde_json::{Value, json};
+use weir_config::package::PackageSpec;
 use weir_config::plugins::{Consumer, PluginSpec};
 use weir_config::spec::{ListenerSpec, RouteSpec, UpstreamSpec};
 
@@ -27,8 +28,10 @@ fn op(summary: &str, params: &[&str], body: Option<Value>, ok: &str) -> Value {
 fn param(name: &str) -> Value {
     match name {
         "kind" => json!({"name": "kind", "in": "path", "required": true,
-            "schema": {"type": "string", "enum": ["listeners", "upstreams", "routes", "plugins", "consumers"]}}),
+            "schema": {"type": "string", "enum": ["listeners", "upstreams", "routes", "plugins", "consumers", "packages"]}}),
         "name" => json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}),
+        "sha256" => json!({"name": "sha256", "in": "path", "required": true,
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}),
         "dry_run" => json!({"name": "dry_run", "in": "query", "schema": {"type": "boolean"},
             "description": "validate and report what would change; store nothing"}),
         "wait" => json!({"name": "wait", "in": "query", "schema": {"type": "string", "example": "5s"},
@@ -47,6 +50,7 @@ pub fn document() -> Value {
         ("Route", generator.subschema_for::<RouteSpec>()),
         ("Plugin", generator.subschema_for::<PluginSpec>()),
         ("Consumer", generator.subschema_for::<Consumer>()),
+        ("Package", generator.subschema_for::<PackageSpec>()),
     ];
     let mut schemas = generator.take_definitions(true);
     // A Listener resource may leave out its address: gateways listen where `--listen` says.
@@ -63,7 +67,7 @@ pub fn document() -> Value {
     }}));
     schemas.insert("ApplyRequest".into(), json!({"type": "object", "required": ["resources"], "properties": {
         "resources": {"type": "array", "items": {"type": "object", "required": ["kind", "name", "body"], "properties": {
-            "kind": {"type": "string", "enum": ["Listener", "Upstream", "Route", "Plugin", "Consumer"]},
+            "kind": {"type": "string", "enum": ["Listener", "Upstream", "Route", "Plugin", "Consumer", "Package"]},
             "name": {"type": "string"},
             "body": {"$ref": "#/components/schemas/ResourceBody"},
         }}},
@@ -89,6 +93,19 @@ pub fn document() -> Value {
             "/api/v1/history": {"get": op("revisions, newest first", &["limit"], None, "revisions with their changes")},
             "/api/v1/rollback": {"post": op("make the resources what they were at an earlier revision (as a new revision)", &["dry_run", "wait"],
                 Some(json!({"type": "object", "required": ["to"], "properties": {"to": {"type": "integer"}}})), "what changed")},
+            "/api/v1/modules/{sha256}": {
+                "get": op("a plugin module's bytes (application/wasm); 404 if none has this hash", &["sha256"], None, "the module"),
+                "put": {
+                    "summary": "upload a plugin module under its sha256 (stored once; a Package resource then names it)",
+                    "parameters": [param("sha256")],
+                    "requestBody": {"required": true, "content": {"application/wasm": {"schema": {"type": "string", "format": "binary"}}}},
+                    "responses": {
+                        "201": {"description": "stored"},
+                        "200": {"description": "already stored; nothing changed"},
+                        "400": {"description": "the body's sha256 is not the one in the path"},
+                    },
+                },
+            },
             "/api/v1/gateways": {"get": op("registered gateways: status, applied revision, last heartbeat, last NACK, runtime report", &[], None, "the gateways")},
         },
     })

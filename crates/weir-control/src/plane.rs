@@ -228,7 +228,10 @@ impl ControlPlane {
         let state = inner.store.state();
         let plan = state.plan(edits, state.revision + 1);
         let mut undo = Undo::default();
-        let checked = patch(&mut inner.assembly, &mut undo, &plan).and_then(|()| inner.assembly.validate().map(drop));
+        let checked = patch(&mut inner.assembly, &mut undo, &plan).and_then(|()| {
+            let store = &inner.store;
+            inner.assembly.validate_with(|m| stored_module(store, m)).map(drop)
+        });
         tracing::debug!(validate_us = t0.elapsed().as_micros() as u64, edits = edits.len(), "validated");
         if let Err(errs) = checked {
             inner.assembly.undo(undo);
@@ -272,6 +275,23 @@ impl ControlPlane {
         })
     }
 
+    /// Stores a plugin module (off the async threads); returns its sha256 and whether it was
+    /// new. A `Package` resource may then name it.
+    pub async fn put_module(self: &Arc<Self>, bytes: Vec<u8>) -> Result<(String, bool), StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.inner.read().store.put_module(&bytes))
+            .await
+            .map_err(StoreError::from_msg)?
+    }
+
+    /// The module with this sha256, if stored.
+    pub async fn module(self: &Arc<Self>, sha256: String) -> Result<Option<Arc<[u8]>>, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.inner.read().store.module(&sha256))
+            .await
+            .map_err(StoreError::from_msg)?
+    }
+
     /// Makes the resources what they were right after revision `to`, as a new revision.
     pub async fn rollback(self: &Arc<Self>, to: u64, dry_run: bool) -> Result<Applied, PlaneError> {
         let this = self.clone();
@@ -298,6 +318,20 @@ impl ControlPlane {
             current.resources.keys().filter(|k| !old.resources.contains_key(*k)).map(|k| (k.clone(), None)).collect();
         edits.extend(old.ordered().into_iter().map(|s| ((s.kind, s.name.clone()), Some(s.body.clone()))));
         Ok(edits)
+    }
+}
+
+/// The bytes of a module a `Package` names, checked against its declared size.
+fn stored_module(store: &Store, m: &weir_config::package::ModuleRef) -> Result<Arc<[u8]>, String> {
+    match store.module(&m.sha256) {
+        Ok(Some(bytes)) if bytes.len() as u64 == m.size => Ok(bytes),
+        Ok(Some(bytes)) => Err(format!("size says {} bytes but module {} has {}", m.size, m.sha256, bytes.len())),
+        Ok(None) => Err(format!(
+            "no module with sha256 {} is stored; upload the package with `weir ctl apply -f DIR` \
+             (or PUT /api/v1/modules/SHA256)",
+            m.sha256
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -79,8 +79,37 @@ fn delta(state: &State, base: u64) -> config_response::Msg {
     })
 }
 
+impl SyncService {
+    /// With a token set, a call must carry `authorization: Bearer TOKEN`.
+    fn authorize(&self, meta: &tonic::metadata::MetadataMap, peer: Option<std::net::SocketAddr>) -> Result<(), Status> {
+        let Some(token) = &self.token else { return Ok(()) };
+        let given = meta.get("authorization").and_then(|v| v.to_str().ok());
+        let ok =
+            given.and_then(|g| g.strip_prefix("Bearer ")).is_some_and(|g| crate::same(g.as_bytes(), token.as_bytes()));
+        if ok {
+            return Ok(());
+        }
+        tracing::warn!(?peer, "refused a call without the right token");
+        Err(Status::unauthenticated("missing or wrong bearer token (weir gateway --token or WEIR_TOKEN)"))
+    }
+}
+
 #[tonic::async_trait]
 impl v1::config_sync_server::ConfigSync for SyncService {
+    async fn get_module(&self, request: Request<v1::ModuleRequest>) -> Result<Response<v1::Module>, Status> {
+        self.authorize(request.metadata(), request.remote_addr())?;
+        let v1::ModuleRequest { sha256, gateway_id } = request.into_inner();
+        match self.plane.module(sha256.clone()).await {
+            Ok(Some(wasm)) => {
+                tracing::info!(gateway = %gateway_id, module = %sha256, bytes = wasm.len(), "sent a plugin module");
+                self.plane.registry.module_sent(&gateway_id);
+                Ok(Response::new(v1::Module { sha256, wasm: wasm.to_vec() }))
+            }
+            Ok(None) => Err(Status::not_found(format!("no module with sha256 {sha256}"))),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
     type SyncConfigStream = Pin<Box<dyn Stream<Item = Out> + Send>>;
 
     async fn sync_config(
@@ -88,18 +117,7 @@ impl v1::config_sync_server::ConfigSync for SyncService {
         request: Request<Streaming<v1::ConfigRequest>>,
     ) -> Result<Response<Self::SyncConfigStream>, Status> {
         let peer = request.remote_addr();
-        if let Some(token) = &self.token {
-            let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-            let ok = given
-                .and_then(|g| g.strip_prefix("Bearer "))
-                .is_some_and(|g| crate::same(g.as_bytes(), token.as_bytes()));
-            if !ok {
-                tracing::warn!(?peer, "refused a stream without the right token");
-                return Err(Status::unauthenticated(
-                    "missing or wrong bearer token (weir gateway --token or WEIR_TOKEN)",
-                ));
-            }
-        }
+        self.authorize(request.metadata(), peer)?;
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
         let Some(v1::ConfigRequest { msg: Some(config_request::Msg::Register(desc)) }) = first else {

@@ -102,6 +102,8 @@ pub struct GatewayView {
     pub last_nack: Option<NackRecord>,
     /// Runtime figures.
     pub report: Report,
+    /// Plugin modules it has fetched from this control plane (each one it lacked, once).
+    pub modules_sent: u64,
 }
 
 #[derive(Debug)]
@@ -115,6 +117,8 @@ struct Entry {
     last_nack: Option<NackRecord>,
     report: Report,
     down_logged: bool,
+    /// Plugin modules it fetched (kept across its reconnections).
+    modules_sent: u64,
 }
 
 /// A gateway whose stream closed is forgotten after this long without news.
@@ -146,6 +150,7 @@ impl Registry {
         let applied = desc.applied_revision;
         let mut g = self.gateways.lock();
         let last_nack = g.get(&id).and_then(|e| e.last_nack.clone());
+        let modules_sent = g.get(&id).map_or(0, |e| e.modules_sent);
         g.insert(
             id,
             Entry {
@@ -157,6 +162,7 @@ impl Registry {
                 last_nack,
                 report: Report::default(),
                 down_logged: false,
+                modules_sent,
             },
         );
         drop(g);
@@ -187,6 +193,13 @@ impl Registry {
             e.applied = n.applied_revision;
             e.last_nack = Some(NackRecord { revision: n.revision, at_ms: now_ms(), errors });
         });
+    }
+
+    /// The gateway fetched a plugin module.
+    pub fn module_sent(&self, id: &str) {
+        if let Some(e) = self.gateways.lock().get_mut(id) {
+            e.modules_sent += 1;
+        }
     }
 
     /// A heartbeat.
@@ -237,6 +250,7 @@ impl Registry {
                 last_heartbeat_ms_ago: now.duration_since(e.last_seen).as_millis() as u64,
                 last_nack: e.last_nack.clone(),
                 report: e.report.clone(),
+                modules_sent: e.modules_sent,
             })
             .collect()
     }

@@ -43,7 +43,7 @@ pub fn read_package(dir: &Path) -> Result<Package, ConfigErrors> {
         }
     };
     let sha256 = Sha256::digest(&wasm).iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Package { dir: dir.to_owned(), meta, schema, wasm: Arc::from(wasm), sha256 })
+    Ok(Package { dir: Some(dir.to_owned()), meta, schema, wasm: Arc::from(wasm), sha256 })
 }
 
 /// Parses a config, reads the packages it lists (relative to `base`), and validates it with
@@ -61,15 +61,7 @@ pub fn load_config(text: &str, base: &Path) -> Result<ValidConfig, ConfigErrors>
             })),
         }
     }
-    let validated = weir_config::validate_with_packages(Arc::new(spec), packages);
-    match validated {
-        Ok(cfg) if errors.is_empty() => Ok(cfg),
-        Ok(_) => Err(ConfigErrors(errors)),
-        Err(e) => {
-            errors.extend(e.0);
-            Err(ConfigErrors(errors))
-        }
-    }
+    ConfigErrors::after(errors, weir_config::validate_with_packages(Arc::new(spec), packages))
 }
 
 /// `dir` relative to the config file's directory, unless absolute.

@@ -129,14 +129,14 @@ pub async fn watch_file(
 
 /// Watches the directory of every package `cfg` uses that is not watched yet.
 fn watch_packages(watcher: &mut impl Watcher, cfg: &ValidConfig, watched: &mut Vec<PathBuf>) {
-    for p in cfg.packages() {
-        if watched.contains(&p.dir) {
+    for dir in cfg.packages().iter().filter_map(|p| p.dir.as_ref()) {
+        if watched.contains(dir) {
             continue;
         }
-        match watcher.watch(&p.dir, RecursiveMode::NonRecursive) {
-            Ok(()) => watched.push(p.dir.clone()),
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => watched.push(dir.clone()),
             Err(e) => {
-                tracing::warn!(package = %p.dir.display(), error = %e, "cannot watch plugin package; edits to it need a config change")
+                tracing::warn!(package = %dir.display(), error = %e, "cannot watch plugin package; edits to it need a config change")
             }
         }
     }

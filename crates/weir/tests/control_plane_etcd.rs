@@ -192,6 +192,25 @@ async fn control_planes_sharing_etcd_push_each_others_changes() {
     assert_eq!(c.revision().await, want);
     let gc = Gw::start("gc", &c.grpc_url(), &dir.path().join("gc"), "127.0.0.1:0");
     gc.wait_serves(gc.listen_addr(), "/api", "one", Duration::from_secs(10)).await;
+
+    // A plugin package larger than etcd takes in one request, uploaded through A, reaches B's
+    // gateway from B (the module stored in chunks, read back whole and checked).
+    let pkg = common::plugins::package("header-edit", &dir.path().join("pkg"));
+    let big = common::plugins::padded(std::fs::read(pkg.join("plugin.wasm")).unwrap(), 3 << 20);
+    std::fs::write(pkg.join("plugin.wasm"), big).unwrap();
+    ctl_ok(&a, &["apply", "-f", pkg.to_str().unwrap()]);
+    let tagged = dir.path().join("tagged.yaml");
+    std::fs::write(
+        &tagged,
+        "kind: Route\nname: tagged\nmatch: { path: { exact: /tagged } }\nupstream: one\nplugins:\n\
+         - { name: header-edit, config: { response: { add: { x-plugin: fleet } } } }\n",
+    )
+    .unwrap();
+    ctl_ok(&a, &["apply", "-f", tagged.to_str().unwrap()]);
+    gb.wait_serves(pb, "/tagged", "one", Duration::from_secs(20)).await;
+    let rsp = common::request(pb, "GET", "/tagged", &[]).await;
+    assert_eq!(rsp.headers()["x-plugin"], "fleet");
+    assert_eq!(b.gateway("gb").await["modules_sent"], 1);
 }
 
 #[test]

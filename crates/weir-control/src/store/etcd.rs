@@ -1,7 +1,8 @@
 //! The shared backend: etcd, so several control planes can run against one replicated store.
 //!
 //! Owns: the key layout under a prefix (`resources/KIND/NAME`, `history/REVISION` zero-padded,
-//! `meta/revision`, `meta/order`), optimistic commits (a transaction that succeeds only if
+//! `meta/revision`, `meta/order`, and modules as `modules/SHA256/NNNN` chunks under a
+//! `modules/SHA256/count` written last), optimistic commits (a transaction that succeeds only if
 //! `meta/revision` is still the revision this process built on), and watching `meta/revision`
 //! so each control plane learns of the others' commits.
 //!
@@ -21,6 +22,9 @@ use super::{EtcdSpec, Revision, State, StoreError, Stored, loaded, resource_key}
 /// Largest answer read from etcd (the whole state, or the history for a rollback); gRPC's
 /// default of 4 MiB is too small for a large fleet's config.
 const MAX_READ: usize = 512 << 20;
+
+/// A module's chunk: etcd refuses requests over 1.5 MiB by default (`--max-request-bytes`).
+const MODULE_CHUNK: usize = 1 << 20;
 
 /// Operations etcd accepts in one transaction by default (`--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
@@ -214,6 +218,43 @@ impl Etcd {
                 rev.revision
             )))
         }
+    }
+
+    /// Stores a module in chunks, then its chunk count: a reader that finds the count finds
+    /// every chunk, and one that comes too early finds no module.
+    pub(super) fn put_module(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let chunks: Vec<Vec<u8>> = bytes.chunks(MODULE_CHUNK).map(<[u8]>::to_vec).collect();
+        let count = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let key = self.key(&format!("modules/{sha256}/{i:04}"));
+            self.call(move |mut c| async move { c.put(key, chunk, None).await })?;
+        }
+        let key = self.key(&format!("modules/{sha256}/count"));
+        self.call(move |mut c| async move { c.put(key, count.to_string(), None).await })?;
+        Ok(())
+    }
+
+    /// The module stored under `sha256`, if all of it is there.
+    pub(super) fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let prefix = self.key(&format!("modules/{sha256}/"));
+        let got = self.call(move |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })?;
+        let mut count = None;
+        let mut chunks = Vec::new();
+        for kv in got.kvs() {
+            let Ok(key) = kv.key_str() else { continue };
+            match key.rsplit('/').next() {
+                Some("count") => count = std::str::from_utf8(kv.value()).ok().and_then(|v| v.parse::<usize>().ok()),
+                Some(i) => chunks.push((i.to_owned(), kv.value())),
+                None => {}
+            }
+        }
+        let Some(count) = count.filter(|n| *n == chunks.len()) else { return Ok(None) };
+        chunks.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut bytes = Vec::with_capacity(count * MODULE_CHUNK);
+        for (_, chunk) in chunks {
+            bytes.extend_from_slice(chunk);
+        }
+        Ok(Some(bytes))
     }
 
     fn revisions(&self, from: String, to: String, newest_first: Option<usize>) -> Result<Vec<Revision>, StoreError> {

@@ -2,7 +2,9 @@
 //!
 //! Owns: the revision counter (it only grows, also across restarts and rollbacks), tombstones
 //! for deltas, replaying the history to the state at an earlier revision, and the current
-//! state in memory, so reads and deltas never wait on the backend. Persistence is a backend's:
+//! state in memory, so reads and deltas never wait on the backend; and plugin modules by
+//! sha256 (content-addressed: stored once, never changed, kept across revisions so a rollback
+//! finds them). Persistence is a backend's:
 //! an embedded redb file ([`redb`]: one process), or etcd ([`etcd`]: several control planes
 //! share it; each follows the others' commits).
 //! Does not own: validation (see [`crate::plane`]).
@@ -13,7 +15,11 @@ mod redb;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use sha2::Digest as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -239,20 +245,27 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     state: State,
+    /// Modules read or written so far, by sha256.
+    modules: Mutex<HashMap<String, Arc<[u8]>>>,
+}
+
+/// The sha256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Store {
     /// Opens (or creates) a redb store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let (db, state) = redb::Redb::open(path)?;
-        Ok(Self { backend: Backend::Redb(db), state })
+        Ok(Self { backend: Backend::Redb(db), state, modules: Mutex::default() })
     }
 
     /// Connects to etcd and loads the state kept under the spec's prefix.
     #[cfg(feature = "etcd")]
     pub fn open_etcd(spec: &EtcdSpec) -> Result<Self, StoreError> {
         let (db, state) = etcd::Etcd::open(spec)?;
-        Ok(Self { backend: Backend::Etcd(Box::new(db)), state })
+        Ok(Self { backend: Backend::Etcd(Box::new(db)), state, modules: Mutex::default() })
     }
 
     /// Without the `etcd` feature: says how to get it.
@@ -314,6 +327,42 @@ impl Store {
         Ok(Some(revision))
     }
 
+    /// Stores a module under its sha256 unless it is there already; returns the hash and
+    /// whether it was new.
+    pub fn put_module(&self, bytes: &[u8]) -> Result<(String, bool), StoreError> {
+        let sha = sha256_hex(bytes);
+        if self.module(&sha)?.is_some() {
+            return Ok((sha, false));
+        }
+        match &self.backend {
+            Backend::Redb(db) => db.put_module(&sha, bytes)?,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.put_module(&sha, bytes)?,
+        }
+        self.modules.lock().insert(sha.clone(), Arc::from(bytes));
+        Ok((sha, true))
+    }
+
+    /// The module with this sha256, if stored (by this control plane or, on a shared store,
+    /// by another). Bytes that do not match their hash are an error, never returned.
+    pub fn module(&self, sha256: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        if let Some(m) = self.modules.lock().get(sha256) {
+            return Ok(Some(m.clone()));
+        }
+        let found = match &self.backend {
+            Backend::Redb(db) => db.module(sha256)?,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.module(sha256)?,
+        };
+        let Some(bytes) = found else { return Ok(None) };
+        if sha256_hex(&bytes) != sha256 {
+            return Err(StoreError::from(format!("the stored module {sha256} does not match its hash")));
+        }
+        let bytes: Arc<[u8]> = Arc::from(bytes);
+        self.modules.lock().insert(sha256.to_owned(), bytes.clone());
+        Ok(Some(bytes))
+    }
+
     /// Every revision, newest first, at most `limit`.
     pub fn history(&self, limit: usize) -> Result<Vec<Revision>, StoreError> {
         match &self.backend {
@@ -371,6 +420,21 @@ mod tests {
 
     fn route(name: &str, up: &str) -> (Key, Option<Value>) {
         ((Kind::Route, name.into()), Some(json!({"name": name, "upstream": up})))
+    }
+
+    #[test]
+    fn modules_are_stored_once_by_hash_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.redb");
+        let s = Store::open(&path).unwrap();
+        let (sha, new) = s.put_module(b"\0asm one").unwrap();
+        assert_eq!((sha.len(), new), (64, true));
+        assert!(!s.put_module(b"\0asm one").unwrap().1, "stored once");
+        assert_eq!(s.module(&"0".repeat(64)).unwrap(), None);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(&*s.module(&sha).unwrap().unwrap(), b"\0asm one");
+        assert_eq!(s.state().revision, 0, "a module is not a revision");
     }
 
     #[test]

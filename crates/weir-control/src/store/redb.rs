@@ -10,6 +10,8 @@ use super::{Revision, State, StoreError, Stored, loaded, resource_key};
 const RESOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("resources");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Plugin modules by sha256.
+const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
 
 /// A redb file.
 #[derive(Debug)]
@@ -27,6 +29,7 @@ impl Redb {
             tx.open_table(RESOURCES).map_err(StoreError::from)?;
             tx.open_table(HISTORY).map_err(StoreError::from)?;
             tx.open_table(META).map_err(StoreError::from)?;
+            tx.open_table(MODULES).map_err(StoreError::from)?;
         }
         tx.commit().map_err(StoreError::from)?;
         let rx = db.begin_read().map_err(StoreError::from)?;
@@ -69,6 +72,20 @@ impl Redb {
             meta.insert("order", order).map_err(StoreError::from)?;
         }
         tx.commit().map_err(StoreError::from)
+    }
+
+    /// Stores a module (one transaction; a module is never changed once stored).
+    pub(super) fn put_module(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = self.0.begin_write().map_err(StoreError::from)?;
+        tx.open_table(MODULES).map_err(StoreError::from)?.insert(sha256, bytes).map_err(StoreError::from)?;
+        tx.commit().map_err(StoreError::from)
+    }
+
+    /// The module stored under `sha256`, if any.
+    pub(super) fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let rx = self.0.begin_read().map_err(StoreError::from)?;
+        let table = rx.open_table(MODULES).map_err(StoreError::from)?;
+        Ok(table.get(sha256).map_err(StoreError::from)?.map(|v| v.value().to_vec()))
     }
 
     /// Every revision, newest first, at most `limit`.

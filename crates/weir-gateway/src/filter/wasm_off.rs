@@ -74,6 +74,11 @@ impl WasmCtx {
 }
 
 /// Always refused.
+pub fn compile_package(_: &Package) -> Result<(), String> {
+    Err(WHY.into())
+}
+
+/// Refuses: nothing can run a package.
 pub fn check_package(_: &Package, _: &serde_json::Value) -> Result<(), String> {
     Err(WHY.into())
 }

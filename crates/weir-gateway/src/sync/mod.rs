@@ -4,8 +4,9 @@
 //! planes with jittered exponential backoff, registering with a capability descriptor,
 //! applying each received revision atomically through [`Gateway::apply`] (then ACK and
 //! persist) or refusing it (NACK with every error, old config keeps serving), and
-//! heartbeats with a runtime report.
+//! heartbeats with a runtime report. Plugin modules are fetched by [`modules`].
 
+pub mod modules;
 mod report;
 pub mod state;
 
@@ -56,6 +57,8 @@ struct Syncer {
     opts: SyncOptions,
     /// What the control plane sent last.
     received: Received,
+    /// The modules of the packages received.
+    modules: modules::Modules,
     /// The revision the gateway serves (0: none).
     applied: u64,
     /// Whether `received` is what runs (false after a NACK).
@@ -74,7 +77,8 @@ impl Syncer {
     async fn apply_received(&mut self) -> Outcome {
         let t0 = std::time::Instant::now();
         self.received_runs = false;
-        let cfg = match self.received.to_config(&self.opts.listen) {
+        let modules = &self.modules;
+        let cfg = match self.received.to_config(&self.opts.listen, |m| modules.resolve(m)) {
             Ok(c) => c,
             Err(errs) => {
                 return Outcome::Refused(
@@ -100,6 +104,9 @@ impl Syncer {
         );
         self.applied = self.received.resources.revision;
         self.received_runs = true;
+        let keep: std::collections::HashSet<&str> =
+            self.received.packages().iter().map(|p| p.module.sha256.as_str()).collect();
+        self.modules.retain(&keep);
         self.unsaved = true;
         self.persist(false);
         Outcome::Applied
@@ -159,6 +166,7 @@ impl Syncer {
 pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
     let mut s = Syncer {
         gw,
+        modules: modules::Modules::new(&opts.state_dir),
         opts,
         received: Received::default(),
         applied: 0,
@@ -170,6 +178,10 @@ pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
     };
     if let Some(saved) = state::load(&s.opts.state_dir) {
         s.received = Received::new(saved);
+        // The modules of its packages were kept beside it.
+        for p in s.received.packages() {
+            s.modules.has(&p.module.sha256);
+        }
         match s.apply_received().await {
             Outcome::Applied => tracing::info!(
                 revision = s.applied,
@@ -198,6 +210,36 @@ pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
         tracing::debug!(?wait, "backing off before the next control plane");
         if stop.run_until_cancelled(tokio::time::sleep(wait)).await.is_none() {
             return;
+        }
+    }
+}
+
+/// Fetches each module the received packages name that this gateway lacks; a failure is
+/// kept for the NACK that validation will then send.
+async fn fetch_modules(
+    s: &mut Syncer,
+    client: &mut v1::config_sync_client::ConfigSyncClient<tonic::transport::Channel>,
+) {
+    let wanted: Vec<String> = s.received.packages().iter().map(|p| p.module.sha256.clone()).collect();
+    for sha256 in wanted {
+        if s.modules.has(&sha256) {
+            continue;
+        }
+        let mut req =
+            tonic::Request::new(v1::ModuleRequest { sha256: sha256.clone(), gateway_id: s.opts.gateway_id.clone() });
+        if let Some(t) = s.opts.token.as_deref().and_then(|t| format!("Bearer {t}").parse().ok()) {
+            req.metadata_mut().insert("authorization", t);
+        }
+        let got = match client.get_module(req).await {
+            Ok(rsp) => s.modules.insert(&sha256, rsp.into_inner().wasm),
+            Err(status) => Err(status.message().to_owned()),
+        };
+        match got {
+            Ok(()) => tracing::info!(module = %sha256, "fetched a plugin module from the control plane"),
+            Err(why) => {
+                tracing::warn!(module = %sha256, error = %why, "cannot fetch a plugin module");
+                s.modules.fetch_failed(&sha256, why);
+            }
         }
     }
 }
@@ -289,6 +331,7 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
                     }
                     None => continue,
                 };
+                fetch_modules(s, &mut client).await;
                 let reply = match s.apply_received().await {
                     Outcome::Applied => {
                         tracing::info!(revision, "applied revision from the control plane");

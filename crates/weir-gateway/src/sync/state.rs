@@ -9,10 +9,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_config::assembly::{Assembly, Typed, parse_resource};
+use weir_config::package::{ModuleRef, PackageSpec};
 use weir_config::resources::{self, Kind};
 use weir_config::{ConfigError, ConfigErrors, ValidConfig};
 use weir_proto::v1;
@@ -155,7 +157,12 @@ impl Received {
     /// The config to run: the received resources plus this gateway's listeners. A listener
     /// takes its settings (TLS, limits) from the `Listener` resource of the same name, if
     /// any, and its address from the gateway's own flags.
-    pub fn to_config(&mut self, listen: &[(String, SocketAddr)]) -> Result<ValidConfig, ConfigErrors> {
+    /// Each `Package`'s module comes from `module`.
+    pub fn to_config(
+        &mut self,
+        listen: &[(String, SocketAddr)],
+        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, String>,
+    ) -> Result<ValidConfig, ConfigErrors> {
         let mut errs: Vec<ConfigError> = self.broken.values().flat_map(|e| e.iter().cloned()).collect();
         let mut listeners = Vec::with_capacity(listen.len());
         for (name, addr) in listen {
@@ -172,7 +179,12 @@ impl Received {
             return Err(ConfigErrors(errs));
         }
         self.assembly.set_listeners(listeners);
-        self.assembly.validate()
+        self.assembly.validate_with(module)
+    }
+
+    /// The `Package` resources received.
+    pub fn packages(&self) -> &[PackageSpec] {
+        self.assembly.packages()
     }
 }
 

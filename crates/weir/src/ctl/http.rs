@@ -32,13 +32,24 @@ pub(crate) enum CallError {
 impl Api {
     /// Sends `method path` with an optional JSON body; returns the status and JSON answer.
     pub(crate) async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), CallError> {
+        let bytes = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())).unwrap_or_default();
+        self.send(method, path, "application/json", bytes).await
+    }
+
+    /// Sends `method path` with a body of `content_type`; returns the status and JSON answer.
+    pub(crate) async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<(u16, Value), CallError> {
         let url = format!("{}{path}", self.server.trim_end_matches('/'));
         let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("content-type", "application/json")];
+        let mut headers = vec![("content-type", content_type)];
         if let Some(b) = &bearer {
             headers.push(("authorization", b.as_str()));
         }
-        let bytes = body.map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default())).unwrap_or_default();
         let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
         // `--wait` can hold an apply open; the server bounds that, this only guards a hang.
         let deadline = Duration::from_secs(600);

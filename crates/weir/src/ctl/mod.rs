@@ -6,6 +6,7 @@
 //! differences).
 
 mod http;
+mod packages;
 mod print;
 
 use std::path::PathBuf;
@@ -34,9 +35,10 @@ pub(crate) struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Create or update the resources in a file (a standalone config, or `kind:` documents).
+    /// Create or update the resources in a file (a standalone config, or `kind:` documents),
+    /// or a plugin package directory (its module is uploaded unless already stored).
     Apply {
-        /// The YAML file (`-` for stdin).
+        /// The YAML file (`-` for stdin), or a package directory.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
         /// Validate and show what would change; store nothing.
@@ -57,7 +59,7 @@ enum Command {
     },
     /// List resources of a kind, or show one as JSON.
     Get {
-        /// routes, upstreams, listeners, plugins or consumers.
+        /// routes, upstreams, listeners, plugins, consumers or packages.
         kind: String,
         /// One resource's name.
         name: Option<String>,
@@ -115,7 +117,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
 
 type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
-fn read_resources(file: &PathBuf) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+/// The resources `file` declares: a package directory is one `Package`; a YAML file's
+/// `plugin_packages` directories are read, checked and uploaded, each becoming a `Package`.
+async fn read_all(api: &Api, file: &PathBuf) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+    if packages::is_package(file) {
+        return Ok(vec![packages::resource(api, file).await?]);
+    }
+    let (text, mut out) = read_resources(file)?;
+    for dir in packages::listed(file, &text)? {
+        out.push(packages::resource(api, &dir).await?);
+    }
+    Ok(out)
+}
+
+type Read = (String, Vec<Value>);
+
+fn read_resources(file: &PathBuf) -> Result<Read, Box<dyn std::error::Error>> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -125,7 +142,8 @@ fn read_resources(file: &PathBuf) -> Result<Vec<Value>, Box<dyn std::error::Erro
         let lines: Vec<String> = errs.iter().map(|e| format!("  {}: {}", e.path, e.message)).collect();
         format!("{} is not valid:\n{}", file.display(), lines.join("\n"))
     })?;
-    Ok(res.into_iter().map(|r| json!({"kind": r.kind.as_str(), "name": r.name, "body": r.body})).collect())
+    let res = res.into_iter().map(|r| json!({"kind": r.kind.as_str(), "name": r.name, "body": r.body})).collect();
+    Ok((text, res))
 }
 
 fn query(dry_run: bool, wait: Option<&str>) -> String {
@@ -142,14 +160,14 @@ fn query(dry_run: bool, wait: Option<&str>) -> String {
 async fn dispatch(api: &Api, cmd: Command) -> Res {
     match cmd {
         Command::Apply { file, dry_run, prune, wait } => {
-            let resources = read_resources(&file)?;
+            let resources = read_all(api, &file).await?;
             let body = json!({"resources": resources, "prune": prune});
             let (status, v) =
                 api.call("POST", &format!("/api/v1/apply{}", query(dry_run, wait.as_deref())), Some(&body)).await?;
             Ok(print::applied(status, &v))
         }
         Command::Diff { file } => {
-            let resources = read_resources(&file)?;
+            let resources = read_all(api, &file).await?;
             let body = json!({"resources": resources});
             let (status, v) = api.call("POST", "/api/v1/apply?dry_run=true", Some(&body)).await?;
             Ok(print::diff(status, &v))

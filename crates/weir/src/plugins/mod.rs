@@ -86,7 +86,7 @@ fn list(config: Option<&Path>, dirs: &[PathBuf]) -> ExitCode {
             phase,
             format!("v{}", m.version),
             m.description,
-            p.dir.display()
+            p.dir.as_deref().map_or_else(|| "pushed".into(), |d| d.display().to_string())
         );
     }
     ExitCode::SUCCESS

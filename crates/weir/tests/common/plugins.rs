@@ -54,3 +54,23 @@ pub fn package_with(name: &str, into: &Path, edit: impl Fn(String) -> String) ->
 pub fn package(name: &str, into: &Path) -> PathBuf {
     package_with(name, into, |m| m)
 }
+
+/// `wasm` with a custom section of `extra` bytes appended: the same code, another sha256 and
+/// size.
+pub fn padded(mut wasm: Vec<u8>, extra: usize) -> Vec<u8> {
+    let name = b"weir";
+    let mut len = name.len() + 1 + extra;
+    wasm.push(0);
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        wasm.push(if len == 0 { byte } else { byte | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    wasm.push(name.len() as u8);
+    wasm.extend_from_slice(name);
+    wasm.resize(wasm.len() + extra, 0);
+    wasm
+}

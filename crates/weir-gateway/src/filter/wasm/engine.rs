@@ -68,6 +68,12 @@ pub fn check_package(pkg: &Package, config: &serde_json::Value) -> Result<(), St
     p.start(b"", &cfg).map(drop).map_err(|f| format!("the canary instance failed: {f}"))
 }
 
+/// Compiles a package's module and checks its imports and exports, without starting it (for
+/// a package whose configuration is not known yet).
+pub fn compile_package(pkg: &Package) -> Result<(), String> {
+    engine()?.plugin(pkg).map(drop).map_err(|e| e.to_string())
+}
+
 /// Prometheus text for every metric plugins defined (`weir_plugin_metric{plugin,name}`).
 pub fn encode_metrics(out: &mut String) {
     // A gateway that never loaded a plugin never starts the engine.

@@ -23,7 +23,7 @@ use weir_config::plugins::WasmConfig;
 use weir_wasm::{Action, Fault, Instance, Plugin, Properties, Stream};
 
 pub use callout::Callouts;
-pub use engine::{check_package, encode_metrics};
+pub use engine::{check_package, compile_package, encode_metrics};
 
 use self::breaker::{Breaker, BreakerSpec, Gate};
 use super::{FilterCx, Outcome, Phase, reply};

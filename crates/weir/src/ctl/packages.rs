@@ -1,0 +1,74 @@
+//! `weir ctl apply` of plugin packages: a package directory, or the `plugin_packages` a
+//! standalone file lists, becomes a `Package` resource.
+//!
+//! Owns: reading and checking each package here as a gateway would before anything is sent
+//! (metadata, schema, compiling the module and checking its imports; a canary instance when
+//! the schema accepts an empty config), uploading its module unless the control plane already
+//! has those bytes (content-addressed), and the resource that names the module by sha256.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use weir_config::package::{Package, PackageSpec};
+
+use super::http::Api;
+
+type Error = Box<dyn std::error::Error>;
+
+/// Whether `path` is a package directory (it holds `metadata.yaml`).
+pub(super) fn is_package(path: &Path) -> bool {
+    path.is_dir() && path.join("metadata.yaml").is_file()
+}
+
+/// The directories `text` (read from `file`) lists under `plugin_packages`, relative to it.
+pub(super) fn listed(file: &Path, text: &str) -> Result<Vec<PathBuf>, Error> {
+    let dirs = weir_config::resources::package_dirs(text).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("  {}: {}", e.path, e.message)).collect();
+        format!("{} is not valid:\n{}", file.display(), lines.join("\n"))
+    })?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    Ok(dirs.iter().map(|d| weir_gateway::packages::resolve(base, d)).collect())
+}
+
+/// Reads and checks the package in `dir`, uploads its module if needed, and returns its
+/// `Package` resource as `apply` sends it.
+pub(super) async fn resource(api: &Api, dir: &Path) -> Result<Value, Error> {
+    let pkg = weir_gateway::packages::read_package(dir).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("  {}: {}", e.path, e.message)).collect();
+        format!("{} is not a valid package:\n{}", dir.display(), lines.join("\n"))
+    })?;
+    check(&pkg).map_err(|e| format!("{}: {e}", dir.display()))?;
+    upload(api, &pkg).await?;
+    let spec = PackageSpec::of(&pkg);
+    Ok(json!({"kind": "Package", "name": spec.name, "body": serde_json::to_value(&spec)?}))
+}
+
+/// What registration on a gateway would refuse, found before anything is uploaded.
+fn check(pkg: &Package) -> Result<(), String> {
+    let empty = json!({});
+    if weir_config::package::check_config(&pkg.schema, &empty).is_ok() {
+        weir_gateway::filter::wasm::check_package(pkg, &empty)
+    } else {
+        // The routes' configs are not known here; each gateway starts its canary with them.
+        weir_gateway::filter::wasm::compile_package(pkg)
+    }
+}
+
+/// Uploads the module unless the control plane has it; says which.
+async fn upload(api: &Api, pkg: &Package) -> Result<(), Error> {
+    let path = format!("/api/v1/modules/{}", pkg.sha256);
+    let short = &pkg.sha256[..12];
+    let (status, _) = api.send("HEAD", &path, "application/wasm", Bytes::new()).await?;
+    if status == 200 {
+        println!("module/{short} unchanged ({})", pkg.meta.name);
+        return Ok(());
+    }
+    let (status, v) = api.send("PUT", &path, "application/wasm", Bytes::from(pkg.wasm.to_vec())).await?;
+    if !(200..300).contains(&status) {
+        let msg = v.get("error").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_owned);
+        return Err(format!("uploading the module of {}: error ({status}): {msg}", pkg.meta.name).into());
+    }
+    println!("module/{short} uploaded ({}, {} KiB)", pkg.meta.name, pkg.wasm.len().div_ceil(1024));
+    Ok(())
+}
