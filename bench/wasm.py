@@ -10,7 +10,7 @@ Then the wasm package alone:
   - hot-update time: a new module (new sha256) and config written, until the new version answers,
   - memory per loaded plugin: RSS with 1 vs 21 routes, each with its own instance.
 Traffic goes to 127.0.0.1 only and the run stops by itself.
-Usage: bench/wasm.py [--seconds 10] [--updates 20]   (builds release Weir and the examples)
+Usage: bench/wasm.py [--seconds 10] [--updates 100]   (builds release Weir and the examples)
 """
 import argparse, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
@@ -144,6 +144,7 @@ def hot_updates(d, n):
     base = (d / "header-edit/plugin.wasm").read_bytes()
     rss0 = rss_kib(tree(p.pid))
     took = []
+    marks = {}
     for v in range(1, n + 1):
         t0 = time.time()
         tmp = d / "header-edit/plugin.wasm.tmp"
@@ -153,9 +154,11 @@ def hot_updates(d, n):
         while header("x-version") != str(v):
             time.sleep(0.005)
         took.append(time.time() - t0)
+        if v in (1, 10, 25, 50, 100, 200) or v == n:
+            marks[v] = rss_kib(tree(p.pid))
     rss1 = rss_kib(tree(p.pid))
     p.terminate(); p.wait()
-    return statistics.median(took) * 1e3, max(took) * 1e3, rss0, rss1
+    return statistics.median(took) * 1e3, max(took) * 1e3, rss0, rss1, marks
 
 
 def per_plugin_memory(d):
@@ -172,7 +175,7 @@ def per_plugin_memory(d):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--updates", type=int, default=20)
+    ap.add_argument("--updates", type=int, default=100)
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
     if not a.no_build:
@@ -195,9 +198,10 @@ def main():
             print(f"{mode:<9} {ir:>9.0f}   {us:>10.2f}   {rps:>7.0f}  {p99:>6.2f}  {errs}")
         (bi, bu), (wi, wu) = base["builtin"], base["wasm"]
         print(f"wasm over built-in: {wi - bi:+.0f} instructions, {wu - bu:+.2f} µs CPU per request")
-        med, worst, rss0, rss1 = hot_updates(d, a.updates)
+        med, worst, rss0, rss1, marks = hot_updates(d, a.updates)
         print(f"hot update ({a.updates}x, new module + config, until served): median {med:.0f} ms, max {worst:.0f} ms; "
               f"RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB")
+        print("RSS after N updates (MiB): " + ", ".join(f"{v}: {k / 1024:.1f}" for v, k in sorted(marks.items())))
         print(f"memory per loaded plugin instance (20 more routes, one worker): {per_plugin_memory(d):.0f} KiB")
     finally:
         for p in PROCS + [up]:

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Runs every check and test: formatting, lints, unit and end-to-end tests over real sockets.
+# Runs every check and test: formatting, lints, unit and end-to-end tests over real sockets,
+# after checking for (and installing) what they need (scripts/deps.sh says what it did).
 # Usage: ./scripts/test.sh            (what CI runs, through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+deps_check
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # A one-off build gains nothing from incremental compilation and pays for its bookkeeping.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
@@ -22,10 +26,6 @@ if [ -z "${WEIR_PYTHON:-}" ]; then
   done
   [ -n "${WEIR_PYTHON:-}" ] || echo "warning: no python3 with grpcio and grpcio-tools (pip install grpcio grpcio-tools); the protocol test will fail"
 fi
-# The plugin tests build plugins/examples/ for wasm32-wasip1 (rustup target add wasm32-wasip1).
-rustup target list --installed 2>/dev/null | grep -q wasm32-wasip1 \
-  || rustup target add wasm32-wasip1 \
-  || echo "warning: no wasm32-wasip1 target (rustup target add wasm32-wasip1); the plugin tests will fail"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast
 else

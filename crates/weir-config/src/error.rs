@@ -56,6 +56,30 @@ impl ConfigErrors {
     }
 }
 
+impl ConfigErrors {
+    /// [`ConfigErrors`]' text, each path followed by where it is in `text` (the YAML they were
+    /// found in): `routes[0].timeout (line 7, column 5): …`.
+    pub fn render(&self, text: &str) -> String {
+        let at = crate::locate::Positions::of(text);
+        let n = self.0.len();
+        let mut out = format!("{n} error{} in config", if n == 1 { "" } else { "s" });
+        // In file order; errors with no place in the file last, as found.
+        let mut placed: Vec<(Option<crate::locate::Position>, &ConfigError)> =
+            self.0.iter().map(|e| ((!e.path.is_empty()).then(|| at.find(&e.path)).flatten(), e)).collect();
+        placed.sort_by_key(|(p, _)| p.map_or((usize::MAX, 0), |p| (p.line, p.column)));
+        for (p, e) in placed {
+            out.push_str("\n  ");
+            match (e.path.is_empty(), p) {
+                (false, Some(p)) => {
+                    out.push_str(&format!("{} (line {}, column {}): {}", e.path, p.line, p.column, e.message))
+                }
+                _ => out.push_str(&e.to_string()),
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();

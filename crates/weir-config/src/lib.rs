@@ -9,6 +9,8 @@
 pub mod assembly;
 pub mod duration;
 mod error;
+pub mod locate;
+mod messages;
 pub mod package;
 pub mod plugins;
 pub mod resources;
@@ -36,31 +38,87 @@ fn schema_validator() -> Option<&'static jsonschema::Validator> {
 
 /// Parses YAML (JSON is YAML too) into a spec, reporting every schema violation with its path.
 pub fn parse_yaml(text: &str) -> Result<ConfigSpec, ConfigErrors> {
+    parse_yaml_or_rest(text).map_err(|(errs, _)| errs)
+}
+
+/// [`parse_yaml`], and on schema violations also the rest of the document: the spec read with
+/// the offending values left out, when that reads (so cross-field checks can report their
+/// problems in the same pass). A missing required field or a bad list item leaves no rest.
+pub fn parse_yaml_or_rest(text: &str) -> Result<ConfigSpec, (ConfigErrors, Option<Box<ConfigSpec>>)> {
     let value: serde_json::Value =
-        serde_saphyr::from_str(text).map_err(|e| ConfigErrors::one("", format!("not valid YAML: {e}")))?;
-    parse_value(value)
+        serde_saphyr::from_str(text).map_err(|e| (ConfigErrors::one("", format!("not valid YAML: {e}")), None))?;
+    parse_value_or_rest(value)
 }
 
 /// Checks a JSON document against the schema and reads it into a spec, reporting every
 /// violation with its path.
 pub fn parse_value(value: serde_json::Value) -> Result<ConfigSpec, ConfigErrors> {
-    let value = if value.is_null() { serde_json::json!({}) } else { value };
+    parse_value_or_rest(value).map_err(|(errs, _)| errs)
+}
+
+fn parse_value_or_rest(value: serde_json::Value) -> Result<ConfigSpec, (ConfigErrors, Option<Box<ConfigSpec>>)> {
+    let mut value = if value.is_null() { serde_json::json!({}) } else { value };
+    let mut errs = Vec::new();
+    let mut offending = Vec::new();
     if let Some(v) = schema_validator() {
-        let errs: Vec<ConfigError> = v
-            .iter_errors(&value)
-            .map(|e| ConfigError {
-                path: error::pointer_to_path(&e.instance_path().to_string()),
-                message: e.to_string(),
-            })
-            .collect();
-        if !errs.is_empty() {
-            return Err(ConfigErrors(errs));
+        for e in v.iter_errors(&value) {
+            let pointer = e.instance_path().to_string();
+            // Each unknown field at its own path (and line), so what else the mapping lacks is
+            // still reported.
+            if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = e.kind() {
+                for key in unexpected {
+                    let at = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+                    errs.push(ConfigError { path: error::pointer_to_path(&at), message: messages::unknown_field(key) });
+                    offending.push((at, false));
+                }
+                continue;
+            }
+            let required = matches!(e.kind(), jsonschema::error::ValidationErrorKind::Required { .. });
+            errs.push(ConfigError { path: error::pointer_to_path(&pointer), message: messages::humanize(&e) });
+            offending.push((pointer, required));
         }
     }
-    serde_json::from_value(value).map_err(|e| ConfigErrors::one("", e.to_string()))
+    if errs.is_empty() {
+        return serde_json::from_value(value).map_err(|e| (ConfigErrors::one("", e.to_string()), None));
+    }
+    let repaired = offending.iter().all(|(p, required)| !required && remove_field(&mut value, p));
+    let rest = repaired.then(|| serde_json::from_value(value).ok().map(Box::new)).flatten();
+    Err((ConfigErrors(errs), rest))
+}
+
+/// Removes the mapping field at `pointer`; false when it is not one (the document itself or a
+/// list item, whose removal would renumber its siblings).
+fn remove_field(doc: &mut serde_json::Value, pointer: &str) -> bool {
+    let Some((parent, key)) = pointer.rsplit_once('/') else { return false };
+    let key = key.replace("~1", "/").replace("~0", "~");
+    match doc.pointer_mut(parent) {
+        Some(serde_json::Value::Object(m)) => {
+            m.remove(&key);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Every error of a document at once: its schema violations, then the cross-field problems
+/// `check` finds in the rest of it (those under a field already reported are left out).
+pub fn every_error<T>(
+    schema: ConfigErrors,
+    rest: Option<Box<ConfigSpec>>,
+    check: impl FnOnce(ConfigSpec) -> Result<T, ConfigErrors>,
+) -> ConfigErrors {
+    let Some(Err(more)) = rest.map(|r| check(*r)) else { return schema };
+    let mut all = schema.0;
+    let reported: Vec<String> = all.iter().map(|e| e.path.clone()).collect();
+    let under = |p: &str, r: &str| p == r || p.starts_with(&format!("{r}.")) || p.starts_with(&format!("{r}["));
+    all.extend(more.0.into_iter().filter(|e| !reported.iter().any(|r| under(&e.path, r))));
+    ConfigErrors(all)
 }
 
 /// Parses and validates: the one entry point for file, API and stream sources.
 pub fn load_yaml(text: &str) -> Result<ValidConfig, ConfigErrors> {
-    validate(parse_yaml(text)?)
+    match parse_yaml_or_rest(text) {
+        Ok(spec) => validate(spec),
+        Err((errs, rest)) => Err(every_error(errs, rest, validate)),
+    }
 }

@@ -176,6 +176,20 @@ fn check_name(errs: &mut Errors, path: impl FnOnce() -> String, name: &str) {
     }
 }
 
+/// An unknown upstream, with the names that are defined.
+fn undefined(name: &str, upstreams: &HashSet<&str>) -> String {
+    let mut known: Vec<&str> = upstreams.iter().copied().collect();
+    known.sort_unstable();
+    match known.as_slice() {
+        [] => format!("upstream {name:?} is not defined in `upstreams` (none is)"),
+        k if k.len() <= 8 => format!("upstream {name:?} is not defined in `upstreams` (defined: {})", k.join(", ")),
+        k => format!(
+            "upstream {name:?} is not defined in `upstreams` ({} are; `weir ctl get upstreams` lists them)",
+            k.len()
+        ),
+    }
+}
+
 fn check_route(errs: &mut Errors, at: &str, r: &RouteSpec, upstreams: &HashSet<&str>) {
     check_name(errs, || format!("{at}.name"), &r.name);
     check_match(errs, at, &r.matches);
@@ -184,16 +198,13 @@ fn check_route(errs: &mut Errors, at: &str, r: &RouteSpec, upstreams: &HashSet<&
         (None, true) => errs.push(at, "a route needs an `upstream` (or weighted `backends`)"),
         (Some(u), true) => {
             if !upstreams.contains(u.as_str()) {
-                errs.push(format!("{at}.upstream"), format!("upstream {u:?} is not defined in `upstreams`"));
+                errs.push(format!("{at}.upstream"), undefined(u, upstreams));
             }
         }
         (None, false) => {
             for (j, b) in r.backends.iter().enumerate() {
                 if !upstreams.contains(b.upstream.as_str()) {
-                    errs.push(
-                        format!("{at}.backends[{j}].upstream"),
-                        format!("upstream {:?} is not defined in `upstreams`", b.upstream),
-                    );
+                    errs.push(format!("{at}.backends[{j}].upstream"), undefined(&b.upstream, upstreams));
                 }
             }
             if r.backends.iter().all(|b| b.weight == 0) {

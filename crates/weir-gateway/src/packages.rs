@@ -49,7 +49,15 @@ pub fn read_package(dir: &Path) -> Result<Package, ConfigErrors> {
 /// Parses a config, reads the packages it lists (relative to `base`), and validates it with
 /// them: every error of every step, each at its path.
 pub fn load_config(text: &str, base: &Path) -> Result<ValidConfig, ConfigErrors> {
-    let spec = weir_config::parse_yaml(text)?;
+    match weir_config::parse_yaml_or_rest(text) {
+        Ok(spec) => with_packages(spec, base),
+        // Schema errors, and what the rest of the file gets wrong besides.
+        Err((errs, rest)) => Err(weir_config::every_error(errs, rest, |spec| with_packages(spec, base))),
+    }
+}
+
+/// Reads the packages `spec` lists and validates it with them.
+fn with_packages(spec: weir_config::ConfigSpec, base: &Path) -> Result<ValidConfig, ConfigErrors> {
     let mut packages = Vec::new();
     let mut errors = Vec::new();
     for (i, dir) in spec.plugin_packages.iter().enumerate() {

@@ -206,7 +206,10 @@ async fn proxy(
         return Box::pin(upgrade::tunnel(&route, &upstream, conn, request, on_upgrade)).await;
     }
     let body = if route.chain.reads_bodies() && !fcx.wasm.is_empty() {
-        plugin_request_body(&route, &mut parts, body, &fcx).await?
+        match plugin_request_body(&route, &mut parts, body, &fcx).await? {
+            Ok(body) => body,
+            Err(answer) => return Ok(*answer),
+        }
     } else {
         UpstreamBody::Incoming(body)
     };
@@ -387,8 +390,7 @@ async fn attempts(
                 }
                 let body = GatewayBody::Proxied { inner, lease: Some(lease) };
                 if route.chain.reads_bodies() {
-                    let body = plugin_body(route, &mut rp, body, fcx).await.map_err(bad)?;
-                    return Ok(Response::from_parts(rp, body));
+                    return plugin_body(route, rp, body, fcx).await.map_err(bad);
                 }
                 return Ok(Response::from_parts(rp, body));
             }
@@ -400,22 +402,26 @@ async fn attempts(
 /// The largest response body buffered for plugins that read bodies.
 const MAX_PLUGIN_BODY: usize = 16 << 20;
 
-/// Buffers a response body for the plugins that read bodies, and frames what they return.
+/// Buffers a response body for the plugins that read bodies, and frames what they return (or
+/// answers what a plugin sent instead).
 async fn plugin_body(
     route: &Route,
-    rp: &mut http::response::Parts,
+    mut rp: http::response::Parts,
     body: GatewayBody,
     fcx: &FilterCx,
-) -> Result<GatewayBody, String> {
+) -> Result<Response<GatewayBody>, String> {
     use http_body_util::BodyExt;
     let whole = http_body_util::Limited::new(body, MAX_PLUGIN_BODY)
         .collect()
         .await
         .map_err(|e| format!("response body for a plugin that reads bodies: {e}"))?
         .to_bytes();
-    let out = route.chain.on_response_body(whole, fcx);
+    let out = match route.chain.on_response_body(whole, fcx) {
+        Ok(out) => out,
+        Err(answer) => return Ok(*answer),
+    };
     reframe(&mut rp.headers, out.len());
-    Ok(GatewayBody::full(out))
+    Ok(Response::from_parts(rp, GatewayBody::full(out)))
 }
 
 /// Frames a body a plugin may have rewritten: its length, not the original's framing.
@@ -424,13 +430,14 @@ fn reframe(headers: &mut HeaderMap, len: usize) {
     headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
 }
 
-/// Buffers a request body for the plugins that read bodies, and frames what they return.
+/// Buffers a request body for the plugins that read bodies, and frames what they return;
+/// the inner `Err` is a plugin's own answer, which ends the request.
 async fn plugin_request_body(
     route: &Route,
     parts: &mut http::request::Parts,
     body: Incoming,
     fcx: &FilterCx,
-) -> Result<UpstreamBody, ProxyError> {
+) -> Result<Result<UpstreamBody, Box<Response<GatewayBody>>>, ProxyError> {
     use http_body_util::BodyExt;
     let limit = route.max_body_size.map_or(MAX_PLUGIN_BODY, |m| (m as usize).min(MAX_PLUGIN_BODY));
     let whole = match http_body_util::Limited::new(body, limit).collect().await {
@@ -440,9 +447,12 @@ async fn plugin_request_body(
         }
         Err(_) => return Err(ProxyError::BadRequest("the client stopped sending its body")),
     };
-    let out = route.chain.on_request_body(whole, fcx);
+    let out = match route.chain.on_request_body(whole, fcx) {
+        Ok(out) => out,
+        Err(answer) => return Ok(Err(answer)),
+    };
     reframe(&mut parts.headers, out.len());
-    Ok(if out.is_empty() { UpstreamBody::Empty } else { UpstreamBody::Full(Some(out)) })
+    Ok(Ok(if out.is_empty() { UpstreamBody::Empty } else { UpstreamBody::Full(Some(out)) }))
 }
 
 /// The request as it goes out, attempt after attempt.

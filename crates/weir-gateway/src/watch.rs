@@ -29,12 +29,14 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The file is not a valid config.
-    #[error("{path}: {errors}")]
+    #[error("{path}: {rendered}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// Every problem found.
         errors: ConfigErrors,
+        /// The errors, each with its line and column in the file.
+        rendered: String,
     },
     /// The config is valid but could not be applied.
     #[error(transparent)]
@@ -52,8 +54,11 @@ pub enum LoadError {
 /// Reads and validates a config file, with the plugin packages it lists.
 pub fn load_file(path: &Path) -> Result<(String, ValidConfig), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
-    let cfg = crate::packages::load_config(&text, base_dir(path))
-        .map_err(|errors| LoadError::Invalid { path: path.into(), errors })?;
+    let cfg = crate::packages::load_config(&text, base_dir(path)).map_err(|errors| LoadError::Invalid {
+        path: path.into(),
+        rendered: errors.render(&text),
+        errors,
+    })?;
     Ok((text, cfg))
 }
 

@@ -68,3 +68,51 @@ fn standalone_refuses_an_invalid_file_with_a_hint() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("routes[0]") && out.contains("weir validate"), "{out}");
 }
+
+#[test]
+fn the_example_stops_before_starting_anything_when_a_port_it_needs_is_taken() {
+    // Held (or already taken by something else): either way the script must refuse to start.
+    let _held = std::net::TcpListener::bind("127.0.0.1:9901");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/run.sh");
+    let out = Command::new(script).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is taken") && err.contains("stop it"), "{err}");
+    assert!(!err.contains("Compiling"), "nothing was built or started: {err}");
+}
+
+/// `weir validate` on each broken config under `tests/golden/validate/` prints exactly the
+/// `.txt` beside it: every error of the file in one pass, with its path, line and column, in
+/// plain words. `WEIR_BLESS=1` rewrites the `.txt` files from what it prints now.
+#[test]
+fn validate_messages_match_their_golden_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/validate");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 4, "{cases:?}");
+    let bless = std::env::var_os("WEIR_BLESS").is_some();
+    let mut wrong = Vec::new();
+    for case in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["validate", "-c", &case])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{case} should be refused");
+        let got = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let golden = dir.join(case.replace(".yaml", ".txt"));
+        if bless {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_default();
+        if got != want {
+            wrong.push(format!("{case}:\n--- want\n{want}--- got\n{got}"));
+        }
+        assert!(!got.contains("anyOf") && !got.contains("oneOf"), "{case}: JSON Schema jargon in {got}");
+    }
+    assert!(wrong.is_empty(), "(WEIR_BLESS=1 rewrites the golden files)\n{}", wrong.join("\n"));
+}

@@ -96,35 +96,54 @@ async fn timers_tick_and_shared_data_counts_them() {
 }
 
 #[tokio::test]
-async fn body_plugin_rewrites_the_response_body_and_its_length() {
-    let up = app().await;
+async fn body_plugin_rewrites_the_response_body_and_its_length_or_answers_itself() {
+    let up = upstream_fn(|req: Request<Incoming>| async move {
+        Response::new(full(if req.uri().path() == "/secret" { "the secret" } else { "hello from upstream" }))
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let pkg = package("body", dir.path());
-    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin }\n";
+    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin, deny: secret }\n";
     let weir = Weir::start(&plugin_config(&[&pkg], up.port(), plugins, ""));
     let (s, h, body) = head_of(&weir, "/", &[]).await;
     assert_eq!(s, 200);
     assert_eq!(body, "hello from the plugin");
     assert_eq!(h["content-length"], body.len().to_string().as_str());
+    // A local response from the response body callback replaces the upstream's response.
+    let (s, h, body) = head_of(&weir, "/secret", &[]).await;
+    assert_eq!((s, body.as_str()), (403, "{\"error\":\"denied by the body plugin\"}"));
+    assert_eq!(h["content-type"], "application/json");
 }
 
 #[tokio::test]
-async fn body_plugin_rewrites_the_request_body_before_the_upstream_sees_it() {
-    let echo = upstream_fn(|req: Request<Incoming>| async move {
-        let len = req.headers().get("content-length").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-        let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
-        Response::new(full(format!("{len}:{}", String::from_utf8_lossy(&body))))
+async fn body_plugin_rewrites_the_request_body_before_the_upstream_sees_it_or_answers_itself() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let hits = seen.clone();
+    let echo = upstream_fn(move |req: Request<Incoming>| {
+        let hits = hits.clone();
+        async move {
+            hits.fetch_add(1, Ordering::Relaxed);
+            let len = req.headers().get("content-length").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+            let body = http_body_util::BodyExt::collect(req.into_body()).await.unwrap().to_bytes();
+            Response::new(full(format!("{len}:{}", String::from_utf8_lossy(&body))))
+        }
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let pkg = package("body", dir.path());
-    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin }\n";
+    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin, deny: secret }\n";
     let weir = Weir::start(&plugin_config(&[&pkg], echo.port(), plugins, ""));
     let mut c = Client::connect(weir.addr).await;
     let rsp = c.try_send("POST", "/", &[], bytes::Bytes::from_static(b"ping upstream")).await.unwrap();
     assert_eq!(rsp.status(), 200);
     let body = http_body_util::BodyExt::collect(rsp.into_body()).await.unwrap().to_bytes();
     assert_eq!(&body[..], b"15:ping the plugin", "the upstream got the rewritten body with its new length");
+    // A local response from the request body callback: the upstream never sees the request.
+    let rsp = c.try_send("POST", "/", &[], bytes::Bytes::from_static(b"tell the secret")).await.unwrap();
+    assert_eq!(rsp.status(), 403);
+    let body = http_body_util::BodyExt::collect(rsp.into_body()).await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"{\"error\":\"denied by the body plugin\"}");
+    assert_eq!(seen.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test]
@@ -285,9 +304,13 @@ async fn validate_reports_plugin_config_errors_with_paths() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("routes[1].plugins[0].config.from"), "{err}");
-    assert!(err.contains("routes[1].plugins[0].config: \"to\" is a required property"), "{err}");
-    assert!(err.contains("routes[1].plugins[1].name: unknown plugin \"nope\""), "{err}");
+    // Each with its line and column in the file, in plain words.
+    assert!(err.contains("routes[1].plugins[0].config.from (line 13, column 19): expected a string, got 1"), "{err}");
+    assert!(
+        err.contains("routes[1].plugins[0].config (line 13, column 9): missing \"to\": it is required here"),
+        "{err}"
+    );
+    assert!(err.contains("routes[1].plugins[1].name (line 14, column 9): unknown plugin \"nope\""), "{err}");
     assert!(err.contains("body"), "packages are listed among the known plugins: {err}");
 }
 

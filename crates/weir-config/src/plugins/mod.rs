@@ -244,7 +244,7 @@ pub(crate) fn against_schema(
         ok = false;
         let inner = crate::error::pointer_to_path(&e.instance_path().to_string());
         let path = if inner.is_empty() { base.clone() } else { format!("{base}.{inner}") };
-        errs.push(path, e.to_string());
+        errs.push(path, crate::messages::humanize(&e));
     }
     ok
 }

@@ -228,6 +228,8 @@ pub struct Chain {
     loggers: Vec<Arc<Filter>>,
     /// A filter edits response headers.
     edits_responses: bool,
+    /// A built-in filter edits response headers (they work on a `HeaderMap`).
+    builtins_edit_responses: bool,
     /// A plugin reads response bodies.
     reads_bodies: bool,
 }
@@ -245,9 +247,11 @@ impl Chain {
                 _ => phases.push(vec![f]),
             }
         }
-        let edits_responses = phases.iter().flatten().any(|f| matches!(**f, Filter::Headers(_) | Filter::Wasm(_)));
+        let builtins_edit_responses = phases.iter().flatten().any(|f| matches!(**f, Filter::Headers(_)));
+        let edits_responses =
+            builtins_edit_responses || phases.iter().flatten().any(|f| matches!(**f, Filter::Wasm(_)));
         let reads_bodies = phases.iter().flatten().any(|f| matches!(&**f, Filter::Wasm(w) if w.reads_bodies()));
-        Self { phases, loggers, edits_responses, reads_bodies }
+        Self { phases, loggers, edits_responses, builtins_edit_responses, reads_bodies }
     }
 
     /// Whether an access log wants entries for this route.
@@ -274,20 +278,22 @@ impl Chain {
         self.reads_bodies
     }
 
-    /// Hands a buffered response body to the plugins that read bodies; returns what to send.
-    pub fn on_response_body(&self, mut body: Bytes, cx: &FilterCx) -> Bytes {
+    /// Hands a buffered response body to the plugins that read bodies; returns what to send,
+    /// or a response that replaces the upstream's (a plugin answered itself).
+    pub fn on_response_body(&self, mut body: Bytes, cx: &FilterCx) -> Result<Bytes, Box<Response<GatewayBody>>> {
         for w in cx.wasm.iter().rev().filter(|w| w.reads_bodies()) {
-            body = w.on_response_body(body);
+            body = w.on_response_body(body)?;
         }
-        body
+        Ok(body)
     }
 
-    /// Hands a buffered request body to the plugins that read bodies; returns what to send.
-    pub fn on_request_body(&self, mut body: Bytes, cx: &FilterCx) -> Bytes {
+    /// Hands a buffered request body to the plugins that read bodies; returns what to send,
+    /// or the answer a plugin gave instead (the request then goes no further).
+    pub fn on_request_body(&self, mut body: Bytes, cx: &FilterCx) -> Result<Bytes, Box<Response<GatewayBody>>> {
         for w in cx.wasm.iter().filter(|w| w.reads_bodies()) {
-            body = w.on_request_body(body);
+            body = w.on_request_body(body)?;
         }
-        body
+        Ok(body)
     }
 
     /// Whether the chain has no filters (the common fast path).
@@ -330,6 +336,29 @@ impl Chain {
                 Some(rsp)
             }
         }
+    }
+
+    /// When one plugin package is the only filter that edits this response's headers: runs its
+    /// `on_response_headers` on the fields `each` yields (the upstream's, where they lie) plus
+    /// those the request phases add, and returns its changes as edits, so the fast path writes
+    /// the head in one pass without a `HeaderMap`. `None`: use [`Chain::on_response`].
+    pub fn plugin_response_edits(
+        &self,
+        status: StatusCode,
+        each: impl Fn(&mut dyn FnMut(&[u8], &[u8])),
+        cx: &FilterCx,
+    ) -> Option<crate::view::Edits> {
+        let [w] = cx.wasm.as_slice() else { return None };
+        if self.builtins_edit_responses {
+            return None;
+        }
+        let all = |f: &mut dyn FnMut(&[u8], &[u8])| {
+            each(f);
+            for (k, v) in &cx.response {
+                f(k.as_str().as_bytes(), v.as_bytes());
+            }
+        };
+        Some(w.response_edits(status, all))
     }
 
     /// Response edits, for proxied and short-circuited responses alike; plugins see the

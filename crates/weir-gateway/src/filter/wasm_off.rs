@@ -60,11 +60,15 @@ impl WasmCtx {
         match *self {}
     }
 
-    pub(crate) fn on_response_body(&self, _: Bytes) -> Bytes {
+    pub(crate) fn response_edits(&self, _: StatusCode, _: impl Fn(&mut dyn FnMut(&[u8], &[u8]))) -> crate::view::Edits {
         match *self {}
     }
 
-    pub(crate) fn on_request_body(&self, _: Bytes) -> Bytes {
+    pub(crate) fn on_response_body(&self, _: Bytes) -> Result<Bytes, Box<http::Response<crate::body::GatewayBody>>> {
+        match *self {}
+    }
+
+    pub(crate) fn on_request_body(&self, _: Bytes) -> Result<Bytes, Box<http::Response<crate::body::GatewayBody>>> {
         match *self {}
     }
 

@@ -24,6 +24,7 @@ use crate::error::ProxyError;
 use crate::filter::FilterCx;
 use crate::router::Route;
 use crate::upstream::pool::RawConn;
+use crate::view::Edits;
 
 /// Largest upstream response head.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -267,14 +268,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
     /// The client's response head, in the head buffer.
     fn response_head(&mut self, rsp: &RspHead, route: &Route, fcx: &FilterCx, close: bool) {
         let b = self.b();
-        if route.chain.edits_responses() {
-            let mut map = write::response_map(&b.up, rsp, &b.up_fields);
-            let status = http::StatusCode::from_u16(rsp.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-            route.chain.on_response(status, &mut map, fcx);
-            write::map_head(&mut b.head, status, &map, None, close);
-        } else {
-            write::response_head(&mut b.head, &b.up, rsp, &b.up_fields, &fcx.response, close);
+        if !route.chain.edits_responses() {
+            write::response_head(&mut b.head, &b.up, rsp, &b.up_fields, &fcx.response, Edits::none(), close);
+            return;
         }
+        let status = http::StatusCode::from_u16(rsp.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        // One plugin package alone reads the fields where they lie and answers with edits.
+        let each = |f: &mut dyn FnMut(&[u8], &[u8])| write::each_forwarded(&b.up, rsp, &b.up_fields, f);
+        if let Some(edits) = route.chain.plugin_response_edits(status, each, fcx) {
+            write::response_head(&mut b.head, &b.up, rsp, &b.up_fields, &fcx.response, &edits, close);
+            return;
+        }
+        let mut map = write::response_map(&b.up, rsp, &b.up_fields);
+        route.chain.on_response(status, &mut map, fcx);
+        write::map_head(&mut b.head, status, &map, None, close);
     }
 
     /// Streams the response body after its head; returns whether the client got all of it

@@ -200,14 +200,21 @@ fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Whether `edits` hide field `name` (framing fields never: the body passes unchanged).
+fn hidden(edits: &Edits, name: &[u8]) -> bool {
+    !edits.is_empty() && !super::request::framing_name(name) && std::str::from_utf8(name).is_ok_and(|n| edits.hides(n))
+}
+
 /// Writes the client's response head for the upstream's `head` (parsed from `buf`), with
-/// `extra` fields from the filters, closing the connection after it when `close`.
+/// `extra` fields from the filters and a plugin's `edits` applied in the same pass, closing
+/// the connection after it when `close`.
 pub fn response_head(
     out: &mut Vec<u8>,
     buf: &[u8],
     head: &RspHead,
     fields: &[FieldSpan],
     extra: &[(HeaderName, HeaderValue)],
+    edits: &Edits,
     close: bool,
 ) {
     out.clear();
@@ -215,14 +222,23 @@ pub fn response_head(
     let mut run = Run::default();
     for f in fields {
         let name = f.name.of(buf);
-        if class(name) == Class::Hop || (head.connection_names && named_by_connection(buf, fields, name)) {
+        if class(name) == Class::Hop
+            || (head.connection_names && named_by_connection(buf, fields, name))
+            || hidden(edits, name)
+        {
             continue;
         }
         run.keep(out, buf, f);
     }
     run.flush(out, buf);
-    for (k, v) in extra {
+    for (k, v) in extra.iter().filter(|(k, _)| !hidden(edits, k.as_str().as_bytes())) {
         field(out, k.as_str().as_bytes(), v.as_bytes());
+    }
+    for (k, v) in edits.set.iter().chain(&edits.add) {
+        let name = k.as_str().as_bytes();
+        if class(name) != Class::Hop && !super::request::framing_name(name) {
+            field(out, name, v.as_bytes());
+        }
     }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -230,19 +246,27 @@ pub fn response_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Calls `f` with each of the upstream's response fields that crosses the hop, as they lie in
+/// `buf`.
+pub fn each_forwarded(buf: &[u8], head: &RspHead, fields: &[FieldSpan], f: &mut dyn FnMut(&[u8], &[u8])) {
+    for field in fields {
+        let name = field.name.of(buf);
+        if class(name) == Class::Hop || (head.connection_names && named_by_connection(buf, fields, name)) {
+            continue;
+        }
+        f(name, field.value.of(buf));
+    }
+}
+
 /// The upstream's response fields as a `HeaderMap`, for filters that edit response headers
 /// (the rare path: most chains leave them alone).
 pub fn response_map(buf: &[u8], head: &RspHead, fields: &[FieldSpan]) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(fields.len());
-    for f in fields {
-        let name = f.name.of(buf);
-        if class(name) == Class::Hop || (head.connection_names && named_by_connection(buf, fields, name)) {
-            continue;
-        }
-        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(f.value.of(buf))) {
+    each_forwarded(buf, head, fields, &mut |name, value| {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             map.append(k, v);
         }
-    }
+    });
     map
 }
 
@@ -321,7 +345,7 @@ mod tests {
             panic!()
         };
         let mut out = Vec::new();
-        response_head(&mut out, raw, &h, &fields, &[], true);
+        response_head(&mut out, raw, &h, &fields, &[], Edits::none(), true);
         assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\n");
     }
 }

@@ -1,5 +1,5 @@
 //! Rewrites request and response bodies: every occurrence of `from` becomes `to` (from
-//! configuration).
+//! configuration). A body that contains `deny` is answered 403 from the body callback instead.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -14,6 +14,8 @@ proxy_wasm::main! {{
 struct Config {
     from: String,
     to: String,
+    #[serde(default)]
+    deny: Option<String>,
 }
 
 struct Root {
@@ -53,6 +55,16 @@ impl Rewrite {
     fn rewrite(&self, body: &[u8]) -> Vec<u8> {
         String::from_utf8_lossy(body).replace(&self.cfg.from, &self.cfg.to).into_bytes()
     }
+
+    /// Answers 403 itself when the body holds the denied word.
+    fn denied(&self, body: &[u8]) -> bool {
+        let Some(word) = self.cfg.deny.as_deref().filter(|w| !w.is_empty()) else { return false };
+        if !String::from_utf8_lossy(body).contains(word) {
+            return false;
+        }
+        self.send_http_response(403, vec![("content-type", "application/json")], Some(b"{\"error\":\"denied by the body plugin\"}"));
+        true
+    }
 }
 
 impl HttpContext for Rewrite {
@@ -66,6 +78,9 @@ impl HttpContext for Rewrite {
             return Action::Pause;
         }
         if let Some(body) = self.get_http_request_body(0, size) {
+            if self.denied(&body) {
+                return Action::Pause;
+            }
             let new = self.rewrite(&body);
             self.set_http_request_body(0, size, &new);
         }
@@ -83,6 +98,9 @@ impl HttpContext for Rewrite {
             return Action::Pause;
         }
         if let Some(body) = self.get_http_response_body(0, size) {
+            if self.denied(&body) {
+                return Action::Pause;
+            }
             let new = self.rewrite(&body);
             self.set_http_response_body(0, size, &new);
         }

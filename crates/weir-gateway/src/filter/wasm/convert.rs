@@ -8,7 +8,7 @@ use weir_wasm::{Fields, LocalResponse};
 
 use crate::body::GatewayBody;
 use crate::filter::Effects;
-use crate::view::RequestView;
+use crate::view::{Edits, RequestView};
 
 /// The request as a plugin sees it: `:method`, `:path` (with the query), `:authority`,
 /// `:scheme`, then every header.
@@ -86,6 +86,31 @@ pub(super) fn response_fields(status: StatusCode, headers: &HeaderMap) -> Fields
         f.push(k.as_str(), v.as_bytes());
     }
     f
+}
+
+/// The response as a plugin sees it, from fields where they lie: `:status`, then each field
+/// `each` yields.
+pub(super) fn response_fields_from(status: StatusCode, each: impl Fn(&mut dyn FnMut(&[u8], &[u8]))) -> Fields {
+    let (mut n, mut bytes) = (1, 0);
+    each(&mut |k, v| {
+        n += 1;
+        bytes += k.len() + v.len();
+    });
+    let mut f = Fields::with_capacity(n + 4, bytes + 256);
+    f.push(":status", status.as_str().as_bytes());
+    each(&mut |k, v| f.push_raw(k, v));
+    f
+}
+
+/// The plugin's response-header changes as edits for the head writer.
+pub(super) fn response_edits(fields: &mut Fields) -> Edits {
+    let mut e = Edits::default();
+    for (name, values) in fields.take_changes() {
+        if !name.starts_with(':') {
+            header_change(&name, &values, &mut e.remove, &mut e.set, &mut e.add);
+        }
+    }
+    e
 }
 
 /// Applies the plugin's response-header changes to `headers`.

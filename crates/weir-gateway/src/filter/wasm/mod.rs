@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use weir_config::package::{FailurePolicy, PackageMeta, PackagePhase};
@@ -27,6 +27,7 @@ pub use engine::{check_package, compile_package, encode_metrics};
 
 use self::breaker::{Breaker, BreakerSpec, Gate};
 use super::{FilterCx, Outcome, Phase, reply};
+use crate::body::GatewayBody;
 use crate::metrics::Metrics;
 use crate::view::RequestView;
 
@@ -251,13 +252,19 @@ impl WasmFilter {
     }
 
     fn policy(&self) -> Outcome {
+        match self.closed_reply() {
+            None => Outcome::done(),
+            Some(rsp) => Outcome::Respond(rsp),
+        }
+    }
+
+    /// Under `fail_closed`, the answer to a request the plugin failed (503, JSON).
+    fn closed_reply(&self) -> Option<Response<GatewayBody>> {
         match self.meta.failure_policy {
-            FailurePolicy::FailOpen => Outcome::done(),
-            FailurePolicy::FailClosed => Outcome::Respond(reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "plugin_failed",
-                &format!("plugin {} failed", self.name),
-            )),
+            FailurePolicy::FailOpen => None,
+            FailurePolicy::FailClosed => {
+                Some(reply(StatusCode::SERVICE_UNAVAILABLE, "plugin_failed", &format!("plugin {} failed", self.name)))
+            }
         }
     }
 
@@ -341,17 +348,39 @@ impl WasmCtx {
         }
     }
 
-    /// `on_request_body` with the whole body; returns the body to send.
-    pub(crate) fn on_request_body(&self, body: Bytes) -> Bytes {
+    /// `on_response_headers` on the fields `each` yields; returns the plugin's changes.
+    pub(crate) fn response_edits(
+        &self,
+        status: StatusCode,
+        each: impl Fn(&mut dyn FnMut(&[u8], &[u8])),
+    ) -> crate::view::Edits {
+        let mut s = self.stream.lock();
+        s.response_headers = convert::response_fields_from(status, each);
+        s.properties.response_code = Some(status.as_u16());
+        let end = !self.filter.meta.reads_bodies;
+        match self.filter.with(self, |i| i.on_response_headers(self.id, &mut s, end)) {
+            Ok(_) => convert::response_edits(&mut s.response_headers),
+            Err(f) => {
+                self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
+                tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_response_headers failed; response left as is");
+                crate::view::Edits::default()
+            }
+        }
+    }
+
+    /// `on_request_body` with the whole body; returns the body to send, or the plugin's own
+    /// answer (`send_local_response`, or the failure policy's).
+    pub(crate) fn on_request_body(&self, body: Bytes) -> Result<Bytes, Box<Response<GatewayBody>>> {
         self.body(body, true)
     }
 
-    /// `on_response_body` with the whole body; returns the body to send.
-    pub(crate) fn on_response_body(&self, body: Bytes) -> Bytes {
+    /// `on_response_body` with the whole (buffered, not yet sent) body; returns the body to
+    /// send, or a response to send instead.
+    pub(crate) fn on_response_body(&self, body: Bytes) -> Result<Bytes, Box<Response<GatewayBody>>> {
         self.body(body, false)
     }
 
-    fn body(&self, body: Bytes, request: bool) -> Bytes {
+    fn body(&self, body: Bytes, request: bool) -> Result<Bytes, Box<Response<GatewayBody>>> {
         let mut s = self.stream.lock();
         let bytes = body.to_vec();
         if request {
@@ -363,15 +392,18 @@ impl WasmCtx {
         let r = self.filter.with(self, |i| {
             if request { i.on_request_body(self.id, &mut s, true) } else { i.on_response_body(self.id, &mut s, true) }
         });
+        if let Some(l) = s.local.take() {
+            return Err(Box::new(convert::local_response(l)));
+        }
         match r {
             Ok(_) if s.body_changed => {
-                Bytes::from(std::mem::take(if request { &mut s.request_body } else { &mut s.response_body }))
+                Ok(Bytes::from(std::mem::take(if request { &mut s.request_body } else { &mut s.response_body })))
             }
-            Ok(_) => body,
+            Ok(_) => Ok(body),
             Err(f) => {
                 self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
-                tracing::error!(plugin = %self.filter.name, error = %f, "plugin body callback failed; body left as is");
-                body
+                tracing::error!(plugin = %self.filter.name, error = %f, "plugin body callback failed; applying its failure policy");
+                self.filter.closed_reply().map_or(Ok(body), |r| Err(Box::new(r)))
             }
         }
     }

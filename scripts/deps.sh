@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Checks for what the tests need and installs what is missing, saying what it did.
+# Sourced by scripts/test.sh (the README's test command); .ci/run adds nothing to it.
+#   curl, openssl              the end-to-end tests' clients and certificates
+#   redis-server               the cluster-wide rate limit tests
+#   etcd, protoc               the etcd store (built with --all-features) and its tests
+#   python3 grpcio             the control-plane protocol test (a Python grpcio client)
+#   kubectl, kubernetes-validate  rendering and validating deploy/k8s (tests/deploy.rs)
+#   rustfmt, clippy            the format and lint checks
+#   wasm32-wasip1              the example proxy-wasm plugins the plugin tests build
+#   nightly + cargo-fuzz       the fuzz smoke (skipped, with a note, when they cannot be had)
+deps_note() { echo "deps: $*"; }
+
+deps_apt() {
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+    deps_note "cannot install $* (not root, no sudo): install them and run again"
+    return 1
+  fi
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  deps_note "installing $* (apt-get)"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+deps_check() {
+  local need=()
+  command -v curl >/dev/null || need+=(curl)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v etcd >/dev/null || need+=(etcd-server)
+  command -v protoc >/dev/null || need+=(protobuf-compiler)
+  command -v python3 >/dev/null || need+=(python3 python3-pip)
+  command -v kubectl >/dev/null || need+=(kubernetes-client)
+  if ((${#need[@]})); then deps_apt "${need[@]}"; fi
+  if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
+    deps_note "installing Python grpcio and grpcio-tools (pip)"
+    python3 -m pip install --quiet grpcio grpcio-tools 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools 2>/dev/null \
+      || deps_apt python3-grpcio python3-grpc-tools
+  fi
+  if ! command -v kubernetes-validate >/dev/null; then
+    deps_note "installing kubernetes-validate (pip)"
+    python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages kubernetes-validate 2>/dev/null \
+      || deps_note "no kubernetes-validate: the deployment tests will fail"
+  fi
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || { deps_note "adding $c"; rustup component add "$c" >/dev/null 2>&1; }
+  done
+  if ! rustup target list --installed 2>/dev/null | grep -q wasm32-wasip1; then
+    deps_note "adding the wasm32-wasip1 target"
+    rustup target add wasm32-wasip1 >/dev/null 2>&1 || deps_note "no wasm32-wasip1 target: the plugin tests will fail"
+  fi
+  if ! rustup toolchain list | grep -q nightly; then
+    deps_note "installing the nightly toolchain (fuzz smoke)"
+    rustup toolchain install nightly --profile minimal >/dev/null 2>&1 || deps_note "no nightly: the fuzz smoke will be skipped"
+  fi
+  if ! command -v cargo-fuzz >/dev/null; then
+    deps_note "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked >/dev/null 2>&1 || deps_note "no cargo-fuzz: the fuzz smoke will be skipped"
+  fi
+  deps_note "all present"
+}
