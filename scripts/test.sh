@@ -38,7 +38,8 @@ if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2
     dict=""; [ -f "$t.dict" ] && dict="-dict=$t.dict"
     # No sanitizer: Weir has no unsafe code for ASan to watch, and an ASan build of every
     # dependency costs CI minutes; coverage-guided fuzzing and Rust's own checks remain.
-    cargo +nightly fuzz run --sanitizer none "$t" -- -max_total_time="${FUZZ_SECONDS:-20}" ${dict:+"$dict"}
+    # --dev: see fuzz/Cargo.toml's profile (the code under test optimised, dependencies not).
+    cargo +nightly fuzz run --dev --sanitizer none "$t" -- -max_total_time="${FUZZ_SECONDS:-20}" ${dict:+"$dict"}
   done)
 else
   echo "skipped: needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz --locked)"

@@ -113,7 +113,44 @@ sla: {{ error_rate: 0% }}
     let share = posts.load(SeqCst) as f64 / total as f64;
     assert!((share - 0.3).abs() < 0.01, "POST share {share}");
     let plot = std::fs::read_to_string(&svg).unwrap();
-    assert!(plot.contains("<svg") && plot.contains("latency over time"), "svg drawn");
+    assert!(plot.contains("<svg") && plot.contains("latency per second"), "svg drawn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_is_judged_after_the_ramp_up_and_the_plot_shows_the_run_over_time() {
+    let up = named("ok").await;
+    // 2 s of ramp in a 4 s run at 2,000/s: 1,500/s over the whole run, 2,000/s once ramped.
+    let scenario = format!(
+        "target: http://{}\nrequests: [{{ path: /x }}]\nconnections: 32\nrampUp: 2s\nduration: 4s\ntargetRps: 2000\n\
+         sla: {{ min_tps: 1900, p99: 500ms, avg_latency: 200ms }}\n",
+        up.addr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("plot.svg");
+    let svg_arg = svg.to_str().unwrap().to_owned();
+    let (code, out, report, _d) =
+        tokio::task::spawn_blocking(move || loadtest(&scenario, &["--plot", &svg_arg])).await.unwrap();
+    assert_eq!(code, 0, "the steady rate meets min_tps: {out}");
+    assert!(report["tps"].as_f64().unwrap() < 1700.0, "the whole run's rate includes the ramp: {out}");
+    assert_eq!(report["steady"]["from_second"], 2);
+    assert!(report["steady"]["tps"].as_f64().unwrap() >= 1900.0, "{out}");
+    assert!(out.contains("after the 2s ramp-up"), "the report says which window it judged: {out}");
+    assert!(out.contains("TPS after ramp-up"), "{out}");
+    let seconds = report["timeline"].as_array().unwrap();
+    assert_eq!(seconds.len(), 4, "{seconds:?}");
+    assert!(seconds.iter().all(|t| t["p99_ms"].as_f64() >= t["p50_ms"].as_f64() && t["p50_ms"].as_f64() > Some(0.0)));
+    let ramped: Vec<u64> = seconds.iter().map(|t| t["completed"].as_u64().unwrap()).collect();
+    assert!(ramped[0] < ramped[3], "the ramp shows in the per-second counts: {ramped:?}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    for want in
+        ["weir loadtest scenario.yaml", "throughput", "SLA min 1900/s", "SLA p99 500 ms", "SLA average 200 ms", "p50"]
+    {
+        assert!(plot.contains(want), "the plot lacks {want:?}");
+    }
+    // SVG text is written on a line of its own.
+    for tick in ["p90", "p99.9", "p99.99"] {
+        assert_eq!(plot.matches(&format!(">\n{tick}\n<")).count(), 1, "percentile tick {tick} once");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

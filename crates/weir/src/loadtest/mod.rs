@@ -87,7 +87,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         }
     }
     if let Some(path) = &args.plot
-        && let Err(e) = plot::draw(path, &report, &hist)
+        && let Err(e) = plot::draw(path, &report, &hist, &args.scenario)
     {
         eprintln!("cannot draw {}: {e}", path.display());
     }
@@ -104,7 +104,9 @@ async fn execute(
     // Start on the next whole 10 ms, after every task is spawned.
     let start = Instant::now() + Duration::from_millis(20);
     let plan = Arc::new(Plan::new(s, dialer, start)?);
-    let all: Vec<Arc<Mutex<Stats>>> = (0..s.connections).map(|_| Arc::new(Mutex::new(Stats::new()))).collect();
+    let seconds: runner::Seconds = Arc::default();
+    let all: Vec<Arc<Mutex<Stats>>> =
+        (0..s.connections).map(|_| Arc::new(Mutex::new(Stats::with_seconds(seconds.clone())))).collect();
     let mut workers = Vec::new();
     for t in 0..threads {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
@@ -173,8 +175,11 @@ async fn execute(
     bar.finish_and_clear();
     let mut merged = Stats::new();
     for st in &all {
-        merged.merge(&st.lock());
+        // A connection cut off at the hard stop has not added its last second yet.
+        let mut st = st.lock();
+        st.flush_second();
+        merged.merge(&st);
     }
-    let report = Report::build(s, &merged, elapsed);
+    let report = Report::build(s, &merged, &seconds.lock(), elapsed);
     Ok((report, merged.hist))
 }

@@ -1,44 +1,142 @@
-//! `--plot`: latency over time and the latency distribution, as one SVG.
+//! `--plot`: one SVG a person reads: throughput per second, latency percentiles per second and
+//! the latency distribution, with the SLA's thresholds drawn as lines and a title naming the
+//! scenario and its target.
 
 use std::path::Path;
 
 use hdrhistogram::Histogram;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::Report;
 
-/// Draws the report's timeline (mean and max latency per second) above the latency
-/// distribution (latency by percentile, log-scaled tail).
-pub(crate) fn draw(path: &Path, report: &Report, hist: &Histogram<u64>) -> Result<(), String> {
-    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top, bottom) = root.split_vertically(360);
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
-    let secs = report.timeline.len().max(1) as f64;
-    let ymax = report.timeline.iter().map(|t| t.3).fold(1.0_f64, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&top)
-        .caption("latency over time (ms)", ("sans-serif", 18))
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// A dashed horizontal line at `y` across `0..x_end`, labelled in the legend.
+fn threshold<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    y: f64,
+    x_end: f64,
+    label: String,
+    color: RGBColor,
+) -> Result<(), String> {
+    let style = color.stroke_width(1);
+    chart
+        .draw_series(DashedLineSeries::new(vec![(0.0, y), (x_end, y)], 6, 4, style))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+    Ok(())
+}
+
+/// Draws the report into `path`; `scenario` names the run in the title.
+pub(crate) fn draw(path: &Path, report: &Report, hist: &Histogram<u64>, scenario: &Path) -> Result<(), String> {
+    let root = SVGBackend::new(path, (960, 1020)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let name =
+        scenario.file_name().map_or_else(|| scenario.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let verdict = if report.checks.is_empty() {
+        String::new()
+    } else if report.pass {
+        " — SLA met".into()
+    } else {
+        " — SLA MISSED".into()
+    };
+    let root =
+        root.titled(&format!("weir loadtest {name} → {}{verdict}", report.target), ("sans-serif", 22)).map_err(err)?;
+    let (top, rest) = root.split_vertically(320);
+    let (middle, bottom) = rest.split_vertically(340);
+    throughput(&top, report)?;
+    latency_over_time(&middle, report)?;
+    distribution(&bottom, hist)?;
+    root.present().map_err(err)
+}
+
+fn throughput(area: &Area<'_>, r: &Report) -> Result<(), String> {
+    let secs = r.timeline.len().max(1) as f64;
+    let rates: Vec<(f64, f64)> = r.timeline.iter().map(|t| (t.second as f64 + 0.5, t.completed as f64)).collect();
+    let top =
+        [rates.iter().map(|p| p.1).fold(1.0, f64::max), r.sla.min_tps.unwrap_or(0.0), r.target_rps.unwrap_or(0.0)]
+            .into_iter()
+            .fold(1.0, f64::max)
+            * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption("throughput (responses per second)", ("sans-serif", 17))
         .margin(10)
         .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..secs, 0.0..ymax)
-        .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc("second").y_desc("ms").draw().map_err(|e| e.to_string())?;
-    let mean: Vec<(f64, f64)> = report.timeline.iter().enumerate().map(|(i, t)| (i as f64, t.2)).collect();
-    let max: Vec<(f64, f64)> = report.timeline.iter().enumerate().map(|(i, t)| (i as f64, t.3)).collect();
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..secs, 0.0..top)
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("second").y_desc("req/s").draw().map_err(err)?;
     chart
-        .draw_series(LineSeries::new(mean, &BLUE))
-        .map_err(|e| e.to_string())?
-        .label("mean")
+        .draw_series(LineSeries::new(rates, BLUE.stroke_width(2)))
+        .map_err(err)?
+        .label("responses/s")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], BLUE));
-    chart
-        .draw_series(LineSeries::new(max, &RED))
-        .map_err(|e| e.to_string())?
-        .label("max")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
-    chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| e.to_string())?;
+    if let Some(t) = r.target_rps {
+        threshold(&mut chart, t, secs, format!("target {t:.0}/s"), GREEN)?;
+    }
+    if let Some(t) = r.sla.min_tps {
+        threshold(
+            &mut chart,
+            t,
+            secs,
+            format!("SLA min {t:.0}/s (judged after second {})", r.steady.from_second),
+            RED,
+        )?;
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(BLACK).draw().map_err(err)
+}
 
-    // x = "number of nines" of the percentile, so the tail gets room: 0 = p0, 1 = p90, 2 = p99, 3 = p99.9.
+fn latency_over_time(area: &Area<'_>, r: &Report) -> Result<(), String> {
+    let secs = r.timeline.len().max(1) as f64;
+    let at = |f: fn(&super::report::Second) -> f64| -> Vec<(f64, f64)> {
+        r.timeline.iter().filter(|t| t.completed > 0).map(|t| (t.second as f64 + 0.5, f(t))).collect()
+    };
+    let (p50, p99, max) = (at(|t| t.p50_ms), at(|t| t.p99_ms), at(|t| t.max_ms));
+    let top = p99
+        .iter()
+        .map(|p| p.1)
+        .chain(r.sla.p99_ms)
+        .chain(r.sla.avg_latency_ms)
+        .fold(1.0, f64::max)
+        .max(max.iter().map(|p| p.1).fold(0.0, f64::max).min(p99.iter().map(|p| p.1).fold(1.0, f64::max) * 3.0))
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption("latency per second (ms)", ("sans-serif", 17))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..secs, 0.0..top)
+        .map_err(err)?;
+    chart.configure_mesh().x_desc("second").y_desc("ms").draw().map_err(err)?;
+    for (points, label, color) in [(p50, "p50", BLUE), (p99, "p99", MAGENTA), (max, "max", RGBColor(160, 160, 160))] {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+    }
+    if let Some(t) = r.sla.p99_ms {
+        threshold(&mut chart, t, secs, format!("SLA p99 {t:.0} ms"), RED)?;
+    }
+    if let Some(t) = r.sla.avg_latency_ms {
+        threshold(&mut chart, t, secs, format!("SLA average {t:.0} ms"), RGBColor(230, 120, 0))?;
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(BLACK).draw().map_err(err)
+}
+
+/// Latency by percentile, x = "number of nines" so the tail gets room: 0 = p0, 1 = p90,
+/// 2 = p99, 3 = p99.9, 4 = p99.99; one tick (and one label) per whole number.
+fn distribution(area: &Area<'_>, hist: &Histogram<u64>) -> Result<(), String> {
     let points: Vec<(f64, f64)> = (0..=400)
         .map(|i| {
             let nines = f64::from(i) / 100.0;
@@ -46,27 +144,30 @@ pub(crate) fn draw(path: &Path, report: &Report, hist: &Histogram<u64>) -> Resul
             (nines, hist.value_at_quantile(q.min(1.0)) as f64 / 1000.0)
         })
         .collect();
-    let ymax = points.iter().map(|p| p.1).fold(1.0_f64, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("latency distribution (ms by percentile)", ("sans-serif", 18))
+    let top = points.iter().map(|p| p.1).fold(1.0_f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption("latency distribution (ms by percentile)", ("sans-serif", 17))
         .margin(10)
         .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..4.0, 0.0..ymax)
-        .map_err(|e| e.to_string())?;
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..4.0, 0.0..top)
+        .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .x_label_formatter(&|x: &f64| match x.round() as i64 {
-            0 => "p0".into(),
-            1 => "p90".into(),
-            2 => "p99".into(),
-            3 => "p99.9".into(),
-            _ => "p99.99".into(),
+        .x_labels(5)
+        // Only whole numbers of nines are named: a tick between them would repeat a name.
+        .x_label_formatter(&|x: &f64| match (x.fract() == 0.0).then_some(*x as i64) {
+            Some(0) => "p0".into(),
+            Some(1) => "p90".into(),
+            Some(2) => "p99".into(),
+            Some(3) => "p99.9".into(),
+            Some(4) => "p99.99".into(),
+            _ => String::new(),
         })
         .y_desc("ms")
         .draw()
-        .map_err(|e| e.to_string())?;
-    chart.draw_series(LineSeries::new(points, &BLUE)).map_err(|e| e.to_string())?;
-    root.present().map_err(|e| e.to_string())
+        .map_err(err)?;
+    chart.draw_series(LineSeries::new(points, BLUE.stroke_width(2))).map_err(err)?;
+    Ok(())
 }

@@ -24,6 +24,17 @@ use super::scenario::{Scenario, intended_offset};
 /// Latencies are recorded in microseconds up to this.
 const MAX_MICROS: u64 = 3_600_000_000;
 
+/// Per second of the run, the latencies of all connections (for p50/p99 over time). Each
+/// connection fills its current second's histogram alone and adds it here when its second
+/// changes, so the lock is taken about once per connection per second, never per request.
+pub(crate) type Seconds = Arc<Mutex<Vec<Histogram<u32>>>>;
+
+/// A histogram of one second's latencies: two significant digits, up to a minute (later
+/// ones count as a minute).
+fn second_hist() -> Histogram<u32> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
 /// What one connection measured; merged at the end (and peeked at by the progress bar).
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -37,6 +48,9 @@ pub(crate) struct Stats {
     pub bytes: u64,
     /// Per second of the run: (completed, errors, latency sum µs, latency max µs).
     pub timeline: Vec<(u64, u64, u64, u64)>,
+    /// This connection's current second and its latencies, bound for `seconds`.
+    current: Option<(usize, Histogram<u32>)>,
+    seconds: Option<Seconds>,
 }
 
 impl Stats {
@@ -49,7 +63,35 @@ impl Stats {
             errors: 0,
             bytes: 0,
             timeline: Vec::new(),
+            current: None,
+            seconds: None,
         }
+    }
+
+    /// Stats of one connection that also add each second's latencies to `seconds`.
+    pub(crate) fn with_seconds(seconds: Seconds) -> Self {
+        Self { seconds: Some(seconds), ..Self::new() }
+    }
+
+    /// Adds the current second's latencies to the shared per-second histograms.
+    pub(crate) fn flush_second(&mut self) {
+        let (Some((second, h)), Some(all)) = (self.current.take(), &self.seconds) else { return };
+        let mut all = all.lock();
+        if all.len() <= second {
+            all.resize_with(second + 1, second_hist);
+        }
+        let _ = all[second].add(&h);
+    }
+
+    fn record_second(&mut self, second: usize, us: u64) {
+        if self.seconds.is_none() {
+            return;
+        }
+        if self.current.as_ref().is_some_and(|(s, _)| *s != second) {
+            self.flush_second();
+        }
+        let (_, h) = self.current.get_or_insert_with(|| (second, second_hist()));
+        let _ = h.record(us.min(60_000_000));
     }
 
     fn record(&mut self, second: usize, latency: Duration, outcome: Result<(u16, u64), Failure>) {
@@ -57,6 +99,7 @@ impl Stats {
         let failed = match outcome {
             Ok((status, bytes)) => {
                 let _ = self.hist.record(us);
+                self.record_second(second, us);
                 *self.statuses.entry(status).or_default() += 1;
                 self.responses += 1;
                 self.bytes += bytes;
@@ -318,6 +361,7 @@ pub(crate) async fn connection(plan: Arc<Plan>, index: u32, stats: Arc<Mutex<Sta
         };
         stats.lock().record(second, latency, outcome);
     }
+    stats.lock().flush_second();
 }
 
 #[cfg(test)]

@@ -97,6 +97,12 @@ impl Weir {
         }
     }
 
+    /// The last lines the process logged, for failure messages.
+    pub fn logs(&self) -> String {
+        let logs = self.proc.logs.lock().unwrap();
+        logs.iter().skip(logs.len().saturating_sub(20)).cloned().collect::<Vec<_>>().join("\n")
+    }
+
     pub fn logs_contain(&self, needle: &str) -> bool {
         self.proc.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
