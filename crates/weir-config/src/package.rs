@@ -40,6 +40,10 @@ pub struct PackageMeta {
     /// Whether it reads or rewrites request or response bodies (its routes then buffer them).
     #[serde(default)]
     pub reads_bodies: bool,
+    /// The root id its instances are given (`plugin_root_id`), for SDKs that register root
+    /// contexts by name (AssemblyScript's); empty by default, as in Envoy.
+    #[serde(default)]
+    pub root_id: String,
     /// Resource caps for each instance.
     #[serde(default)]
     pub limits: PackageLimits,

@@ -13,6 +13,9 @@ use crate::stream::{CallResponse, HttpCall, Stream};
 pub(crate) struct HostState {
     /// The plugin's name (`plugin_name`, log lines).
     pub(crate) plugin: Arc<str>,
+    /// `plugin_root_id`: the root context the module should create (SDKs that register
+    /// several by name, such as AssemblyScript's, look it up).
+    pub(crate) root_id: Arc<str>,
     /// State shared by the plugin's instances.
     pub(crate) shared: Arc<Shared>,
     /// `VM_CONFIGURATION`, readable in `on_vm_start`.
@@ -51,9 +54,10 @@ impl std::fmt::Debug for HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<str>, shared: Arc<Shared>, memory_limit: usize) -> Self {
+    pub(crate) fn new(plugin: Arc<str>, root_id: Arc<str>, shared: Arc<Shared>, memory_limit: usize) -> Self {
         Self {
             plugin,
+            root_id,
             shared,
             vm_config: Arc::from(&b""[..]),
             plugin_config: Arc::from(&b""[..]),

@@ -105,7 +105,7 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     pub(crate) fn start(p: &Plugin, vm_config: &[u8], config: &[u8]) -> Result<Self, Fault> {
-        let mut host = HostState::new(p.name.clone(), p.shared.clone(), p.limits.memory);
+        let mut host = HostState::new(p.name.clone(), p.root_id.clone(), p.shared.clone(), p.limits.memory);
         host.vm_config = vm_config.into();
         host.plugin_config = config.into();
         let mut store = Store::new(&p.engine, host);

@@ -100,6 +100,7 @@ pub struct Plugin {
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) limits: Limits,
+    pub(crate) root_id: Arc<str>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -122,7 +123,13 @@ impl Plugin {
         check_imports(&rt.host, &module)?;
         check_exports(&module)?;
         let pre = rt.host.linker.instantiate_pre(&module).map_err(|e| LoadError::Imports(vec![format!("{e:#}")]))?;
-        Ok(Self { name: Arc::from(name), engine: rt.engine.clone(), pre, shared, limits })
+        Ok(Self { name: Arc::from(name), engine: rt.engine.clone(), pre, shared, limits, root_id: Arc::from("") })
+    }
+
+    /// The root id its instances report (`plugin_root_id`; empty by default, as in Envoy).
+    pub fn with_root_id(mut self, root_id: &str) -> Self {
+        self.root_id = Arc::from(root_id);
+        self
     }
 
     /// Starts an instance: `_initialize`, the root context, `on_vm_start` and `on_configure`

@@ -1,8 +1,8 @@
 //! The deployment files as an operator gets them: every Kustomize overlay renders with
-//! `kubectl kustomize`, validates against a pinned Kubernetes version with
-//! `kubernetes-validate`, and carries the seed's numbers (2 to 10 gateways at 70 % CPU,
-//! requests = limits); the standalone overlay's config passes `weir validate`; every metric
-//! the Grafana dashboard queries is one Weir exports.
+//! `kubectl kustomize`, and the Helm chart lints and renders in both modes with `helm`; each
+//! render validates against a pinned Kubernetes version with `kubernetes-validate` and carries
+//! the seed's numbers (2 to 10 gateways at 70 % CPU, requests = limits); the configs they ship
+//! pass `weir validate`; every metric the Grafana dashboard queries is one Weir exports.
 
 mod common;
 
@@ -18,16 +18,39 @@ fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
-/// Renders an overlay; returns the YAML and its documents.
-fn render(overlay: &str) -> (String, Vec<Value>) {
-    let out = Command::new("kubectl")
-        .args(["kustomize", deploy().join("k8s/overlays").join(overlay).to_str().unwrap()])
-        .output()
-        .expect("kubectl is installed (scripts/deps.sh installs it)");
-    assert!(out.status.success(), "kubectl kustomize {overlay}: {}", String::from_utf8_lossy(&out.stderr));
+/// Runs a renderer; returns the YAML and its documents.
+fn rendered(mut cmd: Command, what: &str) -> (String, Vec<Value>) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e} (scripts/deps.sh installs it)"));
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     (text, docs)
+}
+
+/// Renders an overlay.
+fn render(overlay: &str) -> (String, Vec<Value>) {
+    let mut cmd = Command::new("kubectl");
+    cmd.args(["kustomize", deploy().join("k8s/overlays").join(overlay).to_str().unwrap()]);
+    rendered(cmd, &format!("kubectl kustomize {overlay}"))
+}
+
+/// `helm`: on the PATH, or where scripts/deps.sh puts it.
+fn helm() -> Command {
+    let cached = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir/bin/helm"));
+    match cached.filter(|p| p.is_file()) {
+        Some(p) if Command::new("helm").arg("version").output().is_err() => Command::new(p),
+        _ => Command::new("helm"),
+    }
+}
+
+/// Writes `config` to a file and checks it with `weir validate`.
+fn assert_valid_config(config: &str, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weir.yaml");
+    std::fs::write(&file, config).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_weir")).args(["validate", "-c", file.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -105,12 +128,36 @@ fn the_standalone_overlay_renders_validates_and_carries_a_valid_config() {
     let args = &find(&docs, "Deployment", "weir-gateway")["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args[0], "standalone");
     let cfg = find(&docs, "ConfigMap", "weir-config")["data"]["weir.yaml"].as_str().unwrap().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("weir.yaml");
-    std::fs::write(&file, cfg).unwrap();
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_weir")).args(["validate", "-c", file.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "the ConfigMap's weir.yaml: {}", String::from_utf8_lossy(&out.stderr));
+    assert_valid_config(&cfg, "the ConfigMap's weir.yaml");
+}
+
+#[test]
+fn the_helm_chart_lints_and_renders_both_modes_with_the_same_guarantees() {
+    let chart = deploy().join("helm/weir");
+    let chart = chart.to_str().unwrap();
+    let out = helm().args(["lint", "--strict", chart]).output().expect("helm (scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in ["standalone", "fleet"] {
+        let mut cmd = helm();
+        cmd.args(["template", "weir", chart, "--set", &format!("mode={mode}"), "--set", "serviceMonitor.enabled=true"]);
+        let (text, docs) = rendered(cmd, &format!("helm template ({mode})"));
+        kubernetes_validate(&text, &format!("helm-{mode}"));
+        assert_gateway(&docs);
+        let c = &find(&docs, "Deployment", "weir-gateway")["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["args"][0], if mode == "standalone" { "standalone" } else { "gateway" });
+        if mode == "standalone" {
+            let cfg = find(&docs, "ConfigMap", "weir-gateway")["data"]["weir.yaml"].as_str().unwrap().to_owned();
+            assert_valid_config(&cfg, "the chart's default config");
+        }
+    }
+    let mut bad = helm();
+    bad.args(["template", "weir", chart, "--set", "mode=sideways"]);
+    assert!(!bad.output().unwrap().status.success(), "an unknown mode is refused");
 }
 
 #[test]

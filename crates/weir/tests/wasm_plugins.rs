@@ -147,6 +147,19 @@ async fn body_plugin_rewrites_the_request_body_before_the_upstream_sees_it_or_an
 }
 
 #[tokio::test]
+async fn an_assemblyscript_plugin_on_its_own_sdk_runs_unmodified() {
+    // solo-io's AssemblyScript runtime: ABI 0.2.0, WASI preview 0 imports, a root context
+    // found by `plugin_root_id` (the package's `root_id`), the configuration read as text.
+    let up = app().await;
+    let pkg = common::plugins::assemblyscript("tag");
+    let plugins = "      - name: as-tag\n        config: { greeting: hi }\n";
+    let weir = Weir::start(&plugin_config(&[&pkg], up.port(), plugins, ""));
+    let (s, h, body) = head_of(&weir, "/x", &[]).await;
+    assert_eq!((s, body.as_str()), (200, "hello from upstream"));
+    assert_eq!(h["x-assemblyscript"], r#"{"greeting":"hi"}"#);
+}
+
+#[tokio::test]
 async fn auth_callout_allows_or_denies_through_an_upstream() {
     let up = app().await;
     let authz = upstream_fn(|req: Request<Incoming>| async move {

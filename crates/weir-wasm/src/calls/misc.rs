@@ -57,7 +57,8 @@ fn property(c: &Cx<'_>, path: &[u8]) -> Option<Vec<u8>> {
     let p = &s.properties;
     match dotted.as_str() {
         "plugin_name" => text(Some(&h.plugin)),
-        "plugin_root_id" | "plugin_vm_id" => Some(Vec::new()),
+        "plugin_root_id" => text(Some(&h.root_id)),
+        "plugin_vm_id" => Some(Vec::new()),
         "request.path" => header(":path"),
         "request.url_path" => header(":path").map(|v| v.split(|b| *b == b'?').next().unwrap_or(&[]).to_vec()),
         "request.query" => header(":path").map(|v| v.splitn(2, |b| *b == b'?').nth(1).unwrap_or(&[]).to_vec()),

@@ -121,6 +121,15 @@ impl Host {
         Ok(())
     }
 
+    /// Defines every function of `module` under `alias` too.
+    pub(crate) fn alias(&mut self, module: &'static str, alias: &'static str) -> wasmtime::Result<()> {
+        self.linker.alias_module(module, alias)?;
+        let names: Vec<(&'static str, &'static str)> =
+            self.names.iter().filter(|(m, _)| *m == module).map(|(_, n)| (alias, *n)).collect();
+        self.names.extend(names);
+        Ok(())
+    }
+
     /// Whether the host defines `module.name`.
     pub(crate) fn defines(&self, module: &str, name: &str) -> bool {
         self.names.iter().any(|(m, n)| *m == module && *n == name)

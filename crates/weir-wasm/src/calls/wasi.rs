@@ -95,5 +95,7 @@ pub(super) fn register(h: &mut Host) -> wasmtime::Result<()> {
         errno::NOSYS
     })?;
     h.wrap(WASI, "poll_oneoff", |_: Cx<'_>, _: i32, _: i32, _: i32, _: i32| errno::NOTSUP)?;
-    Ok(())
+    // Older toolchains (AssemblyScript's proxy-wasm runtime) import the same calls from
+    // preview 0; the ones defined here have the same signatures and meaning there.
+    h.alias(WASI, "wasi_unstable")
 }

@@ -74,3 +74,26 @@ pub fn padded(mut wasm: Vec<u8>, extra: usize) -> Vec<u8> {
     wasm.resize(wasm.len() + extra, 0);
     wasm
 }
+
+/// Builds the AssemblyScript example `name` (`plugins/examples-as/NAME`: `npm ci`, then
+/// `asc`), once per test process; its directory is then a package.
+pub fn assemblyscript(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/examples-as").join(name);
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|b| b == name) {
+        for args in [&["ci", "--silent", "--no-audit", "--no-fund"][..], &["run", "--silent", "build"][..]] {
+            let out =
+                Command::new("npm").args(args).current_dir(&dir).output().expect("npm is installed (scripts/deps.sh)");
+            assert!(
+                out.status.success(),
+                "npm {args:?} in {}: {}{}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        built.push(name.to_owned());
+    }
+    dir
+}

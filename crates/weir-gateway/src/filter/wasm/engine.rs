@@ -35,13 +35,15 @@ pub(crate) fn engine() -> Result<&'static Engine, String> {
 impl Engine {
     /// The compiled module of `pkg`, compiled now unless a live filter already has it.
     pub(crate) fn plugin(&self, pkg: &Package) -> Result<Arc<Plugin>, LoadError> {
-        let key = format!("{}:{:?}", pkg.sha256, pkg.meta.limits);
+        let key = format!("{}:{:?}:{}", pkg.sha256, pkg.meta.limits, pkg.meta.root_id);
         if let Some(p) = self.modules.lock().get(&key).and_then(Weak::upgrade) {
             return Ok(p);
         }
         let limits = Limits { cpu: pkg.meta.limits.cpu.0, memory: pkg.meta.limits.memory.0 as usize };
         let shared = self.shared(&pkg.meta.name);
-        let p = Arc::new(Plugin::compile(&self.runtime, &pkg.meta.name, &pkg.wasm, shared, limits)?);
+        let p = Arc::new(
+            Plugin::compile(&self.runtime, &pkg.meta.name, &pkg.wasm, shared, limits)?.with_root_id(&pkg.meta.root_id),
+        );
         let mut m = self.modules.lock();
         m.retain(|_, w| w.strong_count() > 0);
         m.insert(key, Arc::downgrade(&p));
