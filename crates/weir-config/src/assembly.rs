@@ -53,7 +53,7 @@ fn check_and_parse<T: JsonSchema + DeserializeOwned>(
                     p if p.is_empty() => label.to_owned(),
                     p => format!("{label}.{p}"),
                 },
-                message: e.to_string(),
+                message: crate::messages::humanize(&e),
             })
             .collect();
         if !errs.is_empty() {
