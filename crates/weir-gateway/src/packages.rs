@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use weir_config::package::{Package, PackageMeta, check_schema};
 use weir_config::{ConfigError, ConfigErrors, ValidConfig};
 
@@ -42,7 +41,7 @@ pub fn read_package(dir: &Path) -> Result<Package, ConfigErrors> {
             return Err(ConfigErrors(errors));
         }
     };
-    let sha256 = Sha256::digest(&wasm).iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = sha256_hex(&wasm);
     Ok(Package { dir: Some(dir.to_owned()), meta, schema, wasm: Arc::from(wasm), sha256 })
 }
 
@@ -76,4 +75,10 @@ fn with_packages(spec: weir_config::ConfigSpec, base: &Path) -> Result<ValidConf
 pub fn resolve(base: &Path, dir: &str) -> PathBuf {
     let p = Path::new(dir);
     if p.is_absolute() { p.to_owned() } else { base.join(p) }
+}
+
+/// The sha256 of a module, lower-case hex: how packages and the control plane name it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -30,6 +30,16 @@ fn loadtest(scenario: &str, extra: &[&str]) -> (i32, String, serde_json::Value, 
     (out.status.code().unwrap_or(-1), stdout, json, dir)
 }
 
+/// [`loadtest`] with `--plot`, off the async threads; also returns the SVG.
+async fn loadtest_plotted(scenario: String) -> (i32, String, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("plot.svg");
+    let svg_arg = svg.to_str().unwrap().to_owned();
+    let (code, out, report, _d) =
+        tokio::task::spawn_blocking(move || loadtest(&scenario, &["--plot", &svg_arg])).await.unwrap();
+    (code, out, report, std::fs::read_to_string(&svg).unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_rate_is_accurate_and_counts_match_the_server() {
     let up = named("ok").await;
@@ -101,18 +111,13 @@ sla: {{ error_rate: 0% }}
 "#,
         up.addr
     );
-    let dir = tempfile::tempdir().unwrap();
-    let svg = dir.path().join("plot.svg");
-    let svg_arg = svg.to_str().unwrap().to_owned();
-    let (code, out, report, _d) =
-        tokio::task::spawn_blocking(move || loadtest(&scenario, &["--plot", &svg_arg])).await.unwrap();
+    let (code, out, report, plot) = loadtest_plotted(scenario).await;
     assert_eq!(code, 0, "{out}");
     let total = report["requests"].as_u64().unwrap();
     assert_eq!(total as usize, gets.load(SeqCst) + posts.load(SeqCst));
     assert_eq!(report["statuses"]["200"].as_u64(), Some(total), "every request well-formed: {out}");
     let share = posts.load(SeqCst) as f64 / total as f64;
     assert!((share - 0.3).abs() < 0.01, "POST share {share}");
-    let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.contains("<svg") && plot.contains("latency per second"), "svg drawn");
 }
 
@@ -125,11 +130,7 @@ async fn throughput_is_judged_after_the_ramp_up_and_the_plot_shows_the_run_over_
          sla: {{ min_tps: 1900, p99: 500ms, avg_latency: 200ms }}\n",
         up.addr
     );
-    let dir = tempfile::tempdir().unwrap();
-    let svg = dir.path().join("plot.svg");
-    let svg_arg = svg.to_str().unwrap().to_owned();
-    let (code, out, report, _d) =
-        tokio::task::spawn_blocking(move || loadtest(&scenario, &["--plot", &svg_arg])).await.unwrap();
+    let (code, out, report, plot) = loadtest_plotted(scenario).await;
     assert_eq!(code, 0, "the steady rate meets min_tps: {out}");
     assert!(report["tps"].as_f64().unwrap() < 1700.0, "the whole run's rate includes the ramp: {out}");
     assert_eq!(report["steady"]["from_second"], 2);
@@ -141,7 +142,6 @@ async fn throughput_is_judged_after_the_ramp_up_and_the_plot_shows_the_run_over_
     assert!(seconds.iter().all(|t| t["p99_ms"].as_f64() >= t["p50_ms"].as_f64() && t["p50_ms"].as_f64() > Some(0.0)));
     let ramped: Vec<u64> = seconds.iter().map(|t| t["completed"].as_u64().unwrap()).collect();
     assert!(ramped[0] < ramped[3], "the ramp shows in the per-second counts: {ramped:?}");
-    let plot = std::fs::read_to_string(&svg).unwrap();
     for want in
         ["weir loadtest scenario.yaml", "throughput", "SLA min 1900/s", "SLA p99 500 ms", "SLA average 200 ms", "p50"]
     {

@@ -225,14 +225,14 @@ async fn fetch_modules(
         if s.modules.has(&sha256) {
             continue;
         }
-        let mut req =
-            tonic::Request::new(v1::ModuleRequest { sha256: sha256.clone(), gateway_id: s.opts.gateway_id.clone() });
-        if let Some(t) = s.opts.token.as_deref().and_then(|t| format!("Bearer {t}").parse().ok()) {
-            req.metadata_mut().insert("authorization", t);
-        }
-        let got = match client.get_module(req).await {
-            Ok(rsp) => s.modules.insert(&sha256, rsp.into_inner().wasm),
-            Err(status) => Err(status.message().to_owned()),
+        let req =
+            authorized(&s.opts, v1::ModuleRequest { sha256: sha256.clone(), gateway_id: s.opts.gateway_id.clone() });
+        let got = match req {
+            Err(e) => Err(e.to_string()),
+            Ok(req) => match client.get_module(req).await {
+                Ok(rsp) => s.modules.insert(&sha256, rsp.into_inner().wasm),
+                Err(status) => Err(status.message().to_owned()),
+            },
         };
         match got {
             Ok(()) => tracing::info!(module = %sha256, "fetched a plugin module from the control plane"),
@@ -242,6 +242,15 @@ async fn fetch_modules(
             }
         }
     }
+}
+
+/// A call to the control plane, with the bearer token when there is one.
+fn authorized<T>(opts: &SyncOptions, msg: T) -> Result<tonic::Request<T>, BoxError> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = &opts.token {
+        req.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
+    }
+    Ok(req)
 }
 
 /// Exponential backoff from 100 ms to 5 s with full jitter over the upper half.
@@ -281,10 +290,7 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
     let (tx, rx) = mpsc::channel::<v1::ConfigRequest>(16);
     let send = |m: config_request::Msg| v1::ConfigRequest { msg: Some(m) };
     tx.send(send(config_request::Msg::Register(s.descriptor()))).await?;
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    if let Some(t) = &s.opts.token {
-        request.metadata_mut().insert("authorization", format!("Bearer {t}").parse()?);
-    }
+    let request = authorized(&s.opts, ReceiverStream::new(rx))?;
     let mut inbound = client.sync_config(request).await?.into_inner();
     let mut reporter = report::Reporter::default();
     let mut heartbeat = tokio::time::interval(s.opts.heartbeat_interval);

@@ -9,8 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use weir_config::package::{ModuleRef, is_sha256};
+
+use crate::packages::sha256_hex;
 
 /// Modules by sha256.
 #[derive(Debug, Default)]
@@ -20,10 +21,6 @@ pub struct Modules {
     held: HashMap<String, Arc<[u8]>>,
     /// Why the last fetch of a module failed, for the NACK.
     failed: HashMap<String, String>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Modules {

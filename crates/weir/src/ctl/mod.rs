@@ -132,16 +132,20 @@ async fn read_all(api: &Api, file: &PathBuf) -> Result<Vec<Value>, Box<dyn std::
 
 type Read = (String, Vec<Value>);
 
+/// `WHAT is not valid:` and every error, one per line.
+fn invalid(what: &dyn std::fmt::Display, verdict: &str, errs: &weir_config::ConfigErrors) -> String {
+    let lines: Vec<String> = errs.iter().map(|e| format!("  {}: {}", e.path, e.message)).collect();
+    format!("{what} {verdict}:\n{}", lines.join("\n"))
+}
+
 fn read_resources(file: &PathBuf) -> Result<Read, Box<dyn std::error::Error>> {
     let text = if file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
     };
-    let res = weir_config::resources::parse_documents(&text).map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  {}: {}", e.path, e.message)).collect();
-        format!("{} is not valid:\n{}", file.display(), lines.join("\n"))
-    })?;
+    let res = weir_config::resources::parse_documents(&text)
+        .map_err(|errs| invalid(&file.display(), "is not valid", &errs))?;
     let res = res.into_iter().map(|r| json!({"kind": r.kind.as_str(), "name": r.name, "body": r.body})).collect();
     Ok((text, res))
 }

@@ -23,10 +23,8 @@ pub(super) fn is_package(path: &Path) -> bool {
 
 /// The directories `text` (read from `file`) lists under `plugin_packages`, relative to it.
 pub(super) fn listed(file: &Path, text: &str) -> Result<Vec<PathBuf>, Error> {
-    let dirs = weir_config::resources::package_dirs(text).map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  {}: {}", e.path, e.message)).collect();
-        format!("{} is not valid:\n{}", file.display(), lines.join("\n"))
-    })?;
+    let dirs = weir_config::resources::package_dirs(text)
+        .map_err(|errs| super::invalid(&file.display(), "is not valid", &errs))?;
     let base = file.parent().unwrap_or(Path::new("."));
     Ok(dirs.iter().map(|d| weir_gateway::packages::resolve(base, d)).collect())
 }
@@ -34,10 +32,8 @@ pub(super) fn listed(file: &Path, text: &str) -> Result<Vec<PathBuf>, Error> {
 /// Reads and checks the package in `dir`, uploads its module if needed, and returns its
 /// `Package` resource as `apply` sends it.
 pub(super) async fn resource(api: &Api, dir: &Path) -> Result<Value, Error> {
-    let pkg = weir_gateway::packages::read_package(dir).map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  {}: {}", e.path, e.message)).collect();
-        format!("{} is not a valid package:\n{}", dir.display(), lines.join("\n"))
-    })?;
+    let pkg = weir_gateway::packages::read_package(dir)
+        .map_err(|errs| super::invalid(&dir.display(), "is not a valid package", &errs))?;
     check(&pkg).map_err(|e| format!("{}: {e}", dir.display()))?;
     upload(api, &pkg).await?;
     let spec = PackageSpec::of(&pkg);

@@ -6,11 +6,24 @@ use std::path::Path;
 
 use hdrhistogram::Histogram;
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::report::Report;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One panel: its caption, and room for the axis labels.
+fn panel<'a, 'b>(area: &'a Area<'b>, caption: &str, x: f64, y: f64) -> Result<Chart<'a, 'b>, String> {
+    ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 17))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x, 0.0..y)
+        .map_err(err)
+}
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -68,13 +81,7 @@ fn throughput(area: &Area<'_>, r: &Report) -> Result<(), String> {
             .into_iter()
             .fold(1.0, f64::max)
             * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption("throughput (responses per second)", ("sans-serif", 17))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..secs, 0.0..top)
-        .map_err(err)?;
+    let mut chart = panel(area, "throughput (responses per second)", secs, top)?;
     chart.configure_mesh().x_desc("second").y_desc("req/s").draw().map_err(err)?;
     chart
         .draw_series(LineSeries::new(rates, BLUE.stroke_width(2)))
@@ -110,13 +117,7 @@ fn latency_over_time(area: &Area<'_>, r: &Report) -> Result<(), String> {
         .fold(1.0, f64::max)
         .max(max.iter().map(|p| p.1).fold(0.0, f64::max).min(p99.iter().map(|p| p.1).fold(1.0, f64::max) * 3.0))
         * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption("latency per second (ms)", ("sans-serif", 17))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..secs, 0.0..top)
-        .map_err(err)?;
+    let mut chart = panel(area, "latency per second (ms)", secs, top)?;
     chart.configure_mesh().x_desc("second").y_desc("ms").draw().map_err(err)?;
     for (points, label, color) in [(p50, "p50", BLUE), (p99, "p99", MAGENTA), (max, "max", RGBColor(160, 160, 160))] {
         chart
@@ -145,13 +146,7 @@ fn distribution(area: &Area<'_>, hist: &Histogram<u64>) -> Result<(), String> {
         })
         .collect();
     let top = points.iter().map(|p| p.1).fold(1.0_f64, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption("latency distribution (ms by percentile)", ("sans-serif", 17))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..4.0, 0.0..top)
-        .map_err(err)?;
+    let mut chart = panel(area, "latency distribution (ms by percentile)", 4.0, top)?;
     chart
         .configure_mesh()
         .x_desc("percentile")

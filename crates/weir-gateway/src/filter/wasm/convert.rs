@@ -77,17 +77,6 @@ fn header_change(
     }
 }
 
-/// The response as a plugin sees it: `:status`, then every header.
-pub(super) fn response_fields(status: StatusCode, headers: &HeaderMap) -> Fields {
-    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
-    let mut f = Fields::with_capacity(headers.len() + 5, bytes + 256);
-    f.push(":status", status.as_str().as_bytes());
-    for (k, v) in headers {
-        f.push(k.as_str(), v.as_bytes());
-    }
-    f
-}
-
 /// The response as a plugin sees it, from fields where they lie: `:status`, then each field
 /// `each` yields.
 pub(super) fn response_fields_from(status: StatusCode, each: impl Fn(&mut dyn FnMut(&[u8], &[u8]))) -> Fields {
@@ -113,21 +102,15 @@ pub(super) fn response_edits(fields: &mut Fields) -> Edits {
     e
 }
 
-/// Applies the plugin's response-header changes to `headers`.
-pub(super) fn apply_response(fields: &mut Fields, headers: &mut HeaderMap) {
-    let (mut remove, mut set, mut add) = (Vec::new(), Vec::new(), Vec::new());
-    for (name, values) in fields.take_changes() {
-        if !name.starts_with(':') {
-            header_change(&name, &values, &mut remove, &mut set, &mut add);
-        }
-    }
-    for n in remove {
+/// Applies a plugin's response-header edits to `headers`.
+pub(super) fn apply_edits(e: Edits, headers: &mut HeaderMap) {
+    for n in e.remove {
         headers.remove(n);
     }
-    for (k, v) in set {
+    for (k, v) in e.set {
         headers.insert(k, v);
     }
-    for (k, v) in add {
+    for (k, v) in e.add {
         headers.append(k, v);
     }
 }

@@ -335,17 +335,13 @@ pub struct WasmCtx {
 impl WasmCtx {
     /// `on_response_headers`; the plugin's changes are applied to `headers`.
     pub(crate) fn on_response(&self, status: StatusCode, headers: &mut HeaderMap) {
-        let mut s = self.stream.lock();
-        s.response_headers = convert::response_fields(status, headers);
-        s.properties.response_code = Some(status.as_u16());
-        let end = !self.filter.meta.reads_bodies;
-        match self.filter.with(self, |i| i.on_response_headers(self.id, &mut s, end)) {
-            Ok(_) => convert::apply_response(&mut s.response_headers, headers),
-            Err(f) => {
-                self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
-                tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_response_headers failed; response left as is");
+        let each = |f: &mut dyn FnMut(&[u8], &[u8])| {
+            for (k, v) in headers.iter() {
+                f(k.as_str().as_bytes(), v.as_bytes());
             }
-        }
+        };
+        let edits = self.response_edits(status, each);
+        convert::apply_edits(edits, headers);
     }
 
     /// `on_response_headers` on the fields `each` yields; returns the plugin's changes.
