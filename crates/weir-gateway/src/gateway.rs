@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use weir_config::ValidConfig;
 use weir_config::spec::ListenerSpec;
 
+use crate::handover::{self, HandedSocket};
 use crate::metrics::Metrics;
 use crate::proxy::SharedSnapshot;
 use crate::server::{self, ListenerCtx, ServeOptions};
@@ -89,6 +90,9 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     /// The upstreams plugin callouts may name, those of the snapshot serving.
     callouts: Arc<crate::filter::wasm::Callouts>,
+    /// Listening sockets handed over by the process this one replaces, until a listener of the
+    /// config takes each.
+    inherited: Mutex<Vec<HandedSocket>>,
 }
 
 impl Gateway {
@@ -101,6 +105,7 @@ impl Gateway {
             workers,
             metrics: Arc::new(Metrics::new()),
             callouts: Arc::default(),
+            inherited: Mutex::new(Vec::new()),
         })
     }
 
@@ -133,7 +138,7 @@ impl Gateway {
             let socket = match existing {
                 Some((true, _)) => continue,
                 Some((false, Ok(s))) => s,
-                _ => bind(l.address).map_err(|source| ApplyError::Bind {
+                _ => self.inherited_or_bind(&l.name, l.address).map_err(|source| ApplyError::Bind {
                     name: l.name.clone(),
                     address: l.address,
                     source,
@@ -175,7 +180,39 @@ impl Gateway {
             }
             keep
         });
+        drop(running);
+        // A handed socket no listener took would queue connections nobody accepts.
+        for s in self.inherited.lock().drain(..) {
+            tracing::info!(listener = %s.name, address = %s.address, "closing a handed-over socket the config no longer has");
+        }
         Ok(version)
+    }
+
+    /// Sockets handed over by a predecessor (see [`crate::handover`]): listeners of the next
+    /// config at the same addresses accept on them instead of binding.
+    pub fn inherit(&self, sockets: Vec<HandedSocket>) {
+        self.inherited.lock().extend(sockets);
+    }
+
+    /// A copy of every listening socket, for a successor to take over.
+    pub fn handed_sockets(&self) -> std::io::Result<Vec<HandedSocket>> {
+        let running = self.listeners.lock();
+        let mut out = Vec::with_capacity(running.len());
+        for ((name, address), l) in running.iter() {
+            out.push(HandedSocket { name: name.clone(), address: *address, socket: l.socket.try_clone()? });
+        }
+        Ok(out)
+    }
+
+    fn inherited_or_bind(&self, name: &str, address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        match handover::take(&mut self.inherited.lock(), name, address) {
+            Some(s) => {
+                tracing::info!(listener = %name, %address, "listening on the socket handed over");
+                s.set_nonblocking(true)?;
+                Ok(s)
+            }
+            None => bind(address),
+        }
     }
 
     fn start_listener(

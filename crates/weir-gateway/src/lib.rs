@@ -14,6 +14,7 @@ pub mod error;
 pub mod filter;
 pub mod gateway;
 pub mod h1;
+pub mod handover;
 pub mod headers;
 pub mod io;
 pub mod metrics;

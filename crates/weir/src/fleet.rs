@@ -16,7 +16,8 @@ use weir_gateway::Gateway;
 use weir_gateway::admin::AdminState;
 use weir_gateway::sync::{self, SyncOptions};
 
-use crate::standalone::{control_runtime, drain, read_flag_file, start_admin, start_workers, wait_for_signal};
+use crate::standalone::{control_runtime, drain, read_flag_file, serve_until_signal, start_admin, start_workers};
+use crate::upgrade::{self, UpgradeArgs};
 
 /// Arguments of `weir gateway`.
 #[derive(Debug, clap::Args)]
@@ -62,6 +63,8 @@ pub(crate) struct Args {
     /// The private key (PEM) of `--control-plane-cert`.
     #[arg(long, requires = "control_plane_cert")]
     control_plane_key: Option<PathBuf>,
+    #[command(flatten)]
+    upgrade: UpgradeArgs,
 }
 
 /// The TLS config for `https://` control planes, or why there is none.
@@ -92,6 +95,18 @@ fn parse_listen(s: &str) -> Result<(Option<String>, SocketAddr), String> {
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+/// Waits until a first config is applied: a successor serves before its predecessor drains.
+async fn first_config(gw: &Gateway, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while gw.snapshot().version == 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 fn host_name() -> String {
@@ -135,17 +150,34 @@ pub(crate) fn run(args: Args) -> ExitCode {
             Ok(w) => w,
             Err(code) => return code,
         };
+        let mut predecessor = match upgrade::take_over(&args.upgrade).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let gw = Gateway::new(pool);
+        if let Some(p) = &mut predecessor {
+            gw.inherit(p.listeners());
+        }
         let stop = CancellationToken::new();
         let admin_state = Arc::new(AdminState::default());
-        if let Some(a) = args.admin_address
-            && let Err(code) = start_admin(a, &gw, &admin_state, &stop).await
-        {
-            return code;
+        let mut admin = None;
+        if let Some(a) = args.admin_address {
+            let inherited = predecessor.as_mut().and_then(|p| p.take_admin(a));
+            match start_admin(a, inherited, &gw, &admin_state, &stop).await {
+                Ok(s) => admin = Some((a, s)),
+                Err(code) => return code,
+            }
         }
         tracing::info!(gateway = %id, workers, control_planes = ?args.control_planes, "gateway started; waiting for config");
         let source = tokio::spawn(sync::run(gw.clone(), opts, stop.clone()));
-        wait_for_signal().await;
+        if predecessor.is_some() && !first_config(&gw, args.upgrade.timeout()).await {
+            eprintln!("no config within {:?} (from the control planes or the state dir); the running process keeps serving", args.upgrade.timeout());
+            return ExitCode::FAILURE;
+        }
+        serve_until_signal(&args.upgrade, predecessor, &gw, admin).await;
         drain(&gw, &admin_state, &stop, args.drain_timeout).await;
         source.abort();
         ExitCode::SUCCESS

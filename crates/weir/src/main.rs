@@ -7,6 +7,7 @@ mod fleet;
 mod loadtest;
 mod plugins;
 mod standalone;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ enum Command {
     Standalone(standalone::Args),
     /// Run a gateway fed by control planes (data plane only; it listens where you say).
     Gateway(fleet::Args),
+    /// Hand a running gateway's sockets to a new process started from its binary path, with
+    /// no connection refused or request lost (replace the binary first to upgrade it).
+    Upgrade(upgrade::CmdArgs),
     /// Run the control plane: resource store, gateway registry, gRPC push, admin REST API.
     ControlPlane(control_plane::Args),
     /// Manage resources through a control plane's admin API (apply, get, diff, rollback…).
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => fleet::run(args),
         Command::ControlPlane(args) => control_plane::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Upgrade(args) => upgrade::run(&args),
         Command::Proto => {
             print!("{}", weir_proto::PROTO);
             ExitCode::SUCCESS

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use weir_gateway::admin::{self, AdminState};
 use weir_gateway::{Gateway, Workers, watch};
 
+use crate::upgrade::{self, UpgradeArgs};
+
 /// Arguments of `weir standalone`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -23,6 +25,8 @@ pub(crate) struct Args {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    #[command(flatten)]
+    upgrade: UpgradeArgs,
 }
 
 pub(crate) fn run(args: &Args) -> ExitCode {
@@ -42,7 +46,17 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             Ok(w) => w,
             Err(code) => return code,
         };
+        let mut predecessor = match upgrade::take_over(&args.upgrade).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let gw = Gateway::new(pool);
+        if let Some(p) = &mut predecessor {
+            gw.inherit(p.listeners());
+        }
         let version = match gw.apply(&cfg).await {
             Ok(v) => v,
             Err(e) => {
@@ -53,17 +67,42 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         tracing::info!(version, workers, config = %args.config.display(), "gateway started");
         let stop = CancellationToken::new();
         let admin_state = Arc::new(AdminState::default());
-        if let Some(a) = &cfg.spec().admin
-            && let Err(code) = start_admin(a.address, &gw, &admin_state, &stop).await
-        {
-            return code;
+        let mut admin = None;
+        if let Some(a) = &cfg.spec().admin {
+            let inherited = predecessor.as_mut().and_then(|p| p.take_admin(a.address));
+            match start_admin(a.address, inherited, &gw, &admin_state, &stop).await {
+                Ok(s) => admin = Some((a.address, s)),
+                Err(code) => return code,
+            }
         }
         let watcher = tokio::spawn(watch::watch_file(args.config.clone(), gw.clone(), cfg.clone(), stop.clone()));
-        wait_for_signal().await;
+        serve_until_signal(&args.upgrade, predecessor, &gw, admin).await;
         drain(&gw, &admin_state, &stop, args.drain_timeout).await;
         watcher.abort();
         ExitCode::SUCCESS
     })
+}
+
+/// Tells a predecessor this process serves, serves the upgrade socket, and returns on SIGTERM,
+/// SIGINT or once a successor has taken over.
+pub(crate) async fn serve_until_signal(
+    upgrade: &UpgradeArgs,
+    predecessor: Option<upgrade::Predecessor>,
+    gw: &Arc<Gateway>,
+    admin: Option<(SocketAddr, std::net::TcpListener)>,
+) {
+    if let Some(p) = predecessor
+        && let Err(e) = p.finish().await
+    {
+        // Both processes may be serving now; this one goes on, as a fresh start would.
+        tracing::warn!(error = %e, "handover unfinished");
+    }
+    let handed_over = CancellationToken::new();
+    tokio::spawn(upgrade::serve(upgrade.clone(), gw.clone(), admin, handed_over.clone()));
+    tokio::select! {
+        () = wait_for_signal() => {}
+        () = handed_over.cancelled() => {}
+    }
 }
 
 /// A file named by a command-line flag (a PEM certificate or key), or a message saying which.
@@ -89,19 +128,28 @@ pub(crate) fn start_workers(n: Option<usize>) -> Result<(Workers, usize), ExitCo
     })
 }
 
-/// Binds and serves the admin endpoints (`/healthz`, `/readyz`, `/stats`, `/metrics`).
+/// Serves the admin endpoints (`/healthz`, `/readyz`, `/stats`, `/metrics`) on the socket a
+/// predecessor handed over, or binds `addr`. Returns a copy of the socket for a successor.
 pub(crate) async fn start_admin(
     addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
     gw: &Arc<Gateway>,
     state: &Arc<AdminState>,
     stop: &CancellationToken,
-) -> Result<(), ExitCode> {
-    match TcpListener::bind(addr).await {
-        Ok(l) => {
+) -> Result<std::net::TcpListener, ExitCode> {
+    let bound = match inherited {
+        Some(s) => Ok(s),
+        None => std::net::TcpListener::bind(addr),
+    };
+    let listener = bound
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(|s| Ok((s.try_clone()?, TcpListener::from_std(s)?)));
+    match listener {
+        Ok((copy, l)) => {
             let local = l.local_addr().unwrap_or(addr);
             tracing::info!(address = %local, "admin bound");
             tokio::spawn(admin::serve(l, gw.clone(), state.clone(), stop.clone()));
-            Ok(())
+            Ok(copy)
         }
         Err(e) => {
             eprintln!("admin cannot bind {addr}: {e} (is another process using the port?)");

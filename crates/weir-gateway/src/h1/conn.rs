@@ -22,6 +22,11 @@ use http::StatusCode;
 
 use crate::error::ProxyError;
 
+/// How long an idle keep-alive connection stays open once the gateway drains: a request the
+/// client sends meanwhile is served (with `Connection: close`) instead of meeting a closed
+/// socket. HAProxy before 2.4 waited for that last request the same way.
+pub(super) const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// One timer, re-armed by storing a new due time; the timer itself is only reset when the
 /// new time is earlier than the one it is set for, or when it fires early. Once polled it
 /// keeps the task's waker, so later waits only check whether it fired (one load) instead of
@@ -51,6 +56,11 @@ impl Deadline {
     /// Fires `after` from now.
     pub(super) fn arm_in(&mut self, after: Duration) {
         self.arm(Instant::now() + after);
+    }
+
+    /// When it fires.
+    pub(super) fn due(&self) -> Instant {
+        self.due
     }
 
     pub(super) fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -173,6 +183,8 @@ pub(super) struct Conn<I> {
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     token: tokio_util::sync::CancellationToken,
     stop_registered: bool,
+    /// Draining, idle waits end here ([`DRAIN_IDLE_GRACE`] after the drain began).
+    drain_until: Option<Instant>,
     /// When the current request started, or the last one ended: one clock read serves the
     /// deadlines and pool checks that follow it.
     pub now: Instant,
@@ -204,6 +216,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             stop: Box::pin(stop.clone().cancelled_owned()),
             token: stop,
             stop_registered: false,
+            drain_until: None,
             now: Instant::now(),
             ctx,
         }
@@ -278,7 +291,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
                 let _ = self.stop.as_mut().poll(cx);
             }
             if self.end == 0 && self.token.is_cancelled() {
-                return Poll::Ready(Ok(Read::Stopped));
+                // Draining: an idle client may be sending its next request right now, and
+                // closing under it would fail that request. Wait a moment for it (it gets
+                // `Connection: close`), then close.
+                let until = *self.drain_until.get_or_insert_with(|| Instant::now() + DRAIN_IDLE_GRACE);
+                if until < self.deadline.due() {
+                    self.deadline.arm(until);
+                }
+                if self.deadline.poll_due(cx).is_ready() {
+                    return Poll::Ready(Ok(Read::Stopped));
+                }
             }
             Poll::Pending
         })
