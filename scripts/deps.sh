@@ -51,6 +51,12 @@ deps_check() {
       || python3 -m pip install --quiet --break-system-packages grpcio grpcio-tools 2>/dev/null \
       || deps_apt python3-grpcio python3-grpc-tools
   fi
+  if ! python3 -c "import opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc" 2>/dev/null; then
+    deps_note "installing opentelemetry-proto (pip), for the tracing test's OTLP receiver"
+    python3 -m pip install --quiet opentelemetry-proto 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages opentelemetry-proto 2>/dev/null \
+      || deps_note "no opentelemetry-proto: the tracing test will fail"
+  fi
   if ! command -v kubernetes-validate >/dev/null; then
     deps_note "installing kubernetes-validate (pip)"
     python3 -m pip install --quiet kubernetes-validate 2>/dev/null \

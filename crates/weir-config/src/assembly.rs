@@ -262,6 +262,13 @@ impl Assembly {
         Arc::make_mut(&mut self.spec).listeners = listeners;
     }
 
+    /// Sets the tracing settings (a gateway's own, like its listeners).
+    pub fn set_tracing(&mut self, tracing: Option<crate::spec::TracingSpec>) {
+        if self.spec.tracing != tracing {
+            Arc::make_mut(&mut self.spec).tracing = tracing;
+        }
+    }
+
     /// Cross-field validation of the whole config, without copying it. Errors name the
     /// resource (`Route/api.upstream`). Any `Package` must have its module from `module`.
     pub fn validate(&self) -> Result<ValidConfig, ConfigErrors> {

@@ -95,7 +95,7 @@ pub struct Resource {
 
 /// Top-level keys of a standalone file that the control plane does not keep: each gateway
 /// decides them locally.
-pub const LOCAL_ONLY_KEYS: [&str; 1] = ["admin"];
+pub const LOCAL_ONLY_KEYS: [&str; 2] = ["admin", "tracing"];
 
 /// The top-level key of a standalone file that lists package directories. Reading them is I/O,
 /// so [`parse_documents`] leaves them to the caller ([`package_dirs`]), which turns each into

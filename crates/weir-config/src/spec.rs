@@ -39,6 +39,34 @@ pub struct ConfigSpec {
     /// relative to the config file; routes use a package by its metadata name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugin_packages: Vec<String>,
+    /// OpenTelemetry spans for requests, exported over OTLP/gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+/// OpenTelemetry tracing: one span per request, sampled, exported over OTLP/gRPC, with the W3C
+/// `traceparent` passed on to upstreams.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSpec {
+    /// The collector's OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: String,
+    /// The share of requests traced when the caller sent no sampling decision, 0 to 1. A
+    /// `traceparent` that says sampled is always traced, one that says not sampled never is.
+    #[serde(default = "default_sample_ratio")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_ratio: f64,
+    /// The spans' `service.name`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_sample_ratio() -> f64 {
+    0.01
+}
+
+fn default_service_name() -> String {
+    "weir".into()
 }
 
 /// The admin listener.

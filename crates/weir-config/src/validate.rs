@@ -66,6 +66,14 @@ pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>
         }
     }
     let mut names = HashSet::new();
+    if let Some(t) = &spec.tracing
+        && !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://"))
+    {
+        errs.push(
+            "tracing.otlp_endpoint",
+            format!("{:?} is not a URL: write http://HOST:4317 (or https://)", t.otlp_endpoint),
+        );
+    }
     for (i, l) in spec.listeners.iter().enumerate() {
         check_name(&mut errs, || format!("listeners[{i}].name"), &l.name);
         if !names.insert(l.name.as_str()) {

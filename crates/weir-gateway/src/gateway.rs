@@ -248,7 +248,13 @@ impl Gateway {
             l.stop.cancel();
         }
         let drain = futures_util::future::join_all(all.into_iter().flat_map(|l| l.tasks));
-        tokio::time::timeout(deadline, drain).await.is_ok()
+        let drained = tokio::time::timeout(deadline, drain).await.is_ok();
+        // The spans of the last requests, before the process goes (blocking: off this thread,
+        // which the exporter's connection needs).
+        if let Some(tracer) = self.snapshot().tracer.clone() {
+            let _ = tokio::task::spawn_blocking(move || tracer.flush()).await;
+        }
+        drained
     }
 }
 

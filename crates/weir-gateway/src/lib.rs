@@ -19,6 +19,7 @@ pub mod headers;
 pub mod io;
 pub mod metrics;
 pub mod oneshot;
+pub mod otel;
 pub mod packages;
 pub mod proxy;
 pub mod retry;

@@ -19,6 +19,7 @@ use crate::body::{BodyLimit, GatewayBody, Lease, UpstreamBody};
 use crate::error::ProxyError;
 use crate::filter::{FilterCx, LogEntry};
 use crate::headers;
+use crate::otel::{RequestSpan, SpanEnd, TRACEPARENT};
 use crate::retry::{Retry, idempotent};
 use crate::router::{RequestView, Route};
 use crate::snapshot::Snapshot;
@@ -62,13 +63,14 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
     let in_flight = snap.metrics.in_flight();
     in_flight.inc();
     // Only configs with an access log pay for keeping the request line.
-    let line = snap.access_log.then(|| (req.method().clone(), req.uri().clone(), declared_length(req.headers())));
+    let line = (snap.access_log || snap.tracer.is_some())
+        .then(|| (req.method().clone(), req.uri().clone(), declared_length(req.headers())));
     let mut trace = Trace::default();
     let client = conn.client;
     let grpc = is_grpc(req.headers());
     // Awaited here rather than in a helper: each level of async nesting copies the (large)
     // inner future once more per request.
-    let rsp = match proxy(&snap, conn, req, &mut trace).await {
+    let rsp = match proxy(&snap, conn, req, &mut trace, started).await {
         Ok(rsp) => rsp,
         Err(e) => error_response(e, grpc),
     };
@@ -76,7 +78,7 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
     let took = started.elapsed();
     let m = trace.route.as_ref().map_or(&snap.unmatched, |r| &r.metrics);
     m.record(rsp.status().as_u16(), took.as_secs_f64());
-    if let (Some((method, uri, bytes_in)), Some(route)) = (line, &trace.route)
+    if let (Some((method, uri, bytes_in)), Some(route)) = (&line, &trace.route)
         && route.chain.has_log()
     {
         let entry = LogEntry {
@@ -96,6 +98,18 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
         };
         route.chain.log(&entry);
     }
+    if let (Some(span), Some((method, uri, _)), Some(route)) = (trace.span.take(), &line, &trace.route) {
+        span.finish(&SpanEnd {
+            route: &route.name,
+            method: method.as_str(),
+            path: uri.path(),
+            upstream: trace.upstream.as_deref(),
+            endpoint: trace.endpoint.as_deref(),
+            status: rsp.status().as_u16(),
+            retries: trace.tries.saturating_sub(1),
+            client: client.ip(),
+        });
+    }
     rsp
 }
 
@@ -107,6 +121,17 @@ struct Trace {
     endpoint: Option<Arc<str>>,
     consumer: Option<Arc<str>>,
     request_id: Option<HeaderValue>,
+    /// The request's span, when sampled.
+    span: Option<Box<RequestSpan>>,
+    /// Endpoints picked.
+    tries: u32,
+}
+
+impl Trace {
+    /// Whether the access log or a span wants the upstream, endpoint and caller.
+    fn wants_detail(&self, route: &Route) -> bool {
+        route.chain.has_log() || self.span.is_some()
+    }
 }
 
 /// The response for a request that failed before or while being proxied (JSON, or
@@ -174,10 +199,14 @@ async fn proxy(
     conn: ConnInfo,
     mut req: Request<Incoming>,
     trace: &mut Trace,
+    started: Instant,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     check_request(&req, &conn)?;
     let route = route_of(snap, &req)?;
     trace.route = Some(route.clone());
+    if let Some(tracer) = &snap.tracer {
+        trace.span = tracer.start(&Fields::Map(req.headers()), started);
+    }
     if let (Some(limit), Some(len)) = (route.max_body_size, declared_length(req.headers()))
         && len > limit
     {
@@ -195,7 +224,10 @@ async fn proxy(
     {
         return Ok(rsp);
     }
-    if route.chain.has_log() {
+    if let Some(span) = &trace.span {
+        parts.headers.insert(TRACEPARENT.clone(), span.traceparent().clone());
+    }
+    if trace.wants_detail(&route) {
         trace.consumer = fcx.consumer.clone();
         trace.request_id = parts.headers.get("x-request-id").cloned();
         trace.upstream = Some(upstream.name().clone());
@@ -329,7 +361,8 @@ async fn attempts(
         let tried_before = tried;
         tried.add(i);
         let ep = upstream.endpoints()[i].clone();
-        if route.chain.has_log() {
+        trace.tries += 1;
+        if trace.wants_detail(route) {
             trace.endpoint = Some(ep.label().clone());
         }
         let mut lease = Lease::new(ep.clone());

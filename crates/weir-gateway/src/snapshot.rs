@@ -14,6 +14,7 @@ use weir_config::plugins::PluginConfig;
 use crate::filter::wasm::Callouts;
 use crate::filter::{Chain, Filter};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::otel::Tracer;
 use weir_config::spec::RouteSpec;
 
 use crate::router::{Route, Router, Target};
@@ -36,6 +37,8 @@ pub struct Snapshot {
     pub unmatched: RouteMetrics,
     /// Whether any route has an access log (otherwise requests skip keeping their line).
     pub access_log: bool,
+    /// Request spans, when `tracing:` is configured.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Default for Snapshot {
@@ -50,6 +53,7 @@ impl Default for Snapshot {
             unmatched: metrics.unmatched(),
             metrics,
             access_log: false,
+            tracer: None,
         }
     }
 }
@@ -109,8 +113,17 @@ impl Snapshot {
             states.into_iter().map(|st| (st.route.name.clone(), st)).collect();
         let access_log =
             routes.values().flat_map(|st| &st.plugins).any(|(c, _)| matches!(c, PluginConfig::AccessLog(_)));
+        // Kept while its settings are: its queue and collector connection live on.
+        let tracer = match &spec.tracing {
+            None => None,
+            Some(t) => match prev.and_then(|p| p.tracer.clone()).filter(|old| old.spec() == t) {
+                Some(kept) => Some(kept),
+                None => Some(Arc::new(Tracer::new(t).map_err(|e| ("tracing".to_owned(), e))?)),
+            },
+        };
         Ok(Self {
             version,
+            tracer,
             router,
             upstreams,
             routes,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use weir_config::spec::TracingSpec;
 use weir_gateway::Gateway;
 use weir_gateway::admin::AdminState;
 use weir_gateway::sync::{self, SyncOptions};
@@ -65,6 +66,16 @@ pub(crate) struct Args {
     control_plane_key: Option<PathBuf>,
     #[command(flatten)]
     upgrade: UpgradeArgs,
+    /// Export a span per request to this OTLP/gRPC collector (e.g. `http://127.0.0.1:4317`).
+    #[arg(long, env = "WEIR_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// With `--otlp-endpoint`: the share of requests traced when the caller sent no sampling
+    /// decision (0 to 1).
+    #[arg(long, default_value_t = 0.01, requires = "otlp_endpoint")]
+    trace_sample_ratio: f64,
+    /// With `--otlp-endpoint`: the spans' `service.name`.
+    #[arg(long, default_value = "weir", requires = "otlp_endpoint")]
+    trace_service_name: String,
 }
 
 /// The TLS config for `https://` control planes, or why there is none.
@@ -140,6 +151,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
         heartbeat_interval: args.heartbeat_interval,
         token: args.token.clone(),
         tls,
+        tracing: args.otlp_endpoint.clone().map(|otlp_endpoint| TracingSpec {
+            otlp_endpoint,
+            sample_ratio: args.trace_sample_ratio.clamp(0.0, 1.0),
+            service_name: args.trace_service_name.clone(),
+        }),
     };
     let rt = match control_runtime() {
         Ok(rt) => rt,

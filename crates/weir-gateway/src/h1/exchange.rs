@@ -18,6 +18,7 @@ use super::write::{self, Forwarding};
 use crate::body::Lease;
 use crate::error::ProxyError;
 use crate::filter::{Effects, FilterCx, Head, LogEntry};
+use crate::otel::{RequestSpan, SpanEnd, TRACEPARENT};
 use crate::retry::{Retry, idempotent};
 use crate::router::Route;
 use crate::snapshot::Snapshot;
@@ -53,6 +54,17 @@ pub(super) struct Trace {
     pub consumer: Option<Arc<str>>,
     pub request_id: Option<String>,
     pub bytes_out: u64,
+    /// The request's span, when sampled.
+    pub span: Option<Box<RequestSpan>>,
+    /// Endpoints picked.
+    pub tries: u32,
+}
+
+impl Trace {
+    /// Whether the access log or a span wants the upstream, endpoint and caller.
+    fn wants_detail(&self, route: &Route) -> bool {
+        route.chain.has_log() || self.span.is_some()
+    }
 }
 
 /// How long to wait for an early answer from an upstream that stopped reading the body.
@@ -162,6 +174,9 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         {
             self.log(route, head, &t, out.status, took);
         }
+        if let Some(span) = t.span.take() {
+            self.end_span(span, head, &t, out.status);
+        }
         out.done
     }
 
@@ -184,6 +199,11 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         if !route.plain_http1 {
             return Outcome { status: 0, done: Done::Handoff };
         }
+        // After the handoff: hyper starts its own.
+        if let Some(tracer) = &snap.tracer {
+            let b = self.bufs.as_ref().expect("buffers are held while a request is in flight");
+            t.span = tracer.start(&Fields::raw(&b.read, &b.fields), self.now);
+        }
         let upstream = route.target.choose().clone();
         let mut fcx = FilterCx::new(self.ctx.client);
         if !route.chain.is_empty()
@@ -192,7 +212,10 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             return out;
         }
         let b = self.bufs.as_mut().expect("buffers are held while a request is in flight");
-        if route.chain.has_log() {
+        if let Some(span) = &t.span {
+            b.edits.set(TRACEPARENT.clone(), span.traceparent().clone());
+        }
+        if t.wants_detail(&route) {
             t.upstream = Some(upstream.name().clone());
             t.consumer = fcx.consumer.clone();
             let fields = Fields::Raw { head: &b.read, fields: &b.fields, edits: &b.edits };
@@ -255,7 +278,8 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             let before = a.tried;
             a.tried.add(i);
             let ep = upstream.endpoints()[i].clone();
-            if route.chain.has_log() {
+            t.tries += 1;
+            if t.wants_detail(route) {
                 t.endpoint = Some(ep.label().clone());
             }
             match self.attempt(route, upstream, &ep, head, &mut body, &mut a).await {
@@ -393,6 +417,20 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             RspRead::Timeout | RspRead::Closed => Err(Failure::Closed),
             RspRead::Bad(why) => Err(Failure::Bad(why.into())),
         }
+    }
+
+    fn end_span(&self, span: Box<RequestSpan>, head: &ReqHead, t: &Trace, status: u16) {
+        let read: &[u8] = self.bufs.as_ref().map_or(&[], |b| &b.read);
+        span.finish(&SpanEnd {
+            route: t.route.as_ref().map_or("", |r| &r.name),
+            method: head.method.as_str(),
+            path: std::str::from_utf8(head.path().of(read)).unwrap_or("/"),
+            upstream: t.upstream.as_deref(),
+            endpoint: t.endpoint.as_deref(),
+            status,
+            retries: t.tries.saturating_sub(1),
+            client: self.ctx.client.ip(),
+        });
     }
 
     fn log(&self, route: &Route, head: &ReqHead, t: &Trace, status: u16, took: std::time::Duration) {

@@ -43,6 +43,8 @@ pub struct SyncOptions {
     pub token: Option<String>,
     /// TLS (trust roots, and a client certificate for mutual TLS) for `https://` URLs.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// This gateway's own tracing settings (not pushed: each gateway names its collector).
+    pub tracing: Option<weir_config::spec::TracingSpec>,
 }
 
 /// What happened to one received revision.
@@ -78,7 +80,7 @@ impl Syncer {
         let t0 = std::time::Instant::now();
         self.received_runs = false;
         let modules = &self.modules;
-        let cfg = match self.received.to_config(&self.opts.listen, |m| modules.resolve(m)) {
+        let cfg = match self.received.to_config(&self.opts.listen, self.opts.tracing.as_ref(), |m| modules.resolve(m)) {
             Ok(c) => c,
             Err(errs) => {
                 return Outcome::Refused(

@@ -154,13 +154,14 @@ impl Received {
         self.assembly.set(kind, name, h.map_or(0, |h| h.order), typed);
     }
 
-    /// The config to run: the received resources plus this gateway's listeners. A listener
+    /// The config to run: the received resources plus this gateway's listeners and tracing. A listener
     /// takes its settings (TLS, limits) from the `Listener` resource of the same name, if
     /// any, and its address from the gateway's own flags.
     /// Each `Package`'s module comes from `module`.
     pub fn to_config(
         &mut self,
         listen: &[(String, SocketAddr)],
+        tracing: Option<&weir_config::spec::TracingSpec>,
         module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, String>,
     ) -> Result<ValidConfig, ConfigErrors> {
         let mut errs: Vec<ConfigError> = self.broken.values().flat_map(|e| e.iter().cloned()).collect();
@@ -179,6 +180,7 @@ impl Received {
             return Err(ConfigErrors(errs));
         }
         self.assembly.set_listeners(listeners);
+        self.assembly.set_tracing(tracing.cloned());
         self.assembly.validate_with(module)
     }
 

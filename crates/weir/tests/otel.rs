@@ -1,0 +1,186 @@
+//! OpenTelemetry tracing through the real binary, exported to a real OTLP/gRPC receiver (the
+//! collector protocol from the opentelemetry-proto package, served by Python grpcio): one span
+//! per request with its route, upstream, endpoint, status and retries; the caller's W3C trace
+//! context continued and passed on to the upstream; sampling by ratio.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+
+/// The receiver process and the spans it has printed.
+struct Receiver {
+    child: Child,
+    port: u16,
+    spans: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_receiver.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with grpcio and opentelemetry-proto (scripts/deps.sh installs them)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let port = first.strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+            panic!("the OTLP receiver did not start ({first:?}): pip install grpcio opentelemetry-proto")
+        });
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let sink = spans.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        Receiver { child, port, spans }
+    }
+
+    /// Waits until `n` spans have arrived, then returns them all.
+    async fn wait_spans(&self, n: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.spans.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} of {n} spans arrived: {got:#?}", got.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.spans.lock().unwrap().len()
+    }
+}
+
+fn traced(port: u16, ratio: f64, routes: &str, upstreams: &str) -> String {
+    format!(
+        "{}tracing: {{ otlp_endpoint: \"http://127.0.0.1:{port}\", sample_ratio: {ratio}, service_name: edge }}\n",
+        config(routes, upstreams)
+    )
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// The `traceparent` the upstream saw (the `named` upstream echoes headers as `x-seen-*`).
+fn seen_traceparent(rsp: &hyper::Response<hyper::body::Incoming>) -> Option<String> {
+    rsp.headers().get("x-seen-traceparent").map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_sampled_caller_gets_a_span_with_route_upstream_endpoint_status_and_retries() {
+    let receiver = Receiver::start();
+    let app = named("app").await;
+    let dead = dead_port();
+    // Round robin over a dead endpoint and a live one: some requests retry once.
+    let ups = upstream_yaml("app", "round_robin", &[(dead, 1), (app.port(), 1)], "");
+    let weir =
+        Weir::start(&traced(receiver.port, 0.0, "  - { name: api, upstream: app, retries: { attempts: 2 } }", &ups));
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let mut upstream_parents = Vec::new();
+    for _ in 0..2 {
+        let rsp = request(weir.addr, "GET", "/orders/7?x=1", &[("traceparent", &caller)]).await;
+        assert_eq!(rsp.status(), 200);
+        let tp = seen_traceparent(&rsp).expect("the upstream got a traceparent");
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!((parts[0], parts[1], parts[3]), ("00", CALLER_TRACE, "01"), "same trace, sampled: {tp}");
+        assert_ne!(parts[2], CALLER_SPAN, "the gateway's span is the upstream's parent");
+        upstream_parents.push(parts[2].to_owned());
+    }
+    let spans = receiver.wait_spans(2).await;
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let mut retried = 0;
+    for s in &spans {
+        assert_eq!(s["service"], "edge");
+        assert_eq!(s["trace_id"], CALLER_TRACE);
+        assert_eq!(s["parent_span_id"], CALLER_SPAN, "the caller's span is the gateway span's parent");
+        assert!(upstream_parents.contains(&s["span_id"].as_str().unwrap().to_owned()), "{s}");
+        assert_eq!(s["kind"], 2, "SPAN_KIND_SERVER");
+        assert_eq!(s["name"], "GET api");
+        let a = &s["attributes"];
+        assert_eq!(a["http.route"], "api");
+        assert_eq!(a["http.request.method"], "GET");
+        assert_eq!(a["url.path"], "/orders/7");
+        assert_eq!(a["http.response.status_code"], 200);
+        assert_eq!(a["weir.upstream"], "app");
+        assert_eq!(a["weir.endpoint"], format!("127.0.0.1:{}", app.port()), "the endpoint that answered");
+        assert_eq!(a["client.address"], "127.0.0.1");
+        retried += usize::from(a["weir.retries"] == 1);
+        assert!(s["end"].as_u64() >= s["start"].as_u64());
+    }
+    // Round robin starts one of the two (or both, as the retry takes a turn too) on the dead
+    // endpoint.
+    assert!(retried >= 1, "no span counted the retry: {spans:#?}");
+    // A caller that says "not sampled" is not traced, and its context passes on untouched.
+    let unsampled = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00");
+    let rsp = request(weir.addr, "GET", "/", &[("traceparent", &unsampled)]).await;
+    assert_eq!(seen_traceparent(&rsp).as_deref(), Some(unsampled.as_str()));
+    // Ratio 0 and no caller context: nothing recorded, nothing added.
+    let rsp = request(weir.addr, "GET", "/", &[]).await;
+    assert_eq!(seen_traceparent(&rsp), None);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(receiver.count(), 2, "{:#?}", receiver.spans.lock().unwrap());
+}
+
+#[tokio::test]
+async fn the_ratio_samples_requests_and_http2_requests_are_traced_too() {
+    let receiver = Receiver::start();
+    let app = named("app").await;
+    let ups = upstream_yaml("app", "round_robin", &[(app.port(), 1)], "");
+    let weir = Weir::start(&traced(receiver.port, 0.5, "  - { name: api, upstream: app }", &ups));
+    let mut c = Client::connect(weir.addr).await;
+    let mut with_context = 0;
+    for _ in 0..200 {
+        let rsp = c.send("GET", "/", &[]).await;
+        with_context += usize::from(seen_traceparent(&rsp).is_some());
+        let _ = rsp.into_body().collect().await;
+    }
+    // Binomial(200, 0.5): 100 ± 7; outside 60..140 is a broken sampler, not bad luck.
+    assert!((60..=140).contains(&with_context), "{with_context} of 200 sampled at 0.5");
+    let spans = receiver.wait_spans(with_context).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(receiver.count(), with_context, "one span per request that carried a context upstream");
+    assert!(spans.iter().all(|s| s["parent_span_id"] == "" && s["attributes"]["http.route"] == "api"));
+    // HTTP/2 (prior knowledge) goes through hyper's path: the same span and context.
+    let stream = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let req = hyper::Request::get(format!("http://{}/h2", weir.addr))
+        .header("traceparent", &caller)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let rsp = h2.send_request(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let tp = seen_traceparent(&rsp).expect("the upstream got a traceparent over HTTP/2 too");
+    assert!(tp.starts_with(&format!("00-{CALLER_TRACE}-")) && !tp.contains(CALLER_SPAN), "{tp}");
+    let spans = receiver.wait_spans(with_context + 1).await;
+    let h2_span = spans.iter().find(|s| s["trace_id"] == CALLER_TRACE).expect("the HTTP/2 request's span");
+    assert_eq!(h2_span["attributes"]["url.path"], "/h2");
+    assert_eq!(h2_span["span_id"], tp.split('-').nth(2).unwrap());
+}
