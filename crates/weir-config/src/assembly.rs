@@ -36,35 +36,62 @@ pub enum Typed {
     Package(PackageSpec),
 }
 
-fn check_and_parse<T: JsonSchema + DeserializeOwned>(
-    validator: &'static OnceLock<Option<jsonschema::Validator>>,
+/// Schema errors of `body`, each with its JSON pointer and whether it is a missing required
+/// field (which no removal repairs).
+fn schema_errors(
+    validator: Option<&jsonschema::Validator>,
     label: &str,
     body: &Value,
-) -> Result<T, ConfigErrors> {
-    let v = validator.get_or_init(|| {
-        let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
-        jsonschema::validator_for(&schema).ok()
-    });
-    if let Some(v) = v {
-        let errs: Vec<ConfigError> = v
-            .iter_errors(body)
-            .map(|e| ConfigError {
-                path: match crate::error::pointer_to_path(&e.instance_path().to_string()) {
+) -> (Vec<ConfigError>, Vec<(String, bool)>) {
+    let Some(v) = validator else { return (Vec::new(), Vec::new()) };
+    v.iter_errors(body)
+        .map(|e| {
+            let pointer = e.instance_path().to_string();
+            let required = matches!(e.kind(), jsonschema::error::ValidationErrorKind::Required { .. });
+            let err = ConfigError {
+                path: match crate::error::pointer_to_path(&pointer) {
                     p if p.is_empty() => label.to_owned(),
                     p => format!("{label}.{p}"),
                 },
                 message: crate::messages::humanize(&e),
-            })
-            .collect();
-        if !errs.is_empty() {
-            return Err(ConfigErrors(errs));
-        }
+            };
+            (err, (pointer, required))
+        })
+        .unzip()
+}
+
+/// Checks `body` against `T`'s schema and parses it; on schema errors, also `T` read with the
+/// offending fields left out, when that reads (for cross-field checks in the same pass).
+fn check_and_parse<T: JsonSchema + DeserializeOwned>(
+    validator: &'static OnceLock<Option<jsonschema::Validator>>,
+    label: &str,
+    body: &Value,
+) -> Result<T, (ConfigErrors, Option<Box<T>>)> {
+    let v = validator.get_or_init(|| {
+        let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+        jsonschema::validator_for(&schema).ok()
+    });
+    let (errs, offending) = schema_errors(v.as_ref(), label, body);
+    if errs.is_empty() {
+        return serde_json::from_value(body.clone()).map_err(|e| (ConfigErrors::one(label, e.to_string()), None));
     }
-    serde_json::from_value(body.clone()).map_err(|e| ConfigErrors::one(label, e.to_string()))
+    let mut rest = body.clone();
+    let repaired = offending.iter().all(|(p, required)| !required && crate::remove_field(&mut rest, p));
+    Err((ConfigErrors(errs), repaired.then(|| serde_json::from_value(rest).ok().map(Box::new)).flatten()))
 }
 
 /// Checks one resource's body against its kind's schema and parses it.
 pub fn parse_resource(kind: Kind, name: &str, body: &Value) -> Result<Typed, ConfigErrors> {
+    parse_resource_or_rest(kind, name, body).map_err(|(e, _)| e)
+}
+
+/// [`parse_resource`], and on schema errors also the resource with the offending fields left
+/// out, when that reads: cross-field checks can then run on it in the same pass.
+pub fn parse_resource_or_rest(
+    kind: Kind,
+    name: &str,
+    body: &Value,
+) -> Result<Typed, (ConfigErrors, Option<Box<Typed>>)> {
     static LISTENER: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     static UPSTREAM: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     static ROUTE: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
@@ -73,18 +100,23 @@ pub fn parse_resource(kind: Kind, name: &str, body: &Value) -> Result<Typed, Con
     static PACKAGE: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     let label = format!("{kind}/{name}");
     let label = label.as_str();
-    Ok(match kind {
-        Kind::Listener => Typed::Listener(check_and_parse(&LISTENER, label, body)?),
-        Kind::Upstream => Typed::Upstream(check_and_parse(&UPSTREAM, label, body)?),
-        Kind::Route => Typed::Route(check_and_parse(&ROUTE, label, body)?),
-        Kind::Plugin => Typed::Plugin(check_and_parse(&PLUGIN, label, body)?),
-        Kind::Consumer => Typed::Consumer(check_and_parse(&CONSUMER, label, body)?),
+    type Rest = (ConfigErrors, Option<Box<Typed>>);
+    fn typed<T>(r: Result<T, (ConfigErrors, Option<Box<T>>)>, f: fn(T) -> Typed) -> Result<Typed, Rest> {
+        r.map(f).map_err(|(e, rest)| (e, rest.map(|t| Box::new(f(*t)))))
+    }
+    match kind {
+        Kind::Listener => typed::<ListenerSpec>(check_and_parse(&LISTENER, label, body), Typed::Listener),
+        Kind::Upstream => typed::<UpstreamSpec>(check_and_parse(&UPSTREAM, label, body), Typed::Upstream),
+        Kind::Route => typed::<RouteSpec>(check_and_parse(&ROUTE, label, body), Typed::Route),
+        Kind::Plugin => typed::<PluginSpec>(check_and_parse(&PLUGIN, label, body), Typed::Plugin),
+        Kind::Consumer => typed::<Consumer>(check_and_parse(&CONSUMER, label, body), Typed::Consumer),
         Kind::Package => {
-            let spec: PackageSpec = check_and_parse(&PACKAGE, label, body)?;
-            spec.check(&format!("{label}."))?;
-            Typed::Package(spec)
+            // A package's own checks are about its files: no partial package is worth checking.
+            let spec: PackageSpec = check_and_parse(&PACKAGE, label, body).map_err(|(e, _)| (e, None))?;
+            spec.check(&format!("{label}.")).map_err(|e| (e, None))?;
+            Ok(Typed::Package(spec))
         }
-    })
+    }
 }
 
 /// A resource as it was before a patch: kind, name, and its order and value if it existed.

@@ -88,7 +88,7 @@ fn parse_value_or_rest(value: serde_json::Value) -> Result<ConfigSpec, (ConfigEr
 
 /// Removes the mapping field at `pointer`; false when it is not one (the document itself or a
 /// list item, whose removal would renumber its siblings).
-fn remove_field(doc: &mut serde_json::Value, pointer: &str) -> bool {
+pub(crate) fn remove_field(doc: &mut serde_json::Value, pointer: &str) -> bool {
     let Some((parent, key)) = pointer.rsplit_once('/') else { return false };
     let key = key.replace("~1", "/").replace("~0", "~");
     match doc.pointer_mut(parent) {
@@ -108,6 +108,12 @@ pub fn every_error<T>(
     check: impl FnOnce(ConfigSpec) -> Result<T, ConfigErrors>,
 ) -> ConfigErrors {
     let Some(Err(more)) = rest.map(|r| check(*r)) else { return schema };
+    merge_errors(schema, more)
+}
+
+/// Schema errors, then the cross-field errors `more` adds that are not under a field the
+/// schema errors already name.
+pub fn merge_errors(schema: ConfigErrors, more: ConfigErrors) -> ConfigErrors {
     let mut all = schema.0;
     let reported: Vec<String> = all.iter().map(|e| e.path.clone()).collect();
     let under = |p: &str, r: &str| p == r || p.starts_with(&format!("{r}.")) || p.starts_with(&format!("{r}["));

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::watch;
 use weir_config::ConfigErrors;
-use weir_config::assembly::{Assembly, Typed, Undo, parse_resource};
+use weir_config::assembly::{Assembly, Typed, Undo, parse_resource_or_rest};
 use weir_config::resources::Kind;
 
 use crate::registry::Registry;
@@ -228,10 +228,16 @@ impl ControlPlane {
         let state = inner.store.state();
         let plan = state.plan(edits, state.revision + 1);
         let mut undo = Undo::default();
-        let checked = patch(&mut inner.assembly, &mut undo, &plan).and_then(|()| {
-            let store = &inner.store;
-            inner.assembly.validate_with(|m| stored_module(store, m)).map(drop)
-        });
+        let store = &inner.store;
+        let checked = match patch(&mut inner.assembly, &mut undo, &plan) {
+            Ok(()) => inner.assembly.validate_with(|m| stored_module(store, m)).map(drop),
+            // Every error in one pass: the cross-field ones of the rest too, when it reads.
+            Err((schema, true)) => match inner.assembly.validate_with(|m| stored_module(store, m)) {
+                Ok(_) => Err(schema),
+                Err(more) => Err(weir_config::merge_errors(schema, more)),
+            },
+            Err((schema, false)) => Err(schema),
+        };
         tracing::debug!(validate_us = t0.elapsed().as_micros() as u64, edits = edits.len(), "validated");
         if let Err(errs) = checked {
             inner.assembly.undo(undo);
@@ -360,27 +366,36 @@ fn typed_or_skip(s: &crate::store::Stored) -> Option<Typed> {
 /// Parses a stored resource. A `Listener` may leave out `address`: each gateway listens where
 /// its own `--listen` says, so here it stands for "any port" (`0.0.0.0:0`, which never
 /// conflicts with another listener).
-fn parse_stored(kind: Kind, name: &str, body: &Value) -> Result<Typed, ConfigErrors> {
+fn parse_stored(kind: Kind, name: &str, body: &Value) -> Result<Typed, (ConfigErrors, Option<Box<Typed>>)> {
     if kind == Kind::Listener && body.get("address").is_none() && body.is_object() {
         let mut body = body.clone();
         body["address"] = Value::String("0.0.0.0:0".into());
-        return parse_resource(kind, name, &body);
+        return parse_resource_or_rest(kind, name, &body);
     }
-    parse_resource(kind, name, body)
+    parse_resource_or_rest(kind, name, body)
 }
 
-/// Patches the changes of `plan` into `assembly`; every resource that fails its schema is
-/// reported (cross-field checks run only once each resource is well formed).
-fn patch(assembly: &mut Assembly, undo: &mut Undo, plan: &[Change]) -> Result<(), ConfigErrors> {
+/// Patches the changes of `plan` into `assembly`. A resource that fails its schema is
+/// reported, and patched in with the offending fields left out when that reads; `Err` holds
+/// the schema errors and whether every failing resource was patched that way (then the
+/// cross-field checks can run on the whole and report in the same pass).
+fn patch(assembly: &mut Assembly, undo: &mut Undo, plan: &[Change]) -> Result<(), (ConfigErrors, bool)> {
     let mut errs = Vec::new();
+    let mut whole = true;
     for c in plan.iter().filter(|c| c.op != Op::Unchanged) {
         match &c.after {
             Some(s) => match parse_stored(c.kind, &c.name, &s.body) {
                 Ok(t) => assembly.set_undoable(undo, c.kind, &c.name, s.order, Some(t)),
-                Err(e) => errs.extend(e.0),
+                Err((e, rest)) => {
+                    errs.extend(e.0);
+                    whole &= rest.is_some();
+                    if let Some(t) = rest {
+                        assembly.set_undoable(undo, c.kind, &c.name, s.order, Some(*t));
+                    }
+                }
             },
             None => assembly.set_undoable(undo, c.kind, &c.name, 0, None),
         }
     }
-    if errs.is_empty() { Ok(()) } else { Err(ConfigErrors(errs)) }
+    if errs.is_empty() { Ok(()) } else { Err((ConfigErrors(errs), whole)) }
 }

@@ -108,6 +108,14 @@ async fn invalid_resources_are_refused_with_every_path_and_nothing_is_stored() {
     assert!(paths.contains(&"Route/bad.upstream") && paths.contains(&"Route/bad.match.path.regex"), "{paths:?}");
     assert_eq!(cp.revision().await, rev);
     assert_eq!(cp.call("GET", "/api/v1/routes/bad", None).await.0, 404);
+    // A schema error and a cross-field one come in the same answer, as `weir validate` gives.
+    let bad = json!({"upstream": "nope", "timeout": "5 seconds"});
+    let (status, v) = cp.call("PUT", "/api/v1/routes/bad", Some(&bad)).await;
+    assert_eq!(status, 400, "{v}");
+    let errors = v["errors"].as_array().unwrap();
+    let at = |p: &str| errors.iter().find(|e| e["path"] == p).map(|e| e["message"].as_str().unwrap().to_owned());
+    assert!(at("Route/bad.timeout").is_some_and(|m| m.contains("is not a duration")), "{v}");
+    assert!(at("Route/bad.upstream").is_some_and(|m| m.contains("nope")), "{v}");
 
     // Deleting an upstream a route still uses is refused too.
     let (status, v) = cp.call("DELETE", "/api/v1/upstreams/one", None).await;

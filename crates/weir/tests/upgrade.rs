@@ -231,3 +231,51 @@ fn upgrade_without_a_running_process_says_what_to_check() {
     let err = upgrade(&dir.path().join("none.sock")).unwrap_err();
     assert!(err.contains("--upgrade-socket"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_gateway_hands_over_once_its_successor_has_a_config() {
+    let app = named("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = fleet::Cp::start(dir.path(), 0, &[]);
+    let port = app.port();
+    cp.apply(
+        dir.path(),
+        &format!(
+            "upstreams:\n- {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {port} }}] }} }}\nroutes:\n- {{ name: all, upstream: app }}\n"
+        ),
+    );
+    let sock = dir.path().join("gw.sock");
+    let gw = fleet::Gw::start_with(
+        "gw1",
+        &cp.grpc_url(),
+        &dir.path().join("gw"),
+        "127.0.0.1:0",
+        &["--upgrade-socket", sock.to_str().unwrap()],
+    );
+    let addr = gw.listen_addr();
+    gw.wait_serves(addr, "/", "app", Duration::from_secs(10)).await;
+    let successors = Successors::default();
+    let (tally, stop) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
+    let load = tokio::spawn(keep_alive_load(addr, tally.clone(), stop.clone()));
+    let s = sock.clone();
+    let pid = tokio::task::spawn_blocking(move || upgrade(&s)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    successors.add(pid);
+    let before = tally.ok.load(SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tally.ok.load(SeqCst) < before + 50 {
+        assert!(tokio::time::Instant::now() < deadline, "no traffic after the upgrade");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, SeqCst);
+    load.await.unwrap();
+    assert_eq!((tally.failed.load(SeqCst), tally.refused.load(SeqCst)), (0, 0));
+    let mut gw = gw;
+    assert!(gw.proc.child.wait().unwrap().success(), "the replaced gateway exits 0");
+    // The successor registered under the same id and serves the same config.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cp.gateway("gw1").await["status"] != "up" {
+        assert!(tokio::time::Instant::now() < deadline, "{}", cp.gateway("gw1").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(addr, "/", &[]).await, (200, Bytes::from_static(b"app")));
+}
