@@ -48,6 +48,39 @@ pub enum UpstreamBody {
     Empty,
     /// A body the gateway made (plugin callouts).
     Full(Option<Bytes>),
+    /// A buffered body and its trailers, as plugins that read bodies left them.
+    Buffered(Buffered),
+}
+
+/// A whole body and its trailers: one data frame, then one trailers frame.
+#[derive(Debug, Default)]
+pub struct Buffered {
+    /// The data, until sent.
+    pub data: Option<Bytes>,
+    /// The trailers, until sent.
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl Buffered {
+    fn next(&mut self) -> Option<Frame<Bytes>> {
+        match self.data.take() {
+            Some(d) => Some(Frame::data(d)),
+            None => self.trailers.take().map(Frame::trailers),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    /// Exact without trailers; with them, unknown, so HTTP/1.1 chunks the body and can carry
+    /// them.
+    fn size_hint(&self) -> SizeHint {
+        match (&self.data, &self.trailers) {
+            (d, None) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            (_, Some(_)) => SizeHint::default(),
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -72,6 +105,7 @@ impl Body for UpstreamBody {
             }
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Buffered(b) => Poll::Ready(b.next().map(Ok)),
         }
     }
 
@@ -80,6 +114,7 @@ impl Body for UpstreamBody {
             Self::Incoming(b) | Self::Limited(b, _) => b.is_end_stream(),
             Self::Empty => true,
             Self::Full(b) => b.is_none(),
+            Self::Buffered(b) => b.is_end_stream(),
         }
     }
 
@@ -88,6 +123,7 @@ impl Body for UpstreamBody {
             Self::Incoming(b) | Self::Limited(b, _) => b.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Buffered(b) => b.size_hint(),
         }
     }
 }
@@ -148,6 +184,8 @@ pub enum GatewayBody {
         /// Given back when `inner` ends; `None` once released.
         lease: Option<Lease>,
     },
+    /// A buffered body and its trailers, as plugins that read bodies left them.
+    Buffered(Buffered),
 }
 
 impl GatewayBody {
@@ -169,6 +207,7 @@ impl Body for GatewayBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Buffered(b) => Poll::Ready(b.next().map(Ok)),
             Self::Proxied { inner, lease } => {
                 // The upstream connection's I/O runs here, in this task (see `pool::Conn`).
                 if let Some(c) = lease.as_mut().and_then(Lease::conn_mut) {
@@ -191,6 +230,7 @@ impl Body for GatewayBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Full(b) => b.is_none(),
+            Self::Buffered(b) => b.is_end_stream(),
             Self::Proxied { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -199,6 +239,7 @@ impl Body for GatewayBody {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
+            Self::Buffered(b) => b.size_hint(),
             Self::Proxied { inner, .. } => inner.size_hint(),
         }
     }

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use weir_config::spec::UpstreamProtocol;
 
-use crate::body::{BodyLimit, GatewayBody, Lease, UpstreamBody};
+use crate::body::{BodyLimit, Buffered, GatewayBody, Lease, UpstreamBody};
 use crate::error::ProxyError;
 use crate::filter::{FilterCx, LogEntry};
 use crate::headers;
@@ -444,23 +444,31 @@ async fn plugin_body(
     fcx: &FilterCx,
 ) -> Result<Response<GatewayBody>, String> {
     use http_body_util::BodyExt;
-    let whole = http_body_util::Limited::new(body, MAX_PLUGIN_BODY)
+    let collected = http_body_util::Limited::new(body, MAX_PLUGIN_BODY)
         .collect()
         .await
-        .map_err(|e| format!("response body for a plugin that reads bodies: {e}"))?
-        .to_bytes();
-    let out = match route.chain.on_response_body(whole, fcx) {
+        .map_err(|e| format!("response body for a plugin that reads bodies: {e}"))?;
+    let mut trailers = collected.trailers().cloned();
+    let out = match route.chain.on_response_body(collected.to_bytes(), fcx) {
         Ok(out) => out,
         Err(answer) => return Ok(*answer),
     };
-    reframe(&mut rp.headers, out.len());
-    Ok(Response::from_parts(rp, GatewayBody::full(out)))
+    if let Some(t) = &mut trailers {
+        route.chain.on_response_trailers(t, fcx);
+    }
+    reframe(&mut rp.headers, out.len(), trailers.is_some());
+    Ok(Response::from_parts(rp, GatewayBody::Buffered(Buffered { data: Some(out), trailers })))
 }
 
-/// Frames a body a plugin may have rewritten: its length, not the original's framing.
-fn reframe(headers: &mut HeaderMap, len: usize) {
+/// Frames a body a plugin may have rewritten: its length, not the original's framing; with
+/// trailers, no length, so HTTP/1.1 chunks it (HTTP/2 carries trailers in its own frames).
+fn reframe(headers: &mut HeaderMap, len: usize, trailers: bool) {
     headers.remove(header::TRANSFER_ENCODING);
-    headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    if trailers {
+        headers.remove(header::CONTENT_LENGTH);
+    } else {
+        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
 }
 
 /// Buffers a request body for the plugins that read bodies, and frames what they return;
@@ -473,19 +481,30 @@ async fn plugin_request_body(
 ) -> Result<Result<UpstreamBody, Box<Response<GatewayBody>>>, ProxyError> {
     use http_body_util::BodyExt;
     let limit = route.max_body_size.map_or(MAX_PLUGIN_BODY, |m| (m as usize).min(MAX_PLUGIN_BODY));
-    let whole = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
+    let collected = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => c,
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(ProxyError::PayloadTooLarge { route: route.name.clone(), limit: limit as u64 });
         }
         Err(_) => return Err(ProxyError::BadRequest("the client stopped sending its body")),
     };
-    let out = match route.chain.on_request_body(whole, fcx) {
+    let mut trailers = collected.trailers().cloned();
+    let out = match route.chain.on_request_body(collected.to_bytes(), fcx) {
         Ok(out) => out,
         Err(answer) => return Ok(Err(answer)),
     };
-    reframe(&mut parts.headers, out.len());
-    Ok(Ok(if out.is_empty() { UpstreamBody::Empty } else { UpstreamBody::Full(Some(out)) }))
+    if let Some(t) = &mut trailers {
+        route.chain.on_request_trailers(t, fcx);
+    }
+    reframe(&mut parts.headers, out.len(), trailers.is_some());
+    if trailers.is_some() && parts.version < http::Version::HTTP_2 {
+        // HTTP/1.1 carries trailers only in chunked framing.
+        parts.headers.insert(header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+    }
+    Ok(Ok(match (out.is_empty(), trailers) {
+        (true, None) => UpstreamBody::Empty,
+        (_, trailers) => UpstreamBody::Buffered(Buffered { data: (!out.is_empty()).then_some(out), trailers }),
+    }))
 }
 
 /// The request as it goes out, attempt after attempt.

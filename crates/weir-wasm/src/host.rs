@@ -18,6 +18,8 @@ pub(crate) struct HostState {
     pub(crate) root_id: Arc<str>,
     /// State shared by the plugin's instances.
     pub(crate) shared: Arc<Shared>,
+    /// This instance's number among them (a queue's owner).
+    pub(crate) instance: u64,
     /// `VM_CONFIGURATION`, readable in `on_vm_start`.
     pub(crate) vm_config: Arc<[u8]>,
     /// `PLUGIN_CONFIGURATION`, readable in `on_configure`.
@@ -58,6 +60,7 @@ impl HostState {
         Self {
             plugin,
             root_id,
+            instance: shared.new_instance(),
             shared,
             vm_config: Arc::from(&b""[..]),
             plugin_config: Arc::from(&b""[..]),

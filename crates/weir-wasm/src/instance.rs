@@ -42,6 +42,7 @@ struct Callbacks {
     vm_start: F<(i32, i32), i32>,
     configure: F<(i32, i32), i32>,
     tick: F<i32, ()>,
+    queue_ready: F<(i32, i32), ()>,
     request_headers: F<(i32, i32, i32), i32>,
     request_body: F<(i32, i32, i32), i32>,
     request_trailers: F<(i32, i32), i32>,
@@ -72,6 +73,7 @@ impl Callbacks {
             vm_start: export(i, s, "proxy_on_vm_start")?,
             configure: export(i, s, "proxy_on_configure")?,
             tick: export(i, s, "proxy_on_tick")?,
+            queue_ready: export(i, s, "proxy_on_queue_ready")?,
             request_headers: export(i, s, "proxy_on_request_headers")?,
             request_body: export(i, s, "proxy_on_request_body")?,
             request_trailers: export(i, s, "proxy_on_request_trailers")?,
@@ -265,6 +267,16 @@ impl Instance {
         self.run(self.cb.tick.clone(), self.root as i32).map(drop)
     }
 
+    /// `proxy_on_queue_ready` on the root context, once for each queue this instance
+    /// registered that got an item since the last call (see [`crate::Shared::on_enqueue`]).
+    pub fn on_queues_ready(&mut self) -> Result<(), Fault> {
+        let (shared, me) = (self.store.data().shared.clone(), self.store.data().instance);
+        for queue in shared.take_ready(me) {
+            self.run(self.cb.queue_ready.clone(), (self.root as i32, queue as i32))?;
+        }
+        Ok(())
+    }
+
     /// The tick period the plugin asked for.
     pub fn tick_period(&self) -> Option<Duration> {
         self.store.data().tick
@@ -285,6 +297,13 @@ impl Instance {
     /// Bytes of linear memory the instance holds.
     pub fn memory_bytes(&self) -> usize {
         self.store.data().memory.map_or(0, |m| m.data_size(&self.store))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let h = self.store.data();
+        h.shared.forget(h.instance);
     }
 }
 

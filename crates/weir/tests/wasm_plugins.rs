@@ -182,6 +182,17 @@ async fn auth_callout_allows_or_denies_through_an_upstream() {
     let (s, _, body) = head_of(&weir, "/", &[("authorization", "Bearer bad")]).await;
     assert_eq!((s, body.as_str()), (403, "{\"error\":\"denied\"}"));
     assert_eq!(authz.hits.load(Ordering::SeqCst), 2);
+    // Callouts go out on the endpoint's pooled connections: one after another, they share
+    // them (at most one per worker) instead of dialing each time.
+    for _ in 0..8 {
+        assert_eq!(head_of(&weir, "/", &[("authorization", "Bearer good")]).await.0, 200);
+    }
+    assert_eq!(authz.hits.load(Ordering::SeqCst), 10);
+    assert!(
+        authz.conns.load(Ordering::SeqCst) <= 2,
+        "{} connections for 10 callouts",
+        authz.conns.load(Ordering::SeqCst)
+    );
 }
 
 #[tokio::test]
@@ -205,6 +216,21 @@ async fn shared_counter_metric_and_properties() {
     let (_, metrics) = get(weir.admin, "/metrics", &[]).await;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(metrics.contains("weir_plugin_metric{plugin=\"counter\",name=\"counter_requests_total\"} 6"), "{metrics}");
+    // Each request enqueued its path; the registering root context heard of every item
+    // (`on_queue_ready`, whichever worker enqueued it) and counted them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, h, _) = head_of(&weir, "/q", &[]).await;
+        let queued: u32 = h["x-queued"].to_str().unwrap().parse().unwrap();
+        let number: u32 = h["x-request-number"].to_str().unwrap().parse().unwrap();
+        // This request's own item may not have been delivered yet; every earlier one must be.
+        if queued + 1 >= number {
+            assert!(queued <= number, "{queued} items counted from {number} requests");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {queued} of {} queued items delivered", number - 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A package of `misbehave` with `policy`, `mode`, and a breaker that never opens unless asked.
@@ -443,4 +469,86 @@ async fn plugins_new_writes_a_project_that_builds_into_a_valid_package() {
     std::fs::write(proj.join("plugin.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let out = weir(&["plugins", "validate", proj.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a proxy-wasm plugin"));
+}
+
+/// An HTTP/2 (prior knowledge) upstream that answers `body` with trailers: `grpc-status: 0`,
+/// a value that names `upstream`, and each request trailer it got back as `x-got-NAME`.
+async fn h2c_with_trailers() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use http_body_util::{BodyExt, StreamBody};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let got = req.into_body().collect().await.unwrap();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    trailers.insert("x-note", "from upstream".parse().unwrap());
+                    for (k, v) in got.trailers().into_iter().flatten() {
+                        trailers.insert(http::HeaderName::try_from(format!("x-got-{k}")).unwrap(), v.clone());
+                    }
+                    let frames = vec![
+                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+                            b"body from upstream",
+                        ))),
+                        Ok(hyper::body::Frame::trailers(trailers)),
+                    ];
+                    Ok::<_, std::convert::Infallible>(Response::new(StreamBody::new(futures_util::stream::iter(
+                        frames,
+                    ))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_plugin_that_reads_bodies_sees_and_edits_request_and_response_trailers() {
+    use http_body_util::{BodyExt, StreamBody};
+    let (up, _task) = h2c_with_trailers().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package("body", dir.path());
+    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin }\n";
+    let yaml = plugin_config(&[&pkg], up.port(), plugins, "").replace(
+        &format!("endpoints: [{{ address: 127.0.0.1, port: {}, weight: 1 }}]\n", up.port()),
+        &format!("endpoints: [{{ address: 127.0.0.1, port: {}, weight: 1 }}]\n    protocol: h2c\n", up.port()),
+    );
+    assert!(yaml.contains("protocol: h2c"), "{yaml}");
+    let weir = Weir::start(&yaml);
+    // gRPC-style: HTTP/2 to Weir, a body with trailers each way.
+    let stream = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut sent = http::HeaderMap::new();
+    sent.insert("x-sig", "signed by upstream".parse().unwrap());
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(b"ping"))),
+        Ok(hyper::body::Frame::trailers(sent)),
+    ];
+    let req = Request::post(format!("http://{}/rpc", weir.addr))
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let rsp = h2.send_request(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let got = rsp.into_body().collect().await.unwrap();
+    let trailers = got.trailers().cloned().expect("the response kept its trailers");
+    assert_eq!(got.to_bytes(), "body from the plugin");
+    assert_eq!(trailers["grpc-status"], "0");
+    // The response trailers passed through the plugin…
+    assert_eq!(trailers["x-note"], "from the plugin");
+    let names = trailers["x-body-trailers"].to_str().unwrap();
+    assert!(names.contains("grpc-status") && names.contains("x-note"), "{names}");
+    // …and so did the request's, before the upstream saw them.
+    assert_eq!(trailers["x-got-x-sig"], "signed by the plugin");
 }

@@ -287,6 +287,21 @@ impl Chain {
         Ok(body)
     }
 
+    /// Hands a buffered response's trailers to the plugins that read bodies, in the reverse of
+    /// their request order, each seeing the last one's changes.
+    pub fn on_response_trailers(&self, trailers: &mut HeaderMap, cx: &FilterCx) {
+        for w in cx.wasm.iter().rev().filter(|w| w.reads_bodies()) {
+            w.on_response_trailers(trailers);
+        }
+    }
+
+    /// Hands a buffered request's trailers to the plugins that read bodies, in order.
+    pub fn on_request_trailers(&self, trailers: &mut HeaderMap, cx: &FilterCx) {
+        for w in cx.wasm.iter().filter(|w| w.reads_bodies()) {
+            w.on_request_trailers(trailers);
+        }
+    }
+
     /// Hands a buffered request body to the plugins that read bodies; returns what to send,
     /// or the answer a plugin gave instead (the request then goes no further).
     pub fn on_request_body(&self, mut body: Bytes, cx: &FilterCx) -> Result<Bytes, Box<Response<GatewayBody>>> {

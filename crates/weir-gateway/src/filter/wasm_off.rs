@@ -56,6 +56,14 @@ impl WasmFilter {
 pub enum WasmCtx {}
 
 impl WasmCtx {
+    pub(crate) fn on_request_trailers(&self, _: &mut HeaderMap) {
+        match *self {}
+    }
+
+    pub(crate) fn on_response_trailers(&self, _: &mut HeaderMap) {
+        match *self {}
+    }
+
     pub(crate) fn on_response(&self, _: StatusCode, _: &mut HeaderMap) {
         match *self {}
     }

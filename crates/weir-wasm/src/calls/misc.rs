@@ -113,8 +113,8 @@ fn set_shared(c: &mut Cx<'_>, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32) -> R
 
 fn queue_id(c: &mut Cx<'_>, np: i32, nl: i32, out: i32, create: bool) -> R {
     let name = read_str(c, np, nl)?;
-    let shared = &c.data().shared;
-    let id = if create { Some(shared.register_queue(&name)) } else { shared.resolve_queue(&name) };
+    let (shared, me) = (&c.data().shared, c.data().instance);
+    let id = if create { Some(shared.register_queue(&name, me)) } else { shared.resolve_queue(&name) };
     write_u32(c, out, id.ok_or(Status::NotFound)?)
 }
 

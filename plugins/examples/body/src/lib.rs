@@ -1,5 +1,7 @@
 //! Rewrites request and response bodies: every occurrence of `from` becomes `to` (from
 //! configuration). A body that contains `deny` is answered 403 from the body callback instead.
+//! Trailers too: each `from` in a trailer value becomes `to`, and a response gets a trailer
+//! `x-body-trailers` naming the trailers the upstream sent.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -104,6 +106,24 @@ impl HttpContext for Rewrite {
             let new = self.rewrite(&body);
             self.set_http_response_body(0, size, &new);
         }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        for (name, value) in self.get_http_request_trailers() {
+            let new = String::from_utf8_lossy(&self.rewrite(value.as_bytes())).into_owned();
+            self.set_http_request_trailer(&name, Some(&new));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        let names: Vec<String> = self.get_http_response_trailers().into_iter().map(|(n, _)| n).collect();
+        for (name, value) in self.get_http_response_trailers() {
+            let new = String::from_utf8_lossy(&self.rewrite(value.as_bytes())).into_owned();
+            self.set_http_response_trailer(&name, Some(&new));
+        }
+        self.set_http_response_trailer("x-body-trailers", Some(&names.join(",")));
         Action::Continue
     }
 }

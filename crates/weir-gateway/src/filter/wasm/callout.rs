@@ -1,5 +1,6 @@
 //! HTTP callouts plugins dispatch (`proxy_http_call`): sent to the Weir upstream the plugin
-//! names (the SDKs' "cluster"), balanced over its endpoints, bounded in time and size.
+//! names (the SDKs' "cluster"), balanced over its endpoints, bounded in time and size, on the
+//! endpoint's pooled keep-alive connections like proxied requests.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -11,7 +12,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Limited};
 use weir_wasm::{CallResponse, HttpCall};
 
-use crate::body::UpstreamBody;
+use crate::body::{GatewayBody, Lease, UpstreamBody};
+use crate::upstream::pool::AcquireError;
 use crate::upstream::{PickCx, Tried, Upstream};
 use crate::view::Fields;
 
@@ -58,11 +60,21 @@ async fn send(upstream: &Upstream, call: HttpCall, client: IpAddr) -> Result<Cal
         .pick(&PickCx { client_ip: client, headers: Fields::Map(&empty) }, Tried::default())
         .ok_or("no healthy endpoint")?;
     let ep = upstream.endpoints()[i].clone();
-    let (mut sender, driver) = ep.dial(upstream.connect_timeout(), upstream.tls()).await.map_err(|e| e.to_string())?;
-    tokio::spawn(driver);
+    let mut lease = Lease::new(ep.clone());
+    let conn = match ep.pool().acquire(|| Box::pin(ep.dial(upstream.connect_timeout(), upstream.tls()))).await {
+        Ok(c) => c,
+        Err(AcquireError::Timeout) => return Err("the endpoint's connection pool is full".into()),
+        Err(AcquireError::Connect(e)) => return Err(e.to_string()),
+    };
+    lease.attach(conn);
     let req = request(call)?;
-    let rsp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = rsp.into_parts();
+    let sent = match lease.conn_mut() {
+        Some(c) => c.send(req).await.map_err(|e| e.into_error().to_string())?,
+        None => return Err("no connection".into()),
+    };
+    let (parts, inner) = sent.into_parts();
+    // Read through the lease: a body read to its end puts the connection back in the pool.
+    let body = GatewayBody::Proxied { inner, lease: Some(lease) };
     let body = Limited::new(body, MAX_BODY).collect().await.map_err(|e| e.to_string())?.to_bytes();
     let mut headers = vec![(b":status".to_vec(), parts.status.as_str().as_bytes().to_vec())];
     headers.extend(parts.headers.iter().map(|(k, v)| (k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())));

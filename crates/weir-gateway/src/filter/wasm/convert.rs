@@ -91,6 +91,16 @@ pub(super) fn response_fields_from(status: StatusCode, each: impl Fn(&mut dyn Fn
     f
 }
 
+/// Trailers as a plugin sees them: every field, no pseudo-headers.
+pub(super) fn fields_of(map: &HeaderMap) -> Fields {
+    let bytes = map.iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>();
+    let mut f = Fields::with_capacity(map.len() + 4, bytes + 256);
+    for (k, v) in map {
+        f.push_raw(k.as_str().as_bytes(), v.as_bytes());
+    }
+    f
+}
+
 /// The plugin's response-header changes as edits for the head writer.
 pub(super) fn response_edits(fields: &mut Fields) -> Edits {
     let mut e = Edits::default();

@@ -55,6 +55,19 @@ pub struct WasmFilter {
     callouts: Arc<Callouts>,
     faults: [Counter; 5],
     trips: Counter,
+    /// Woken when an item is enqueued to a queue one of its instances registered; kept
+    /// registered with the plugin's shared state for as long as the filter lives.
+    queues: Arc<tokio::sync::Notify>,
+    _queue_wake: QueueWake,
+}
+
+/// The registration [`WasmFilter::queues`] is woken through.
+struct QueueWake(#[allow(dead_code, reason = "held for its registration")] Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for QueueWake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueWake")
+    }
 }
 
 /// Why a request could not get through the plugin.
@@ -116,6 +129,10 @@ impl WasmFilter {
         }
         let b = &pkg.meta.breaker;
         let kinds = ["trap", "cpu", "memory", "refused", "timeout"];
+        let queues = Arc::new(tokio::sync::Notify::new());
+        let n = queues.clone();
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || n.notify_one());
+        plugin.shared().on_enqueue(&wake);
         let me = Arc::new(Self {
             name: name.into(),
             route: route.into(),
@@ -127,8 +144,11 @@ impl WasmFilter {
             callouts: callouts.clone(),
             faults: kinds.map(|k| metrics.plugin_fault_counter(name, k)),
             trips: metrics.plugin_breaker_counter(name),
+            queues,
+            _queue_wake: QueueWake(wake),
         });
         me.start_ticks();
+        me.start_queues();
         Ok(me)
     }
 
@@ -286,13 +306,32 @@ impl WasmFilter {
         });
     }
 
+    /// Calls `on_queue_ready` on its instances whenever an item is enqueued to a queue one
+    /// of them registered, until the filter is dropped.
+    fn start_queues(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let (me, wake): (Weak<Self>, _) = (Arc::downgrade(self), self.queues.clone());
+        rt.spawn(async move {
+            loop {
+                wake.notified().await;
+                let Some(me) = me.upgrade() else { return };
+                me.on_root("on_queue_ready", Instance::on_queues_ready).await;
+            }
+        });
+    }
+
     async fn tick(&self) {
+        self.on_root("on_tick", Instance::on_tick).await;
+    }
+
+    /// Runs a root-context callback on every working instance, then the callouts it made.
+    async fn on_root(&self, what: &str, f: fn(&mut Instance) -> Result<(), Fault>) {
         for slot in self.slots.iter() {
             let calls = {
                 let mut s = slot.lock();
                 let Some(i) = s.instance.as_mut().filter(|i| !i.is_broken()) else { continue };
-                if let Err(f) = i.on_tick() {
-                    tracing::error!(plugin = %self.name, error = %f, "plugin on_tick failed");
+                if let Err(e) = f(i) {
+                    tracing::error!(plugin = %self.name, error = %e, "plugin {what} failed");
                 }
                 i.take_root_calls()
             };
@@ -304,6 +343,13 @@ impl WasmFilter {
                 }
             }
         }
+    }
+}
+
+impl Drop for WasmFilter {
+    /// Ends its queue task (which holds it only weakly).
+    fn drop(&mut self) {
+        self.queues.notify_one();
     }
 }
 
@@ -400,6 +446,40 @@ impl WasmCtx {
                 self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
                 tracing::error!(plugin = %self.filter.name, error = %f, "plugin body callback failed; applying its failure policy");
                 self.filter.closed_reply().map_or(Ok(body), |r| Err(Box::new(r)))
+            }
+        }
+    }
+
+    /// `on_request_trailers`; the plugin's changes are applied to `trailers`.
+    pub(crate) fn on_request_trailers(&self, trailers: &mut HeaderMap) {
+        self.trailers(trailers, true);
+    }
+
+    /// `on_response_trailers`; the plugin's changes are applied to `trailers`.
+    pub(crate) fn on_response_trailers(&self, trailers: &mut HeaderMap) {
+        self.trailers(trailers, false);
+    }
+
+    fn trailers(&self, trailers: &mut HeaderMap, request: bool) {
+        let mut s = self.stream.lock();
+        let fields = convert::fields_of(trailers);
+        let r = self.filter.with(self, |i| {
+            if request {
+                s.request_trailers = fields;
+                i.on_request_trailers(self.id, &mut s)
+            } else {
+                s.response_trailers = fields;
+                i.on_response_trailers(self.id, &mut s)
+            }
+        });
+        match r {
+            Ok(_) => {
+                let changed = if request { &mut s.request_trailers } else { &mut s.response_trailers };
+                convert::apply_edits(convert::response_edits(changed), trailers);
+            }
+            Err(f) => {
+                self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
+                tracing::error!(plugin = %self.filter.name, error = %f, "plugin trailers callback failed; trailers left as they are");
             }
         }
     }
