@@ -4,6 +4,7 @@
 # Kernel time is not counted; bench/run.sh measures the whole.
 # nginx (one worker, keep-alive upstream pool) is counted the same way in the same run.
 # Usage: bench/instructions.sh [WEIR_BINARY]   (default: builds and uses target/release/weir)
+#        KEEP=DIR bench/instructions.sh …      keeps the callgrind files in DIR (callgrind_annotate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for b in valgrind callgrind_control nginx wrk taskset curl; do
@@ -48,6 +49,7 @@ count() {
   sleep 1
   kill $vg; wait $vg 2>/dev/null || true
   ir=$(awk '/^summary:/{s+=$2} END {print s}' "$d/$name".*)
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$d/$name".* "$KEEP/"; fi
   echo "$name: requests $n  user-space instructions per request $((ir / n))"
 }
 count weir $port "$bin" standalone -c "$d/weir.yaml" --workers 1

@@ -144,7 +144,7 @@ pub fn parse(buf: &[u8], limits: Limits, fields: &mut Vec<FieldSpan>) -> Parsed 
         Ok(None) => Parsed::Handoff,
         Ok(Some(framing)) => {
             let target_span = Span::within(buf, target.as_bytes());
-            let path_len = target.find('?').unwrap_or(target.len()) as u32;
+            let path_len = memchr::memchr(b'?', target.as_bytes()).unwrap_or(target.len()) as u32;
             Parsed::Head(ReqHead {
                 len,
                 method,
@@ -178,36 +178,35 @@ struct Fold {
 impl Fold {
     fn field(&mut self, name: &[u8], value: &[u8], buf: &[u8]) -> Result<(), &'static str> {
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
+            4 if eq_lower(name, b"host") => {
                 self.hosts += 1;
                 self.host = Some(Span::within(buf, value));
             }
-            6 if name.eq_ignore_ascii_case(b"expect") => self.expect = true,
-            7 if name.eq_ignore_ascii_case(b"upgrade") => {
-                self.websocket |=
-                    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+            6 if eq_lower(name, b"expect") => self.expect = true,
+            7 if eq_lower(name, b"upgrade") => {
+                self.websocket |= value.split(|&b| b == b',').any(|t| eq_lower(t.trim_ascii(), b"websocket"));
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if eq_lower(name, b"connection") => {
                 for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if t.eq_ignore_ascii_case(b"close") {
+                    if eq_lower(t, b"close") {
                         self.close = true;
-                    } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    } else if eq_lower(t, b"upgrade") {
                         self.connection_upgrade = true;
                     } else if framing_name(t) {
                         // Dropping a framing field named here would desync the next hop.
                         return Err("Connection names a framing header");
-                    } else if !t.eq_ignore_ascii_case(b"keep-alive") && !t.is_empty() {
+                    } else if !eq_lower(t, b"keep-alive") && !t.is_empty() {
                         self.connection_names = true;
                     }
                 }
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if eq_lower(name, b"content-length") => {
                 self.lengths += 1;
                 self.length = Some(content_length(value).ok_or("invalid Content-Length")?);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if eq_lower(name, b"transfer-encoding") => {
                 self.encodings += 1;
-                self.chunked = value.eq_ignore_ascii_case(b"chunked");
+                self.chunked = eq_lower(value, b"chunked");
             }
             _ => {}
         }
@@ -242,9 +241,17 @@ impl Fold {
 /// `Content-Length`, `Transfer-Encoding` and `Host`: never removed on the way, because the
 /// fast path forwards the body as framed and the next hop routes by `Host`.
 pub fn framing_name(t: &[u8]) -> bool {
-    t.eq_ignore_ascii_case(b"content-length")
-        || t.eq_ignore_ascii_case(b"transfer-encoding")
-        || t.eq_ignore_ascii_case(b"host")
+    eq_lower(t, b"content-length") || eq_lower(t, b"transfer-encoding") || eq_lower(t, b"host")
+}
+
+/// Whether `b` equals `lower`, a lowercase literal of letters, digits and `-`, ignoring ASCII
+/// case. For header names and the tokens of their values: there no other byte folds onto those
+/// (a byte ORed with 0x20 is a lowercase letter only if it is a letter, and `-` only if it is
+/// `-` or CR, which neither holds). Branch-free over the bytes, so a name costs a few
+/// instructions instead of a case conversion per byte.
+#[inline]
+pub fn eq_lower(b: &[u8], lower: &[u8]) -> bool {
+    b.len() == lower.len() && b.iter().zip(lower).fold(0u8, |acc, (x, y)| acc | ((x | 0x20) ^ y)) == 0
 }
 
 /// `1*DIGIT`, at most 18 digits (no overflow); signs, spaces and lists are refused.
@@ -267,6 +274,22 @@ mod tests {
 
     fn refused(raw: &[u8]) -> bool {
         matches!(verdict(raw), Parsed::Refuse(Refusal::BadRequest(_)))
+    }
+
+    #[test]
+    fn eq_lower_is_eq_ignore_ascii_case_on_every_byte_a_field_can_hold() {
+        for lower in [&b"content-length"[..], b"transfer-encoding", b"keep-alive", b"close", b"te", b"x-forwarded-for"]
+        {
+            // Every byte but CR and LF (httparse refuses those in names and values), at each spot.
+            for at in 0..lower.len() {
+                for b in (0u8..=255).filter(|&b| b != b'\r' && b != b'\n') {
+                    let mut v = lower.to_vec();
+                    v[at] = b;
+                    assert_eq!(eq_lower(&v, lower), v.eq_ignore_ascii_case(lower), "{:?} vs {:?}", v, lower);
+                }
+            }
+            assert!(!eq_lower(&lower[1..], lower));
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::request::{Framing, MAX_FIELDS, content_length, framing_name};
+use super::request::{Framing, MAX_FIELDS, content_length, eq_lower, framing_name};
 use crate::view::{FieldSpan, Span};
 
 /// A response head from the upstream.
@@ -72,22 +72,19 @@ pub fn parse(
         let name = h.name.as_bytes();
         // By length first: most names are none of these and cost one comparison.
         match name.len() {
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if eq_lower(name, b"content-length") => {
                 lengths += 1;
                 length = Some(content_length(value).ok_or("invalid Content-Length")?);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if eq_lower(name, b"transfer-encoding") => {
                 encodings += 1;
-                chunked = value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                chunked = value.rsplit(|&b| b == b',').next().is_some_and(|t| eq_lower(t.trim_ascii(), b"chunked"));
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            10 if eq_lower(name, b"connection") => {
                 for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if t.eq_ignore_ascii_case(b"close") {
+                    if eq_lower(t, b"close") {
                         close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if eq_lower(t, b"keep-alive") {
                         keep_alive = true;
                     } else if framing_name(t) {
                         return Err("Connection names a framing header");

@@ -8,7 +8,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::request::ReqHead;
+use super::request::{ReqHead, eq_lower};
 use super::response::RspHead;
 use crate::view::{Edits, FieldSpan};
 
@@ -29,7 +29,7 @@ enum Class {
 
 /// Compares by length first: most names are none of these and cost one comparison.
 fn class(name: &[u8]) -> Class {
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let is = |n: &[u8]| eq_lower(name, n);
     match name.len() {
         2 if is(b"te") => Class::Hop,
         7 if is(b"trailer") || is(b"upgrade") => Class::Hop,
@@ -53,7 +53,7 @@ fn class(name: &[u8]) -> Class {
 fn named_by_connection(buf: &[u8], fields: &[FieldSpan], name: &[u8]) -> bool {
     fields
         .iter()
-        .filter(|f| f.name.of(buf).eq_ignore_ascii_case(b"connection"))
+        .filter(|f| eq_lower(f.name.of(buf), b"connection"))
         .any(|f| f.value.of(buf).split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name)))
 }
 
