@@ -184,3 +184,34 @@ async fn the_ratio_samples_requests_and_http2_requests_are_traced_too() {
     assert_eq!(h2_span["attributes"]["url.path"], "/h2");
     assert_eq!(h2_span["span_id"], tp.split('-').nth(2).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_gateway_traces_to_the_collector_its_own_flags_name() {
+    let receiver = Receiver::start();
+    let app = named("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = fleet::Cp::start(dir.path(), 0, &[]);
+    let port = app.port();
+    cp.apply(
+        dir.path(),
+        &format!(
+            "upstreams:\n- {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {port} }}] }} }}\nroutes:\n- {{ name: pushed, upstream: app }}\n"
+        ),
+    );
+    let otlp = format!("http://127.0.0.1:{}", receiver.port);
+    let gw = fleet::Gw::start_with(
+        "gw1",
+        &cp.grpc_url(),
+        &dir.path().join("gw"),
+        "127.0.0.1:0",
+        &["--otlp-endpoint", &otlp, "--trace-sample-ratio", "0", "--trace-service-name", "edge-gw"],
+    );
+    let addr = gw.listen_addr();
+    gw.wait_serves(addr, "/", "app", Duration::from_secs(10)).await;
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let rsp = request(addr, "GET", "/fleet", &[("traceparent", &caller)]).await;
+    assert!(seen_traceparent(&rsp).is_some_and(|t| t.contains(CALLER_TRACE)));
+    let spans = receiver.wait_spans(1).await;
+    let s = spans.iter().find(|s| s["attributes"]["url.path"] == "/fleet").expect("the traced request's span");
+    assert_eq!((s["service"].as_str(), s["attributes"]["http.route"].as_str()), (Some("edge-gw"), Some("pushed")));
+}
