@@ -191,13 +191,7 @@ async fn a_fleet_gateway_traces_to_the_collector_its_own_flags_name() {
     let app = named("app").await;
     let dir = tempfile::tempdir().unwrap();
     let cp = fleet::Cp::start(dir.path(), 0, &[]);
-    let port = app.port();
-    cp.apply(
-        dir.path(),
-        &format!(
-            "upstreams:\n- {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {port} }}] }} }}\nroutes:\n- {{ name: pushed, upstream: app }}\n"
-        ),
-    );
+    cp.apply_one_route(dir.path(), "pushed", app.port());
     let otlp = format!("http://127.0.0.1:{}", receiver.port);
     let gw = fleet::Gw::start_with(
         "gw1",

@@ -237,13 +237,7 @@ async fn a_fleet_gateway_hands_over_once_its_successor_has_a_config() {
     let app = named("app").await;
     let dir = tempfile::tempdir().unwrap();
     let cp = fleet::Cp::start(dir.path(), 0, &[]);
-    let port = app.port();
-    cp.apply(
-        dir.path(),
-        &format!(
-            "upstreams:\n- {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {port} }}] }} }}\nroutes:\n- {{ name: all, upstream: app }}\n"
-        ),
-    );
+    cp.apply_one_route(dir.path(), "all", app.port());
     let sock = dir.path().join("gw.sock");
     let gw = fleet::Gw::start_with(
         "gw1",

@@ -145,6 +145,16 @@ impl Cp {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Applies one upstream `app` on 127.0.0.1:`port` and one catch-all route `route` to it.
+    pub fn apply_one_route(&self, dir: &Path, route: &str, port: u16) -> String {
+        self.apply(
+            dir,
+            &format!(
+                "upstreams:\n- {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {port} }}] }} }}\nroutes:\n- {{ name: {route}, upstream: app }}\n"
+            ),
+        )
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         call(self.api, method, path, body, None).await
     }
