@@ -133,6 +133,8 @@ async fn invalid_resources_are_refused_with_every_path_and_nothing_is_stored() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("Route/bad.upstream") && err.contains("Upstream/u2"), "{err}");
+    // Each at its place in the file applied.
+    assert!(err.contains("Route/bad.upstream (line 3, column 1):"), "{err}");
     assert_eq!(cp.revision().await, rev);
 
     // A dry run validates and reports, and stores nothing; diff shows the change and exits 1.

@@ -119,15 +119,16 @@ type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
 /// The resources `file` declares: a package directory is one `Package`; a YAML file's
 /// `plugin_packages` directories are read, checked and uploaded, each becoming a `Package`.
-async fn read_all(api: &Api, file: &PathBuf) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+/// Also returns the file's text, to place the control plane's errors in it.
+async fn read_all(api: &Api, file: &PathBuf) -> Result<(Option<String>, Vec<Value>), Box<dyn std::error::Error>> {
     if packages::is_package(file) {
-        return Ok(vec![packages::resource(api, file).await?]);
+        return Ok((None, vec![packages::resource(api, file).await?]));
     }
     let (text, mut out) = read_resources(file)?;
     for dir in packages::listed(file, &text)? {
         out.push(packages::resource(api, &dir).await?);
     }
-    Ok(out)
+    Ok((Some(text), out))
 }
 
 type Read = (String, Vec<Value>);
@@ -164,14 +165,14 @@ fn query(dry_run: bool, wait: Option<&str>) -> String {
 async fn dispatch(api: &Api, cmd: Command) -> Res {
     match cmd {
         Command::Apply { file, dry_run, prune, wait } => {
-            let resources = read_all(api, &file).await?;
+            let (text, resources) = read_all(api, &file).await?;
             let body = json!({"resources": resources, "prune": prune});
             let (status, v) =
                 api.call("POST", &format!("/api/v1/apply{}", query(dry_run, wait.as_deref())), Some(&body)).await?;
-            Ok(print::applied(status, &v))
+            Ok(print::applied_from(status, &v, text.as_deref()))
         }
         Command::Diff { file } => {
-            let resources = read_all(api, &file).await?;
+            let (_, resources) = read_all(api, &file).await?;
             let body = json!({"resources": resources});
             let (status, v) = api.call("POST", "/api/v1/apply?dry_run=true", Some(&body)).await?;
             Ok(print::diff(status, &v))

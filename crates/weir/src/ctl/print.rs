@@ -6,10 +6,22 @@ use serde_json::Value;
 
 /// Prints an error answer (`error` and every `path: message`) and returns failure.
 fn failed(status: u16, v: &Value) -> ExitCode {
+    failed_in(status, v, None)
+}
+
+/// [`failed`], each error placed in `text` (the file applied) when its path is there:
+/// `Route/api.timeout (line 3, column 1): …`.
+fn failed_in(status: u16, v: &Value, text: Option<&str>) -> ExitCode {
     let msg = v.get("error").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_owned);
     eprintln!("error ({status}): {msg}");
+    let at = text.map(weir_config::locate::Positions::of_resources);
     for e in v.get("errors").and_then(Value::as_array).into_iter().flatten() {
-        eprintln!("  {}: {}", e["path"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+        let path = e["path"].as_str().unwrap_or("");
+        let place = at
+            .as_ref()
+            .and_then(|a| a.find(path))
+            .map_or_else(String::new, |p| format!(" (line {}, column {})", p.line, p.column));
+        eprintln!("  {path}{place}: {}", e["message"].as_str().unwrap_or(""));
     }
     ExitCode::FAILURE
 }
@@ -20,8 +32,13 @@ fn ok(status: u16) -> bool {
 
 /// `route/api created` per resource, then the revision and any gateways still pending.
 pub(super) fn applied(status: u16, v: &Value) -> ExitCode {
+    applied_from(status, v, None)
+}
+
+/// [`applied`] for a file applied: errors name their line in `text`.
+pub(super) fn applied_from(status: u16, v: &Value, text: Option<&str>) -> ExitCode {
     if !ok(status) {
-        return failed(status, v);
+        return failed_in(status, v, text);
     }
     let suffix = if v["dry_run"].as_bool() == Some(true) { " (dry run)" } else { "" };
     for r in v["results"].as_array().into_iter().flatten() {
