@@ -65,45 +65,8 @@ pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>
             errs.push(format!("plugin_packages[{i}]"), format!("a second package named {:?}", p.meta.name));
         }
     }
-    let mut names = HashSet::new();
-    if let Some(t) = &spec.tracing
-        && !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://"))
-    {
-        errs.push(
-            "tracing.otlp_endpoint",
-            format!("{:?} is not a URL: write http://HOST:4317 (or https://)", t.otlp_endpoint),
-        );
-    }
-    for (i, l) in spec.listeners.iter().enumerate() {
-        check_name(&mut errs, || format!("listeners[{i}].name"), &l.name);
-        if !names.insert(l.name.as_str()) {
-            errs.push(format!("listeners[{i}].name"), format!("duplicate listener name {:?}", l.name));
-        }
-    }
-    for (i, l) in spec.listeners.iter().enumerate() {
-        if let Some(tls) = &l.tls
-            && tls.certificates.is_empty()
-        {
-            errs.push(format!("listeners[{i}].tls.certificates"), "give at least one certificate");
-        }
-        let lim = &l.limits;
-        if lim.max_connections == 0 {
-            errs.push(format!("listeners[{i}].limits.max_connections"), "must be at least 1");
-        }
-        if lim.max_header_size.get() < 1024 {
-            errs.push(format!("listeners[{i}].limits.max_header_size"), "must be at least 1KiB");
-        }
-        if lim.header_read_timeout.get().is_zero() || lim.idle_timeout.get().is_zero() {
-            errs.push(format!("listeners[{i}].limits"), "timeouts must be greater than 0");
-        }
-    }
-    let mut addrs = HashSet::new();
-    for (i, l) in spec.listeners.iter().enumerate() {
-        // Port 0 asks the kernel for any free port: such listeners never collide.
-        if l.address.port() != 0 && !addrs.insert(l.address) {
-            errs.push(format!("listeners[{i}].address"), format!("address {} is used by another listener", l.address));
-        }
-    }
+    check_tracing(&mut errs, &spec);
+    check_listeners(&mut errs, &spec.listeners);
     let mut upstreams = HashSet::new();
     for (i, u) in spec.upstreams.iter().enumerate() {
         if !upstreams.insert(u.name.as_str()) {
@@ -159,6 +122,53 @@ pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>
     }
     errs.finish()?;
     Ok(ValidConfig { spec, route_plugins, packages })
+}
+
+/// The collector's address must be a URL.
+fn check_tracing(errs: &mut Errors, spec: &ConfigSpec) {
+    if let Some(t) = &spec.tracing
+        && !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://"))
+    {
+        errs.push(
+            "tracing.otlp_endpoint",
+            format!("{:?} is not a URL: write http://HOST:4317 (or https://)", t.otlp_endpoint),
+        );
+    }
+}
+
+/// Listener names, TLS, limits and addresses.
+fn check_listeners(errs: &mut Errors, listeners: &[crate::spec::ListenerSpec]) {
+    let mut names = HashSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        check_name(errs, || format!("listeners[{i}].name"), &l.name);
+        if !names.insert(l.name.as_str()) {
+            errs.push(format!("listeners[{i}].name"), format!("duplicate listener name {:?}", l.name));
+        }
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        if let Some(tls) = &l.tls
+            && tls.certificates.is_empty()
+        {
+            errs.push(format!("listeners[{i}].tls.certificates"), "give at least one certificate");
+        }
+        let lim = &l.limits;
+        if lim.max_connections == 0 {
+            errs.push(format!("listeners[{i}].limits.max_connections"), "must be at least 1");
+        }
+        if lim.max_header_size.get() < 1024 {
+            errs.push(format!("listeners[{i}].limits.max_header_size"), "must be at least 1KiB");
+        }
+        if lim.header_read_timeout.get().is_zero() || lim.idle_timeout.get().is_zero() {
+            errs.push(format!("listeners[{i}].limits"), "timeouts must be greater than 0");
+        }
+    }
+    let mut addrs = HashSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        // Port 0 asks the kernel for any free port: such listeners never collide.
+        if l.address.port() != 0 && !addrs.insert(l.address) {
+            errs.push(format!("listeners[{i}].address"), format!("address {} is used by another listener", l.address));
+        }
+    }
 }
 
 /// A `key-auth` that lists no consumers of its own authenticates the top-level ones.
