@@ -94,8 +94,7 @@ fn take_over_blocking(path: &Path, timeout: Duration) -> Result<Option<Predecess
 impl Predecessor {
     /// The admin endpoints' socket, if it was handed over for `address`.
     pub(crate) fn take_admin(&mut self, address: SocketAddr) -> Option<std::net::TcpListener> {
-        let at = self.sockets.iter().position(|s| s.name == ADMIN && s.address == address)?;
-        Some(self.sockets.remove(at).socket)
+        handover::take(&mut self.sockets, ADMIN, address)
     }
 
     /// The client listeners' sockets, for [`Gateway::inherit`].
