@@ -4,7 +4,8 @@
 //! Owns: the tracer of a config (kept across reloads while `tracing:` is unchanged, so its
 //! export queue and connection live on) and the span of one request. Both request paths
 //! start a span after routing and finish it where they count metrics; a request that is not
-//! sampled costs one sampling decision and nothing else.
+//! sampled costs reading its `traceparent`, one clock read (the span's start, needed before
+//! the decision) and the sampling decision, and nothing is exported for it.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
