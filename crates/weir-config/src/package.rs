@@ -104,7 +104,8 @@ pub enum FailurePolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PackageLimits {
-    /// CPU time one callback may take.
+    /// CPU time one callback may use (CPU time, not wall time: a descheduled callback is not
+    /// charged for the wait); a runaway callback is stopped within twice this.
     pub cpu: HumanDuration,
     /// Linear memory one instance may grow to.
     pub memory: ByteSize,

@@ -47,6 +47,8 @@ pub(crate) struct HostState {
     pub(crate) memory_limit: usize,
     /// Set when the instance tried to grow past `memory_limit`.
     pub(crate) memory_exceeded: bool,
+    /// The thread's CPU clock when the current call first ran a cap of wall time.
+    pub(crate) cpu_mark: Option<Duration>,
 }
 
 impl std::fmt::Debug for HostState {
@@ -76,6 +78,7 @@ impl HostState {
             alloc: None,
             memory_limit,
             memory_exceeded: false,
+            cpu_mark: None,
         }
     }
 

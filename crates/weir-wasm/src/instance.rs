@@ -7,8 +7,9 @@ use std::time::Duration;
 use wasmtime::{Instance as Wasm, Store, TypedFunc, WasmParams, WasmResults};
 
 use crate::abi::Action;
+use crate::cpu;
 use crate::host::HostState;
-use crate::plugin::{Plugin, TICK};
+use crate::plugin::Plugin;
 use crate::stream::{CallResponse, HttpCall, Stream};
 
 /// Why a callback did not complete.
@@ -112,8 +113,9 @@ impl Instance {
         host.plugin_config = config.into();
         let mut store = Store::new(&p.engine, host);
         store.limiter(|h| h as &mut dyn wasmtime::ResourceLimiter);
-        store.epoch_deadline_trap();
-        let ticks = p.limits.cpu.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
+        let (clock, cap) = (p.cpu_clock.clone(), p.limits.cpu);
+        store.epoch_deadline_callback(move |mut cx| Ok(cpu::on_deadline(&mut cx.data_mut().cpu_mark, clock(), cap)));
+        let ticks = cpu::ticks(cap);
         store.set_epoch_deadline(ticks);
         let wasm = p.pre.instantiate(&mut store).map_err(|e| classify(&store, p.limits.cpu, &e))?;
         let memory = wasm.get_memory(&mut store, "memory");
@@ -157,6 +159,7 @@ impl Instance {
         }
         let Some(f) = f else { return Ok(None) };
         self.store.set_epoch_deadline(self.ticks);
+        self.store.data_mut().cpu_mark = None;
         match f.call(&mut self.store, args) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {

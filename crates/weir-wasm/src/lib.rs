@@ -12,6 +12,7 @@
 
 mod abi;
 mod calls;
+mod cpu;
 mod host;
 mod instance;
 mod plugin;
@@ -21,6 +22,7 @@ mod stream;
 mod tests;
 
 pub use abi::{Action, MetricKind, Status, deserialize_pairs, serialize_pairs};
+pub use cpu::{CpuClock, thread_cpu_time};
 pub use instance::{Fault, Instance};
 pub use plugin::{Limits, LoadError, Plugin, Runtime};
 pub use shared::{MetricValue, Shared};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use wasmtime::{Engine, ExternType, InstancePre, Module};
 
 use crate::calls::Host;
+use crate::cpu::{CpuClock, thread_cpu_time};
 use crate::host::HostState;
 use crate::instance::{Fault, Instance};
 use crate::shared::Shared;
@@ -52,16 +53,28 @@ pub enum LoadError {
 }
 
 /// The engine all plugins compile for, with the thread that advances its epoch.
-#[derive(Debug)]
 pub struct Runtime {
     engine: Engine,
     host: Arc<Host>,
     stop: Arc<AtomicBool>,
+    cpu_clock: CpuClock,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("host", &self.host).finish_non_exhaustive()
+    }
 }
 
 impl Runtime {
-    /// An engine, its host functions, and its epoch ticker.
+    /// An engine, its host functions, and its epoch ticker; CPU caps are measured on each
+    /// thread's CPU clock.
     pub fn new() -> Result<Self, LoadError> {
+        Self::with_cpu_clock(Arc::new(thread_cpu_time))
+    }
+
+    /// The same, with CPU time read from `cpu_clock` (tests hold it still or move it on).
+    pub fn with_cpu_clock(cpu_clock: CpuClock) -> Result<Self, LoadError> {
         let mut cfg = wasmtime::Config::new();
         cfg.epoch_interruption(true).max_wasm_stack(512 << 10).cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&cfg).map_err(|e| LoadError::Compile(e.to_string()))?;
@@ -77,7 +90,7 @@ impl Runtime {
                 }
             })
             .map_err(|e| LoadError::Compile(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Self { engine, host, stop })
+        Ok(Self { engine, host, stop, cpu_clock })
     }
 
     /// Every host function, as `module.name`.
@@ -101,6 +114,7 @@ pub struct Plugin {
     pub(crate) shared: Arc<Shared>,
     pub(crate) limits: Limits,
     pub(crate) root_id: Arc<str>,
+    pub(crate) cpu_clock: CpuClock,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -123,7 +137,15 @@ impl Plugin {
         check_imports(&rt.host, &module)?;
         check_exports(&module)?;
         let pre = rt.host.linker.instantiate_pre(&module).map_err(|e| LoadError::Imports(vec![format!("{e:#}")]))?;
-        Ok(Self { name: Arc::from(name), engine: rt.engine.clone(), pre, shared, limits, root_id: Arc::from("") })
+        Ok(Self {
+            name: Arc::from(name),
+            engine: rt.engine.clone(),
+            pre,
+            shared,
+            limits,
+            root_id: Arc::from(""),
+            cpu_clock: rt.cpu_clock.clone(),
+        })
     }
 
     /// The root id its instances report (`plugin_root_id`; empty by default, as in Envoy).

@@ -112,6 +112,26 @@ fn an_endless_loop_is_interrupted_and_breaks_only_its_instance() {
 }
 
 #[test]
+fn a_call_that_waits_for_the_cpu_is_not_charged_for_the_wait() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // The thread's CPU clock held still: the loop is descheduled, as on a busy machine.
+    let used = Arc::new(AtomicU64::new(0));
+    let u = used.clone();
+    let rt = Runtime::with_cpu_clock(Arc::new(move || Duration::from_nanos(u.load(Ordering::Relaxed)))).unwrap();
+    let cap = Duration::from_millis(10);
+    let p = plugin(&rt, &module("", "(loop $l (br $l)) i32.const 0", ""), Limits { cpu: cap, ..Limits::default() })
+        .unwrap();
+    let mut i = p.start(b"", b"").unwrap();
+    let id = i.open().unwrap();
+    let call = std::thread::spawn(move || i.on_request_headers(id, &mut Stream::default(), true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!call.is_finished(), "30 caps of wall time but no CPU used, and the call was stopped");
+    // Now the thread has spent its cap, and the next deadline stops the call.
+    used.store(1_000_000_000, Ordering::Relaxed);
+    assert_eq!(call.join().unwrap(), Err(Fault::Cpu(cap)));
+}
+
+#[test]
 fn growing_past_the_memory_cap_is_a_memory_fault() {
     let rt = Runtime::new().unwrap();
     let body = "(drop (memory.grow (i32.const 100))) unreachable";

@@ -376,23 +376,28 @@ async fn fifty_hot_updates_under_load_lose_no_request() {
     };
     let weir = Weir::start(&plugin_config(&[&pkg], up.port(), &plugins(0), ""));
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut load = Vec::new();
     for _ in 0..4 {
-        let (stop, ok, failed, addr) = (stop.clone(), ok.clone(), failed.clone(), weir.addr);
+        let (stop, ok, failures, addr) = (stop.clone(), ok.clone(), failures.clone(), weir.addr);
         load.push(tokio::spawn(async move {
             let mut c = Client::connect(addr).await;
             while !stop.load(Ordering::Relaxed) {
-                let good = match c.try_send("GET", "/", &[], bytes::Bytes::new()).await {
-                    Ok(r) => r.status() == 200 && http_body_util::BodyExt::collect(r.into_body()).await.is_ok(),
-                    Err(_) => false,
+                let outcome = match c.try_send("GET", "/", &[], bytes::Bytes::new()).await {
+                    Ok(r) if r.status() == 200 => match http_body_util::BodyExt::collect(r.into_body()).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(format!("body: {e:?}")),
+                    },
+                    Ok(r) => Err(format!("status {}", r.status())),
+                    Err(e) => Err(format!("request: {e:?}")),
                 };
-                match good {
-                    true => {
+                match outcome {
+                    Ok(()) => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
-                    false => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        failures.lock().unwrap().push(e);
                         c = Client::connect(addr).await;
                     }
                 }
@@ -427,8 +432,8 @@ async fn fifty_hot_updates_under_load_lose_no_request() {
     for l in load {
         l.await.unwrap();
     }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert_eq!(failed, 0, "{failed} failed of {}", ok + failed);
+    let (ok, failures) = (ok.load(Ordering::Relaxed), failures.lock().unwrap().clone());
+    assert!(failures.is_empty(), "{} failed of {}: {failures:?}\n{}", failures.len(), ok + failures.len(), weir.logs());
     assert!(ok > 100, "load ran throughout: {ok}");
     let grown = weir.rss_kib().saturating_sub(rss_before);
     assert!(grown < 64 * 1024, "50 updates grew RSS by {grown} KiB: old versions are not released");
