@@ -46,6 +46,7 @@ deps_check() {
   command -v npm >/dev/null || need+=(npm)
   command -v podman >/dev/null || need+=(podman)
   command -v runc >/dev/null || need+=(runc)
+  command -v dnsmasq >/dev/null || [[ -x /usr/sbin/dnsmasq ]] || need+=(dnsmasq-base)
   if ((${#need[@]})); then deps_apt "${need[@]}"; fi
   if ! python3 -c "import grpc, grpc_tools" 2>/dev/null; then
     deps_note "installing Python grpcio and grpcio-tools (pip)"

@@ -264,7 +264,9 @@ pub struct RetrySpec {
 pub struct UpstreamSpec {
     /// Unique name, referenced by routes.
     pub name: String,
-    /// Balancing policy and endpoints (the shape of the seed's section 2.3).
+    /// Balancing policy and endpoints (the shape of the seed's section 2.3). May be left out
+    /// with `discovery` (round robin over what it finds).
+    #[serde(default)]
     pub load_balancer: LoadBalancerSpec,
     /// Connection pool limits per endpoint.
     #[serde(default)]
@@ -281,6 +283,62 @@ pub struct UpstreamSpec {
     /// TLS to the endpoints (HTTPS, mTLS). Verification is on unless `insecure_skip_verify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsSpec>,
+    /// Where the endpoints come from when they are not listed: DNS, re-resolved as records
+    /// expire. `load_balancer.endpoints` is then left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoverySpec>,
+}
+
+/// A source of endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySpec {
+    /// Endpoints from DNS records.
+    pub dns: DnsDiscoverySpec,
+}
+
+/// Endpoints from DNS: A/AAAA records (each address at `port`) or SRV records (targets, ports
+/// and weights; the lowest priority present), re-resolved when their TTL runs out (bounded by
+/// `min_ttl` and `max_ttl`). While DNS fails, the last good answer keeps serving.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscoverySpec {
+    /// The name to resolve, e.g. `app.internal` or `_http._tcp.app.internal` for SRV.
+    pub name: String,
+    /// `a` (A and AAAA) or `srv`. Default `a`.
+    #[serde(default)]
+    pub record: DnsRecord,
+    /// The port of every address, for `record: a` (SRV records carry their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The DNS server to ask, `IP:PORT`. Default: the system's (`/etc/resolv.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<SocketAddr>,
+    /// Re-resolve no sooner than this after an answer, whatever its TTL. Default 1s.
+    #[serde(default = "default_min_ttl")]
+    pub min_ttl: HumanDuration,
+    /// Re-resolve no later than this. Default 5m.
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: HumanDuration,
+}
+
+fn default_min_ttl() -> HumanDuration {
+    HumanDuration::secs(1)
+}
+
+fn default_max_ttl() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+
+/// Which DNS records name the endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecord {
+    /// A and AAAA records, each address at the configured port.
+    #[default]
+    A,
+    /// SRV records: a target, port and weight each.
+    Srv,
 }
 
 /// Protocol spoken to an upstream.
@@ -322,7 +380,7 @@ fn default_connect_timeout() -> HumanDuration {
 }
 
 /// Balancing policy and endpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancerSpec {
     /// The balancing algorithm. Default `round_robin`.
@@ -331,7 +389,8 @@ pub struct LoadBalancerSpec {
     /// What `consistent_hash` hashes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_key: Option<HashKeySpec>,
-    /// The endpoints.
+    /// The endpoints (none when the upstream's `discovery` finds them).
+    #[serde(default)]
     pub endpoints: Vec<EndpointSpec>,
 }
 

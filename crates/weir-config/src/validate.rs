@@ -308,11 +308,49 @@ fn check_template(errs: &mut Errors, path: &str, t: &str) {
     }
 }
 
+fn check_dns(errs: &mut Errors, at: &str, d: &crate::spec::DnsDiscoverySpec) {
+    let name = d.name.trim_end_matches('.');
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        errs.push(format!("{at}.name"), format!("{:?} is not a DNS name", d.name));
+    }
+    match (d.record, d.port) {
+        (crate::spec::DnsRecord::A, None | Some(0)) => {
+            errs.push(format!("{at}.port"), "A records carry no port: give the endpoints' port (1-65535)")
+        }
+        (crate::spec::DnsRecord::Srv, Some(_)) => {
+            errs.push(format!("{at}.port"), "SRV records carry their own ports: leave `port` out")
+        }
+        _ => {}
+    }
+    if d.min_ttl.get() < std::time::Duration::from_millis(100) {
+        errs.push(format!("{at}.min_ttl"), "must be at least 100ms");
+    }
+    if d.max_ttl.get() < d.min_ttl.get() {
+        errs.push(format!("{at}.max_ttl"), format!("must be at least min_ttl ({})", d.min_ttl));
+    }
+}
+
 fn check_upstream(errs: &mut Errors, at: &str, u: &UpstreamSpec) {
     check_name(errs, || format!("{at}.name"), &u.name);
     let lb = &u.load_balancer;
-    if lb.endpoints.is_empty() {
-        errs.push(format!("{at}.load_balancer.endpoints"), "an upstream needs at least one endpoint");
+    match &u.discovery {
+        None if lb.endpoints.is_empty() => errs.push(
+            format!("{at}.load_balancer.endpoints"),
+            "an upstream needs at least one endpoint (or `discovery` to find them)",
+        ),
+        None => {}
+        Some(d) => {
+            if !lb.endpoints.is_empty() {
+                errs.push(
+                    format!("{at}.load_balancer.endpoints"),
+                    "give endpoints or `discovery`, not both: discovered endpoints replace the list",
+                );
+            }
+            check_dns(errs, &format!("{at}.discovery.dns"), &d.dns);
+        }
     }
     let mut seen = HashSet::new();
     for (i, e) in lb.endpoints.iter().enumerate() {

@@ -84,6 +84,7 @@ pub fn stats(gw: &Gateway) -> serde_json::Value {
                 let p = e.pool();
                 serde_json::json!({
                     "endpoint": e.label().as_ref(),
+                    "weight": e.weight(),
                     "available": e.is_available(),
                     "active_up": e.is_active_up(),
                     "ejected": e.is_ejected(),

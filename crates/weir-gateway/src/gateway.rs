@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use weir_config::ValidConfig;
 use weir_config::spec::ListenerSpec;
 
+use crate::discovery::Discovery;
 use crate::handover::{self, HandedSocket};
 use crate::metrics::Metrics;
 use crate::proxy::SharedSnapshot;
@@ -93,12 +94,18 @@ pub struct Gateway {
     /// Listening sockets handed over by the process this one replaces, until a listener of the
     /// config takes each.
     inherited: Mutex<Vec<HandedSocket>>,
+    /// Endpoints found by DNS, and the tasks that look them up.
+    discovery: Discovery,
+    /// The config serving, rebuilt with new answers when discovery finds a change.
+    applied: Mutex<Option<ValidConfig>>,
+    /// Itself, for the tasks it starts.
+    me: Weak<Gateway>,
 }
 
 impl Gateway {
     /// A gateway with no config yet (every request gets 404 until the first apply).
     pub fn new(workers: Workers) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             state: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             listeners: Mutex::new(HashMap::new()),
             apply_lock: tokio::sync::Mutex::new(()),
@@ -106,6 +113,9 @@ impl Gateway {
             metrics: Arc::new(Metrics::new()),
             callouts: Arc::default(),
             inherited: Mutex::new(Vec::new()),
+            discovery: Discovery::default(),
+            applied: Mutex::new(None),
+            me: me.clone(),
         })
     }
 
@@ -153,12 +163,17 @@ impl Gateway {
             };
             prepared.push((key, l.clone(), socket, tls));
         }
-        let prev = self.state.load_full();
-        let version = prev.version + 1;
-        let next = Snapshot::compile(cfg, Some(&prev), version, &self.metrics, &self.callouts)
-            .map_err(|(what, reason)| ApplyError::Compile { what, reason })?;
-        self.callouts.set(&next.upstreams);
-        self.state.store(Arc::new(next));
+        self.discovery.sync(cfg, &self.me).await;
+        let version = self.state.load().version + 1;
+        if let Err(e) = self.install(cfg, version) {
+            // The watches go back to what the serving config discovers.
+            let old = self.applied.lock().clone();
+            if let Some(old) = old {
+                self.discovery.sync(&old, &self.me).await;
+            }
+            return Err(e);
+        }
+        *self.applied.lock() = Some(cfg.clone());
 
         let wanted: HashMap<(String, SocketAddr), ()> =
             cfg.spec().listeners.iter().map(|l| ((l.name.clone(), l.address), ())).collect();
@@ -186,6 +201,35 @@ impl Gateway {
             tracing::info!(listener = %s.name, address = %s.address, "closing a handed-over socket the config no longer has");
         }
         Ok(version)
+    }
+
+    /// Compiles `cfg` over the serving snapshot, with the endpoints discovery found, and
+    /// serves it as `version`.
+    fn install(&self, cfg: &ValidConfig, version: u64) -> Result<(), ApplyError> {
+        let prev = self.state.load_full();
+        let found = self.discovery.found();
+        let next = Snapshot::compile(cfg, Some(&prev), version, &found, &self.metrics, &self.callouts)
+            .map_err(|(what, reason)| ApplyError::Compile { what, reason })?;
+        self.callouts.set(&next.upstreams);
+        self.state.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// What discovery found changed: the serving config is rebuilt with it, as the same
+    /// version (the config did not change). Only the upstreams whose answers changed are
+    /// rebuilt, keeping the endpoints that stay.
+    pub(crate) async fn rediscovered(&self) {
+        let _serial = self.apply_lock.lock().await;
+        let Some(cfg) = self.applied.lock().clone() else { return };
+        let version = self.state.load().version;
+        if let Err(e) = self.install(&cfg, version) {
+            tracing::error!(error = %e, "cannot rebuild with the discovered endpoints; the previous ones keep serving");
+        }
+    }
+
+    /// Endpoint discovery.
+    pub(crate) fn discovery(&self) -> &Discovery {
+        &self.discovery
     }
 
     /// Sockets handed over by a predecessor (see [`crate::handover`]): listeners of the next

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod body;
+mod discovery;
 pub mod error;
 pub mod filter;
 pub mod gateway;

@@ -11,6 +11,7 @@ use weir_config::ValidConfig;
 
 use weir_config::plugins::PluginConfig;
 
+use crate::discovery::Found;
 use crate::filter::wasm::Callouts;
 use crate::filter::{Chain, Filter};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -66,17 +67,20 @@ impl Snapshot {
         cfg: &ValidConfig,
         prev: Option<&Snapshot>,
         version: u64,
+        found: &Found,
         metrics: &Arc<Metrics>,
         callouts: &Arc<Callouts>,
     ) -> Result<Self, (String, String)> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
         for u in &spec.upstreams {
-            let kept = prev.and_then(|p| p.upstreams.get(u.name.as_str())).filter(|old| old.spec() == u).cloned();
-            let up = match kept {
-                Some(k) => k,
+            let discovered = u.discovery.as_ref().map(|_| crate::discovery::filled(u, found));
+            let u = discovered.as_ref().unwrap_or(u);
+            let old = prev.and_then(|p| p.upstreams.get(u.name.as_str()));
+            let up = match old.filter(|old| old.spec() == u) {
+                Some(k) => k.clone(),
                 None => Arc::new(
-                    Upstream::start(u, metrics.upstream(&u.name))
+                    Upstream::start_after(u, metrics.upstream(&u.name), old.map(|o| &**o))
                         .map_err(|e| (format!("upstream {:?}", u.name), e.to_string()))?,
                 ),
             };

@@ -126,6 +126,78 @@ async fn health_state_of_unchanged_upstreams_survives_reload() {
     assert_eq!(after["idle"], pooled["idle"], "idle connections survived: {s}");
 }
 
+/// The stats of `upstream`'s endpoint `label` (`127.0.0.1:PORT`).
+fn endpoint<'a>(stats: &'a serde_json::Value, upstream: &str, port: u16) -> &'a serde_json::Value {
+    let label = format!("127.0.0.1:{port}");
+    let eps = stats["upstreams"][upstream]["endpoints"].as_array().unwrap();
+    eps.iter().find(|e| e["endpoint"] == label.as_str()).unwrap_or_else(|| panic!("no {label} in {stats}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_that_remain_keep_their_state_when_the_set_changes() {
+    let (a, b) = (named("A").await, named("B").await);
+    let dead = dead_port();
+    let hc = "    health_check:\n      passive: { consecutive_failures: 1, ejection_time: 60s }\n";
+    let cfg = |eps: &[(u16, u32)]| {
+        config("  - { name: a, upstream: a, retries: { attempts: 3 } }", &upstream_yaml("a", "round_robin", eps, hc))
+    };
+    let weir = Weir::start(&cfg(&[(dead, 1), (a.port(), 1)]));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (failures, stop, addr) = (failures.clone(), stop.clone(), weir.addr);
+        load.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            while !stop.load(SeqCst) {
+                match c.try_send("GET", "/", &[], bytes::Bytes::new()).await {
+                    Ok(r) if r.status() == 200 => drop(http_body_util::BodyExt::collect(r.into_body()).await),
+                    Ok(r) => failures.lock().unwrap().push(format!("status {}", r.status())),
+                    Err(e) => {
+                        failures.lock().unwrap().push(format!("error {e}"));
+                        c = Client::connect(addr).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = weir.stats().await;
+    assert_eq!(endpoint(&first, "a", dead)["ejected"], true, "{first}");
+    let (conns, created) = (a.conns.load(SeqCst), endpoint(&first, "a", a.port())["pool"]["created"].clone());
+    let v = weir.version().await;
+    for i in 1..=50u64 {
+        // B joins on odd versions and leaves on even ones; A's weight moves too.
+        let eps: Vec<(u16, u32)> = match i % 2 {
+            1 => vec![(dead, 1), (a.port(), 1 + i as u32 % 3), (b.port(), 1)],
+            _ => vec![(dead, 1), (a.port(), 1)],
+        };
+        weir.write_config(&cfg(&eps));
+        weir.wait_version(v + i, Duration::from_secs(5)).await;
+        if i == 49 {
+            let s = weir.stats().await;
+            assert_eq!(endpoint(&s, "a", a.port())["weight"], 2, "the new weight applies: {s}");
+        }
+    }
+    stop.store(true, SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{} requests failed while endpoints came and went: {failures:?}", failures.len());
+    assert!(b.hits.load(SeqCst) > 0, "B served while it was in the set");
+    let s = weir.stats().await;
+    // The endpoints that stayed are the same endpoints: still ejected, still pooled.
+    assert_eq!(endpoint(&s, "a", dead)["ejected"], true, "ejection survived 50 changes: {s}");
+    let pool = &endpoint(&s, "a", a.port())["pool"];
+    assert!(pool["reused"].as_u64().unwrap() > 100, "{s}");
+    // Four clients, so at most four upstream connections at once; a rebuilt pool would dial
+    // anew after each of the 50 changes.
+    let (now, made) = (a.conns.load(SeqCst), pool["created"].as_u64().unwrap());
+    assert!(now <= conns.max(4) + 4, "A accepted {conns} connections before the changes and {now} after");
+    assert!(made <= created.as_u64().unwrap().max(4) + 4, "the pool dialled {made} (was {created})");
+}
+
 #[tokio::test]
 async fn canary_split_is_within_two_percent_and_header_pins_v2() {
     let (v1, v2) = (named("v1").await, named("v2").await);

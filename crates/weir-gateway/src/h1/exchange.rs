@@ -238,8 +238,18 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
         Some(Outcome { status, done: if ok && !close { Done::KeepAlive(head.len) } else { Done::Close } })
     }
 
-    /// Answers with `e`; a request whose body was not read closes the connection.
-    pub(super) async fn fail(&mut self, e: ProxyError, head: &ReqHead) -> Outcome {
+    /// Answers with `e`; a request whose body was not read closes the connection. Boxed:
+    /// errors are rare, and writing one needs more state than a whole proxied exchange, which
+    /// would otherwise be held (and allocated, per request) by every exchange.
+    pub(super) fn fail<'a>(
+        &'a mut self,
+        e: ProxyError,
+        head: &'a ReqHead,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        Box::pin(self.fail_now(e, head))
+    }
+
+    async fn fail_now(&mut self, e: ProxyError, head: &ReqHead) -> Outcome {
         let close = head.framing != Framing::None || head.close || self.stopping();
         // gRPC clients (grpc-web over HTTP/1.1) get grpc-status, as on hyper's path.
         let grpc = self.bufs.as_ref().is_some_and(|b| {

@@ -112,6 +112,7 @@ mod tests {
         let snap = crate::snapshot::Snapshot::default();
         let size = std::mem::size_of_val(&conn.serve_one(&snap, &head));
         eprintln!("exchange future: {size} bytes");
-        assert!(size <= 4096, "the exchange future grew to {size} bytes: box the new rare state");
+        // 1,472 bytes in a debug build (1,936 before errors and streamed bodies were boxed).
+        assert!(size <= 1600, "the exchange future grew to {size} bytes: box the new rare state");
     }
 }

@@ -148,7 +148,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Conn<I> {
             let rest = *rest;
             // Sent once: a failure from here on is not retried.
             *body = BodyAt::Buffered(0);
-            self.pump(up, head.len, rest, limit).await?;
+            // Boxed: a streamed body is the rarer case, and its state would otherwise be
+            // allocated with every exchange (see `an_exchange_future_stays_small`).
+            Box::pin(self.pump(up, head.len, rest, limit)).await?;
         }
         Ok(consumed)
     }

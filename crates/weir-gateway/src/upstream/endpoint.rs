@@ -32,7 +32,8 @@ pub struct Endpoint {
     port: u16,
     /// Set when `address` is an IP, so dialing skips name resolution.
     ip: Option<SocketAddr>,
-    weight: u32,
+    /// Set anew when a reload keeps the endpoint with another weight.
+    weight: AtomicU32,
     pool: Pool,
     inflight: AtomicU32,
     /// Latency EWMA in microseconds (0 = no sample yet), for `p2c_ewma`.
@@ -58,7 +59,7 @@ impl Endpoint {
             host: host.to_owned(),
             port,
             ip,
-            weight: weight.max(1),
+            weight: AtomicU32::new(weight.max(1)),
             pool: Pool::new(limits),
             inflight: AtomicU32::new(0),
             ewma_micros: AtomicU64::new(0),
@@ -77,7 +78,18 @@ impl Endpoint {
 
     /// Configured weight (at least 1).
     pub fn weight(&self) -> u32 {
-        self.weight
+        self.weight.load(Relaxed)
+    }
+
+    /// Whether a new config's `host:port` with these pool limits is this endpoint, so a
+    /// reload keeps it (pool, health, EWMA and ejection state) instead of starting cold.
+    pub(crate) fn is(&self, host: &str, port: u16, limits: &PoolLimits) -> bool {
+        self.port == port && self.host == host && self.pool.limits() == limits
+    }
+
+    /// The weight a new config gives it.
+    pub(crate) fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Relaxed);
     }
 
     /// The connection pool.

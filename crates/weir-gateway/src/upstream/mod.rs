@@ -2,7 +2,8 @@
 //!
 //! Owns: compiling an [`UpstreamSpec`] into a live [`Upstream`] whose background work (active
 //! probes, idle sweeps) lives exactly as long as it does. Reload keeps an `Upstream` whose spec
-//! did not change, so its pools and health state survive (see [`crate::snapshot`]).
+//! did not change, so its pools and health state survive (see [`crate::snapshot`]); one whose
+//! spec changed keeps each endpoint that remains ([`Upstream::start_after`]).
 
 pub mod balancer;
 mod endpoint;
@@ -44,6 +45,19 @@ impl Upstream {
     /// Builds an upstream and starts its background tasks (needs a Tokio runtime). Fails only
     /// when its TLS files cannot be loaded.
     pub fn start(spec: &UpstreamSpec, metrics: UpstreamMetrics) -> Result<Self, TlsError> {
+        Self::start_after(spec, metrics, None)
+    }
+
+    /// [`Upstream::start`] for a changed spec of `prev`: each endpoint `prev` also has, at the
+    /// same address with the same pool settings, is kept as it is (its pooled connections,
+    /// health, latency EWMA and ejection state, and the requests in flight on it), only its
+    /// weight updated; new endpoints start cold; dropped ones finish what they carry as the
+    /// old upstream is released. A change of protocol or TLS starts every endpoint anew.
+    pub fn start_after(
+        spec: &UpstreamSpec,
+        metrics: UpstreamMetrics,
+        prev: Option<&Upstream>,
+    ) -> Result<Self, TlsError> {
         let tls = match &spec.tls {
             Some(t) => Some(tls::upstream_tls(t, spec.protocol != UpstreamProtocol::Http1)?),
             None => None,
@@ -57,14 +71,22 @@ impl Upstream {
             acquire_timeout: p.acquire_timeout.get(),
         };
         let lb = &spec.load_balancer;
+        let prev = prev.filter(|p| p.spec.protocol == spec.protocol && p.spec.tls == spec.tls);
         let endpoints: Vec<Arc<Endpoint>> = lb
             .endpoints
             .iter()
             .map(|e| {
-                Arc::new(
-                    Endpoint::new(&e.address, e.port, e.weight, limits.clone())
-                        .with_pool_wait(metrics.pool_wait.clone()),
-                )
+                let kept = prev.and_then(|p| p.endpoints.iter().find(|o| o.is(&e.address, e.port, &limits)));
+                match kept {
+                    Some(k) => {
+                        k.set_weight(e.weight);
+                        k.clone()
+                    }
+                    None => Arc::new(
+                        Endpoint::new(&e.address, e.port, e.weight, limits.clone())
+                            .with_pool_wait(metrics.pool_wait.clone()),
+                    ),
+                }
             })
             .collect();
         let balancer = Balancer::new(lb.policy, lb.hash_key.as_ref(), &endpoints);

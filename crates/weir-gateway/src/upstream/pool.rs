@@ -209,6 +209,11 @@ impl Pool {
         }
     }
 
+    /// Its limits.
+    pub fn limits(&self) -> &PoolLimits {
+        &self.limits
+    }
+
     /// Open connections (busy and idle).
     pub fn open(&self) -> usize {
         self.limits.max_connections - self.permits.available_permits()

@@ -172,8 +172,17 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    upstream_fn_at("127.0.0.1:0".parse().unwrap(), f).await
+}
+
+/// [`upstream_fn`] on `addr` (another loopback address, a port of your choosing).
+pub async fn upstream_fn_at<F, Fut>(addr: SocketAddr, f: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let handler: Handler = Arc::new(move |r| Box::pin(f(r)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let conns = Arc::new(AtomicUsize::new(0));
@@ -222,7 +231,12 @@ pub async fn gated(body: &'static str) -> (Upstream, Arc<tokio::sync::Semaphore>
 
 /// An upstream that answers its `name` and echoes request headers as `x-seen-*`.
 pub async fn named(name: &'static str) -> Upstream {
-    upstream_fn(move |req: Request<Incoming>| async move {
+    named_at(name, "127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`named`] on `addr`.
+pub async fn named_at(name: &'static str, addr: SocketAddr) -> Upstream {
+    upstream_fn_at(addr, move |req: Request<Incoming>| async move {
         let mut rsp = Response::new(full(name));
         for (k, v) in req.headers() {
             if let Ok(n) = http::HeaderName::try_from(format!("x-seen-{k}")) {
