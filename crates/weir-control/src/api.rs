@@ -38,6 +38,11 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollback", post(rollback))
         .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/gateways/ready", get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.registry.ready()) }))
+        .route(
+            "/api/v1/discovery/prometheus",
+            get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.registry.prometheus_targets()) }),
+        )
         .route("/api/v1/modules/{sha256}", get(get_module).put(put_module))
         .route("/api/v1/{kind}", get(list))
         .route("/api/v1/{kind}/{name}", get(get_one).put(put_one).delete(delete_one))

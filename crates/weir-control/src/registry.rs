@@ -90,6 +90,8 @@ pub struct GatewayView {
     pub labels: BTreeMap<String, String>,
     /// Where it listens.
     pub listen: Vec<String>,
+    /// Its admin address (`/metrics`), if it serves one.
+    pub admin: Option<String>,
     /// Plugins it runs.
     pub plugins: Vec<String>,
     /// Protocol adapters.
@@ -244,6 +246,7 @@ impl Registry {
                 version: e.desc.version.clone(),
                 labels: e.desc.labels.clone().into_iter().collect(),
                 listen: e.desc.listen.clone(),
+                admin: Some(e.desc.admin.clone()).filter(|a| !a.is_empty()),
                 plugins: e.desc.plugins.iter().map(|p| p.name.clone()).collect(),
                 protocols: e.desc.protocols.clone(),
                 applied_revision: e.applied,
@@ -251,6 +254,46 @@ impl Registry {
                 last_nack: e.last_nack.clone(),
                 report: e.report.clone(),
                 modules_sent: e.modules_sent,
+            })
+            .collect()
+    }
+
+    /// The gateways an outer load balancer may send traffic to: up, connected, and serving a
+    /// revision. Each with its listeners by name, its admin address and labels.
+    pub fn ready(&self) -> Vec<serde_json::Value> {
+        let listeners = |g: &GatewayView| -> BTreeMap<String, String> {
+            g.listen.iter().filter_map(|l| l.split_once('=')).map(|(n, a)| (n.to_owned(), a.to_owned())).collect()
+        };
+        self.list()
+            .into_iter()
+            .filter(|g| g.status == "up" && g.connected && g.applied_revision > 0)
+            .map(|g| {
+                serde_json::json!({
+                    "id": g.id, "listen": listeners(&g), "admin": g.admin,
+                    "applied_revision": g.applied_revision, "labels": g.labels,
+                })
+            })
+            .collect()
+    }
+
+    /// Prometheus HTTP service discovery (`http_sd_configs`): a target group per gateway that is
+    /// up and serves an admin address, labelled `__meta_weir_*` (its id, version, applied
+    /// revision, and each of its labels as `__meta_weir_label_NAME`).
+    pub fn prometheus_targets(&self) -> Vec<serde_json::Value> {
+        self.list()
+            .into_iter()
+            .filter(|g| g.status == "up")
+            .filter_map(|g| {
+                let admin = g.admin.clone()?;
+                let mut labels = BTreeMap::from([
+                    ("__meta_weir_gateway_id".to_owned(), g.id.clone()),
+                    ("__meta_weir_version".to_owned(), g.version.clone()),
+                    ("__meta_weir_applied_revision".to_owned(), g.applied_revision.to_string()),
+                ]);
+                for (k, v) in &g.labels {
+                    labels.insert(format!("__meta_weir_label_{}", label_name(k)), v.clone());
+                }
+                Some(serde_json::json!({"targets": [admin], "labels": labels}))
             })
             .collect()
     }
@@ -296,4 +339,9 @@ impl Registry {
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
     }
+}
+
+/// `name` as a Prometheus label name: letters, digits and `_` (others become `_`).
+fn label_name(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }

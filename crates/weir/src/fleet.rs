@@ -142,11 +142,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let opts = SyncOptions {
+    let mut opts = SyncOptions {
         control_planes: args.control_planes.clone(),
         gateway_id: id.clone(),
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         listen,
+        admin: None,
         state_dir: args.state_dir.clone(),
         heartbeat_interval: args.heartbeat_interval,
         token: args.token.clone(),
@@ -183,7 +184,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         if let Some(a) = args.admin_address {
             let inherited = predecessor.as_mut().and_then(|p| p.take_admin(a));
             match start_admin(a, inherited, &gw, &admin_state, &stop).await {
-                Ok(s) => admin = Some((a, s)),
+                Ok(s) => {
+                    opts.admin = s.local_addr().ok();
+                    admin = Some((a, s));
+                }
                 Err(code) => return code,
             }
         }

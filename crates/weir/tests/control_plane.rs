@@ -465,3 +465,53 @@ async fn certificates_are_pushed_inline_and_private_keys_never_shown() {
     assert!(shown.starts_with("(inline private key, sha256 ") && !shown.contains("BEGIN"), "{shown}");
     assert_eq!(v["body"]["tls"]["certificates"][0]["cert"], cert.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_is_discoverable_by_prometheus_and_by_an_outer_load_balancer() {
+    let one = named("one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &base(one.port(), one.port(), "one"));
+    let rev = cp.revision().await;
+    let a = Gw::start_with("gw-a", &cp.grpc_url(), &dir.path().join("a"), "127.0.0.1:0", &["--label", "zone=eu-1"]);
+    let b = Gw::start("gw-b", &cp.grpc_url(), &dir.path().join("b"), "127.0.0.1:0");
+    for g in [&a, &b] {
+        let addr = g.listen_addr();
+        g.wait_serves(addr, "/api", "one", Duration::from_secs(10)).await;
+    }
+    // Prometheus: each gateway's admin address, with its identity as __meta_ labels.
+    let (status, sd) = cp.call("GET", "/api/v1/discovery/prometheus", None).await;
+    assert_eq!(status, 200);
+    let groups = sd.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{sd}");
+    for g in [&a, &b] {
+        let group = groups.iter().find(|x| x["labels"]["__meta_weir_gateway_id"] == g.id.as_str()).expect("listed");
+        assert_eq!(group["targets"], json!([g.admin.to_string()]), "{sd}");
+        assert_eq!(group["labels"]["__meta_weir_applied_revision"], rev.to_string());
+        // The target is what Prometheus would scrape.
+        let (code, metrics) = get(g.admin, "/metrics", &[]).await;
+        assert_eq!(code, 200);
+        assert!(String::from_utf8_lossy(&metrics).contains("weir_requests_total"), "not a metrics endpoint");
+    }
+    let labelled = groups.iter().find(|x| x["labels"]["__meta_weir_gateway_id"] == "gw-a").unwrap();
+    assert_eq!(labelled["labels"]["__meta_weir_label_zone"], "eu-1", "{sd}");
+    // An outer load balancer: ready gateways and their listeners by name.
+    let (_, ready) = cp.call("GET", "/api/v1/gateways/ready", None).await;
+    let ids: Vec<&str> = ready.as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gw-a", "gw-b"], "{ready}");
+    assert_eq!(ready[0]["listen"]["main"], "127.0.0.1:0", "the configured address: {ready}");
+    assert_eq!(ready[0]["applied_revision"], rev);
+    // A gateway that stops leaves the ready list as soon as its stream closes.
+    let mut b = b;
+    b.proc.kill();
+    let t0 = Instant::now();
+    loop {
+        let (_, ready) = cp.call("GET", "/api/v1/gateways/ready", None).await;
+        let ids: Vec<&str> = ready.as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap()).collect();
+        if ids == ["gw-a"] {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "a dead gateway is still ready: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

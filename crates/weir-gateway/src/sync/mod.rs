@@ -35,6 +35,8 @@ pub struct SyncOptions {
     pub labels: BTreeMap<String, String>,
     /// This gateway's listeners: name and address.
     pub listen: Vec<(String, SocketAddr)>,
+    /// Its admin address as bound (for the control plane's service discovery).
+    pub admin: Option<SocketAddr>,
     /// Where the last good snapshot is kept.
     pub state_dir: PathBuf,
     /// Heartbeat interval until the control plane says otherwise.
@@ -159,6 +161,7 @@ impl Syncer {
             protocols: ["http1", "h2", "h2c", "grpc", "websocket", "tls"].map(String::from).to_vec(),
             applied_revision: self.applied_revision(),
             listen: self.opts.listen.iter().map(|(n, a)| format!("{n}={a}")).collect(),
+            admin: self.opts.admin.map(|a| a.to_string()).unwrap_or_default(),
         }
     }
 }
