@@ -274,3 +274,32 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     .0;
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn rate_limit_buckets_survive_changes_around_them_and_reset_only_with_their_own_config() {
+    let (a, b) = (named("A").await, named("B").await);
+    let cfg = |eps: &[(u16, u32)], timeout: &str, requests: u32| {
+        let route = format!(
+            "  - name: api\n    upstream: a\n    timeout: {timeout}\n    plugins:\n      - {{ name: rate-limit, config: {{ requests: {requests}, window: 60s }} }}"
+        );
+        config(&route, &upstream_yaml("a", "round_robin", eps, ""))
+    };
+    let weir = Weir::start(&cfg(&[(a.port(), 1)], "5s", 3));
+    let mut c = Client::connect(weir.addr).await;
+    for _ in 0..3 {
+        assert_eq!(c.text("/").await.0, 200);
+    }
+    assert_eq!(c.text("/").await.0, 429);
+    // The route's upstream changes (an endpoint joins), then the route itself (its timeout):
+    // the limiter is the same filter both times, so its bucket is still empty.
+    weir.write_config(&cfg(&[(a.port(), 1), (b.port(), 1)], "5s", 3));
+    weir.wait_version(2, Duration::from_secs(5)).await;
+    assert_eq!(c.text("/").await.0, 429, "the bucket survived a change of the route's upstream");
+    weir.write_config(&cfg(&[(a.port(), 1), (b.port(), 1)], "7s", 3));
+    weir.wait_version(3, Duration::from_secs(5)).await;
+    assert_eq!(c.text("/").await.0, 429, "the bucket survived a change of the route");
+    // A new limit is a new limiter, with a full bucket.
+    weir.write_config(&cfg(&[(a.port(), 1), (b.port(), 1)], "7s", 4));
+    weir.wait_version(4, Duration::from_secs(5)).await;
+    assert_eq!(c.text("/").await.0, 200, "a changed limit starts afresh");
+}
