@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use weir_config::resources::Kind;
 
-use crate::plane::{Applied, ControlPlane, PlaneError};
+use crate::plane::{Applied, ControlPlane, DryRun, PlaneError};
 use crate::store::{Key, Stored};
 
 #[derive(Clone, Debug)]
@@ -218,6 +218,9 @@ struct ApplyBody {
     /// Delete every stored resource that is not in `resources`.
     #[serde(default)]
     prune: bool,
+    /// With `dry_run`: modules (sha256) not uploaded yet that `Package` resources may name.
+    #[serde(default)]
+    pending_modules: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,7 +244,13 @@ async fn apply(
         let gone: Vec<Key> = ctx.plane.read(|s| s.resources.keys().filter(|k| !keep.contains(*k)).cloned().collect());
         edits.extend(gone.into_iter().map(|k| (k, None)));
     }
-    let applied = ctx.plane.apply(edits, "apply".into(), opts.dry_run).await?;
+    if !opts.dry_run && !b.pending_modules.is_empty() {
+        return Err(ApiError(PlaneError::BadRequest(
+            "pending_modules is for dry runs: upload the modules first (PUT /api/v1/modules/SHA256)".into(),
+        )));
+    }
+    let dry = opts.dry_run.then_some(DryRun { pending_modules: b.pending_modules });
+    let applied = ctx.plane.apply(edits, "apply".into(), dry).await?;
     finish(&ctx, applied, &opts).await
 }
 
@@ -315,7 +324,8 @@ async fn put_one(
     if let Some(obj) = body.as_object_mut() {
         obj.entry("name").or_insert_with(|| Value::String(name.clone()));
     }
-    let applied = ctx.plane.apply(vec![((k, name), Some(body))], "put".into(), opts.dry_run).await?;
+    let applied =
+        ctx.plane.apply(vec![((k, name), Some(body))], "put".into(), opts.dry_run.then(DryRun::default)).await?;
     finish(&ctx, applied, &opts).await
 }
 
@@ -328,6 +338,6 @@ async fn delete_one(
     if !ctx.plane.read(|s| s.resources.contains_key(&(k, name.clone()))) {
         return Err(ApiError(PlaneError::NotFound(format!("no {k} named {name:?}"))));
     }
-    let applied = ctx.plane.apply(vec![((k, name), None)], "delete".into(), opts.dry_run).await?;
+    let applied = ctx.plane.apply(vec![((k, name), None)], "delete".into(), opts.dry_run.then(DryRun::default)).await?;
     finish(&ctx, applied, &opts).await
 }

@@ -180,7 +180,7 @@ impl ControlPlane {
         self: &Arc<Self>,
         edits: Vec<(Key, Option<Value>)>,
         cause: String,
-        dry_run: bool,
+        dry_run: Option<DryRun>,
     ) -> Result<Applied, PlaneError> {
         for ((kind, name), body) in &edits {
             if let Some(b) = body {
@@ -189,7 +189,7 @@ impl ControlPlane {
         }
         let this = self.clone();
         // Validation and redb commits (fsync) take milliseconds; keep them off the async threads.
-        let applied = tokio::task::spawn_blocking(move || this.apply_blocking(&edits, &cause, dry_run))
+        let applied = tokio::task::spawn_blocking(move || this.apply_blocking(&edits, &cause, dry_run.as_ref()))
             .await
             .map_err(|e| PlaneError::Store(StoreError::from_msg(e)))??;
         Ok(applied)
@@ -199,7 +199,7 @@ impl ControlPlane {
         &self,
         edits: &[(Key, Option<Value>)],
         cause: &str,
-        dry_run: bool,
+        dry_run: Option<&DryRun>,
     ) -> Result<Applied, PlaneError> {
         let mut guard = self.inner.write();
         // A shared store may have moved on (another control plane committed): start from its
@@ -222,17 +222,19 @@ impl ControlPlane {
         inner: &mut Inner,
         edits: &[(Key, Option<Value>)],
         cause: &str,
-        dry_run: bool,
+        dry: Option<&DryRun>,
     ) -> Result<Applied, PlaneError> {
+        let dry_run = dry.is_some();
+        let pending: &[String] = dry.map_or(&[], |d| &d.pending_modules);
         let t0 = std::time::Instant::now();
         let state = inner.store.state();
         let plan = state.plan(edits, state.revision + 1);
         let mut undo = Undo::default();
         let store = &inner.store;
         let checked = match patch(&mut inner.assembly, &mut undo, &plan) {
-            Ok(()) => inner.assembly.validate_with(|m| stored_module(store, m)).map(drop),
+            Ok(()) => inner.assembly.validate_with(|m| stored_module(store, m, pending)).map(drop),
             // Every error in one pass: the cross-field ones of the rest too, when it reads.
-            Err((schema, true)) => match inner.assembly.validate_with(|m| stored_module(store, m)) {
+            Err((schema, true)) => match inner.assembly.validate_with(|m| stored_module(store, m, pending)) {
                 Ok(_) => Err(schema),
                 Err(more) => Err(weir_config::merge_errors(schema, more)),
             },
@@ -304,7 +306,7 @@ impl ControlPlane {
         let edits = tokio::task::spawn_blocking(move || this.rollback_edits(to))
             .await
             .map_err(|e| PlaneError::Store(StoreError::from_msg(e)))??;
-        self.apply(edits, format!("rollback to {to}"), dry_run).await
+        self.apply(edits, format!("rollback to {to}"), dry_run.then(DryRun::default)).await
     }
 
     /// The edits that turn the latest state (others' commits included) into the one at `to`.
@@ -327,9 +329,12 @@ impl ControlPlane {
     }
 }
 
-/// The bytes of a module a `Package` names, checked against its declared size.
-fn stored_module(store: &Store, m: &weir_config::package::ModuleRef) -> Result<Arc<[u8]>, String> {
+/// The bytes of a module a `Package` names, checked against its declared size. A dry run's
+/// `pending` modules (to be uploaded before the real apply) pass with no bytes: nothing here
+/// reads them, and the gateways compile them.
+fn stored_module(store: &Store, m: &weir_config::package::ModuleRef, pending: &[String]) -> Result<Arc<[u8]>, String> {
     match store.module(&m.sha256) {
+        Ok(None) if pending.contains(&m.sha256) => Ok(Arc::from(&[][..])),
         Ok(Some(bytes)) if bytes.len() as u64 == m.size => Ok(bytes),
         Ok(Some(bytes)) => Err(format!("size says {} bytes but module {} has {}", m.size, m.sha256, bytes.len())),
         Ok(None) => Err(format!(
@@ -339,6 +344,14 @@ fn stored_module(store: &Store, m: &weir_config::package::ModuleRef) -> Result<A
         )),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// What a dry run may assume.
+#[derive(Clone, Debug, Default)]
+pub struct DryRun {
+    /// Modules the caller has checked and will upload before applying for real (by sha256):
+    /// a `Package` naming one is checked as if it were stored, and nothing is uploaded.
+    pub pending_modules: Vec<String>,
 }
 
 /// A body must be a mapping whose `name` (if given) is the resource's name.

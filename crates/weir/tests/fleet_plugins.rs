@@ -218,3 +218,36 @@ async fn put_raw(api: SocketAddr, path: &str, body: Vec<u8>) -> u16 {
         .unwrap();
     send.send_request(req).await.unwrap().status().as_u16()
 }
+
+#[tokio::test]
+async fn a_dry_run_checks_a_package_without_uploading_its_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    let pkg_dir = package("header-edit", &dir.path().join("v1"));
+    let pkg = pkg_dir.to_str().unwrap();
+    let sha = sha256_hex(&std::fs::read(pkg_dir.join("plugin.wasm")).unwrap());
+    let out = ctl_ok(&cp, &["apply", "-f", pkg, "--dry-run"]);
+    assert!(out.contains("would be uploaded (header-edit") && out.contains("(dry run)"), "{out}");
+    assert!(out.contains("package/header-edit created"), "the resource is checked as if the module were there: {out}");
+    // `diff` exits 1 when there are differences, as `kubectl diff` does.
+    let diff = cp.ctl(&["diff", "-f", pkg]);
+    let out = String::from_utf8_lossy(&diff.stdout);
+    assert_eq!(diff.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("would be uploaded") && out.contains("+++ b/Package/header-edit"),
+        "diff is a dry run too: {out}"
+    );
+    // Nothing was stored: no module, no resource, no revision.
+    assert_eq!(cp.call("GET", &format!("/api/v1/modules/{sha}"), None).await.0, 404);
+    assert_eq!(cp.call("GET", "/api/v1/packages/header-edit", None).await.0, 404);
+    assert_eq!(cp.revision().await, 0);
+    // Only a dry run may name modules it has not uploaded.
+    let body = json!({"resources": [], "pending_modules": [sha]});
+    let (status, v) = cp.call("POST", "/api/v1/apply", Some(&body)).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("upload the modules first"), "{v}");
+    // The real apply uploads it.
+    let out = ctl_ok(&cp, &["apply", "-f", pkg]);
+    assert!(out.contains("uploaded (header-edit") && !out.contains("would be"), "{out}");
+    assert_eq!(cp.call("GET", &format!("/api/v1/modules/{sha}"), None).await.0, 200);
+}

@@ -41,7 +41,8 @@ enum Command {
         /// The YAML file (`-` for stdin), or a package directory.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
-        /// Validate and show what would change; store nothing.
+        /// Validate and show what would change; store nothing (a package's module is checked
+        /// here and not uploaded).
         #[arg(long)]
         dry_run: bool,
         /// Also delete stored resources the file does not name.
@@ -119,14 +120,19 @@ type Res = Result<ExitCode, Box<dyn std::error::Error>>;
 
 /// The resources `file` declares: a package directory is one `Package`; a YAML file's
 /// `plugin_packages` directories are read, checked and uploaded, each becoming a `Package`.
-/// Also returns the file's text, to place the control plane's errors in it.
-async fn read_all(api: &Api, file: &PathBuf) -> Result<(Option<String>, Vec<Value>), Box<dyn std::error::Error>> {
+/// Also returns the file's text, to place the control plane's errors in it. With `pending`
+/// (a dry run), modules are not uploaded but listed there.
+async fn read_all(
+    api: &Api,
+    file: &PathBuf,
+    mut pending: Option<&mut Vec<String>>,
+) -> Result<(Option<String>, Vec<Value>), Box<dyn std::error::Error>> {
     if packages::is_package(file) {
-        return Ok((None, vec![packages::resource(api, file).await?]));
+        return Ok((None, vec![packages::resource(api, file, pending).await?]));
     }
     let (text, mut out) = read_resources(file)?;
     for dir in packages::listed(file, &text)? {
-        out.push(packages::resource(api, &dir).await?);
+        out.push(packages::resource(api, &dir, pending.as_deref_mut()).await?);
     }
     Ok((Some(text), out))
 }
@@ -165,15 +171,17 @@ fn query(dry_run: bool, wait: Option<&str>) -> String {
 async fn dispatch(api: &Api, cmd: Command) -> Res {
     match cmd {
         Command::Apply { file, dry_run, prune, wait } => {
-            let (text, resources) = read_all(api, &file).await?;
-            let body = json!({"resources": resources, "prune": prune});
+            let mut pending = Vec::new();
+            let (text, resources) = read_all(api, &file, dry_run.then_some(&mut pending)).await?;
+            let body = json!({"resources": resources, "prune": prune, "pending_modules": pending});
             let (status, v) =
                 api.call("POST", &format!("/api/v1/apply{}", query(dry_run, wait.as_deref())), Some(&body)).await?;
             Ok(print::applied_from(status, &v, text.as_deref()))
         }
         Command::Diff { file } => {
-            let (_, resources) = read_all(api, &file).await?;
-            let body = json!({"resources": resources});
+            let mut pending = Vec::new();
+            let (_, resources) = read_all(api, &file, Some(&mut pending)).await?;
+            let body = json!({"resources": resources, "pending_modules": pending});
             let (status, v) = api.call("POST", "/api/v1/apply?dry_run=true", Some(&body)).await?;
             Ok(print::diff(status, &v))
         }

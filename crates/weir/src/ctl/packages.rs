@@ -30,12 +30,26 @@ pub(super) fn listed(file: &Path, text: &str) -> Result<Vec<PathBuf>, Error> {
 }
 
 /// Reads and checks the package in `dir`, uploads its module if needed, and returns its
-/// `Package` resource as `apply` sends it.
-pub(super) async fn resource(api: &Api, dir: &Path) -> Result<Value, Error> {
+/// `Package` resource as `apply` sends it. A dry run uploads nothing: a module the control
+/// plane lacks is added to `pending`, for it to check the resource as if the module were there.
+pub(super) async fn resource(api: &Api, dir: &Path, pending: Option<&mut Vec<String>>) -> Result<Value, Error> {
     let pkg = weir_gateway::packages::read_package(dir)
         .map_err(|errs| super::invalid(&dir.display(), "is not a valid package", &errs))?;
     check(&pkg).map_err(|e| format!("{}: {e}", dir.display()))?;
-    upload(api, &pkg).await?;
+    match pending {
+        Some(p) => {
+            if !stored(api, &pkg).await? {
+                println!(
+                    "module/{} would be uploaded ({}, {} KiB) (dry run)",
+                    &pkg.sha256[..12],
+                    pkg.meta.name,
+                    pkg.wasm.len().div_ceil(1024)
+                );
+                p.push(pkg.sha256.clone());
+            }
+        }
+        None => upload(api, &pkg).await?,
+    }
     let spec = PackageSpec::of(&pkg);
     Ok(json!({"kind": "Package", "name": spec.name, "body": serde_json::to_value(&spec)?}))
 }
@@ -51,15 +65,23 @@ fn check(pkg: &Package) -> Result<(), String> {
     }
 }
 
-/// Uploads the module unless the control plane has it; says which.
-async fn upload(api: &Api, pkg: &Package) -> Result<(), Error> {
+/// Whether the control plane has the module; says so when it has.
+async fn stored(api: &Api, pkg: &Package) -> Result<bool, Error> {
     let path = format!("/api/v1/modules/{}", pkg.sha256);
-    let short = &pkg.sha256[..12];
     let (status, _) = api.send("HEAD", &path, "application/wasm", Bytes::new()).await?;
     if status == 200 {
-        println!("module/{short} unchanged ({})", pkg.meta.name);
+        println!("module/{} unchanged ({})", &pkg.sha256[..12], pkg.meta.name);
+    }
+    Ok(status == 200)
+}
+
+/// Uploads the module unless the control plane has it; says which.
+async fn upload(api: &Api, pkg: &Package) -> Result<(), Error> {
+    if stored(api, pkg).await? {
         return Ok(());
     }
+    let path = format!("/api/v1/modules/{}", pkg.sha256);
+    let short = &pkg.sha256[..12];
     let (status, v) = api.send("PUT", &path, "application/wasm", Bytes::from(pkg.wasm.to_vec())).await?;
     if !(200..300).contains(&status) {
         let msg = v.get("error").and_then(Value::as_str).map_or_else(|| v.to_string(), str::to_owned);
