@@ -16,7 +16,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::package::{ModuleRef, PackageSpec};
 use crate::plugins::{Consumer, PluginSpec};
 use crate::resources::{Kind, ResourceIndex};
-use crate::spec::{ConfigSpec, ListenerSpec, RouteSpec, UpstreamSpec};
+use crate::spec::{ConfigSpec, ListenerSpec, RegistrationSpec, RouteSpec, UpstreamSpec};
 use crate::{ValidConfig, validate_with_packages};
 
 /// One parsed resource.
@@ -34,6 +34,8 @@ pub enum Typed {
     Consumer(Consumer),
     /// A plugin package.
     Package(PackageSpec),
+    /// A registered endpoint.
+    Registration(RegistrationSpec),
 }
 
 /// Schema errors of `body`, each with its JSON pointer and whether it is a missing required
@@ -98,6 +100,7 @@ pub fn parse_resource_or_rest(
     static PLUGIN: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     static CONSUMER: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     static PACKAGE: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
+    static REGISTRATION: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
     let label = format!("{kind}/{name}");
     let label = label.as_str();
     type Rest = (ConfigErrors, Option<Box<Typed>>);
@@ -110,6 +113,9 @@ pub fn parse_resource_or_rest(
         Kind::Route => typed::<RouteSpec>(check_and_parse(&ROUTE, label, body), Typed::Route),
         Kind::Plugin => typed::<PluginSpec>(check_and_parse(&PLUGIN, label, body), Typed::Plugin),
         Kind::Consumer => typed::<Consumer>(check_and_parse(&CONSUMER, label, body), Typed::Consumer),
+        Kind::Registration => {
+            typed::<RegistrationSpec>(check_and_parse(&REGISTRATION, label, body), Typed::Registration)
+        }
         Kind::Package => {
             // A package's own checks are about its files: no partial package is worth checking.
             let spec: PackageSpec = check_and_parse(&PACKAGE, label, body).map_err(|(e, _)| (e, None))?;
@@ -133,7 +139,7 @@ pub struct Assembly {
     /// `Package` resources (a standalone file lists package directories instead).
     packages: Vec<PackageSpec>,
     /// Per kind, the declaration order of each entry (parallel to the spec's lists).
-    orders: [Vec<u64>; 6],
+    orders: [Vec<u64>; Kind::ALL.len()],
 }
 
 macro_rules! each_list {
@@ -157,6 +163,10 @@ macro_rules! each_list {
             }
             Kind::Consumer => {
                 let $list = &mut $spec.consumers;
+                $body
+            }
+            Kind::Registration => {
+                let $list = &mut $spec.registrations;
                 $body
             }
             Kind::Package => unreachable!("packages are kept beside the spec"),
@@ -188,6 +198,11 @@ impl Named for PluginSpec {
     }
 }
 impl Named for Consumer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+impl Named for RegistrationSpec {
     fn name(&self) -> &str {
         &self.name
     }
@@ -226,6 +241,7 @@ impl Assembly {
                 Typed::Plugin(_) => Kind::Plugin,
                 Typed::Consumer(_) => Kind::Consumer,
                 Typed::Package(_) => Kind::Package,
+                Typed::Registration(_) => Kind::Registration,
             };
             a.orders[kind as usize].push(order);
             match t {
@@ -235,6 +251,7 @@ impl Assembly {
                 Typed::Plugin(v) => spec.plugins.push(v),
                 Typed::Consumer(v) => spec.consumers.push(v),
                 Typed::Package(v) => a.packages.push(v),
+                Typed::Registration(v) => spec.registrations.push(v),
             }
         }
         a.spec = Arc::new(spec);
@@ -266,6 +283,7 @@ impl Assembly {
                 Typed::Route(v) => put(&mut spec.routes, orders, order, v),
                 Typed::Plugin(v) => put(&mut spec.plugins, orders, order, v),
                 Typed::Consumer(v) => put(&mut spec.consumers, orders, order, v),
+                Typed::Registration(v) => put(&mut spec.registrations, orders, order, v),
                 Typed::Package(_) => {}
             }
         }
@@ -340,6 +358,7 @@ impl Assembly {
             s.plugins.iter().map(|x| x.name.clone()).collect(),
             s.consumers.iter().map(|x| x.name.clone()).collect(),
             self.packages.iter().map(|x| x.name.clone()).collect(),
+            s.registrations.iter().map(|x| x.name.clone()).collect(),
         ])
     }
 }
@@ -367,6 +386,12 @@ impl From<PluginSpec> for Typed {
 impl From<Consumer> for Typed {
     fn from(v: Consumer) -> Self {
         Typed::Consumer(v)
+    }
+}
+
+impl From<RegistrationSpec> for Typed {
+    fn from(v: RegistrationSpec) -> Self {
+        Typed::Registration(v)
     }
 }
 

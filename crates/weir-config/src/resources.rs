@@ -27,12 +27,14 @@ pub enum Kind {
     Consumer,
     /// A plugin package (metadata, schema, module by sha256) that routes use by name.
     Package,
+    /// An endpoint a service registered for an upstream.
+    Registration,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 6] =
-        [Kind::Listener, Kind::Upstream, Kind::Route, Kind::Plugin, Kind::Consumer, Kind::Package];
+    pub const ALL: [Kind; 7] =
+        [Kind::Listener, Kind::Upstream, Kind::Route, Kind::Plugin, Kind::Consumer, Kind::Package, Kind::Registration];
 
     /// `Route`, as in `kind: Route`.
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Plugin => "Plugin",
             Kind::Consumer => "Consumer",
             Kind::Package => "Package",
+            Kind::Registration => "Registration",
         }
     }
 
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Plugin => "plugins",
             Kind::Consumer => "consumers",
             Kind::Package => "packages",
+            Kind::Registration => "registrations",
         }
     }
 }
@@ -67,7 +71,7 @@ impl fmt::Display for Kind {
 
 /// A name that is not a kind.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown kind {0:?}: use Listener, Upstream, Route, Plugin, Consumer or Package")]
+#[error("unknown kind {0:?}: use Listener, Upstream, Route, Plugin, Consumer, Package or Registration")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for Kind {
@@ -198,12 +202,12 @@ fn parse_document(mut doc: Value) -> Result<Vec<Resource>, ConfigErrors> {
 /// Which resource sits at which index of an assembled config (see [`crate::assembly`]).
 #[derive(Clone, Debug, Default)]
 pub struct ResourceIndex {
-    names: [Vec<String>; 6],
+    names: [Vec<String>; Kind::ALL.len()],
 }
 
 impl ResourceIndex {
     /// An index from each kind's names in list order (kinds in [`Kind::ALL`] order).
-    pub fn from_names(names: [Vec<String>; 6]) -> Self {
+    pub fn from_names(names: [Vec<String>; Kind::ALL.len()]) -> Self {
         Self { names }
     }
 

@@ -35,6 +35,11 @@ pub struct ConfigSpec {
     /// Named callers and their API keys, for every `key-auth` plugin that lists none of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<Consumer>,
+    /// Endpoints registered for upstreams that take registrations (`discovery: { registry: {} }`).
+    /// Services register themselves through the control plane (`weir ctl register`, REST), which
+    /// drops a registration not renewed within its `ttl`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registrations: Vec<RegistrationSpec>,
     /// Plugin package directories (`metadata.yaml`, `config.schema.json`, `plugin.wasm`),
     /// relative to the config file; routes use a package by its metadata name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -289,12 +294,48 @@ pub struct UpstreamSpec {
     pub discovery: Option<DiscoverySpec>,
 }
 
-/// A source of endpoints.
+/// A source of endpoints: give one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverySpec {
     /// Endpoints from DNS records.
-    pub dns: DnsDiscoverySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDiscoverySpec>,
+    /// Endpoints that services register with the control plane (`registrations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Empty>,
+}
+
+/// One endpoint a service registered for an upstream. Named `UPSTREAM.ADDRESS-PORT` by
+/// `weir ctl register`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSpec {
+    /// Unique name.
+    pub name: String,
+    /// The upstream it serves (one with `discovery: { registry: {} }`).
+    pub upstream: String,
+    /// IP address.
+    pub address: std::net::IpAddr,
+    /// TCP port.
+    pub port: u16,
+    /// Relative weight. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// At the control plane: the registration is dropped unless renewed within this. Default 10s.
+    #[serde(default = "default_registration_ttl")]
+    pub ttl: HumanDuration,
+}
+
+impl RegistrationSpec {
+    /// The name `weir ctl register` gives a registration.
+    pub fn name_for(upstream: &str, address: std::net::IpAddr, port: u16) -> String {
+        format!("{upstream}.{}-{port}", address.to_string().replace(':', "_"))
+    }
+}
+
+fn default_registration_ttl() -> HumanDuration {
+    HumanDuration::secs(10)
 }
 
 /// Endpoints from DNS: A/AAAA records (each address at `port`) or SRV records (targets, ports
@@ -422,7 +463,7 @@ pub enum HashKeySpec {
 }
 
 /// An empty mapping, `{}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 

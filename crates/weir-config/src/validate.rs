@@ -89,6 +89,7 @@ pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>
         }
         c.check(&mut errs, &format!("consumers[{i}]"));
     }
+    check_registrations(&mut errs, &spec);
     let mut global: Vec<(String, PluginConfig)> = spec
         .plugins
         .iter()
@@ -308,6 +309,52 @@ fn check_template(errs: &mut Errors, path: &str, t: &str) {
     }
 }
 
+/// Each registration names an upstream that takes registrations, once per address and port.
+fn check_registrations(errs: &mut Errors, spec: &ConfigSpec) {
+    let takes = |name: &str| {
+        spec.upstreams
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| u.discovery.as_ref().is_some_and(|d| d.registry.is_some()))
+    };
+    let (mut names, mut endpoints) = (HashSet::new(), HashSet::new());
+    for (i, r) in spec.registrations.iter().enumerate() {
+        let at = format!("registrations[{i}]");
+        let name_ok = !r.name.is_empty()
+            && r.name.len() <= 128
+            && r.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            errs.push(
+                format!("{at}.name"),
+                format!("invalid name {:?}: use 1-128 letters, digits, '-', '_' or '.'", r.name),
+            );
+        }
+        if !names.insert(r.name.as_str()) {
+            errs.push(format!("{at}.name"), format!("duplicate registration name {:?}", r.name));
+        }
+        match takes(&r.upstream) {
+            None => errs.push(format!("{at}.upstream"), format!("upstream {:?} is not defined", r.upstream)),
+            Some(false) => errs.push(
+                format!("{at}.upstream"),
+                format!("upstream {:?} takes no registrations: give it `discovery: {{ registry: {{}} }}`", r.upstream),
+            ),
+            Some(true) => {}
+        }
+        if !endpoints.insert((r.upstream.as_str(), r.address, r.port)) {
+            errs.push(at.clone(), format!("{}:{} is registered twice for {:?}", r.address, r.port, r.upstream));
+        }
+        if r.port == 0 {
+            errs.push(format!("{at}.port"), "must be between 1 and 65535");
+        }
+        if r.weight == 0 {
+            errs.push(format!("{at}.weight"), "must be at least 1");
+        }
+        if r.ttl.get() < std::time::Duration::from_secs(1) {
+            errs.push(format!("{at}.ttl"), "must be at least 1s");
+        }
+    }
+}
+
 fn check_dns(errs: &mut Errors, at: &str, d: &crate::spec::DnsDiscoverySpec) {
     let name = d.name.trim_end_matches('.');
     let label_ok = |l: &str| {
@@ -349,7 +396,11 @@ fn check_upstream(errs: &mut Errors, at: &str, u: &UpstreamSpec) {
                     "give endpoints or `discovery`, not both: discovered endpoints replace the list",
                 );
             }
-            check_dns(errs, &format!("{at}.discovery.dns"), &d.dns);
+            match (&d.dns, &d.registry) {
+                (Some(dns), None) => check_dns(errs, &format!("{at}.discovery.dns"), dns),
+                (None, Some(_)) => {}
+                _ => errs.push(format!("{at}.discovery"), "give one source: `dns: {…}` or `registry: {}`"),
+            }
         }
     }
     let mut seen = HashSet::new();

@@ -44,6 +44,7 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
             get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.registry.prometheus_targets()) }),
         )
         .route("/api/v1/modules/{sha256}", get(get_module).put(put_module))
+        .route("/api/v1/upstreams/{upstream}/registrations", post(register))
         .route("/api/v1/{kind}", get(list))
         .route("/api/v1/{kind}/{name}", get(get_one).put(put_one).delete(delete_one))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
@@ -252,6 +253,38 @@ async fn apply(
     let dry = opts.dry_run.then_some(DryRun { pending_modules: b.pending_modules });
     let applied = ctx.plane.apply(edits, "apply".into(), dry).await?;
     finish(&ctx, applied, &opts).await
+}
+
+/// A registration as services send it; its name is derived.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    address: std::net::IpAddr,
+    port: u16,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    ttl: Option<weir_config::HumanDuration>,
+}
+
+/// Registers an endpoint of `upstream`, or renews it: call again within its ttl (default 10s)
+/// to keep it. `201` when it was created, `200` otherwise.
+async fn register(
+    State(ctx): State<Ctx>,
+    Path(upstream): Path<String>,
+    Json(b): Json<RegisterBody>,
+) -> Result<Response, ApiError> {
+    let r = weir_config::spec::RegistrationSpec {
+        name: weir_config::spec::RegistrationSpec::name_for(&upstream, b.address, b.port),
+        upstream,
+        address: b.address,
+        port: b.port,
+        weight: b.weight.unwrap_or(1),
+        ttl: b.ttl.unwrap_or(weir_config::HumanDuration::secs(10)),
+    };
+    let done = ctx.plane.register(r).await?;
+    let status = if done.result == crate::store::Op::Created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(done)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

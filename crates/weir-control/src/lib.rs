@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod https;
+pub mod leases;
 pub mod openapi;
 pub mod plane;
 pub mod push;
@@ -84,6 +85,7 @@ pub async fn serve(
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             while stop.run_until_cancelled(tick.tick()).await.is_some() {
                 plane.registry.sweep();
+                plane.expire_registrations().await;
             }
         })
     };

@@ -15,8 +15,10 @@ use weir_config::ConfigErrors;
 use weir_config::assembly::{Assembly, Typed, Undo, parse_resource_or_rest};
 use weir_config::resources::Kind;
 
+use crate::leases::Leases;
 use crate::registry::Registry;
 use crate::store::{Change, Key, Op, State, Store, StoreError};
+use weir_config::spec::RegistrationSpec;
 
 /// Why a change was not made. Nothing was stored.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +85,22 @@ pub struct ControlPlane {
     inner: RwLock<Inner>,
     /// Gateways.
     pub registry: Registry,
+    /// Deadlines of registered endpoints.
+    pub leases: Leases,
     revision: watch::Sender<u64>,
+}
+
+/// What a registration did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Registered {
+    /// The registration's name.
+    pub name: String,
+    /// `created`, `configured` (weight or ttl changed) or `unchanged` (renewed).
+    pub result: Op,
+    /// The revision now current.
+    pub revision: u64,
+    /// Milliseconds until it is dropped unless renewed.
+    pub ttl_ms: u64,
 }
 
 impl ControlPlane {
@@ -95,8 +112,51 @@ impl ControlPlane {
         Arc::new(Self {
             inner: RwLock::new(Inner { store, assembly }),
             registry: Registry::new(heartbeat_timeout),
+            leases: Leases::default(),
             revision: watch::Sender::new(rev),
         })
+    }
+
+    /// Registers an endpoint, or renews its registration: a new or changed one is a revision
+    /// (validated like any change: its upstream must take registrations); an unchanged one only
+    /// moves its deadline, so heartbeats cost no revision.
+    pub async fn register(self: &Arc<Self>, r: RegistrationSpec) -> Result<Registered, PlaneError> {
+        let key = (Kind::Registration, r.name.clone());
+        let body = serde_json::to_value(&r).map_err(|e| PlaneError::BadRequest(e.to_string()))?;
+        let same = self.read(|s| s.resources.get(&key).is_some_and(|st| st.body == body));
+        let (result, revision) = if same {
+            (Op::Unchanged, self.read(|s| s.revision))
+        } else {
+            let applied = self.apply(vec![(key, Some(body))], format!("register {}", r.name), None).await?;
+            (applied.results.first().map_or(Op::Unchanged, |o| o.result), applied.revision)
+        };
+        self.leases.renew(&r.name, r.ttl.get(), std::time::Instant::now());
+        Ok(Registered { name: r.name, result, revision, ttl_ms: r.ttl.get().as_millis() as u64 })
+    }
+
+    /// Deletes, as one revision, the registrations not renewed within their ttl. On a shared
+    /// store (etcd) only those renewed through this control plane are watched here.
+    pub async fn expire_registrations(self: &Arc<Self>) {
+        let adopt = self.inner.read().store.followed().is_none();
+        let live: Vec<(String, Duration)> = self.read(|s| {
+            s.resources
+                .iter()
+                .filter(|((k, _), _)| *k == Kind::Registration)
+                .map(|((_, n), st)| (n.clone(), ttl_of(&st.body)))
+                .collect()
+        });
+        let now = std::time::Instant::now();
+        let expired = self.leases.expired(live.iter().map(|(n, t)| (n.as_str(), *t)), now, adopt);
+        if expired.is_empty() {
+            return;
+        }
+        for n in &expired {
+            tracing::info!(registration = %n, "registration not renewed within its ttl; removing it");
+        }
+        let edits = expired.into_iter().map(|n| ((Kind::Registration, n), None)).collect();
+        if let Err(e) = self.apply(edits, "registrations expired".into(), None).await {
+            tracing::warn!(error = %e, "cannot remove expired registrations; trying again");
+        }
     }
 
     /// Reads the current state.
@@ -352,6 +412,13 @@ pub struct DryRun {
     /// Modules the caller has checked and will upload before applying for real (by sha256):
     /// a `Package` naming one is checked as if it were stored, and nothing is uploaded.
     pub pending_modules: Vec<String>,
+}
+
+/// A stored registration's ttl (its default when unreadable).
+fn ttl_of(body: &Value) -> Duration {
+    body.get("ttl")
+        .and_then(|t| serde_json::from_value::<weir_config::HumanDuration>(t.clone()).ok())
+        .map_or(Duration::from_secs(10), |t| t.get())
 }
 
 /// A body must be a mapping whose `name` (if given) is the resource's name.

@@ -45,6 +45,50 @@ impl SyncService {
 
 type Out = Result<v1::ConfigResponse, Status>;
 
+/// A registration from its wire form (its name derived, zeros meaning the defaults).
+fn registration(r: v1::EndpointRegistration) -> Result<weir_config::spec::RegistrationSpec, Status> {
+    let address: std::net::IpAddr = r
+        .address
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("address: {:?} is not an IP address", r.address)))?;
+    let port = u16::try_from(r.port).map_err(|_| Status::invalid_argument("port: must be between 1 and 65535"))?;
+    let ttl = match r.ttl_ms {
+        0 => std::time::Duration::from_secs(10),
+        ms => std::time::Duration::from_millis(ms),
+    };
+    Ok(weir_config::spec::RegistrationSpec {
+        name: weir_config::spec::RegistrationSpec::name_for(&r.upstream, address, port),
+        upstream: r.upstream,
+        address,
+        port,
+        weight: r.weight.max(1),
+        ttl: weir_config::HumanDuration(ttl),
+    })
+}
+
+/// A refused change as a gRPC status: invalid ones carry each error as `path: message`.
+fn status(e: crate::plane::PlaneError) -> Status {
+    use crate::plane::PlaneError;
+    match e {
+        PlaneError::Invalid(errs) => {
+            let lines: Vec<String> = errs.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+            Status::invalid_argument(lines.join("; "))
+        }
+        PlaneError::BadRequest(m) => Status::invalid_argument(m),
+        PlaneError::NotFound(m) => Status::not_found(m),
+        PlaneError::Store(e) => Status::unavailable(e.to_string()),
+    }
+}
+
+fn op_name(op: crate::store::Op) -> &'static str {
+    match op {
+        crate::store::Op::Created => "created",
+        crate::store::Op::Configured => "configured",
+        crate::store::Op::Deleted => "deleted",
+        crate::store::Op::Unchanged => "unchanged",
+    }
+}
+
 fn msg(m: config_response::Msg) -> Out {
     Ok(v1::ConfigResponse { msg: Some(m) })
 }
@@ -108,6 +152,41 @@ impl v1::config_sync_server::ConfigSync for SyncService {
             Ok(None) => Err(Status::not_found(format!("no module with sha256 {sha256}"))),
             Err(e) => Err(Status::internal(e.to_string())),
         }
+    }
+
+    async fn register_endpoint(
+        &self,
+        request: Request<v1::EndpointRegistration>,
+    ) -> Result<Response<v1::EndpointRegistered>, Status> {
+        self.authorize(request.metadata(), request.remote_addr())?;
+        let spec = registration(request.into_inner())?;
+        let done = self.plane.register(spec).await.map_err(status)?;
+        Ok(Response::new(v1::EndpointRegistered {
+            name: done.name,
+            result: op_name(done.result).into(),
+            revision: done.revision,
+            ttl_ms: done.ttl_ms,
+        }))
+    }
+
+    async fn deregister_endpoint(
+        &self,
+        request: Request<v1::EndpointRegistration>,
+    ) -> Result<Response<v1::EndpointRegistered>, Status> {
+        self.authorize(request.metadata(), request.remote_addr())?;
+        let spec = registration(request.into_inner())?;
+        let key = (weir_config::resources::Kind::Registration, spec.name.clone());
+        if !self.plane.read(|s| s.resources.contains_key(&key)) {
+            return Err(Status::not_found(format!("no registration {}", spec.name)));
+        }
+        let applied =
+            self.plane.apply(vec![(key, None)], format!("deregister {}", spec.name), None).await.map_err(status)?;
+        Ok(Response::new(v1::EndpointRegistered {
+            name: spec.name,
+            result: "deleted".into(),
+            revision: applied.revision,
+            ttl_ms: 0,
+        }))
     }
 
     type SyncConfigStream = Pin<Box<dyn Stream<Item = Out> + Send>>;

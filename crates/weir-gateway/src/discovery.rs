@@ -62,7 +62,7 @@ impl Discovery {
             .spec()
             .upstreams
             .iter()
-            .filter_map(|u| u.discovery.as_ref().map(|d| (u.name.as_str(), &d.dns)))
+            .filter_map(|u| u.discovery.as_ref()?.dns.as_ref().map(|d| (u.name.as_str(), d)))
             .collect();
         {
             let mut watches = self.watches.lock();
@@ -199,9 +199,29 @@ async fn watch(
     }
 }
 
-/// `u`'s spec with the endpoints discovery found (none yet: an empty set, answered 503).
-pub(crate) fn filled(u: &weir_config::spec::UpstreamSpec, found: &Found) -> weir_config::spec::UpstreamSpec {
+/// The endpoints of every upstream that takes registrations, from the config's
+/// `registrations`, by upstream name.
+pub(crate) fn registered(spec: &weir_config::spec::ConfigSpec) -> Found {
+    let mut out = Found::new();
+    for r in &spec.registrations {
+        let ep = EndpointSpec { address: r.address.to_string(), port: r.port, weight: r.weight };
+        out.entry(r.upstream.clone()).or_default().push(ep);
+    }
+    for eps in out.values_mut() {
+        eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
+    }
+    out
+}
+
+/// `u`'s spec with the endpoints discovery found, by DNS (`found`) or registration
+/// (`registered`); none yet is an empty set, answered 503.
+pub(crate) fn filled(
+    u: &weir_config::spec::UpstreamSpec,
+    found: &Found,
+    registered: &Found,
+) -> weir_config::spec::UpstreamSpec {
+    let from = if u.discovery.as_ref().is_some_and(|d| d.registry.is_some()) { registered } else { found };
     let mut u = u.clone();
-    u.load_balancer.endpoints = found.get(&u.name).cloned().unwrap_or_default();
+    u.load_balancer.endpoints = from.get(&u.name).cloned().unwrap_or_default();
     u
 }

@@ -73,8 +73,9 @@ impl Snapshot {
     ) -> Result<Self, (String, String)> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
+        let registered = crate::discovery::registered(spec);
         for u in &spec.upstreams {
-            let discovered = u.discovery.as_ref().map(|_| crate::discovery::filled(u, found));
+            let discovered = u.discovery.as_ref().map(|_| crate::discovery::filled(u, found, &registered));
             let u = discovered.as_ref().unwrap_or(u);
             let old = prev.and_then(|p| p.upstreams.get(u.name.as_str()));
             let up = match old.filter(|old| old.spec() == u) {

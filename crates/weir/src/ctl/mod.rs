@@ -8,6 +8,7 @@
 mod http;
 mod packages;
 mod print;
+mod register;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +61,7 @@ enum Command {
     },
     /// List resources of a kind, or show one as JSON.
     Get {
-        /// routes, upstreams, listeners, plugins, consumers or packages.
+        /// routes, upstreams, listeners, plugins, consumers, packages or registrations.
         kind: String,
         /// One resource's name.
         name: Option<String>,
@@ -89,6 +90,30 @@ enum Command {
         /// Wait up to this long for every live gateway to apply it.
         #[arg(long)]
         wait: Option<String>,
+    },
+    /// Register an endpoint of an upstream that takes registrations (`discovery: { registry:
+    /// {} }`), or renew it. It is dropped unless renewed within its ttl.
+    Register {
+        /// The upstream.
+        upstream: String,
+        /// The endpoint, `IP:PORT`.
+        endpoint: std::net::SocketAddr,
+        /// Relative weight.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Dropped unless renewed within this (e.g. `10s`).
+        #[arg(long, default_value = "10s")]
+        ttl: String,
+        /// Keep renewing (every third of the ttl) until interrupted, then deregister.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Remove an endpoint's registration.
+    Deregister {
+        /// The upstream.
+        upstream: String,
+        /// The endpoint, `IP:PORT`.
+        endpoint: std::net::SocketAddr,
     },
     /// Registered gateways: status, applied revision, heartbeat, last NACK, load.
     Gateways {
@@ -208,6 +233,10 @@ async fn dispatch(api: &Api, cmd: Command) -> Res {
                 .await?;
             Ok(print::applied(status, &v))
         }
+        Command::Register { upstream, endpoint, weight, ttl, keep } => {
+            register::register(api, register::Registration { upstream, endpoint, weight, ttl, keep }).await
+        }
+        Command::Deregister { upstream, endpoint } => register::deregister(api, &upstream, endpoint).await,
         Command::Gateways { json } => {
             let (status, v) = api.call("GET", "/api/v1/gateways", None).await?;
             Ok(print::gateways(status, &v, json))

@@ -1,0 +1,109 @@
+//! Registration leases: a registered endpoint lives while its service renews it.
+//!
+//! Owns: each registration's deadline (renewal time plus its `ttl`), which registrations have
+//! run past theirs, and forgetting the leases of registrations deleted meanwhile. Time is
+//! passed in, so a test runs ten minutes of renewals in microseconds. Leases live in memory:
+//! a restarted control plane gives every stored registration a fresh `ttl` (its service renews
+//! it, or it is dropped one `ttl` after the restart).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// The deadlines of the registrations this control plane watches.
+#[derive(Debug, Default)]
+pub struct Leases {
+    until: Mutex<HashMap<String, Instant>>,
+}
+
+impl Leases {
+    /// Registration `name` was renewed at `now`: it lives until `now + ttl`.
+    pub fn renew(&self, name: &str, ttl: Duration, now: Instant) {
+        self.until.lock().insert(name.to_owned(), now + ttl);
+    }
+
+    /// Of the registrations stored (`live`: name and ttl), those past their deadline at `now`.
+    /// With `adopt`, one with no lease yet (stored before a restart, or written by `PUT`)
+    /// gets one from `now`; without it, only those renewed here are watched. Leases of
+    /// registrations no longer stored are forgotten.
+    pub fn expired<'a>(
+        &self,
+        live: impl IntoIterator<Item = (&'a str, Duration)>,
+        now: Instant,
+        adopt: bool,
+    ) -> Vec<String> {
+        let mut until = self.until.lock();
+        let mut seen = HashMap::with_capacity(until.len());
+        let mut out = Vec::new();
+        for (name, ttl) in live {
+            let deadline = match until.get(name) {
+                Some(d) => *d,
+                None if adopt => now + ttl,
+                None => continue,
+            };
+            if deadline <= now {
+                out.push(name.to_owned());
+            } else {
+                seen.insert(name.to_owned(), deadline);
+            }
+        }
+        *until = seen;
+        out
+    }
+
+    /// How long `name` has left at `now`, if it is watched here.
+    pub fn remaining(&self, name: &str, now: Instant) -> Option<Duration> {
+        self.until.lock().get(name).map(|d| d.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn a_renewed_registration_lives_for_ten_minutes_and_one_left_alone_goes_within_its_ttl() {
+        let leases = Leases::default();
+        let start = Instant::now();
+        let live = [("kept", TTL), ("left", TTL)];
+        leases.renew("kept", TTL, start);
+        leases.renew("left", TTL, start);
+        let mut gone_at = None;
+        // Ten minutes, renewing `kept` every 3 s and sweeping every 500 ms.
+        for step in 1..=1200u32 {
+            let now = start + Duration::from_millis(500) * step;
+            if step % 6 == 0 {
+                leases.renew("kept", TTL, now);
+            }
+            let live: Vec<(&str, Duration)> =
+                live.iter().copied().filter(|(n, _)| gone_at.is_none() || *n != "left").collect();
+            let expired = leases.expired(live, now, true);
+            assert!(!expired.contains(&"kept".to_owned()), "renewed, yet expired after {:?}", now - start);
+            if expired.contains(&"left".to_owned()) {
+                assert!(gone_at.is_none(), "expired twice");
+                gone_at = Some(now - start);
+            }
+        }
+        assert_eq!(gone_at, Some(TTL), "dropped exactly when its ttl ran out");
+    }
+
+    #[test]
+    fn unwatched_registrations_are_adopted_only_when_asked_and_deleted_ones_are_forgotten() {
+        let leases = Leases::default();
+        let t0 = Instant::now();
+        // Another control plane's registration (a shared store): not ours to expire.
+        assert!(leases.expired([("theirs", TTL)], t0, false).is_empty());
+        assert!(leases.expired([("theirs", TTL)], t0 + TTL * 2, false).is_empty());
+        // Stored before a restart: adopted with a fresh ttl, then expired.
+        assert!(leases.expired([("old", TTL)], t0, true).is_empty());
+        assert_eq!(leases.remaining("old", t0), Some(TTL));
+        assert_eq!(leases.expired([("old", TTL)], t0 + TTL, true), ["old"]);
+        // Deleted meanwhile: its lease goes too.
+        leases.renew("deleted", TTL, t0);
+        leases.expired([], t0, true);
+        assert_eq!(leases.remaining("deleted", t0), None);
+    }
+}

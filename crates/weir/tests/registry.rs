@@ -1,0 +1,152 @@
+//! Endpoints that services register with the control plane: `weir ctl register` and the REST
+//! call, kept by renewals and dropped within their ttl without them, reaching a gateway as
+//! deltas that keep the endpoints that stay.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fleet::{Cp, Gw};
+use common::{get, named};
+use serde_json::json;
+
+/// Upstream `svc` taking registrations, route `/` to it; `fixed` is an ordinary upstream.
+fn fleet_config(fixed: u16) -> String {
+    format!(
+        "upstreams:\n\
+         - {{ name: svc, load_balancer: {{ policy: weighted_round_robin }}, discovery: {{ registry: {{}} }} }}\n\
+         - {{ name: fixed, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {fixed} }}] }} }}\n\
+         routes:\n\
+         - {{ name: all, upstream: svc }}\n"
+    )
+}
+
+/// The names of the stored registrations.
+async fn registrations(cp: &Cp) -> Vec<String> {
+    let (_, v) = cp.call("GET", "/api/v1/registrations", None).await;
+    let mut names: Vec<String> = v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut f: impl FnMut() -> F) {
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_endpoints_serve_while_renewed_and_leave_within_their_ttl() {
+    let (a, b, fixed) = (named("A").await, named("B").await, named("fixed").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &fleet_config(fixed.port()));
+    let gw = Gw::start("g", &cp.grpc_url(), &dir.path().join("g"), "127.0.0.1:0");
+    let addr = gw.listen_addr();
+    assert_eq!(get(addr, "/", &[]).await.0, 503, "nothing registered yet");
+
+    // A through the CLI, B through REST with a weight.
+    let a_ep = format!("127.0.0.1:{}", a.port());
+    let out = cp.ctl(&["register", "svc", &a_ep, "--ttl", "1s"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("registration/svc.127.0.0.1-{} created", a.port())),
+        "{text}"
+    );
+    gw.wait_serves(addr, "/", "A", Duration::from_secs(5)).await;
+    let b_body = json!({"address": "127.0.0.1", "port": b.port(), "weight": 3, "ttl": "1s"});
+    let (status, v) = cp.call("POST", "/api/v1/upstreams/svc/registrations", Some(&b_body)).await;
+    assert_eq!(status, 201, "{v}");
+    let a_body = json!({"address": "127.0.0.1", "port": a.port(), "ttl": "1s"});
+    let rev = cp.revision().await;
+    // Renewals of A only, every 300 ms for 2.5 s: B leaves, A stays, and renewing makes no revision.
+    let t0 = Instant::now();
+    let mut saw_b = false;
+    while t0.elapsed() < Duration::from_millis(2500) {
+        let (status, v) = cp.call("POST", "/api/v1/upstreams/svc/registrations", Some(&a_body)).await;
+        assert_eq!((status, v["result"].as_str()), (200, Some("unchanged")), "{v}");
+        saw_b |= get(addr, "/", &[]).await.1 == "B";
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(saw_b, "B served while registered");
+    assert_eq!(registrations(&cp).await, [format!("svc.127.0.0.1-{}", a.port())]);
+    assert_eq!(cp.revision().await, rev + 1, "only B's expiry made a revision");
+    assert!(cp.proc.logs.lock().unwrap().iter().any(|l| l.contains("not renewed within its ttl")));
+    for _ in 0..10 {
+        assert_eq!(get(addr, "/", &[]).await.1, "A", "B left the gateway");
+    }
+    // A's pooled connections lived through B's arrival and departure.
+    assert!(a.conns.load(std::sync::atomic::Ordering::SeqCst) <= 2, "A's pool was rebuilt");
+    // No more renewals: A goes too.
+    wait_until("A dropped", Duration::from_secs(3), || async { registrations(&cp).await.is_empty() }).await;
+    wait_until("the gateway has no endpoint", Duration::from_secs(3), || async { get(addr, "/", &[]).await.0 == 503 })
+        .await;
+}
+
+#[tokio::test]
+async fn register_keep_renews_until_stopped_then_deregisters() {
+    let (a, fixed) = (named("A").await, named("fixed").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &fleet_config(fixed.port()));
+    let a_ep = format!("127.0.0.1:{}", a.port());
+    let mut keep = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["ctl", "--server", &cp.server(), "register", "svc", &a_ep, "--ttl", "1s", "--keep"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let name = format!("svc.127.0.0.1-{}", a.port());
+    wait_until("registered", Duration::from_secs(5), || async { registrations(&cp).await == [name.clone()] }).await;
+    // Three ttls later it is still there: the sidecar renews it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(registrations(&cp).await, vec![name.clone()]);
+    // Stopped, it deregisters at once rather than waiting for the ttl.
+    Command::new("kill").args(["-TERM", &keep.id().to_string()]).status().unwrap();
+    assert!(keep.wait().unwrap().success());
+    assert!(registrations(&cp).await.is_empty(), "deregistered on exit");
+
+    // An upstream that takes no registrations refuses them, saying what to change.
+    let body = json!({"address": "127.0.0.1", "port": 9});
+    let (status, v) = cp.call("POST", "/api/v1/upstreams/fixed/registrations", Some(&body)).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v.to_string().contains("takes no registrations"), "{v}");
+}
+
+#[tokio::test]
+async fn a_python_grpcio_service_registers_renews_and_deregisters() {
+    let (a, fixed) = (named("A").await, named("fixed").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &fleet_config(fixed.port()));
+    let rev = cp.revision().await;
+    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (grpc, port) = (cp.grpc.to_string(), a.port().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(format!("{root}/tests/python/register_endpoint.py"))
+            .arg(format!("{root}/../weir-proto/proto"))
+            .args([grpc, port])
+            .output()
+            .expect("python3 runs (pip install grpcio grpcio-tools)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let name = format!("svc.127.0.0.1-{}", a.port());
+    assert_eq!(v["first"], json!({"name": name, "result": "created", "revision": rev + 1, "ttl_ms": 5000}), "{v}");
+    assert_eq!(v["renewed"]["result"], "unchanged", "a renewal is no revision: {v}");
+    assert_eq!(v["renewed"]["revision"], rev + 1);
+    assert_eq!(v["refused"]["code"], "INVALID_ARGUMENT", "{v}");
+    assert!(v["refused"]["details"].as_str().unwrap().contains("takes no registrations"), "{v}");
+    assert_eq!(v["deregistered"]["result"], "deleted");
+    assert!(registrations(&cp).await.is_empty());
+    // Each change is in the history, with its cause.
+    let (_, hist) = cp.call("GET", "/api/v1/history?limit=5", None).await;
+    assert!(hist.to_string().contains("register"), "{hist}");
+}
