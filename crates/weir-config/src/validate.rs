@@ -311,12 +311,16 @@ fn check_template(errs: &mut Errors, path: &str, t: &str) {
 
 /// Each registration names an upstream that takes registrations, once per address and port.
 fn check_registrations(errs: &mut Errors, spec: &ConfigSpec) {
-    let takes = |name: &str| {
-        spec.upstreams
-            .iter()
-            .find(|u| u.name == name)
-            .map(|u| u.discovery.as_ref().is_some_and(|d| d.registry.is_some()))
-    };
+    if spec.registrations.is_empty() {
+        return;
+    }
+    // Whether each upstream takes registrations, looked up once per registration.
+    let upstreams: std::collections::HashMap<&str, bool> = spec
+        .upstreams
+        .iter()
+        .map(|u| (u.name.as_str(), u.discovery.as_ref().is_some_and(|d| d.registry.is_some())))
+        .collect();
+    let takes = |name: &str| upstreams.get(name).copied();
     let (mut names, mut endpoints) = (HashSet::new(), HashSet::new());
     for (i, r) in spec.registrations.iter().enumerate() {
         let at = format!("registrations[{i}]");
