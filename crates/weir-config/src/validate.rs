@@ -309,6 +309,9 @@ fn check_template(errs: &mut Errors, path: &str, t: &str) {
     }
 }
 
+/// The largest endpoint weight (the hash ring places 100 points per unit of weight).
+const MAX_WEIGHT: u32 = 10_000;
+
 /// Each registration names an upstream that takes registrations, once per address and port.
 fn check_registrations(errs: &mut Errors, spec: &ConfigSpec) {
     if spec.registrations.is_empty() {
@@ -350,11 +353,11 @@ fn check_registrations(errs: &mut Errors, spec: &ConfigSpec) {
         if r.port == 0 {
             errs.push(format!("{at}.port"), "must be between 1 and 65535");
         }
-        if r.weight == 0 {
-            errs.push(format!("{at}.weight"), "must be at least 1");
+        if !(1..=MAX_WEIGHT).contains(&r.weight) {
+            errs.push(format!("{at}.weight"), format!("must be between 1 and {MAX_WEIGHT}"));
         }
-        if r.ttl.get() < std::time::Duration::from_secs(1) {
-            errs.push(format!("{at}.ttl"), "must be at least 1s");
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&r.ttl.get()) {
+            errs.push(format!("{at}.ttl"), "must be between 1s and 1h");
         }
     }
 }
@@ -381,6 +384,9 @@ fn check_dns(errs: &mut Errors, at: &str, d: &crate::spec::DnsDiscoverySpec) {
     }
     if d.max_ttl.get() < d.min_ttl.get() {
         errs.push(format!("{at}.max_ttl"), format!("must be at least min_ttl ({})", d.min_ttl));
+    }
+    if d.max_ttl.get() > std::time::Duration::from_secs(86_400) {
+        errs.push(format!("{at}.max_ttl"), "must be at most 24h");
     }
 }
 
@@ -418,6 +424,8 @@ fn check_upstream(errs: &mut Errors, at: &str, u: &UpstreamSpec) {
         }
         if e.weight == 0 {
             errs.push(format!("{ep}.weight"), "must be at least 1 (remove the endpoint to take it out)");
+        } else if e.weight > MAX_WEIGHT {
+            errs.push(format!("{ep}.weight"), format!("must be at most {MAX_WEIGHT}"));
         }
         if !seen.insert((&e.address, e.port)) {
             errs.push(ep, format!("endpoint {}:{} is listed twice", e.address, e.port));

@@ -242,7 +242,10 @@ async fn apply(
     }
     if b.prune {
         let keep: std::collections::HashSet<Key> = edits.iter().map(|(k, _)| k.clone()).collect();
-        let gone: Vec<Key> = ctx.plane.read(|s| s.resources.keys().filter(|k| !keep.contains(*k)).cloned().collect());
+        // Registrations are the services' own: a pruned file never lists them.
+        let gone: Vec<Key> = ctx.plane.read(|s| {
+            s.resources.keys().filter(|k| k.0 != Kind::Registration && !keep.contains(*k)).cloned().collect()
+        });
         edits.extend(gone.into_iter().map(|k| (k, None)));
     }
     if !opts.dry_run && !b.pending_modules.is_empty() {

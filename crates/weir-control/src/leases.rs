@@ -20,13 +20,22 @@ pub struct Leases {
 impl Leases {
     /// Registration `name` was renewed at `now`: it lives until `now + ttl`.
     pub fn renew(&self, name: &str, ttl: Duration, now: Instant) {
-        self.until.lock().insert(name.to_owned(), now + ttl);
+        self.until.lock().insert(name.to_owned(), deadline(now, ttl));
+    }
+
+    /// Forgets the leases of `names` (deleted).
+    pub fn forget(&self, names: &[String]) {
+        let mut until = self.until.lock();
+        for n in names {
+            until.remove(n);
+        }
     }
 
     /// Of the registrations stored (`live`: name and ttl), those past their deadline at `now`.
     /// With `adopt`, one with no lease yet (stored before a restart, or written by `PUT`)
     /// gets one from `now`; without it, only those renewed here are watched. Leases of
-    /// registrations no longer stored are forgotten.
+    /// registrations no longer stored are forgotten; expired ones are kept (reported again
+    /// at the next sweep) until [`Leases::forget`], so a failed delete is retried.
     pub fn expired<'a>(
         &self,
         live: impl IntoIterator<Item = (&'a str, Duration)>,
@@ -37,16 +46,15 @@ impl Leases {
         let mut seen = HashMap::with_capacity(until.len());
         let mut out = Vec::new();
         for (name, ttl) in live {
-            let deadline = match until.get(name) {
+            let due = match until.get(name) {
                 Some(d) => *d,
-                None if adopt => now + ttl,
+                None if adopt => deadline(now, ttl),
                 None => continue,
             };
-            if deadline <= now {
+            if due <= now {
                 out.push(name.to_owned());
-            } else {
-                seen.insert(name.to_owned(), deadline);
             }
+            seen.insert(name.to_owned(), due);
         }
         *until = seen;
         out
@@ -56,6 +64,11 @@ impl Leases {
     pub fn remaining(&self, name: &str, now: Instant) -> Option<Duration> {
         self.until.lock().get(name).map(|d| d.saturating_duration_since(now))
     }
+}
+
+/// `now + ttl`, or a century on when that is past what an `Instant` holds.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl).or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -101,6 +114,13 @@ mod tests {
         assert!(leases.expired([("old", TTL)], t0, true).is_empty());
         assert_eq!(leases.remaining("old", t0), Some(TTL));
         assert_eq!(leases.expired([("old", TTL)], t0 + TTL, true), ["old"]);
+        // Its delete failed: it is reported again, not given a new ttl.
+        assert_eq!(leases.expired([("old", TTL)], t0 + TTL * 2, true), ["old"]);
+        leases.forget(&["old".to_owned()]);
+        assert_eq!(leases.remaining("old", t0), None);
+        // A ttl past what an Instant holds does not panic.
+        leases.renew("forever", Duration::MAX, t0);
+        assert!(leases.remaining("forever", t0).unwrap() > TTL);
         // Deleted meanwhile: its lease goes too.
         leases.renew("deleted", TTL, t0);
         leases.expired([], t0, true);

@@ -153,9 +153,10 @@ impl ControlPlane {
         for n in &expired {
             tracing::info!(registration = %n, "registration not renewed within its ttl; removing it");
         }
-        let edits = expired.into_iter().map(|n| ((Kind::Registration, n), None)).collect();
-        if let Err(e) = self.apply(edits, "registrations expired".into(), None).await {
-            tracing::warn!(error = %e, "cannot remove expired registrations; trying again");
+        let edits = expired.iter().map(|n| ((Kind::Registration, n.clone()), None)).collect();
+        match self.apply(edits, "registrations expired".into(), None).await {
+            Ok(_) => self.leases.forget(&expired),
+            Err(e) => tracing::warn!(error = %e, "cannot remove expired registrations; trying again"),
         }
     }
 
@@ -382,9 +383,20 @@ impl ControlPlane {
             )));
         }
         let old = store.state_at(to)?;
-        let mut edits: Vec<(Key, Option<Value>)> =
-            current.resources.keys().filter(|k| !old.resources.contains_key(*k)).map(|k| (k.clone(), None)).collect();
-        edits.extend(old.ordered().into_iter().map(|s| ((s.kind, s.name.clone()), Some(s.body.clone()))));
+        // Registrations are the services' own, not config: a rollback leaves them as they are.
+        let config = |k: &Key| k.0 != Kind::Registration;
+        let mut edits: Vec<(Key, Option<Value>)> = current
+            .resources
+            .keys()
+            .filter(|k| config(k) && !old.resources.contains_key(*k))
+            .map(|k| (k.clone(), None))
+            .collect();
+        edits.extend(
+            old.ordered()
+                .into_iter()
+                .filter(|s| s.kind != Kind::Registration)
+                .map(|s| ((s.kind, s.name.clone()), Some(s.body.clone()))),
+        );
         Ok(edits)
     }
 }

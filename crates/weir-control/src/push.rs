@@ -76,6 +76,8 @@ fn status(e: crate::plane::PlaneError) -> Status {
         }
         PlaneError::BadRequest(m) => Status::invalid_argument(m),
         PlaneError::NotFound(m) => Status::not_found(m),
+        PlaneError::Store(e) if e.is_conflict() => Status::aborted(e.to_string()),
+        PlaneError::Store(e) if e.is_too_large() => Status::resource_exhausted(e.to_string()),
         PlaneError::Store(e) => Status::unavailable(e.to_string()),
     }
 }

@@ -35,6 +35,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Discovery {
     found: Mutex<Found>,
     watches: Mutex<HashMap<String, Watch>>,
+    /// Set when a rebuild with the answers failed.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -64,35 +66,53 @@ impl Discovery {
             .iter()
             .filter_map(|u| u.discovery.as_ref()?.dns.as_ref().map(|d| (u.name.as_str(), d)))
             .collect();
-        {
-            let mut watches = self.watches.lock();
-            watches.retain(|name, w| wanted.get(name.as_str()).is_some_and(|s| **s == w.spec));
-            self.found.lock().retain(|name, _| watches.contains_key(name));
-        }
+        // A watch whose settings changed restarts, but its last good answer stays until the
+        // new one answers.
+        self.watches.lock().retain(|name, w| wanted.get(name.as_str()).is_some_and(|s| **s == w.spec));
+        self.found.lock().retain(|name, _| wanted.contains_key(name.as_str()));
         let new: Vec<(&str, &DnsDiscoverySpec)> =
             wanted.into_iter().filter(|(name, _)| !self.watches.lock().contains_key(*name)).collect();
-        for (name, spec) in new {
+        // First lookups together, within one budget: the caller holds the apply lock.
+        let firsts = new.iter().map(|(name, spec)| async move {
             let resolver = resolver(spec);
             let first = tokio::time::timeout(FIRST_LOOKUP, lookup(&resolver, spec)).await;
             let wait = match first {
                 Ok(Ok(answer)) => {
                     tracing::info!(upstream = name, endpoints = answer.endpoints.len(), "endpoints discovered");
-                    self.found.lock().insert(name.to_owned(), answer.endpoints);
+                    self.found.lock().insert((*name).to_owned(), answer.endpoints);
                     bounded(answer.ttl, spec)
                 }
                 Ok(Err(e)) => failed(name, spec, &e.to_string()),
                 Err(_) => failed(name, spec, "no answer within 2s"),
             };
+            (resolver, wait)
+        });
+        let started = futures_util::future::join_all(firsts).await;
+        for ((name, spec), (resolver, wait)) in new.into_iter().zip(started) {
             let task = tokio::spawn(watch(name.to_owned(), spec.clone(), resolver, wait, gateway.clone()));
             self.watches.lock().insert(name.to_owned(), Watch { spec: spec.clone(), task });
         }
     }
 
-    /// Records `endpoints` for `upstream`; whether they differ from the last answer.
+    /// Stops every watch and forgets every answer (no config serves).
+    pub(crate) fn clear(&self) {
+        self.watches.lock().clear();
+        self.found.lock().clear();
+    }
+
+    /// Marks the answers as not yet served (a rebuild failed), so the next answer rebuilds
+    /// even if it is the same.
+    pub(crate) fn unserved(&self) {
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records `endpoints` for `upstream`; whether the gateway must rebuild (they differ from
+    /// the last answer, or the last rebuild failed).
     fn update(&self, upstream: &str, endpoints: Vec<EndpointSpec>) -> bool {
+        let dirty = self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed);
         let mut found = self.found.lock();
         if found.get(upstream) == Some(&endpoints) {
-            return false;
+            return dirty;
         }
         found.insert(upstream.to_owned(), endpoints);
         true
@@ -150,13 +170,24 @@ async fn srv(r: &TokioResolver, spec: &DnsDiscoverySpec) -> Result<(Vec<Endpoint
     let records = r.srv_lookup(spec.name.as_str()).await?;
     let mut until = records.as_lookup().valid_until();
     let best = records.iter().map(|s| s.priority()).min();
-    let mut eps = Vec::new();
+    let (mut eps, mut last_err) = (Vec::new(), None);
     for s in records.iter().filter(|s| Some(s.priority()) == best) {
-        let ips = r.lookup_ip(s.target().clone()).await?;
-        until = until.min(ips.valid_until());
-        eps.extend(ips.iter().map(|ip| endpoint(SocketAddr::new(ip, s.port()), u32::from(s.weight()).max(1))));
+        // One target that does not resolve drops out; the answer fails only if all do.
+        match r.lookup_ip(s.target().clone()).await {
+            Ok(ips) => {
+                until = until.min(ips.valid_until());
+                eps.extend(ips.iter().map(|ip| endpoint(SocketAddr::new(ip, s.port()), u32::from(s.weight()).max(1))));
+            }
+            Err(e) => {
+                tracing::warn!(name = %spec.name, target = %s.target(), error = %e, "an SRV target does not resolve; left out");
+                last_err = Some(e);
+            }
+        }
     }
-    Ok((eps, until))
+    match last_err {
+        Some(e) if eps.is_empty() => Err(e),
+        _ => Ok((eps, until)),
+    }
 }
 
 fn endpoint(addr: SocketAddr, weight: u32) -> EndpointSpec {

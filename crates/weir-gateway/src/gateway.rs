@@ -168,8 +168,9 @@ impl Gateway {
         if let Err(e) = self.install(cfg, version) {
             // The watches go back to what the serving config discovers.
             let old = self.applied.lock().clone();
-            if let Some(old) = old {
-                self.discovery.sync(&old, &self.me).await;
+            match old {
+                Some(old) => self.discovery.sync(&old, &self.me).await,
+                None => self.discovery.clear(),
             }
             return Err(e);
         }
@@ -223,6 +224,7 @@ impl Gateway {
         let Some(cfg) = self.applied.lock().clone() else { return };
         let version = self.state.load().version;
         if let Err(e) = self.install(&cfg, version) {
+            self.discovery.unserved();
             tracing::error!(error = %e, "cannot rebuild with the discovered endpoints; the previous ones keep serving");
         }
     }

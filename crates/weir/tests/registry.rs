@@ -100,7 +100,12 @@ async fn register_keep_renews_until_stopped_then_deregisters() {
         .unwrap();
     let name = format!("svc.127.0.0.1-{}", a.port());
     wait_until("registered", Duration::from_secs(5), || async { registrations(&cp).await == [name.clone()] }).await;
-    // Three ttls later it is still there: the sidecar renews it.
+    // Three ttls later it is still there: the sidecar renews it. An `apply --prune` of the
+    // config meanwhile leaves it alone: registrations are the services', not the file's.
+    let file = dir.path().join("fleet.yaml");
+    std::fs::write(&file, fleet_config(fixed.port())).unwrap();
+    let out = cp.ctl(&["apply", "-f", file.to_str().unwrap(), "--prune"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(registrations(&cp).await, vec![name.clone()]);
     // Stopped, it deregisters at once rather than waiting for the ttl.
@@ -108,6 +113,12 @@ async fn register_keep_renews_until_stopped_then_deregisters() {
     assert!(keep.wait().unwrap().success());
     assert!(registrations(&cp).await.is_empty(), "deregistered on exit");
 
+    // A ttl past an hour is refused, not stored (a lease that long is a leak).
+    let body = json!({"address": "127.0.0.1", "port": 9, "ttl": "2h"});
+    let (status, v) = cp.call("POST", "/api/v1/upstreams/svc/registrations", Some(&body)).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["errors"][0]["path"], "Registration/svc.127.0.0.1-9.ttl", "{v}");
+    assert!(v.to_string().contains("between 1s and 1h"), "{v}");
     // An upstream that takes no registrations refuses them, saying what to change.
     let body = json!({"address": "127.0.0.1", "port": 9});
     let (status, v) = cp.call("POST", "/api/v1/upstreams/fixed/registrations", Some(&body)).await;

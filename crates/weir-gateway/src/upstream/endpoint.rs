@@ -55,7 +55,11 @@ impl Endpoint {
     pub fn new(host: &str, port: u16, weight: u32, limits: PoolLimits) -> Self {
         let ip = host.parse().ok().map(|ip| SocketAddr::new(ip, port));
         Self {
-            label: format!("{host}:{port}").into(),
+            // `[::1]:80` for IPv6, as a Host header and a URL authority write it.
+            label: match ip {
+                Some(a) => a.to_string().into(),
+                None => format!("{host}:{port}").into(),
+            },
             host: host.to_owned(),
             port,
             ip,

@@ -52,7 +52,8 @@ impl Upstream {
     /// same address with the same pool settings, is kept as it is (its pooled connections,
     /// health, latency EWMA and ejection state, and the requests in flight on it), only its
     /// weight updated; new endpoints start cold; dropped ones finish what they carry as the
-    /// old upstream is released. A change of protocol or TLS starts every endpoint anew.
+    /// old upstream is released. A change of protocol, TLS or health check starts every
+    /// endpoint anew.
     pub fn start_after(
         spec: &UpstreamSpec,
         metrics: UpstreamMetrics,
@@ -71,7 +72,11 @@ impl Upstream {
             acquire_timeout: p.acquire_timeout.get(),
         };
         let lb = &spec.load_balancer;
-        let prev = prev.filter(|p| p.spec.protocol == spec.protocol && p.spec.tls == spec.tls);
+        // A changed health check starts the endpoints anew: a kept one would keep the up/down
+        // verdict of probes that no longer run.
+        let prev = prev.filter(|p| {
+            p.spec.protocol == spec.protocol && p.spec.tls == spec.tls && p.spec.health_check == spec.health_check
+        });
         let endpoints: Vec<Arc<Endpoint>> = lb
             .endpoints
             .iter()
