@@ -28,9 +28,30 @@ impl HumanDuration {
     }
 }
 
+/// Written in the units the schema's pattern accepts (`1d2h`, `1m30s`, `250ms`), so what is
+/// serialized always reads back (humantime's own form writes `days` and `months`).
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&humantime::format_duration(self.0), f)
+        const UNITS: [(&str, u128); 7] = [
+            ("d", 86_400_000_000_000),
+            ("h", 3_600_000_000_000),
+            ("m", 60_000_000_000),
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+            ("ns", 1),
+        ];
+        let mut left = self.0.as_nanos();
+        if left == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in UNITS {
+            if left >= size {
+                write!(f, "{}{unit}", left / size)?;
+                left %= size;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -66,6 +87,19 @@ impl JsonSchema for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_written_reads_back_and_matches_the_schema() {
+        let schema = serde_json::to_value(schemars::schema_for!(HumanDuration)).unwrap();
+        let check = jsonschema::validator_for(&schema).unwrap();
+        for d in [0, 1, 999, 1_000_000, 1_500_000_000, 90_000_000_000, 86_400_000_000_000 * 40 + 7] {
+            let h = HumanDuration(Duration::from_nanos(d));
+            let v = serde_json::to_value(h).unwrap();
+            assert!(check.is_valid(&v), "{v} does not match the schema");
+            assert_eq!(serde_json::from_value::<HumanDuration>(v).unwrap(), h);
+        }
+        assert_eq!(HumanDuration(Duration::from_millis(90_250)).to_string(), "1m30s250ms");
+    }
 
     #[test]
     fn parses_common_forms() {
