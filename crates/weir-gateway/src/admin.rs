@@ -80,11 +80,12 @@ pub fn stats(gw: &Gateway) -> serde_json::Value {
         let eps: Vec<_> = u
             .endpoints()
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let p = e.pool();
                 serde_json::json!({
                     "endpoint": e.label().as_ref(),
-                    "weight": e.weight(),
+                    "weight": u.weight(i),
                     "available": e.is_available(),
                     "active_up": e.is_active_up(),
                     "ejected": e.is_ejected(),

@@ -44,10 +44,11 @@ pub struct PickCx<'a> {
 pub enum Balancer {
     /// Each available endpoint in turn.
     RoundRobin(AtomicUsize),
-    /// nginx's smooth weighted round robin: current weights, one per endpoint.
-    Smooth(Mutex<Vec<i64>>),
-    /// Fewest in flight relative to weight; ties rotate.
-    LeastConnections(AtomicUsize),
+    /// nginx's smooth weighted round robin: current weights, one per endpoint, and the
+    /// configured ones.
+    Smooth(Mutex<Vec<i64>>, Box<[u32]>),
+    /// Fewest in flight relative to weight (the configured ones); ties rotate.
+    LeastConnections(AtomicUsize, Box<[u32]>),
     /// A ring of virtual nodes.
     ConsistentHash {
         /// `(point, endpoint index)`, sorted by point.
@@ -63,17 +64,31 @@ pub enum Balancer {
 const VNODES_PER_WEIGHT: u32 = 100;
 
 impl Balancer {
-    /// Compiles `policy` for `endpoints`.
+    /// Compiles `policy` for `endpoints`, each with the weight it was created with.
     pub fn new(policy: LbPolicy, hash_key: Option<&HashKeySpec>, endpoints: &[Arc<Endpoint>]) -> Self {
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight()).collect();
+        Self::weighted(policy, hash_key, endpoints, &weights)
+    }
+
+    /// Compiles `policy` for `endpoints` with `weights` (one each, at least 1). The weights
+    /// are the balancer's own, not the endpoints': an endpoint kept across a reload is shared
+    /// with the upstream still serving, which keeps its weights until it is replaced.
+    pub fn weighted(
+        policy: LbPolicy,
+        hash_key: Option<&HashKeySpec>,
+        endpoints: &[Arc<Endpoint>],
+        weights: &[u32],
+    ) -> Self {
+        let weights: Box<[u32]> = (0..endpoints.len()).map(|i| weights.get(i).copied().unwrap_or(1).max(1)).collect();
         match policy {
             LbPolicy::RoundRobin => Self::RoundRobin(AtomicUsize::new(0)),
-            LbPolicy::WeightedRoundRobin => Self::Smooth(Mutex::new(vec![0; endpoints.len()])),
-            LbPolicy::LeastConnections => Self::LeastConnections(AtomicUsize::new(0)),
+            LbPolicy::WeightedRoundRobin => Self::Smooth(Mutex::new(vec![0; endpoints.len()]), weights),
+            LbPolicy::LeastConnections => Self::LeastConnections(AtomicUsize::new(0), weights),
             LbPolicy::P2cEwma => Self::P2cEwma,
             LbPolicy::ConsistentHash => {
                 let mut ring = Vec::new();
                 for (i, e) in endpoints.iter().enumerate() {
-                    let n = (e.weight() * VNODES_PER_WEIGHT).min(10_000);
+                    let n = weights[i].saturating_mul(VNODES_PER_WEIGHT).min(10_000);
                     for v in 0..n {
                         ring.push((hash_parts(e.label().as_bytes(), v), i));
                     }
@@ -97,7 +112,7 @@ impl Balancer {
                 let start = next.fetch_add(1, Relaxed);
                 (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
             }
-            Self::Smooth(current) => {
+            Self::Smooth(current, weights) => {
                 let mut cw = current.lock();
                 let mut total = 0i64;
                 let mut best: Option<usize> = None;
@@ -105,7 +120,7 @@ impl Balancer {
                     if !ok(i) {
                         continue;
                     }
-                    let w = i64::from(eps[i].weight());
+                    let w = i64::from(weights[i]);
                     cw[i] += w;
                     total += w;
                     if best.is_none_or(|b| cw[i] > cw[b]) {
@@ -117,14 +132,14 @@ impl Balancer {
                 }
                 best
             }
-            Self::LeastConnections(next) => {
+            Self::LeastConnections(next, weights) => {
                 let start = next.fetch_add(1, Relaxed);
                 let mut best: Option<usize> = None;
                 for i in (0..n).map(|k| (start + k) % n).filter(|&i| ok(i)) {
                     // inflight/weight compared without division.
                     let better = best.is_none_or(|b| {
-                        u64::from(eps[i].inflight()) * u64::from(eps[b].weight())
-                            < u64::from(eps[b].inflight()) * u64::from(eps[i].weight())
+                        u64::from(eps[i].inflight()) * u64::from(weights[b])
+                            < u64::from(eps[b].inflight()) * u64::from(weights[i])
                     });
                     if better {
                         best = Some(i);

@@ -32,8 +32,9 @@ pub struct Endpoint {
     port: u16,
     /// Set when `address` is an IP, so dialing skips name resolution.
     ip: Option<SocketAddr>,
-    /// Set anew when a reload keeps the endpoint with another weight.
-    weight: AtomicU32,
+    /// The weight it was created with; a reload that keeps it with another weight gives
+    /// the new weight to the new upstream's balancer instead.
+    weight: u32,
     pool: Pool,
     inflight: AtomicU32,
     /// Latency EWMA in microseconds (0 = no sample yet), for `p2c_ewma`.
@@ -63,7 +64,7 @@ impl Endpoint {
             host: host.to_owned(),
             port,
             ip,
-            weight: AtomicU32::new(weight.max(1)),
+            weight: weight.max(1),
             pool: Pool::new(limits),
             inflight: AtomicU32::new(0),
             ewma_micros: AtomicU64::new(0),
@@ -80,20 +81,15 @@ impl Endpoint {
         &self.label
     }
 
-    /// Configured weight (at least 1).
+    /// The weight it was created with (at least 1).
     pub fn weight(&self) -> u32 {
-        self.weight.load(Relaxed)
+        self.weight
     }
 
     /// Whether a new config's `host:port` with these pool limits is this endpoint, so a
     /// reload keeps it (pool, health, EWMA and ejection state) instead of starting cold.
     pub(crate) fn is(&self, host: &str, port: u16, limits: &PoolLimits) -> bool {
         self.port == port && self.host == host && self.pool.limits() == limits
-    }
-
-    /// The weight a new config gives it.
-    pub(crate) fn set_weight(&self, weight: u32) {
-        self.weight.store(weight.max(1), Relaxed);
     }
 
     /// The connection pool.

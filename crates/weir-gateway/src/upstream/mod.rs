@@ -50,9 +50,9 @@ impl Upstream {
 
     /// [`Upstream::start`] for a changed spec of `prev`: each endpoint `prev` also has, at the
     /// same address with the same pool settings, is kept as it is (its pooled connections,
-    /// health, latency EWMA and ejection state, and the requests in flight on it), only its
-    /// weight updated; new endpoints start cold; dropped ones finish what they carry as the
-    /// old upstream is released. A change of protocol, TLS or health check starts every
+    /// health, latency EWMA and ejection state, and the requests in flight on it), with the
+    /// new weight held by the new balancer; new endpoints start cold; dropped ones finish
+    /// what they carry as the old upstream is released. A change of protocol, TLS or health check starts every
     /// endpoint anew.
     pub fn start_after(
         spec: &UpstreamSpec,
@@ -83,10 +83,7 @@ impl Upstream {
             .map(|e| {
                 let kept = prev.and_then(|p| p.endpoints.iter().find(|o| o.is(&e.address, e.port, &limits)));
                 match kept {
-                    Some(k) => {
-                        k.set_weight(e.weight);
-                        k.clone()
-                    }
+                    Some(k) => k.clone(),
                     None => Arc::new(
                         Endpoint::new(&e.address, e.port, e.weight, limits.clone())
                             .with_pool_wait(metrics.pool_wait.clone()),
@@ -94,7 +91,8 @@ impl Upstream {
                 }
             })
             .collect();
-        let balancer = Balancer::new(lb.policy, lb.hash_key.as_ref(), &endpoints);
+        let weights: Vec<u32> = lb.endpoints.iter().map(|e| e.weight).collect();
+        let balancer = Balancer::weighted(lb.policy, lb.hash_key.as_ref(), &endpoints, &weights);
         let hc = spec.health_check.as_ref();
         let passive = hc.and_then(|h| h.passive.as_ref()).map(|p| (p.consecutive_failures, p.ejection_time.get()));
         let name: Arc<str> = spec.name.as_str().into();
@@ -146,6 +144,12 @@ impl Upstream {
     /// Its endpoints, in config order.
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
+    }
+
+    /// The weight this upstream gives endpoint `i` (its config's, not the endpoint's own,
+    /// which a reload may have kept from an earlier weight).
+    pub fn weight(&self, i: usize) -> u32 {
+        self.spec.load_balancer.endpoints.get(i).map_or(1, |e| e.weight.max(1))
     }
 
     /// TCP connect deadline.
