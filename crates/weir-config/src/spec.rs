@@ -328,6 +328,25 @@ pub struct RegistrationSpec {
 }
 
 impl RegistrationSpec {
+    /// A registration as services send it: named by [`RegistrationSpec::name_for`], with the
+    /// defaults (weight 1, ttl 10s) for what is left out.
+    pub fn of(
+        upstream: String,
+        address: std::net::IpAddr,
+        port: u16,
+        weight: Option<u32>,
+        ttl: Option<HumanDuration>,
+    ) -> Self {
+        Self {
+            name: Self::name_for(&upstream, address, port),
+            upstream,
+            address,
+            port,
+            weight: weight.unwrap_or_else(default_weight),
+            ttl: ttl.unwrap_or_else(default_registration_ttl),
+        }
+    }
+
     /// The name `weir ctl register` gives a registration.
     pub fn name_for(upstream: &str, address: std::net::IpAddr, port: u16) -> String {
         format!("{upstream}.{}-{port}", address.to_string().replace(':', "_"))

@@ -277,14 +277,7 @@ async fn register(
     Path(upstream): Path<String>,
     Json(b): Json<RegisterBody>,
 ) -> Result<Response, ApiError> {
-    let r = weir_config::spec::RegistrationSpec {
-        name: weir_config::spec::RegistrationSpec::name_for(&upstream, b.address, b.port),
-        upstream,
-        address: b.address,
-        port: b.port,
-        weight: b.weight.unwrap_or(1),
-        ttl: b.ttl.unwrap_or(weir_config::HumanDuration::secs(10)),
-    };
+    let r = weir_config::spec::RegistrationSpec::of(upstream, b.address, b.port, b.weight, b.ttl);
     let done = ctx.plane.register(r).await?;
     let status = if done.result == crate::store::Op::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(done)).into_response())

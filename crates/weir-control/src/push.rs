@@ -52,18 +52,10 @@ fn registration(r: v1::EndpointRegistration) -> Result<weir_config::spec::Regist
         .parse()
         .map_err(|_| Status::invalid_argument(format!("address: {:?} is not an IP address", r.address)))?;
     let port = u16::try_from(r.port).map_err(|_| Status::invalid_argument("port: must be between 1 and 65535"))?;
-    let ttl = match r.ttl_ms {
-        0 => std::time::Duration::from_secs(10),
-        ms => std::time::Duration::from_millis(ms),
-    };
-    Ok(weir_config::spec::RegistrationSpec {
-        name: weir_config::spec::RegistrationSpec::name_for(&r.upstream, address, port),
-        upstream: r.upstream,
-        address,
-        port,
-        weight: r.weight.max(1),
-        ttl: weir_config::HumanDuration(ttl),
-    })
+    // Zero is proto3's "not set".
+    let weight = (r.weight != 0).then_some(r.weight);
+    let ttl = (r.ttl_ms != 0).then(|| weir_config::HumanDuration(std::time::Duration::from_millis(r.ttl_ms)));
+    Ok(weir_config::spec::RegistrationSpec::of(r.upstream, address, port, weight, ttl))
 }
 
 /// A refused change as a gRPC status: invalid ones carry each error as `path: message`.
