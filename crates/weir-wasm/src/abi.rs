@@ -146,9 +146,19 @@ pub fn serialize_pairs<'a, I>(pairs: I) -> Vec<u8>
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
+    let mut out = Vec::new();
+    serialize_pairs_into(pairs, &mut out);
+    out
+}
+
+/// [`serialize_pairs`] appended to `out`.
+pub(crate) fn serialize_pairs_into<'a, I>(pairs: I, out: &mut Vec<u8>)
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+{
     let n = pairs.clone().into_iter().count();
     let bytes: usize = pairs.clone().into_iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-    let mut out = Vec::with_capacity(4 + n * 8 + bytes);
+    out.reserve(4 + n * 8 + bytes);
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (k, v) in pairs.clone() {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -160,7 +170,6 @@ where
         out.extend_from_slice(v);
         out.push(0);
     }
-    out
 }
 
 /// Parses serialized pairs; `None` when the bytes are not a well-formed map. An empty input or

@@ -47,6 +47,8 @@ pub(crate) struct HostState {
     pub(crate) memory_limit: usize,
     /// Set when the instance tried to grow past `memory_limit`.
     pub(crate) memory_exceeded: bool,
+    /// Bytes being handed to the plugin (kept to save an allocation per call).
+    pub(crate) scratch: Vec<u8>,
     /// The thread's CPU clock when the current call first ran a cap of wall time.
     pub(crate) cpu_mark: Option<Duration>,
 }
@@ -79,6 +81,7 @@ impl HostState {
             memory_limit,
             memory_exceeded: false,
             cpu_mark: None,
+            scratch: Vec::new(),
         }
     }
 

@@ -12,6 +12,23 @@ use crate::host::HostState;
 use crate::plugin::Plugin;
 use crate::stream::{CallResponse, HttpCall, Stream};
 
+/// Calls `f` under the CPU deadline of `ticks`; a failure sets `broken`.
+fn call<P: WasmParams, R: WasmResults>(
+    store: &mut Store<HostState>,
+    broken: &mut bool,
+    ticks: u64,
+    cap: Duration,
+    f: &TypedFunc<P, R>,
+    args: P,
+) -> Result<R, Fault> {
+    store.set_epoch_deadline(ticks);
+    store.data_mut().cpu_mark = None;
+    f.call(&mut *store, args).map_err(|e| {
+        *broken = true;
+        classify(store, cap, &e)
+    })
+}
+
 /// Why a callback did not complete.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
@@ -129,7 +146,7 @@ impl Instance {
         let mut me = Self { store, cb, root: 1, next: 2, ticks, cpu: p.limits.cpu, broken: false };
         for entry in ["_initialize", "_start"] {
             if let Some(f) = export::<(), ()>(&wasm, &mut me.store, entry)? {
-                me.run(Some(f), ())?;
+                call(&mut me.store, &mut me.broken, me.ticks, me.cpu, &f, ())?;
                 break;
             }
         }
@@ -142,31 +159,28 @@ impl Instance {
 
     fn configure(&mut self, vm_len: usize, cfg_len: usize) -> Result<(), Fault> {
         let root = self.root as i32;
-        self.run(self.cb.create.clone(), (root, 0))?;
-        if self.run(self.cb.vm_start.clone(), (root, vm_len as i32))? == Some(0) {
+        self.run(|c| &c.create, (root, 0))?;
+        if self.run(|c| &c.vm_start, (root, vm_len as i32))? == Some(0) {
             return Err(Fault::Refused("on_vm_start"));
         }
-        if self.run(self.cb.configure.clone(), (root, cfg_len as i32))? == Some(0) {
+        if self.run(|c| &c.configure, (root, cfg_len as i32))? == Some(0) {
             return Err(Fault::Refused("on_configure"));
         }
         Ok(())
     }
 
-    /// Calls `f` under the CPU deadline; a failure breaks the instance.
-    fn run<P: WasmParams, R: WasmResults>(&mut self, f: F<P, R>, args: P) -> Result<Option<R>, Fault> {
+    /// Calls the callback `pick` names under the CPU deadline; a failure breaks the instance.
+    /// The callback is borrowed, not cloned: a clone costs a type-registry reference count.
+    fn run<P: WasmParams, R: WasmResults>(
+        &mut self,
+        pick: impl FnOnce(&Callbacks) -> &F<P, R>,
+        args: P,
+    ) -> Result<Option<R>, Fault> {
         if self.broken {
             return Err(Fault::Broken);
         }
-        let Some(f) = f else { return Ok(None) };
-        self.store.set_epoch_deadline(self.ticks);
-        self.store.data_mut().cpu_mark = None;
-        match f.call(&mut self.store, args) {
-            Ok(r) => Ok(Some(r)),
-            Err(e) => {
-                self.broken = true;
-                Err(classify(&self.store, self.cpu, &e))
-            }
-        }
+        let Some(f) = pick(&self.cb) else { return Ok(None) };
+        call(&mut self.store, &mut self.broken, self.ticks, self.cpu, f, args).map(Some)
     }
 
     /// Lends `s` to the instance as context `id` for the length of `f`.
@@ -190,50 +204,45 @@ impl Instance {
     pub fn open(&mut self) -> Result<u32, Fault> {
         let id = self.next;
         self.next = self.next.wrapping_add(1).max(2);
-        self.run(self.cb.create.clone(), (id as i32, self.root as i32))?;
+        let root = self.root as i32;
+        self.run(|c| &c.create, (id as i32, root))?;
         Ok(id)
     }
 
     /// `proxy_on_request_headers`.
     pub fn on_request_headers(&mut self, id: u32, s: &mut Stream, end: bool) -> Result<Action, Fault> {
         let n = s.request_headers.len() as i32;
-        let f = self.cb.request_headers.clone();
-        self.lend(id, s, |me| me.run(f, (id as i32, n, end as i32))).map(action)
+        self.lend(id, s, |me| me.run(|c| &c.request_headers, (id as i32, n, end as i32))).map(action)
     }
 
     /// `proxy_on_request_body` with the body buffered so far.
     pub fn on_request_body(&mut self, id: u32, s: &mut Stream, end: bool) -> Result<Action, Fault> {
         let n = s.request_body.len() as i32;
-        let f = self.cb.request_body.clone();
-        self.lend(id, s, |me| me.run(f, (id as i32, n, end as i32))).map(action)
+        self.lend(id, s, |me| me.run(|c| &c.request_body, (id as i32, n, end as i32))).map(action)
     }
 
     /// `proxy_on_request_trailers`.
     pub fn on_request_trailers(&mut self, id: u32, s: &mut Stream) -> Result<Action, Fault> {
         let n = s.request_trailers.len() as i32;
-        let f = self.cb.request_trailers.clone();
-        self.lend(id, s, |me| me.run(f, (id as i32, n))).map(action)
+        self.lend(id, s, |me| me.run(|c| &c.request_trailers, (id as i32, n))).map(action)
     }
 
     /// `proxy_on_response_headers`.
     pub fn on_response_headers(&mut self, id: u32, s: &mut Stream, end: bool) -> Result<Action, Fault> {
         let n = s.response_headers.len() as i32;
-        let f = self.cb.response_headers.clone();
-        self.lend(id, s, |me| me.run(f, (id as i32, n, end as i32))).map(action)
+        self.lend(id, s, |me| me.run(|c| &c.response_headers, (id as i32, n, end as i32))).map(action)
     }
 
     /// `proxy_on_response_body` with the body buffered so far.
     pub fn on_response_body(&mut self, id: u32, s: &mut Stream, end: bool) -> Result<Action, Fault> {
         let n = s.response_body.len() as i32;
-        let f = self.cb.response_body.clone();
-        self.lend(id, s, |me| me.run(f, (id as i32, n, end as i32))).map(action)
+        self.lend(id, s, |me| me.run(|c| &c.response_body, (id as i32, n, end as i32))).map(action)
     }
 
     /// `proxy_on_response_trailers`.
     pub fn on_response_trailers(&mut self, id: u32, s: &mut Stream) -> Result<Action, Fault> {
         let n = s.response_trailers.len() as i32;
-        let f = self.cb.response_trailers.clone();
-        self.lend(id, s, |me| me.run(f, (id as i32, n))).map(action)
+        self.lend(id, s, |me| me.run(|c| &c.response_trailers, (id as i32, n))).map(action)
     }
 
     /// Hands a callout's answer to the plugin. `stream` is the context that dispatched it
@@ -246,10 +255,11 @@ impl Instance {
     ) -> Result<(), Fault> {
         let (nh, nb) = (rsp.headers.len() as i32, rsp.body.len() as i32);
         self.store.data_mut().call_response = Some(rsp);
-        let (f, root) = (self.cb.call_response.clone(), self.root as i32);
+        let root = self.root as i32;
+        let args = (root, token as i32, nh, nb, 0);
         let r = match stream {
-            Some((id, s)) => self.lend(id, s, |me| me.run(f, (root, token as i32, nh, nb, 0))),
-            None => self.run(f, (root, token as i32, nh, nb, 0)),
+            Some((id, s)) => self.lend(id, s, |me| me.run(|c| &c.call_response, args)),
+            None => self.run(|c| &c.call_response, args),
         };
         self.store.data_mut().call_response = None;
         r.map(drop)
@@ -257,17 +267,17 @@ impl Instance {
 
     /// Ends context `id`: `on_done`, `on_log`, `on_delete`.
     pub fn close(&mut self, id: u32, s: &mut Stream) -> Result<(), Fault> {
-        let cb = (self.cb.done.clone(), self.cb.log.clone(), self.cb.delete.clone());
         self.lend(id, s, |me| {
-            me.run(cb.0, id as i32)?;
-            me.run(cb.1, id as i32)?;
-            me.run(cb.2, id as i32).map(drop)
+            me.run(|c| &c.done, id as i32)?;
+            me.run(|c| &c.log, id as i32)?;
+            me.run(|c| &c.delete, id as i32).map(drop)
         })
     }
 
     /// `proxy_on_tick` on the root context.
     pub fn on_tick(&mut self) -> Result<(), Fault> {
-        self.run(self.cb.tick.clone(), self.root as i32).map(drop)
+        let root = self.root as i32;
+        self.run(|c| &c.tick, root).map(drop)
     }
 
     /// `proxy_on_queue_ready` on the root context, once for each queue this instance
@@ -275,7 +285,8 @@ impl Instance {
     pub fn on_queues_ready(&mut self) -> Result<(), Fault> {
         let (shared, me) = (self.store.data().shared.clone(), self.store.data().instance);
         for queue in shared.take_ready(me) {
-            self.run(self.cb.queue_ready.clone(), (self.root as i32, queue as i32))?;
+            let root = self.root as i32;
+            self.run(|c| &c.queue_ready, (root, queue as i32))?;
         }
         Ok(())
     }

@@ -7,17 +7,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A header map as the plugin sees it: ordered `(name, value)` pairs, names lower-case,
-/// pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`, `:status`) included.
-/// Every name a plugin changes is remembered, so the embedder applies exactly the changes.
+/// A header map as the plugin sees it: ordered `(name, value)` pairs, pseudo-headers
+/// (`:method`, `:path`, `:authority`, `:scheme`, `:status`) included. Names are matched without
+/// regard to case and handed to the plugin lower-case; a peer's names are kept as sent and
+/// lower-cased only if the plugin reads the whole map. Every name a plugin changes is
+/// remembered (lower-case), so the embedder applies exactly the changes.
 ///
-/// Names and values live back to back in one buffer, so filling a map for a request costs two
-/// allocations, not two per header.
+/// Names and values live back to back in one buffer, and the names changed are spans of it
+/// too, so a map kept from request to request ([`Fields::clear`]) fills and records edits
+/// without allocating.
 #[derive(Clone, Debug, Default)]
 pub struct Fields {
     buf: Vec<u8>,
     pairs: Vec<Pair>,
-    touched: Vec<String>,
+    /// Lower-case names changed since the last [`Fields::forget_changes`], as spans of `buf`.
+    touched: Vec<(u32, u32)>,
 }
 
 /// Where one pair's name and value are in the buffer.
@@ -26,6 +30,9 @@ struct Pair {
     name: (u32, u32),
     value: (u32, u32),
 }
+
+/// A map whose buffers grew past this many bytes is not kept for the next request.
+const KEEP_BYTES: usize = 16 << 10;
 
 impl Fields {
     /// An empty map with room for `pairs` pairs of `bytes` bytes in all, so filling it does not
@@ -43,6 +50,29 @@ impl Fields {
         f
     }
 
+    /// Empties the map for the next request, keeping its buffers unless they grew large.
+    pub fn clear(&mut self) {
+        if self.buf.capacity() > KEEP_BYTES || self.pairs.capacity() > KEEP_BYTES / 16 {
+            *self = Self::default();
+            return;
+        }
+        self.buf.clear();
+        self.pairs.clear();
+        self.touched.clear();
+    }
+
+    /// The capacities of its buffers (bytes, pairs), for tests.
+    #[cfg(test)]
+    pub(crate) fn capacities(&self) -> (usize, usize) {
+        (self.buf.capacity(), self.pairs.capacity())
+    }
+
+    /// Makes room for `pairs` more pairs of `bytes` bytes.
+    pub fn reserve(&mut self, pairs: usize, bytes: usize) {
+        self.buf.reserve(bytes);
+        self.pairs.reserve(pairs);
+    }
+
     fn put(&mut self, bytes: &[u8]) -> (u32, u32) {
         let at = self.buf.len();
         self.buf.extend_from_slice(bytes);
@@ -57,21 +87,41 @@ impl Fields {
         self.slice(p.name)
     }
 
-    fn append(&mut self, name: &[u8], value: &[u8]) {
+    fn put_lower(&mut self, name: &[u8]) -> (u32, u32) {
         let n = self.put(name);
         self.buf[n.0 as usize..].make_ascii_lowercase();
+        n
+    }
+
+    /// Appends a pair the plugin made; its name is stored lower-case.
+    fn append(&mut self, name: &[u8], value: &[u8]) -> (u32, u32) {
+        let n = self.put_lower(name);
         let value = self.put(value);
         self.pairs.push(Pair { name: n, value });
+        n
     }
 
     /// Appends a pair as it came from the peer (not a change).
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.append(name.as_bytes(), value);
+        self.push_raw(name.as_bytes(), value);
     }
 
     /// [`Fields::push`] for a name as raw bytes.
     pub fn push_raw(&mut self, name: &[u8], value: &[u8]) {
-        self.append(name, value);
+        let name = self.put(name);
+        let value = self.put(value);
+        self.pairs.push(Pair { name, value });
+    }
+
+    /// [`Fields::push`] for a value in parts (`:path` as path, `?`, query), written as one.
+    pub fn push_parts(&mut self, name: &str, parts: &[&[u8]]) {
+        let n = self.put(name.as_bytes());
+        let at = self.buf.len();
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        let value = (at as u32, (self.buf.len() - at) as u32);
+        self.pairs.push(Pair { name: n, value });
     }
 
     /// How many pairs.
@@ -84,22 +134,51 @@ impl Fields {
         self.pairs.is_empty()
     }
 
-    /// All pairs, in order.
+    /// The map as the ABI serializes it (count, lengths, then each name lower-case and value,
+    /// each followed by a NUL), appended to `out`.
+    pub fn serialize_into(&self, out: &mut Vec<u8>) {
+        let bytes: usize = self.pairs.iter().map(|p| (p.name.1 + p.value.1) as usize + 2).sum();
+        out.reserve(4 + self.pairs.len() * 8 + bytes);
+        out.extend_from_slice(&(self.pairs.len() as u32).to_le_bytes());
+        for p in &self.pairs {
+            out.extend_from_slice(&p.name.1.to_le_bytes());
+            out.extend_from_slice(&p.value.1.to_le_bytes());
+        }
+        for p in &self.pairs {
+            out.extend(self.slice(p.name).iter().map(u8::to_ascii_lowercase));
+            out.push(0);
+            out.extend_from_slice(self.slice(p.value));
+            out.push(0);
+        }
+    }
+
+    /// The length of [`Fields::serialize_into`]'s output.
+    pub fn serialized_len(&self) -> usize {
+        4 + self.pairs.iter().map(|p| (p.name.1 + p.value.1) as usize + 10).sum::<usize>()
+    }
+
+    /// All pairs, in order (names as stored: a peer's as sent, the plugin's lower-case).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
         self.pairs.iter().map(|p| (self.slice(p.name), self.slice(p.value)))
     }
 
     /// The first value of `name` (case-insensitive).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.all(name).next()
+        self.get_raw(name.as_bytes())
+    }
+
+    /// [`Fields::get`] for a name as raw bytes.
+    pub fn get_raw(&self, name: &[u8]) -> Option<&[u8]> {
+        self.values(name).next()
     }
 
     /// Every value of `name`.
     pub fn all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.pairs
-            .iter()
-            .filter(move |p| self.name_of(p).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|p| self.slice(p.value))
+        self.values(name.as_bytes())
+    }
+
+    fn values<'a, 'n>(&'a self, name: &'n [u8]) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.pairs.iter().filter(move |p| self.name_of(p).eq_ignore_ascii_case(name)).map(|p| self.slice(p.value))
     }
 
     fn drop_name(&mut self, name: &[u8]) -> bool {
@@ -111,47 +190,86 @@ impl Fields {
 
     /// Replaces every value of `name` with `value`.
     pub fn set(&mut self, name: &str, value: &[u8]) {
-        self.drop_name(name.as_bytes());
-        self.append(name.as_bytes(), value);
-        self.touch(name.to_ascii_lowercase());
+        self.set_raw(name.as_bytes(), value);
+    }
+
+    /// [`Fields::set`] for a name as raw bytes.
+    pub fn set_raw(&mut self, name: &[u8], value: &[u8]) {
+        self.drop_name(name);
+        let n = self.append(name, value);
+        self.touch(n);
     }
 
     /// Adds a value of `name`.
     pub fn add(&mut self, name: &str, value: &[u8]) {
-        self.append(name.as_bytes(), value);
-        self.touch(name.to_ascii_lowercase());
+        self.add_raw(name.as_bytes(), value);
+    }
+
+    /// [`Fields::add`] for a name as raw bytes.
+    pub fn add_raw(&mut self, name: &[u8], value: &[u8]) {
+        let n = self.append(name, value);
+        self.touch(n);
     }
 
     /// Removes every value of `name` (absent is fine).
     pub fn remove(&mut self, name: &str) {
-        if self.drop_name(name.as_bytes()) {
-            self.touch(name.to_ascii_lowercase());
+        self.remove_raw(name.as_bytes());
+    }
+
+    /// [`Fields::remove`] for a name as raw bytes.
+    pub fn remove_raw(&mut self, name: &[u8]) {
+        if self.drop_name(name) && !self.is_touched(name) {
+            let n = self.put_lower(name);
+            self.touched.push(n);
         }
     }
 
     /// Replaces the whole map.
     pub fn replace(&mut self, pairs: Vec<(Vec<u8>, Vec<u8>)>) {
-        let old: Vec<String> = self.iter().map(|(k, _)| String::from_utf8_lossy(k).into_owned()).collect();
-        for k in old {
-            self.touch(k);
+        let old: Vec<Vec<u8>> = self.pairs.iter().map(|p| self.slice(p.name).to_vec()).collect();
+        for name in old {
+            if !self.is_touched(&name) {
+                let n = self.put_lower(&name);
+                self.touched.push(n);
+            }
         }
         self.pairs.clear();
         for (k, v) in pairs {
-            self.append(&k, &v);
-            self.touch(String::from_utf8_lossy(&k).to_ascii_lowercase());
+            let n = self.append(&k, &v);
+            self.touch(n);
         }
     }
 
-    fn touch(&mut self, name: String) {
-        if !self.touched.contains(&name) {
-            self.touched.push(name);
+    fn is_touched(&self, name: &[u8]) -> bool {
+        self.touched.iter().any(|t| self.slice(*t).eq_ignore_ascii_case(name))
+    }
+
+    /// Records the name at span `n` (lower-case already) as changed.
+    fn touch(&mut self, n: (u32, u32)) {
+        if !self.is_touched(self.slice(n)) {
+            self.touched.push(n);
         }
     }
 
-    /// Names the plugin changed since the last call, with their values now (none: removed).
+    /// Names the plugin changed since the last [`Fields::forget_changes`], each with its values
+    /// now (none: removed).
+    pub fn changes(&self) -> impl Iterator<Item = (&[u8], impl Iterator<Item = &[u8]> + '_)> + '_ {
+        self.touched.iter().map(|t| {
+            let name = self.slice(*t);
+            (name, self.values(name))
+        })
+    }
+
+    /// Forgets the changes [`Fields::changes`] lists.
+    pub fn forget_changes(&mut self) {
+        self.touched.clear();
+    }
+
+    /// [`Fields::changes`] collected, then forgotten.
     pub fn take_changes(&mut self) -> Vec<(String, Vec<&[u8]>)> {
-        let touched = std::mem::take(&mut self.touched);
-        touched
+        let names: Vec<String> = self.changes().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect();
+        self.touched.clear();
+        names
             .into_iter()
             .map(|n| {
                 let vals = self.all(&n).collect();
@@ -160,7 +278,7 @@ impl Fields {
             .collect()
     }
 
-    /// Whether the plugin changed anything since the last [`Fields::take_changes`].
+    /// Whether the plugin changed anything since the last [`Fields::forget_changes`].
     pub fn changed(&self) -> bool {
         !self.touched.is_empty()
     }
@@ -268,4 +386,31 @@ pub struct StreamState {
     pub resumed: bool,
     /// The plugin closed the stream (`proxy_close_stream`).
     pub closed: bool,
+}
+
+/// A body buffer that grew past this is not kept for the next request.
+const KEEP_BODY: usize = 64 << 10;
+
+impl Stream {
+    /// Empties it for the next request on the same instance, keeping its buffers (unless they
+    /// grew large), so a request's context costs no allocation for its maps.
+    pub fn reset(&mut self) {
+        let s = &mut *self.0;
+        for f in [&mut s.request_headers, &mut s.request_trailers, &mut s.response_headers, &mut s.response_trailers] {
+            f.clear();
+        }
+        for b in [&mut s.request_body, &mut s.response_body] {
+            if b.capacity() > KEEP_BODY {
+                *b = Vec::new();
+            } else {
+                b.clear();
+            }
+        }
+        s.body_changed = false;
+        s.properties = Properties::default();
+        s.local = None;
+        s.calls.clear();
+        s.resumed = false;
+        s.closed = false;
+    }
 }

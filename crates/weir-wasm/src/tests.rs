@@ -164,3 +164,65 @@ fn local_responses_and_pauses_reach_the_embedder() {
     assert_eq!((l.status, l.body.as_slice()), (401, &b"v1"[..]));
     i.close(id, &mut s).unwrap();
 }
+
+#[test]
+fn a_map_kept_for_the_next_request_records_changes_anew_without_growing() {
+    let mut f = Fields::default();
+    for round in 0..3 {
+        f.push(":path", b"/");
+        f.push_raw(b"X-Seen", b"1");
+        f.push_parts(":authority", &[b"a.example", b":", b"80"]);
+        f.add_raw(b"X-Add", b"a");
+        f.add("x-add", b"b");
+        f.set_raw(b"x-seen", b"2");
+        f.remove_raw(b"X-Gone");
+        f.remove("x-seen");
+        assert_eq!(f.get("x-SEEN"), None);
+        assert_eq!(f.get(":authority"), Some(&b"a.example:80"[..]));
+        let changes: Vec<(String, Vec<Vec<u8>>)> = f
+            .changes()
+            .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.map(<[u8]>::to_vec).collect()))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![("x-add".into(), vec![b"a".to_vec(), b"b".to_vec()]), ("x-seen".into(), vec![])],
+            "each changed name once, lower-case, with its values now; removing an absent name is no change"
+        );
+        f.forget_changes();
+        assert!(!f.changed());
+        let cap = f.capacities();
+        f.clear();
+        assert!(f.is_empty());
+        if round > 0 {
+            assert_eq!(f.capacities(), cap, "a cleared map keeps its buffers");
+        }
+    }
+    f.push_raw(b"Content-Type", b"text/plain");
+    f.push(":status", b"200");
+    let mut out = Vec::new();
+    f.serialize_into(&mut out);
+    assert_eq!(out.len(), f.serialized_len());
+    let pairs: [(&[u8], &[u8]); 2] = [(b"content-type", b"text/plain"), (b":status", b"200")];
+    assert_eq!(out, crate::abi::serialize_pairs(pairs), "a peer's names reach the plugin lower-case");
+    f.replace(vec![(b"X-Only".to_vec(), b"1".to_vec())]);
+    let names: Vec<&[u8]> = f.changes().map(|(n, _)| n).collect();
+    assert_eq!(names, [&b"content-type"[..], b":status", b"x-only"], "replacing changes every old and new name");
+    f.clear();
+    f.push_raw(b"x-big", &vec![b'a'; 20 << 10]);
+    f.clear();
+    assert_eq!(f.capacities().0, 0, "a map that grew large is not kept");
+}
+
+#[test]
+fn a_reset_stream_is_empty_for_the_next_request() {
+    let mut s = Stream::default();
+    s.request_headers.add("x-a", b"1");
+    s.response_body.extend_from_slice(b"body");
+    s.local = Some(crate::stream::LocalResponse { status: 401, details: String::new(), headers: vec![], body: vec![] });
+    s.resumed = true;
+    s.properties.response_code = Some(200);
+    s.reset();
+    assert!(s.request_headers.is_empty() && !s.request_headers.changed());
+    assert!(s.response_body.is_empty() && s.local.is_none() && !s.resumed);
+    assert_eq!(s.properties.response_code, None);
+}

@@ -1,10 +1,10 @@
 //! Header maps, buffers and stream control: the calls that read and edit the lent stream.
 
-use crate::abi::{BufferType, MapType, Status, deserialize_pairs, serialize_pairs};
+use crate::abi::{BufferType, MapType, Status, deserialize_pairs, serialize_pairs_into};
 use crate::host::HostState;
 use crate::stream::{Fields, LocalResponse};
 
-use super::{Cx, Host, R, give, read, read_str, status, write_u32};
+use super::{Cx, Host, R, borrowed, give_with, read, read_str, status, write_u32};
 
 const ENV: &str = "env";
 
@@ -30,41 +30,54 @@ enum MapRef<'a> {
 }
 
 impl MapRef<'_> {
-    fn serialized(&self) -> Vec<u8> {
+    fn serialize_into(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Own(f) => serialize_pairs(f.iter()),
-            Self::Call(Some(p)) => serialize_pairs(p.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
-            Self::Call(None) => Vec::new(),
+            Self::Own(f) => f.serialize_into(out),
+            Self::Call(Some(p)) => serialize_pairs_into(p.iter().map(|(k, v)| (k.as_slice(), v.as_slice())), out),
+            Self::Call(None) => {}
         }
     }
 
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
+    fn serialized_len(&self) -> usize {
         match self {
-            Self::Own(f) => f.get(key).map(<[u8]>::to_vec),
-            Self::Call(p) => (*p)?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key.as_bytes())).map(|(_, v)| v.clone()),
+            Self::Own(f) => f.serialized_len(),
+            Self::Call(Some(p)) => 4 + p.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>(),
+            Self::Call(None) => 0,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        match self {
+            Self::Own(f) => f.get_raw(key),
+            Self::Call(p) => (*p)?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_slice()),
         }
     }
 }
 
 fn get_map_size(c: &mut Cx<'_>, id: i32, out: i32) -> R {
-    let n = map(c.data_mut(), id)?.serialized().len();
+    let n = map(c.data_mut(), id)?.serialized_len();
     write_u32(c, out, n as u32)
 }
 
 fn get_map_pairs(c: &mut Cx<'_>, id: i32, ptr_out: i32, len_out: i32) -> R {
-    let bytes = map(c.data_mut(), id)?.serialized();
-    give(c, &bytes, ptr_out, len_out)
+    give_with(c, ptr_out, len_out, |c, out| {
+        map(c.data_mut(), id)?.serialize_into(out);
+        Ok(())
+    })
 }
 
 fn get_map_value(c: &mut Cx<'_>, id: i32, kp: i32, kl: i32, ptr_out: i32, len_out: i32) -> R {
-    let key = read_str(c, kp, kl)?;
-    let v = map(c.data_mut(), id)?.get(&key).ok_or(Status::NotFound)?;
-    give(c, &v, ptr_out, len_out)
+    give_with(c, ptr_out, len_out, |c, out| {
+        borrowed(c, [(kp, kl)], |[k], h| {
+            out.extend_from_slice(map(h, id)?.get(k).ok_or(Status::NotFound)?);
+            Ok(())
+        })
+    })
 }
 
 /// Runs `f` on an editable map; a callout's maps are read-only.
-fn with_fields(c: &mut Cx<'_>, id: i32, f: impl FnOnce(&mut Fields)) -> R {
-    match map(c.data_mut(), id)? {
+fn edit(h: &mut HostState, id: i32, f: impl FnOnce(&mut Fields)) -> R {
+    match map(h, id)? {
         MapRef::Own(fields) => {
             f(fields);
             Ok(())
@@ -75,18 +88,15 @@ fn with_fields(c: &mut Cx<'_>, id: i32, f: impl FnOnce(&mut Fields)) -> R {
 
 fn set_map_pairs(c: &mut Cx<'_>, id: i32, p: i32, l: i32) -> R {
     let pairs = deserialize_pairs(&read(c, p, l)?).ok_or(Status::ParseFailure)?;
-    with_fields(c, id, |f| f.replace(pairs))
+    edit(c.data_mut(), id, |f| f.replace(pairs))
 }
 
 fn edit_value(c: &mut Cx<'_>, id: i32, kp: i32, kl: i32, vp: i32, vl: i32, add: bool) -> R {
-    let key = read_str(c, kp, kl)?;
-    let value = read(c, vp, vl)?;
-    with_fields(c, id, |f| if add { f.add(&key, &value) } else { f.set(&key, &value) })
+    borrowed(c, [(kp, kl), (vp, vl)], |[k, v], h| edit(h, id, |f| if add { f.add_raw(k, v) } else { f.set_raw(k, v) }))
 }
 
 fn remove_value(c: &mut Cx<'_>, id: i32, kp: i32, kl: i32) -> R {
-    let key = read_str(c, kp, kl)?;
-    with_fields(c, id, |f| f.remove(&key))
+    borrowed(c, [(kp, kl)], |[k], h| edit(h, id, |f| f.remove_raw(k)))
 }
 
 /// The bytes of buffer `id` the current callback may see.
@@ -113,8 +123,10 @@ fn get_buffer_bytes(c: &mut Cx<'_>, id: i32, start: i32, max: i32, ptr_out: i32,
         return Err(Status::BadArgument.into());
     }
     let end = start.saturating_add(max as u32 as usize).min(b.len());
-    let bytes = b[start..end].to_vec();
-    give(c, &bytes, ptr_out, len_out)
+    give_with(c, ptr_out, len_out, |c, out| {
+        out.extend_from_slice(&buffer(c.data(), id)?[start..end]);
+        Ok(())
+    })
 }
 
 fn get_buffer_status(c: &mut Cx<'_>, id: i32, len_out: i32, flags_out: i32) -> R {

@@ -49,6 +49,40 @@ pub(crate) fn read(c: &Cx<'_>, ptr: i32, len: i32) -> R<Vec<u8>> {
     Ok(m.data(c).get(r).ok_or(Status::InvalidMemoryAccess)?.to_vec())
 }
 
+/// Runs `f` on the bytes at each `(ptr, len)` of the module's memory and the host state,
+/// without copying the bytes out.
+pub(crate) fn borrowed<const N: usize, T>(
+    c: &mut Cx<'_>,
+    spans: [(i32, i32); N],
+    f: impl FnOnce([&[u8]; N], &mut HostState) -> R<T>,
+) -> R<T> {
+    let m = c.data().memory.ok_or(Status::InvalidMemoryAccess)?;
+    let (mem, h) = m.data_and_store_mut(c);
+    let mem: &[u8] = mem;
+    let mut out: [&[u8]; N] = [&[]; N];
+    for (o, (p, l)) in out.iter_mut().zip(spans) {
+        *o = range(p, l).and_then(|r| mem.get(r)).ok_or(Status::InvalidMemoryAccess)?;
+    }
+    f(out, h)
+}
+
+/// Hands the plugin the bytes `fill` writes, built in the instance's scratch buffer (kept
+/// from call to call, so this allocates nothing on the host side).
+pub(crate) fn give_with(
+    c: &mut Cx<'_>,
+    ptr_out: i32,
+    len_out: i32,
+    fill: impl FnOnce(&mut Cx<'_>, &mut Vec<u8>) -> R,
+) -> R {
+    let mut scratch = std::mem::take(&mut c.data_mut().scratch);
+    scratch.clear();
+    let r = fill(c, &mut scratch).and_then(|()| give(c, &scratch, ptr_out, len_out));
+    if scratch.capacity() <= 64 << 10 {
+        c.data_mut().scratch = scratch;
+    }
+    r
+}
+
 /// Reads a string argument (names, keys); invalid UTF-8 is replaced, never refused.
 pub(crate) fn read_str(c: &Cx<'_>, ptr: i32, len: i32) -> R<String> {
     Ok(String::from_utf8_lossy(&read(c, ptr, len)?).into_owned())

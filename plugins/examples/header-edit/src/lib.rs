@@ -2,6 +2,7 @@
 //! then adds, replaces and removes request and response headers.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -9,7 +10,7 @@ use serde::Deserialize;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { cfg: Config::default() }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { cfg: Rc::default() }) });
 }}
 
 #[derive(Clone, Default, Deserialize)]
@@ -29,8 +30,10 @@ struct Config {
     response: Edits,
 }
 
+/// The configuration is read once and shared by every request's context (a clone per request
+/// would copy its maps for each one).
 struct Root {
-    cfg: Config,
+    cfg: Rc<Config>,
 }
 
 impl Context for Root {}
@@ -40,7 +43,7 @@ impl RootContext for Root {
         let Some(raw) = self.get_plugin_configuration() else { return true };
         match serde_json::from_slice(&raw) {
             Ok(c) => {
-                self.cfg = c;
+                self.cfg = Rc::new(c);
                 true
             }
             Err(e) => {
@@ -51,7 +54,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Edit { cfg: self.cfg.clone() }))
+        Some(Box::new(Edit { cfg: Rc::clone(&self.cfg) }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -60,7 +63,7 @@ impl RootContext for Root {
 }
 
 struct Edit {
-    cfg: Config,
+    cfg: Rc<Config>,
 }
 
 impl Context for Edit {}

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use weir_config::package::{FailurePolicy, PackageMeta, PackagePhase};
 use weir_config::plugins::WasmConfig;
-use weir_wasm::{Action, Fault, Instance, Plugin, Properties, Stream};
+use weir_wasm::{Action, Fault, Instance, Plugin, Stream};
 
 pub use callout::Callouts;
 pub use engine::{check_package, compile_package, encode_metrics};
@@ -40,7 +40,15 @@ const START_ATTEMPTS: u32 = 3;
 struct Slot {
     instance: Option<Instance>,
     generation: u64,
+    /// Streams of ended requests, emptied, for the next requests on this worker: a request's
+    /// context then costs no allocation for its maps.
+    spare: Vec<Stream>,
+    /// Header names the plugin's edits used.
+    names: convert::Names,
 }
+
+/// How many ended streams a worker keeps for reuse.
+const SPARE_STREAMS: usize = 32;
 
 /// A package plugin on one route.
 #[derive(Debug)]
@@ -125,7 +133,7 @@ impl WasmFilter {
         let mut slots = Vec::new();
         for _ in 0..crate::workers::count().max(1) {
             let instance = start(&plugin, &config).map_err(|f| format!("plugin {name:?}: {f}"))?;
-            slots.push(Mutex::new(Slot { instance: Some(instance), generation: 0 }));
+            slots.push(Mutex::new(Slot { instance: Some(instance), ..Slot::default() }));
         }
         let b = &pkg.meta.breaker;
         let kinds = ["trap", "cpu", "memory", "refused", "timeout"];
@@ -178,25 +186,25 @@ impl WasmFilter {
         if gate == Gate::Open {
             return self.policy();
         }
-        let mut stream = Stream::default();
-        stream.request_headers = convert::request_fields(req, "http");
-        stream.properties =
-            Properties { source: Some(cx.source), route: Some(self.route.clone()), ..Properties::default() };
         let worker = crate::workers::current() % self.slots.len();
-        let (generation, id) = match self.open(worker) {
+        let (generation, id, mut stream) = match self.open(worker) {
             Ok(v) => v,
             Err(f) => return self.failed(gate, &Failure::Fault(f)),
         };
+        convert::request_fields(req, "http", &mut stream.request_headers);
+        stream.properties.source = Some(cx.source);
+        stream.properties.route = Some(self.route.clone());
         // The context exists before the first await, so a request dropped while it waits on a
-        // callout still ends its context (Drop); the stream moves in once the phase is done.
-        let ctx = WasmCtx { filter: self.clone(), worker, generation, id, stream: Mutex::new(Stream::default()) };
-        let verdict = self.request_phase(&ctx, &mut stream, cx).await;
-        *ctx.stream.lock() = stream;
-        match verdict {
+        // callout still ends its context (Drop).
+        let ctx = Box::new(WasmCtx { filter: self.clone(), worker, generation, id, stream: Mutex::new(Some(stream)) });
+        match self.request_phase(&ctx, cx).await {
             Ok(Verdict::Continue) => {
                 self.breaker.success(gate);
-                let mut e = convert::request_effects(&mut ctx.stream.lock().request_headers);
-                e.wasm = Some(Box::new(ctx));
+                // Locks in the order every path takes: the stream, then the slot.
+                let mut s = ctx.stream();
+                let mut e = convert::request_effects(&mut s.request_headers, &mut self.slots[worker].lock().names);
+                drop(s);
+                e.wasm = Some(ctx);
                 Outcome::Continue(e)
             }
             Ok(Verdict::Local(l)) => {
@@ -207,8 +215,9 @@ impl WasmFilter {
         }
     }
 
-    /// Opens a context on this worker's instance, rebuilding a broken one first.
-    fn open(&self, worker: usize) -> Result<(u64, u32), Fault> {
+    /// Opens a context on this worker's instance, rebuilding a broken one first; returns it
+    /// with an empty stream for it.
+    fn open(&self, worker: usize) -> Result<(u64, u32, Stream), Fault> {
         let mut slot = self.slots[worker].lock();
         if slot.instance.as_ref().is_none_or(Instance::is_broken) {
             slot.instance = None;
@@ -217,7 +226,8 @@ impl WasmFilter {
         }
         let inst = slot.instance.as_mut().expect("set above");
         let id = inst.open()?;
-        Ok((slot.generation, id))
+        let stream = slot.spare.pop().unwrap_or_default();
+        Ok((slot.generation, id, stream))
     }
 
     /// Calls `f` on context `ctx`'s instance, if it is still the one the context lives in.
@@ -232,26 +242,34 @@ impl WasmFilter {
         }
     }
 
-    async fn request_phase(&self, ctx: &WasmCtx, s: &mut Stream, cx: &FilterCx) -> Result<Verdict, Failure> {
+    /// The request headers' callback, then each callout it pauses on until the plugin lets
+    /// the request go on or answers it. The stream is locked only around each call, never
+    /// across a wait.
+    async fn request_phase(&self, ctx: &WasmCtx, cx: &FilterCx) -> Result<Verdict, Failure> {
         let end = !self.meta.reads_bodies;
-        let mut action = self.with(ctx, |i| i.on_request_headers(ctx.id, s, end)).map_err(Failure::Fault)?;
+        let mut action =
+            self.with(ctx, |i| i.on_request_headers(ctx.id, &mut ctx.stream(), end)).map_err(Failure::Fault)?;
         let deadline = tokio::time::Instant::now() + self.meta.limits.pause.0;
         loop {
-            if let Some(l) = s.local.take() {
-                return Ok(Verdict::Local(l));
-            }
-            if s.closed {
-                return Err(Failure::Closed);
-            }
-            if action == Action::Continue || s.resumed {
-                return Ok(Verdict::Continue);
-            }
-            let Some(call) = s.calls.pop() else { return Err(Failure::Stalled) };
+            let call = {
+                let mut s = ctx.stream();
+                if let Some(l) = s.local.take() {
+                    return Ok(Verdict::Local(l));
+                }
+                if s.closed {
+                    return Err(Failure::Closed);
+                }
+                if action == Action::Continue || s.resumed {
+                    return Ok(Verdict::Continue);
+                }
+                s.calls.pop().ok_or(Failure::Stalled)?
+            };
             let token = call.token;
             let rsp = tokio::time::timeout_at(deadline, self.callouts.send(call, cx.client))
                 .await
                 .map_err(|_| Failure::Timeout)?;
-            self.with(ctx, |i| i.on_http_call_response(Some((ctx.id, s)), token, rsp)).map_err(Failure::Fault)?;
+            let mut s = ctx.stream();
+            self.with(ctx, |i| i.on_http_call_response(Some((ctx.id, &mut s)), token, rsp)).map_err(Failure::Fault)?;
             action = Action::Pause;
         }
     }
@@ -375,10 +393,16 @@ pub struct WasmCtx {
     worker: usize,
     generation: u64,
     id: u32,
-    stream: Mutex<Stream>,
+    /// Its stream; taken only when the context ends, to be reused.
+    stream: Mutex<Option<Stream>>,
 }
 
 impl WasmCtx {
+    /// Its stream, locked.
+    fn stream(&self) -> parking_lot::MappedMutexGuard<'_, Stream> {
+        parking_lot::MutexGuard::map(self.stream.lock(), |s| s.as_mut().expect("present until the context ends"))
+    }
+
     /// `on_response_headers`; the plugin's changes are applied to `headers`.
     pub(crate) fn on_response(&self, status: StatusCode, headers: &mut HeaderMap) {
         let each = |f: &mut dyn FnMut(&[u8], &[u8])| {
@@ -396,12 +420,13 @@ impl WasmCtx {
         status: StatusCode,
         each: impl Fn(&mut dyn FnMut(&[u8], &[u8])),
     ) -> crate::view::Edits {
-        let mut s = self.stream.lock();
-        s.response_headers = convert::response_fields_from(status, each);
+        let mut s = self.stream();
+        s.response_headers.clear();
+        convert::response_fields_from(status, each, &mut s.response_headers);
         s.properties.response_code = Some(status.as_u16());
         let end = !self.filter.meta.reads_bodies;
         match self.filter.with(self, |i| i.on_response_headers(self.id, &mut s, end)) {
-            Ok(_) => convert::response_edits(&mut s.response_headers),
+            Ok(_) => convert::response_edits(&mut s.response_headers, &mut self.filter.slots[self.worker].lock().names),
             Err(f) => {
                 self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
                 tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_response_headers failed; response left as is");
@@ -423,7 +448,7 @@ impl WasmCtx {
     }
 
     fn body(&self, body: Bytes, request: bool) -> Result<Bytes, Box<Response<GatewayBody>>> {
-        let mut s = self.stream.lock();
+        let mut s = self.stream();
         let bytes = body.to_vec();
         if request {
             s.request_body = bytes
@@ -461,21 +486,23 @@ impl WasmCtx {
     }
 
     fn trailers(&self, trailers: &mut HeaderMap, request: bool) {
-        let mut s = self.stream.lock();
-        let fields = convert::fields_of(trailers);
+        let mut s = self.stream();
         let r = self.filter.with(self, |i| {
             if request {
-                s.request_trailers = fields;
+                s.request_trailers.clear();
+                convert::fields_of(trailers, &mut s.request_trailers);
                 i.on_request_trailers(self.id, &mut s)
             } else {
-                s.response_trailers = fields;
+                s.response_trailers.clear();
+                convert::fields_of(trailers, &mut s.response_trailers);
                 i.on_response_trailers(self.id, &mut s)
             }
         });
         match r {
             Ok(_) => {
                 let changed = if request { &mut s.request_trailers } else { &mut s.response_trailers };
-                convert::apply_edits(convert::response_edits(changed), trailers);
+                let names = &mut self.filter.slots[self.worker].lock().names;
+                convert::apply_edits(convert::response_edits(changed, names), trailers);
             }
             Err(f) => {
                 self.filter.faults[Failure::Fault(f.clone()).kind()].inc();
@@ -492,13 +519,19 @@ impl WasmCtx {
 
 impl Drop for WasmCtx {
     fn drop(&mut self) {
-        let s = self.stream.get_mut();
+        let Some(mut s) = self.stream.get_mut().take() else { return };
         let mut slot = self.filter.slots[self.worker].lock();
-        if slot.generation == self.generation
-            && let Some(i) = slot.instance.as_mut()
-            && let Err(f) = i.close(self.id, s)
+        if slot.generation != self.generation {
+            return;
+        }
+        if let Some(i) = slot.instance.as_mut()
+            && let Err(f) = i.close(self.id, &mut s)
         {
             tracing::error!(plugin = %self.filter.name, error = %f, "plugin on_log/on_done failed");
+        }
+        if slot.spare.len() < SPARE_STREAMS {
+            s.reset();
+            slot.spare.push(s);
         }
     }
 }
