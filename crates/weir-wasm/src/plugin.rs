@@ -105,6 +105,22 @@ impl Drop for Runtime {
     }
 }
 
+/// Compiles a module on a thread pool of its own, ended when the compilation is done.
+///
+/// Cranelift allocates tens of MiB while it compiles. On the process-wide rayon pool, that
+/// memory stays cached by the allocator of threads that then sit idle (the allocator returns
+/// memory to the system when a thread allocates again, or exits), so every hot update left the
+/// gateway a few MiB larger than before it. Threads that exit give it back.
+fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(4);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("weir-wasm-compile-{i}"))
+        .build()
+        .map_err(|e| LoadError::Compile(format!("cannot start the compiler's threads: {e}")))?;
+    pool.install(|| Module::new(engine, wasm)).map_err(|e| LoadError::Compile(format!("{e:#}")))
+}
+
 /// A compiled plugin, ready to be instantiated once per worker.
 #[derive(Clone)]
 pub struct Plugin {
@@ -133,7 +149,7 @@ impl Plugin {
         shared: Arc<Shared>,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let module = Module::new(&rt.engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let module = compile(&rt.engine, wasm)?;
         check_imports(&rt.host, &module)?;
         check_exports(&module)?;
         let pre = rt.host.linker.instantiate_pre(&module).map_err(|e| LoadError::Imports(vec![format!("{e:#}")]))?;
