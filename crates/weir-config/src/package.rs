@@ -40,6 +40,12 @@ pub struct PackageMeta {
     /// Whether it reads or rewrites request or response bodies (its routes then buffer them).
     #[serde(default)]
     pub reads_bodies: bool,
+    /// Whether it reads or edits trailers without reading bodies: its routes stream bodies
+    /// through hyper, which hands it each message's trailers as they pass (a plugin that reads
+    /// bodies gets trailers anyway). Off by default, so a route whose plugins read only heads
+    /// keeps the HTTP/1.1 fast path.
+    #[serde(default)]
+    pub reads_trailers: bool,
     /// The root id its instances are given (`plugin_root_id`), for SDKs that register root
     /// contexts by name (AssemblyScript's); empty by default, as in Envoy.
     #[serde(default)]

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::filter::TrailerPlugins;
 use crate::upstream::Endpoint;
 use crate::upstream::pool::Conn;
 
@@ -50,6 +51,44 @@ pub enum UpstreamBody {
     Full(Option<Bytes>),
     /// A buffered body and its trailers, as plugins that read bodies left them.
     Buffered(Buffered),
+    /// The downstream body streamed, its trailers handed to the plugins that read them (and
+    /// cut off past the route's limit, if it has one).
+    Trailed(Incoming, TrailerPlugins, Option<BodyLimit>),
+}
+
+/// `polled`, cut off with an error once the frames so far pass `limit`.
+fn within(
+    polled: Poll<Option<Result<Frame<Bytes>, BoxError>>>,
+    limit: &BodyLimit,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if let Poll::Ready(Some(Ok(f))) = &polled
+        && let Some(d) = f.data_ref()
+    {
+        let (max, seen, tripped) = &*limit.0;
+        if seen.fetch_add(d.len() as u64, Relaxed) + d.len() as u64 > *max {
+            tripped.store(true, Relaxed);
+            return Poll::Ready(Some(Err("request body over the route's max_body_size".into())));
+        }
+    }
+    polled
+}
+
+/// `polled`, with a trailers frame handed to `plugins` first.
+fn trailed<E>(
+    polled: Poll<Option<Result<Frame<Bytes>, E>>>,
+    plugins: &TrailerPlugins,
+) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    polled.map(|f| {
+        f.map(|f| {
+            f.map(|frame| match frame.into_trailers() {
+                Ok(mut t) => {
+                    plugins.apply(&mut t);
+                    Frame::trailers(t)
+                }
+                Err(frame) => frame,
+            })
+        })
+    })
 }
 
 /// A whole body and its trailers: one data frame, then one trailers frame.
@@ -90,28 +129,24 @@ impl Body for UpstreamBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Limited(b, limit) => {
-                let polled = Pin::new(b).poll_frame(cx).map_err(BoxError::from);
-                if let Poll::Ready(Some(Ok(f))) = &polled
-                    && let Some(d) = f.data_ref()
-                {
-                    let (max, seen, tripped) = &*limit.0;
-                    if seen.fetch_add(d.len() as u64, Relaxed) + d.len() as u64 > *max {
-                        tripped.store(true, Relaxed);
-                        return Poll::Ready(Some(Err("request body over the route's max_body_size".into())));
-                    }
-                }
-                polled
-            }
+            Self::Limited(b, limit) => within(Pin::new(b).poll_frame(cx).map_err(BoxError::from), limit),
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Buffered(b) => Poll::Ready(b.next().map(Ok)),
+            Self::Trailed(b, plugins, limit) => {
+                let polled = Pin::new(b).poll_frame(cx).map_err(BoxError::from);
+                let polled = match limit {
+                    Some(l) => within(polled, l),
+                    None => polled,
+                };
+                trailed(polled, plugins)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Incoming(b) | Self::Limited(b, _) => b.is_end_stream(),
+            Self::Incoming(b) | Self::Limited(b, _) | Self::Trailed(b, ..) => b.is_end_stream(),
             Self::Empty => true,
             Self::Full(b) => b.is_none(),
             Self::Buffered(b) => b.is_end_stream(),
@@ -120,7 +155,7 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Incoming(b) | Self::Limited(b, _) => b.size_hint(),
+            Self::Incoming(b) | Self::Limited(b, _) | Self::Trailed(b, ..) => b.size_hint(),
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Buffered(b) => b.size_hint(),
@@ -186,6 +221,9 @@ pub enum GatewayBody {
     },
     /// A buffered body and its trailers, as plugins that read bodies left them.
     Buffered(Buffered),
+    /// A body streamed through, its trailers handed to the plugins that read them; the
+    /// plugins' contexts end with it.
+    Trailed(Box<GatewayBody>, TrailerPlugins),
 }
 
 impl GatewayBody {
@@ -208,6 +246,7 @@ impl Body for GatewayBody {
         match self.get_mut() {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Buffered(b) => Poll::Ready(b.next().map(Ok)),
+            Self::Trailed(b, plugins) => trailed(Pin::new(&mut **b).poll_frame(cx), plugins),
             Self::Proxied { inner, lease } => {
                 // The upstream connection's I/O runs here, in this task (see `pool::Conn`).
                 if let Some(c) = lease.as_mut().and_then(Lease::conn_mut) {
@@ -231,6 +270,7 @@ impl Body for GatewayBody {
         match self {
             Self::Full(b) => b.is_none(),
             Self::Buffered(b) => b.is_end_stream(),
+            Self::Trailed(b, _) => b.is_end_stream(),
             Self::Proxied { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -240,6 +280,7 @@ impl Body for GatewayBody {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Buffered(b) => b.size_hint(),
+            Self::Trailed(b, _) => b.size_hint(),
             Self::Proxied { inner, .. } => inner.size_hint(),
         }
     }

@@ -242,6 +242,10 @@ async fn proxy(
             Ok(body) => body,
             Err(answer) => return Ok(*answer),
         }
+    } else if route.chain.streams_trailers()
+        && let Some(plugins) = fcx.trailer_plugins(true)
+    {
+        UpstreamBody::Trailed(body, plugins, None)
     } else {
         UpstreamBody::Incoming(body)
     };
@@ -345,6 +349,7 @@ async fn attempts(
     let limit = route.max_body_size.filter(|_| !bodiless).map(BodyLimit::new);
     let body = match (body, &limit) {
         (UpstreamBody::Incoming(b), Some(l)) => UpstreamBody::Limited(b, l.clone()),
+        (UpstreamBody::Trailed(b, p, None), Some(l)) => UpstreamBody::Trailed(b, p, Some(l.clone())),
         (b, _) => b,
     };
     // hyper hands back a request it could not send, so the free attempt is always safe.
@@ -424,6 +429,11 @@ async fn attempts(
                 let body = GatewayBody::Proxied { inner, lease: Some(lease) };
                 if route.chain.reads_bodies() {
                     return plugin_body(route, rp, body, fcx).await.map_err(bad);
+                }
+                if route.chain.streams_trailers()
+                    && let Some(plugins) = fcx.trailer_plugins(false)
+                {
+                    return Ok(Response::from_parts(rp, GatewayBody::Trailed(Box::new(body), plugins)));
                 }
                 return Ok(Response::from_parts(rp, body));
             }

@@ -249,8 +249,10 @@ fn compile_route(spec: &RouteSpec, target: Target, chain: Chain, metrics: RouteM
                 .unwrap_or_else(|_| Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!())),
         ),
     };
-    // Buffering a body for a plugin is hyper's path; the fast path streams.
+    // Buffering a body for a plugin, or handing trailers to one, is hyper's path; the fast
+    // path streams bodies and their trailers as they are.
     let plain_http1 = !chain.reads_bodies()
+        && !chain.streams_trailers()
         && target.upstreams().all(|u| u.protocol() == UpstreamProtocol::Http1 && u.tls().is_none());
     Route {
         name: spec.name.as_str().into(),

@@ -513,12 +513,14 @@ async fn h2c_with_trailers() -> (std::net::SocketAddr, tokio::task::JoinHandle<(
     (addr, task)
 }
 
-#[tokio::test]
-async fn a_plugin_that_reads_bodies_sees_and_edits_request_and_response_trailers() {
+/// Sends `ping` with a trailer `x-sig` over HTTP/2 through Weir, whose one route runs the
+/// `body` example (its metadata edited by `meta`) in front of [`h2c_with_trailers`]; returns
+/// the response body and trailers.
+async fn body_plugin_with_trailers(meta: impl Fn(String) -> String) -> (bytes::Bytes, http::HeaderMap) {
     use http_body_util::{BodyExt, StreamBody};
     let (up, _task) = h2c_with_trailers().await;
     let dir = tempfile::tempdir().unwrap();
-    let pkg = package("body", dir.path());
+    let pkg = package_with("body", dir.path(), meta);
     let plugins = "      - name: body\n        config: { from: upstream, to: the plugin }\n";
     let yaml = plugin_config(&[&pkg], up.port(), plugins, "").replace(
         &format!("endpoints: [{{ address: 127.0.0.1, port: {}, weight: 1 }}]\n", up.port()),
@@ -548,7 +550,11 @@ async fn a_plugin_that_reads_bodies_sees_and_edits_request_and_response_trailers
     assert_eq!(rsp.status(), 200);
     let got = rsp.into_body().collect().await.unwrap();
     let trailers = got.trailers().cloned().expect("the response kept its trailers");
-    assert_eq!(got.to_bytes(), "body from the plugin");
+    (got.to_bytes(), trailers)
+}
+
+/// What the `body` plugin did to trailers: both directions passed through it.
+fn assert_trailers_edited(trailers: &http::HeaderMap) {
     assert_eq!(trailers["grpc-status"], "0");
     // The response trailers passed through the plugin…
     assert_eq!(trailers["x-note"], "from the plugin");
@@ -556,4 +562,22 @@ async fn a_plugin_that_reads_bodies_sees_and_edits_request_and_response_trailers
     assert!(names.contains("grpc-status") && names.contains("x-note"), "{names}");
     // …and so did the request's, before the upstream saw them.
     assert_eq!(trailers["x-got-x-sig"], "signed by the plugin");
+}
+
+#[tokio::test]
+async fn a_plugin_that_reads_bodies_sees_and_edits_request_and_response_trailers() {
+    let (body, trailers) = body_plugin_with_trailers(|m| m).await;
+    assert_eq!(body, "body from the plugin");
+    assert_trailers_edited(&trailers);
+}
+
+#[tokio::test]
+async fn a_plugin_that_reads_only_trailers_edits_them_while_bodies_stream() {
+    let (body, trailers) = body_plugin_with_trailers(|m| {
+        assert!(m.contains("reads_bodies: true"), "{m}");
+        m.replace("reads_bodies: true", "reads_trailers: true")
+    })
+    .await;
+    assert_eq!(body, "body from upstream", "the body streamed past the plugin, which reads no bodies");
+    assert_trailers_edited(&trailers);
 }

@@ -73,7 +73,7 @@ pub struct Effects {
     /// Claims of a verified JWT.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// A plugin's HTTP context, kept for the response and the end of the request.
-    pub wasm: Option<Box<wasm::WasmCtx>>,
+    pub wasm: Option<Arc<wasm::WasmCtx>>,
 }
 
 /// A request filter's verdict.
@@ -105,10 +105,36 @@ pub struct FilterCx {
     /// Claims of a verified JWT, for claim-keyed rate limits.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Plugin HTTP contexts of this request, in the order they ran; ended when it is dropped.
-    pub wasm: Vec<Box<wasm::WasmCtx>>,
+    pub wasm: Vec<Arc<wasm::WasmCtx>>,
+}
+
+/// The plugin contexts of one request that read trailers, held by a streamed body so its
+/// trailers reach them as they pass (the contexts then end with the body).
+#[derive(Debug)]
+pub struct TrailerPlugins {
+    ctxs: Vec<Arc<wasm::WasmCtx>>,
+    request: bool,
+}
+
+impl TrailerPlugins {
+    /// Hands `trailers` to each plugin: a request's in request order, a response's in reverse.
+    pub fn apply(&self, trailers: &mut HeaderMap) {
+        if self.request {
+            self.ctxs.iter().for_each(|w| w.on_request_trailers(trailers));
+        } else {
+            self.ctxs.iter().rev().for_each(|w| w.on_response_trailers(trailers));
+        }
+    }
 }
 
 impl FilterCx {
+    /// The plugins of this request that read trailers, for its request (`request`) or its
+    /// response body; `None` when there are none.
+    pub fn trailer_plugins(&self, request: bool) -> Option<TrailerPlugins> {
+        let ctxs: Vec<_> = self.wasm.iter().filter(|w| w.reads_trailers()).cloned().collect();
+        (!ctxs.is_empty()).then_some(TrailerPlugins { ctxs, request })
+    }
+
     /// A context for a request from `client`.
     pub fn new(client: SocketAddr) -> Self {
         Self {
@@ -232,6 +258,8 @@ pub struct Chain {
     builtins_edit_responses: bool,
     /// A plugin reads response bodies.
     reads_bodies: bool,
+    /// A plugin reads trailers (and perhaps not bodies).
+    reads_trailers: bool,
 }
 
 impl Chain {
@@ -251,7 +279,8 @@ impl Chain {
         let edits_responses =
             builtins_edit_responses || phases.iter().flatten().any(|f| matches!(**f, Filter::Wasm(_)));
         let reads_bodies = phases.iter().flatten().any(|f| matches!(&**f, Filter::Wasm(w) if w.reads_bodies()));
-        Self { phases, loggers, edits_responses, builtins_edit_responses, reads_bodies }
+        let reads_trailers = phases.iter().flatten().any(|f| matches!(&**f, Filter::Wasm(w) if w.reads_trailers()));
+        Self { phases, loggers, edits_responses, builtins_edit_responses, reads_bodies, reads_trailers }
     }
 
     /// Whether an access log wants entries for this route.
@@ -278,6 +307,12 @@ impl Chain {
         self.reads_bodies
     }
 
+    /// Whether a plugin reads trailers while no plugin reads bodies: bodies then stream, and
+    /// their trailers are handed to the plugins as they pass ([`TrailerPlugins`]).
+    pub fn streams_trailers(&self) -> bool {
+        self.reads_trailers && !self.reads_bodies
+    }
+
     /// Hands a buffered response body to the plugins that read bodies; returns what to send,
     /// or a response that replaces the upstream's (a plugin answered itself).
     pub fn on_response_body(&self, mut body: Bytes, cx: &FilterCx) -> Result<Bytes, Box<Response<GatewayBody>>> {
@@ -287,17 +322,17 @@ impl Chain {
         Ok(body)
     }
 
-    /// Hands a buffered response's trailers to the plugins that read bodies, in the reverse of
+    /// Hands a buffered response's trailers to the plugins that read them, in the reverse of
     /// their request order, each seeing the last one's changes.
     pub fn on_response_trailers(&self, trailers: &mut HeaderMap, cx: &FilterCx) {
-        for w in cx.wasm.iter().rev().filter(|w| w.reads_bodies()) {
+        for w in cx.wasm.iter().rev().filter(|w| w.reads_trailers()) {
             w.on_response_trailers(trailers);
         }
     }
 
-    /// Hands a buffered request's trailers to the plugins that read bodies, in order.
+    /// Hands a buffered request's trailers to the plugins that read them, in order.
     pub fn on_request_trailers(&self, trailers: &mut HeaderMap, cx: &FilterCx) {
-        for w in cx.wasm.iter().filter(|w| w.reads_bodies()) {
+        for w in cx.wasm.iter().filter(|w| w.reads_trailers()) {
             w.on_request_trailers(trailers);
         }
     }

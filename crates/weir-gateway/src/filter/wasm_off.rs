@@ -46,6 +46,10 @@ impl WasmFilter {
         match *self {}
     }
 
+    pub(crate) fn reads_trailers(&self) -> bool {
+        match *self {}
+    }
+
     pub(crate) async fn on_request(self: &Arc<Self>, _: &RequestView<'_>, _: &FilterCx) -> Outcome {
         match **self {}
     }
@@ -81,6 +85,10 @@ impl WasmCtx {
     }
 
     pub(crate) fn reads_bodies(&self) -> bool {
+        match *self {}
+    }
+
+    pub(crate) fn reads_trailers(&self) -> bool {
         match *self {}
     }
 }

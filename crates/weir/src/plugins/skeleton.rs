@@ -113,7 +113,10 @@ phase: transform
 priority: 0
 # fail_closed answers 503 when the plugin fails; fail_open skips it.
 failure_policy: fail_open
+# true: the route buffers bodies for on_request_body / on_response_body (and trailers).
 reads_bodies: false
+# true: trailers reach on_*_trailers while bodies stream (implied by reads_bodies).
+reads_trailers: false
 ";
 
 const SCHEMA: &str = r#"{

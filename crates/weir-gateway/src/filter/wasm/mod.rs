@@ -180,6 +180,11 @@ impl WasmFilter {
         self.meta.reads_bodies
     }
 
+    /// Whether it reads trailers (it does when it reads bodies).
+    pub(crate) fn reads_trailers(&self) -> bool {
+        self.meta.reads_trailers || self.meta.reads_bodies
+    }
+
     /// Runs `on_request_headers` (and any callouts it pauses on) in a new HTTP context.
     pub(crate) async fn on_request(self: &Arc<Self>, req: &RequestView<'_>, cx: &FilterCx) -> Outcome {
         let gate = self.breaker.gate(Instant::now());
@@ -196,7 +201,7 @@ impl WasmFilter {
         stream.properties.route = Some(self.route.clone());
         // The context exists before the first await, so a request dropped while it waits on a
         // callout still ends its context (Drop).
-        let ctx = Box::new(WasmCtx { filter: self.clone(), worker, generation, id, stream: Mutex::new(Some(stream)) });
+        let ctx = Arc::new(WasmCtx { filter: self.clone(), worker, generation, id, stream: Mutex::new(Some(stream)) });
         match self.request_phase(&ctx, cx).await {
             Ok(Verdict::Continue) => {
                 self.breaker.success(gate);
@@ -514,6 +519,11 @@ impl WasmCtx {
     /// Whether its plugin reads response bodies.
     pub(crate) fn reads_bodies(&self) -> bool {
         self.filter.meta.reads_bodies
+    }
+
+    /// Whether its plugin reads trailers.
+    pub(crate) fn reads_trailers(&self) -> bool {
+        self.filter.reads_trailers()
     }
 }
 
