@@ -41,7 +41,7 @@ impl Fields {
         Self { buf: Vec::with_capacity(bytes), pairs: Vec::with_capacity(pairs), touched: Vec::new() }
     }
 
-    /// A map of these pairs; names are lower-cased.
+    /// A map of these pairs, as a peer sent them.
     pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
         let mut f = Self::default();
         for (k, v) in pairs {
@@ -389,7 +389,7 @@ pub struct StreamState {
 }
 
 /// A body buffer that grew past this is not kept for the next request.
-const KEEP_BODY: usize = 64 << 10;
+const KEEP_BODY: usize = 16 << 10;
 
 impl Stream {
     /// Empties it for the next request on the same instance, keeping its buffers (unless they

@@ -109,20 +109,25 @@ pub struct FilterCx {
 }
 
 /// The plugin contexts of one request that read trailers, held by a streamed body so its
-/// trailers reach them as they pass (the contexts then end with the body).
+/// trailers reach them as they pass. A response body holds them, so they end with it; a
+/// request body only refers to them, because an upstream may answer before it has read the
+/// whole request, and the contexts must not wait for an idle connection to be reused.
 #[derive(Debug)]
-pub struct TrailerPlugins {
-    ctxs: Vec<Arc<wasm::WasmCtx>>,
-    request: bool,
+pub enum TrailerPlugins {
+    /// A request's, in request order.
+    Request(Vec<std::sync::Weak<wasm::WasmCtx>>),
+    /// A response's, in reverse.
+    Response(Vec<Arc<wasm::WasmCtx>>),
 }
 
 impl TrailerPlugins {
     /// Hands `trailers` to each plugin: a request's in request order, a response's in reverse.
     pub fn apply(&self, trailers: &mut HeaderMap) {
-        if self.request {
-            self.ctxs.iter().for_each(|w| w.on_request_trailers(trailers));
-        } else {
-            self.ctxs.iter().rev().for_each(|w| w.on_response_trailers(trailers));
+        match self {
+            Self::Request(ctxs) => {
+                ctxs.iter().filter_map(std::sync::Weak::upgrade).for_each(|w| w.on_request_trailers(trailers))
+            }
+            Self::Response(ctxs) => ctxs.iter().rev().for_each(|w| w.on_response_trailers(trailers)),
         }
     }
 }
@@ -131,8 +136,13 @@ impl FilterCx {
     /// The plugins of this request that read trailers, for its request (`request`) or its
     /// response body; `None` when there are none.
     pub fn trailer_plugins(&self, request: bool) -> Option<TrailerPlugins> {
-        let ctxs: Vec<_> = self.wasm.iter().filter(|w| w.reads_trailers()).cloned().collect();
-        (!ctxs.is_empty()).then_some(TrailerPlugins { ctxs, request })
+        let ctxs = self.wasm.iter().filter(|w| w.reads_trailers());
+        ctxs.clone().next()?;
+        Some(if request {
+            TrailerPlugins::Request(ctxs.map(Arc::downgrade).collect())
+        } else {
+            TrailerPlugins::Response(ctxs.cloned().collect())
+        })
     }
 
     /// A context for a request from `client`.

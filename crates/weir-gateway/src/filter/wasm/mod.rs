@@ -48,7 +48,7 @@ struct Slot {
 }
 
 /// How many ended streams a worker keeps for reuse.
-const SPARE_STREAMS: usize = 32;
+const SPARE_STREAMS: usize = 16;
 
 /// A package plugin on one route.
 #[derive(Debug)]
@@ -251,9 +251,12 @@ impl WasmFilter {
     /// the request go on or answers it. The stream is locked only around each call, never
     /// across a wait.
     async fn request_phase(&self, ctx: &WasmCtx, cx: &FilterCx) -> Result<Verdict, Failure> {
-        let end = !self.meta.reads_bodies;
-        let mut action =
-            self.with(ctx, |i| i.on_request_headers(ctx.id, &mut ctx.stream(), end)).map_err(Failure::Fault)?;
+        // A body or trailers may follow for a plugin that reads them.
+        let end = !self.reads_trailers();
+        let mut action = {
+            let mut s = ctx.stream();
+            self.with(ctx, |i| i.on_request_headers(ctx.id, &mut s, end)).map_err(Failure::Fault)?
+        };
         let deadline = tokio::time::Instant::now() + self.meta.limits.pause.0;
         loop {
             let call = {
@@ -429,7 +432,7 @@ impl WasmCtx {
         s.response_headers.clear();
         convert::response_fields_from(status, each, &mut s.response_headers);
         s.properties.response_code = Some(status.as_u16());
-        let end = !self.filter.meta.reads_bodies;
+        let end = !self.filter.reads_trailers();
         match self.filter.with(self, |i| i.on_response_headers(self.id, &mut s, end)) {
             Ok(_) => convert::response_edits(&mut s.response_headers, &mut self.filter.slots[self.worker].lock().names),
             Err(f) => {
@@ -454,12 +457,10 @@ impl WasmCtx {
 
     fn body(&self, body: Bytes, request: bool) -> Result<Bytes, Box<Response<GatewayBody>>> {
         let mut s = self.stream();
-        let bytes = body.to_vec();
-        if request {
-            s.request_body = bytes
-        } else {
-            s.response_body = bytes
-        }
+        // Into the stream's own buffer, kept from request to request.
+        let buf = if request { &mut s.request_body } else { &mut s.response_body };
+        buf.clear();
+        buf.extend_from_slice(&body);
         s.body_changed = false;
         let r = self.filter.with(self, |i| {
             if request { i.on_request_body(self.id, &mut s, true) } else { i.on_response_body(self.id, &mut s, true) }
