@@ -422,7 +422,16 @@ async fn attempts(
                     }
                 }
                 let (mut rp, inner) = rsp.into_parts();
+                // The trailers the upstream declares: HTTP/1.1 carries only declared ones.
+                let declared: Vec<HeaderValue> = if route.chain.streams_trailers() {
+                    rp.headers.get_all(header::TRAILER).iter().cloned().collect()
+                } else {
+                    Vec::new()
+                };
                 headers::strip_hop_by_hop(&mut rp.headers, false);
+                for v in declared {
+                    rp.headers.append(header::TRAILER, v);
+                }
                 if !route.chain.is_empty() {
                     route.chain.on_response(rp.status, &mut rp.headers, fcx);
                 }
@@ -467,7 +476,18 @@ async fn plugin_body(
         route.chain.on_response_trailers(t, fcx);
     }
     reframe(&mut rp.headers, out.len(), trailers.is_some());
+    if let Some(t) = &trailers {
+        declare(&mut rp.headers, t);
+    }
     Ok(Response::from_parts(rp, GatewayBody::Buffered(Buffered { data: Some(out), trailers })))
+}
+
+/// Declares `trailers` in a `Trailer` field: an HTTP/1.1 peer is sent only declared ones.
+fn declare(headers: &mut HeaderMap, trailers: &HeaderMap) {
+    let names: Vec<&str> = trailers.keys().map(http::HeaderName::as_str).collect();
+    if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
+        headers.insert(header::TRAILER, v);
+    }
 }
 
 /// Frames a body a plugin may have rewritten: its length, not the original's framing; with

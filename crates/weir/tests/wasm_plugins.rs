@@ -581,3 +581,56 @@ async fn a_plugin_that_reads_only_trailers_edits_them_while_bodies_stream() {
     assert_eq!(body, "body from upstream", "the body streamed past the plugin, which reads no bodies");
     assert_trailers_edited(&trailers);
 }
+
+/// The `body` example, its metadata edited by `meta`, in front of an HTTP/1.1 upstream that
+/// answers chunked with a declared trailer; an HTTP/1.1 client that accepts trailers asks it.
+/// Returns the response as received, lower-cased.
+async fn body_plugin_over_http1(meta: impl Fn(String) -> String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An HTTP/1.1 upstream that answers every request chunked, with a trailer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let rsp = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-note\r\n\r\n12\r\nbody from upstream\r\n0\r\nx-note: from upstream\r\n\r\n";
+                let _ = s.write_all(rsp.as_bytes()).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = package_with("body", dir.path(), meta);
+    let plugins = "      - name: body\n        config: { from: upstream, to: the plugin }\n";
+    let weir = Weir::start(&plugin_config(&[&pkg], port, plugins, ""));
+    let mut c = tokio::net::TcpStream::connect(weir.addr).await.unwrap();
+    c.write_all(b"GET /rpc HTTP/1.1\r\nhost: weir\r\nte: trailers\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&got).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn trailers_reach_plugins_and_http1_clients() {
+    // Streamed: the upstream's declared trailer, edited by the plugin.
+    let got = body_plugin_over_http1(|m| m.replace("reads_bodies: true", "reads_trailers: true")).await;
+    let (head, body) = got.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {got:?}"));
+    assert!(head.starts_with("http/1.1 200") && head.contains("transfer-encoding: chunked"), "{got}");
+    assert!(head.contains("\r\ntrailer: x-note"), "the upstream's declaration is kept: {got}");
+    assert!(body.contains("body from upstream"), "the body streamed past the plugin: {got}");
+    assert!(body.contains("\r\nx-note: from the plugin\r\n"), "the plugin edited the upstream's trailer: {got}");
+    // Buffered: every trailer the plugin leaves is declared, its own too.
+    let got = body_plugin_over_http1(|m| m).await;
+    let (head, body) = got.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {got:?}"));
+    assert!(body.contains("body from the plugin"), "{got}");
+    assert!(head.contains("\r\ntrailer: "), "{got}");
+    assert!(body.contains("\r\nx-note: from the plugin\r\n"), "{got}");
+    assert!(body.contains("\r\nx-body-trailers: x-note\r\n"), "the plugin's own trailer is declared and sent: {got}");
+}
