@@ -421,34 +421,46 @@ async fn attempts(
                         continue;
                     }
                 }
-                let (mut rp, inner) = rsp.into_parts();
-                // The trailers the upstream declares: HTTP/1.1 carries only declared ones.
-                let declared: Vec<HeaderValue> = if route.chain.streams_trailers() {
-                    rp.headers.get_all(header::TRAILER).iter().cloned().collect()
-                } else {
-                    Vec::new()
-                };
-                headers::strip_hop_by_hop(&mut rp.headers, false);
-                for v in declared {
-                    rp.headers.append(header::TRAILER, v);
-                }
-                if !route.chain.is_empty() {
-                    route.chain.on_response(rp.status, &mut rp.headers, fcx);
-                }
-                let body = GatewayBody::Proxied { inner, lease: Some(lease) };
-                if route.chain.reads_bodies() {
-                    return plugin_body(route, rp, body, fcx).await.map_err(bad);
-                }
-                if route.chain.streams_trailers()
-                    && let Some(plugins) = fcx.trailer_plugins(false)
-                {
-                    return Ok(Response::from_parts(rp, GatewayBody::Trailed(Box::new(body), plugins)));
-                }
-                return Ok(Response::from_parts(rp, body));
+                return respond(route, rsp, lease, fcx).await.map_err(bad);
             }
         }
     }
     Err(last_err.unwrap_or_else(|| no_endpoint(route, upstream)))
+}
+
+/// The upstream's response as the client gets it: hop-by-hop fields gone, the chain's response
+/// edits made, and its body streamed (holding `lease` until it ends), streamed past plugins
+/// that read trailers, or buffered for plugins that read bodies.
+async fn respond(
+    route: &Route,
+    rsp: Response<Incoming>,
+    lease: Lease,
+    fcx: &FilterCx,
+) -> Result<Response<GatewayBody>, String> {
+    let (mut rp, inner) = rsp.into_parts();
+    // The trailers the upstream declares: HTTP/1.1 carries only declared ones.
+    let declared: Vec<HeaderValue> = if route.chain.streams_trailers() {
+        rp.headers.get_all(header::TRAILER).iter().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    headers::strip_hop_by_hop(&mut rp.headers, false);
+    for v in declared {
+        rp.headers.append(header::TRAILER, v);
+    }
+    if !route.chain.is_empty() {
+        route.chain.on_response(rp.status, &mut rp.headers, fcx);
+    }
+    let body = GatewayBody::Proxied { inner, lease: Some(lease) };
+    if route.chain.reads_bodies() {
+        return plugin_body(route, rp, body, fcx).await;
+    }
+    if route.chain.streams_trailers()
+        && let Some(plugins) = fcx.trailer_plugins(false)
+    {
+        return Ok(Response::from_parts(rp, GatewayBody::Trailed(Box::new(body), plugins)));
+    }
+    Ok(Response::from_parts(rp, body))
 }
 
 /// The largest response body buffered for plugins that read bodies.
