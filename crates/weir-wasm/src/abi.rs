@@ -151,14 +151,19 @@ where
     out
 }
 
+/// The length of the serialized pairs: the count, two lengths per pair, each key and value
+/// with its NUL.
+pub(crate) fn serialized_len<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> usize {
+    4 + pairs.into_iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>()
+}
+
 /// [`serialize_pairs`] appended to `out`.
 pub(crate) fn serialize_pairs_into<'a, I>(pairs: I, out: &mut Vec<u8>)
 where
     I: IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
 {
     let n = pairs.clone().into_iter().count();
-    let bytes: usize = pairs.clone().into_iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-    out.reserve(4 + n * 8 + bytes);
+    out.reserve(serialized_len(pairs.clone()));
     out.extend_from_slice(&(n as u32).to_le_bytes());
     for (k, v) in pairs.clone() {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());

@@ -35,12 +35,6 @@ struct Pair {
 const KEEP_BYTES: usize = 16 << 10;
 
 impl Fields {
-    /// An empty map with room for `pairs` pairs of `bytes` bytes in all, so filling it does not
-    /// grow its buffers.
-    pub fn with_capacity(pairs: usize, bytes: usize) -> Self {
-        Self { buf: Vec::with_capacity(bytes), pairs: Vec::with_capacity(pairs), touched: Vec::new() }
-    }
-
     /// A map of these pairs, as a peer sent them.
     pub fn new(pairs: Vec<(String, Vec<u8>)>) -> Self {
         let mut f = Self::default();
@@ -137,8 +131,7 @@ impl Fields {
     /// The map as the ABI serializes it (count, lengths, then each name lower-case and value,
     /// each followed by a NUL), appended to `out`.
     pub fn serialize_into(&self, out: &mut Vec<u8>) {
-        let bytes: usize = self.pairs.iter().map(|p| (p.name.1 + p.value.1) as usize + 2).sum();
-        out.reserve(4 + self.pairs.len() * 8 + bytes);
+        out.reserve(self.serialized_len());
         out.extend_from_slice(&(self.pairs.len() as u32).to_le_bytes());
         for p in &self.pairs {
             out.extend_from_slice(&p.name.1.to_le_bytes());
@@ -154,7 +147,7 @@ impl Fields {
 
     /// The length of [`Fields::serialize_into`]'s output.
     pub fn serialized_len(&self) -> usize {
-        4 + self.pairs.iter().map(|p| (p.name.1 + p.value.1) as usize + 10).sum::<usize>()
+        crate::abi::serialized_len(self.iter())
     }
 
     /// All pairs, in order (names as stored: a peer's as sent, the plugin's lower-case).
@@ -263,19 +256,6 @@ impl Fields {
     /// Forgets the changes [`Fields::changes`] lists.
     pub fn forget_changes(&mut self) {
         self.touched.clear();
-    }
-
-    /// [`Fields::changes`] collected, then forgotten.
-    pub fn take_changes(&mut self) -> Vec<(String, Vec<&[u8]>)> {
-        let names: Vec<String> = self.changes().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect();
-        self.touched.clear();
-        names
-            .into_iter()
-            .map(|n| {
-                let vals = self.all(&n).collect();
-                (n, vals)
-            })
-            .collect()
     }
 
     /// Whether the plugin changed anything since the last [`Fields::forget_changes`].

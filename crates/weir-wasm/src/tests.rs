@@ -66,9 +66,9 @@ fn statuses_are_what_the_sdks_expect() {
     let (ptr, len) =
         (u32::from_le_bytes(got[0..4].try_into().unwrap()), u32::from_le_bytes(got[4..8].try_into().unwrap()));
     assert_eq!(i.memory_at(ptr as usize, len as usize), b"v1", "values are copied into the plugin's memory");
-    let changes = s.request_headers.take_changes();
+    let changes: Vec<(&[u8], Vec<&[u8]>)> = s.request_headers.changes().map(|(n, v)| (n, v.collect())).collect();
     assert_eq!(changes.len(), 1, "only x-new changed: {changes:?}");
-    assert_eq!(changes[0].0, "x-new");
+    assert_eq!(changes[0].0, b"x-new");
     assert_eq!(changes[0].1, vec![&b"v1"[..]]);
 }
 

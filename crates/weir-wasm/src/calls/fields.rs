@@ -1,6 +1,6 @@
 //! Header maps, buffers and stream control: the calls that read and edit the lent stream.
 
-use crate::abi::{BufferType, MapType, Status, deserialize_pairs, serialize_pairs_into};
+use crate::abi::{BufferType, MapType, Status, deserialize_pairs, serialize_pairs_into, serialized_len};
 use crate::host::HostState;
 use crate::stream::{Fields, LocalResponse};
 
@@ -41,7 +41,7 @@ impl MapRef<'_> {
     fn serialized_len(&self) -> usize {
         match self {
             Self::Own(f) => f.serialized_len(),
-            Self::Call(Some(p)) => 4 + p.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>(),
+            Self::Call(Some(p)) => serialized_len(p.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))),
             Self::Call(None) => 0,
         }
     }

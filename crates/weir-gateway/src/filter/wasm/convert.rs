@@ -10,9 +10,10 @@ use crate::body::GatewayBody;
 use crate::filter::Effects;
 use crate::view::{Edits, RequestView};
 
-/// Fills `f` (empty) with the request as a plugin sees it: `:method`, `:path` (with the
-/// query), `:authority`, `:scheme`, then every header.
+/// Fills `f` with the request as a plugin sees it: `:method`, `:path` (with the query),
+/// `:authority`, `:scheme`, then every header.
 pub(super) fn request_fields(req: &RequestView<'_>, scheme: &str, f: &mut Fields) {
+    f.clear();
     // The map is kept from request to request: this reserves only the first time.
     f.reserve(16, 512);
     f.push(":method", req.method.as_str().as_bytes());
@@ -93,16 +94,18 @@ fn header_change<'a>(
     }
 }
 
-/// Fills `f` (empty) with the response as a plugin sees it, from fields where they lie:
-/// `:status`, then each field `each` yields.
+/// Fills `f` with the response as a plugin sees it, from fields where they lie: `:status`,
+/// then each field `each` yields.
 pub(super) fn response_fields_from(status: StatusCode, each: impl Fn(&mut dyn FnMut(&[u8], &[u8])), f: &mut Fields) {
+    f.clear();
     f.reserve(16, 512);
     f.push(":status", status.as_str().as_bytes());
     each(&mut |k, v| f.push_raw(k, v));
 }
 
-/// Fills `f` (empty) with trailers as a plugin sees them: every field, no pseudo-headers.
+/// Fills `f` with trailers as a plugin sees them: every field, no pseudo-headers.
 pub(super) fn fields_of(map: &HeaderMap, f: &mut Fields) {
+    f.clear();
     let bytes = map.iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>();
     f.reserve(map.len() + 4, bytes + 256);
     for (k, v) in map {

@@ -429,7 +429,6 @@ impl WasmCtx {
         each: impl Fn(&mut dyn FnMut(&[u8], &[u8])),
     ) -> crate::view::Edits {
         let mut s = self.stream();
-        s.response_headers.clear();
         convert::response_fields_from(status, each, &mut s.response_headers);
         s.properties.response_code = Some(status.as_u16());
         let end = !self.filter.reads_trailers();
@@ -493,16 +492,9 @@ impl WasmCtx {
 
     fn trailers(&self, trailers: &mut HeaderMap, request: bool) {
         let mut s = self.stream();
+        convert::fields_of(trailers, if request { &mut s.request_trailers } else { &mut s.response_trailers });
         let r = self.filter.with(self, |i| {
-            if request {
-                s.request_trailers.clear();
-                convert::fields_of(trailers, &mut s.request_trailers);
-                i.on_request_trailers(self.id, &mut s)
-            } else {
-                s.response_trailers.clear();
-                convert::fields_of(trailers, &mut s.response_trailers);
-                i.on_response_trailers(self.id, &mut s)
-            }
+            if request { i.on_request_trailers(self.id, &mut s) } else { i.on_response_trailers(self.id, &mut s) }
         });
         match r {
             Ok(_) => {
