@@ -41,6 +41,21 @@ def rss_kib(pids):
     return total
 
 
+def rss_parts_kib(pids):
+    """(anonymous, file-backed) resident KiB: the heap and stacks vs the binary's own pages."""
+    anon = file = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    anon += int(line.split()[1])
+                elif line.startswith("RssFile:") or line.startswith("RssShmem:"):
+                    file += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return anon, file
+
+
 def tree(pid):
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [pid] + [int(p) for p in out.split()]
@@ -136,6 +151,8 @@ def main():
     ap.add_argument("--conns", default="64,256")
     ap.add_argument("--only", default="weir,nginx,haproxy")
     ap.add_argument("--out", default=str(ROOT / "bench/out"))
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL:K=V[,K=V]",
+                    help="also run Weir with these environment settings, e.g. purge0:MIMALLOC_PURGE_DELAY=0")
     ap.add_argument("--scenarios", default="plain", help="comma list of plain, chain, tls-h1, tls-handshake, tls-h2")
     args = ap.parse_args()
     import socket
@@ -157,12 +174,12 @@ def main():
                         "-addext", "subjectAltName=DNS:localhost", "-days", "2", "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
         (d / "combined.pem").write_text(crt.read_text() + key.read_text())
         proxies = {}
-        if "weir" in args.only:
-            cfg = d / "weir.yaml"
+        def weir_config(name, port):
+            cfg = d / f"{name}.yaml"
             cfg.write_text(f"""
 listeners:
-  - {{ name: bench, address: 127.0.0.1:{WEIR_PORT} }}
-  - {{ name: bench-tls, address: 127.0.0.1:{WEIR_PORT + TLS_OFFSET}, tls: {{ certificates: [{{ cert: "{crt}", key: "{key}" }}] }} }}
+  - {{ name: bench, address: 127.0.0.1:{port} }}
+  - {{ name: bench-tls, address: 127.0.0.1:{port + TLS_OFFSET}, tls: {{ certificates: [{{ cert: "{crt}", key: "{key}" }}] }} }}
 routes:
   - {{ name: all, upstream: up }}
   - name: chain
@@ -177,9 +194,19 @@ upstreams:
     load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {UP_PORT} }}] }}
     pool: {{ max_connections: 1024, max_idle: 512 }}
 """)
-            p = start([str(WEIR), "standalone", "-c", str(cfg), "--workers", "1"], 0, env={**os.environ, "RUST_LOG": "warn"})
+            return cfg
+
+        # Each variant is Weir again with environment settings, on its own ports.
+        weirs = [("weir", WEIR_PORT, {})] if "weir" in args.only else []
+        for i, v in enumerate(args.variant):
+            label, _, assigns = v.partition(":")
+            env = dict(a.split("=", 1) for a in assigns.split(",") if a)
+            weirs.append((f"weir-{label}", WEIR_PORT + 3 + i, env))
+        for name, port, env in weirs:
+            p = start([str(WEIR), "standalone", "-c", str(weir_config(name, port)), "--workers", "1"], 0,
+                      env={**os.environ, "RUST_LOG": "warn", **env})
             procs.append(p)
-            proxies["weir"] = (p, WEIR_PORT)
+            proxies[name] = (p, port)
         if "nginx" in args.only:
             conf = nginx_conf(d, "proxy", f"""
 upstream up {{ server 127.0.0.1:{UP_PORT}; keepalive 512; }}

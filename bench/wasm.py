@@ -8,15 +8,16 @@ For each of plain / built-in / wasm, on one worker pinned to core 0 (wrk on core
   - CPU microseconds per request (utime+stime over a wrk run).
 Then the wasm package alone:
   - hot-update time: a new module (new sha256) and config written, until the new version answers,
+    and RSS (anonymous and file-backed) before and after, each after some traffic and a second idle,
   - memory per loaded plugin: RSS with 1 vs 21 routes, each with its own instance.
 Traffic goes to 127.0.0.1 only and the run stops by itself.
-Usage: bench/wasm.py [--seconds 10] [--updates 100]   (builds release Weir and the examples)
+Usage: bench/wasm.py [--seconds 10] [--updates 100] [--only-updates]   (builds release Weir and the examples)
 """
 import argparse, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import ROOT, WEIR, cpu_seconds, nginx_conf, parse_wrk, rss_kib, start, tree, wait_port  # noqa: E402
+from compare import ROOT, WEIR, cpu_seconds, nginx_conf, parse_wrk, rss_kib, rss_parts_kib, start, tree, wait_port  # noqa: E402
 
 UP, PORT, ADMIN = 18500, 18501, 18502
 EXAMPLES = ROOT / "plugins/examples"
@@ -142,7 +143,9 @@ def hot_updates(d, n):
     p = run([str(WEIR), "standalone", "-c", str(config(d, "wasm")), "--workers", "1"], 0)
     wait_served(30)
     base = (d / "header-edit/plugin.wasm").read_bytes()
+    settle()
     rss0 = rss_kib(tree(p.pid))
+    parts0 = rss_parts_kib(tree(p.pid))
     took = []
     marks = {}
     for v in range(1, n + 1):
@@ -156,9 +159,20 @@ def hot_updates(d, n):
         took.append(time.time() - t0)
         if v in (1, 10, 25, 50, 100, 200) or v == n:
             marks[v] = rss_kib(tree(p.pid))
+    settle()
     rss1 = rss_kib(tree(p.pid))
+    parts1 = rss_parts_kib(tree(p.pid))
+    print(f"anonymous {parts0[0] / 1024:.1f} -> {parts1[0] / 1024:.1f} MiB, "
+          f"file-backed (the binary's pages) {parts0[1] / 1024:.1f} -> {parts1[1] / 1024:.1f} MiB")
     p.terminate(); p.wait()
     return statistics.median(took) * 1e3, max(took) * 1e3, rss0, rss1, marks
+
+
+def settle():
+    """Some traffic, then a second idle: RSS measured in the same state before and after."""
+    for _ in range(200):
+        header("x-version")
+    time.sleep(1)
 
 
 def per_plugin_memory(d):
@@ -177,6 +191,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--updates", type=int, default=100)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--only-updates", action="store_true", help="skip the per-request figures")
     a = ap.parse_args()
     if not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "weir"], cwd=ROOT, check=True)
@@ -191,13 +206,14 @@ def main():
         wait_port(UP)
         print("mode      instr/req   cpu µs/req   req/s    p99 ms  errors")
         base = {}
-        for mode in ["plain", "builtin", "wasm"]:
+        for mode in [] if a.only_updates else ["plain", "builtin", "wasm"]:
             ir = instructions(d, mode)
             us, rps, p99, errs = cpu_per_request(d, mode, a.seconds)
             base[mode] = (ir, us)
             print(f"{mode:<9} {ir:>9.0f}   {us:>10.2f}   {rps:>7.0f}  {p99:>6.2f}  {errs}")
-        (bi, bu), (wi, wu) = base["builtin"], base["wasm"]
-        print(f"wasm over built-in: {wi - bi:+.0f} instructions, {wu - bu:+.2f} µs CPU per request")
+        if base:
+            (bi, bu), (wi, wu) = base["builtin"], base["wasm"]
+            print(f"wasm over built-in: {wi - bi:+.0f} instructions, {wu - bu:+.2f} µs CPU per request")
         med, worst, rss0, rss1, marks = hot_updates(d, a.updates)
         print(f"hot update ({a.updates}x, new module + config, until served): median {med:.0f} ms, max {worst:.0f} ms; "
               f"RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB")

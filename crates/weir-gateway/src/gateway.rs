@@ -58,6 +58,25 @@ pub enum ApplyError {
     },
 }
 
+/// Run once a replaced config is gone, its last request finished and its plugin instances
+/// dropped: the binary's chance to have its allocator hand the freed memory back to the OS
+/// (the library does not know which allocator that is).
+pub type ReleaseHook = Arc<dyn Fn() + Send + Sync>;
+
+/// The hook, shown by name in `Debug`.
+#[derive(Clone)]
+struct Release(ReleaseHook);
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseHook")
+    }
+}
+
+/// How long a replaced config is watched for its end before the hook is given up on (a
+/// request streaming for longer keeps it alive).
+const RELEASE_WATCH: Duration = Duration::from_secs(600);
+
 /// Binds a listening socket with a backlog fit for bursts of connections.
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
@@ -98,6 +117,8 @@ pub struct Gateway {
     discovery: Discovery,
     /// The config serving, rebuilt with new answers when discovery finds a change.
     applied: Mutex<Option<ValidConfig>>,
+    /// Run when a replaced config is released.
+    release: Mutex<Option<Release>>,
     /// Itself, for the tasks it starts.
     me: Weak<Gateway>,
 }
@@ -115,8 +136,14 @@ impl Gateway {
             inherited: Mutex::new(Vec::new()),
             discovery: Discovery::default(),
             applied: Mutex::new(None),
+            release: Mutex::new(None),
             me: me.clone(),
         })
+    }
+
+    /// Runs `hook` each time a replaced config has been released.
+    pub fn on_release(&self, hook: ReleaseHook) {
+        *self.release.lock() = Some(Release(hook));
     }
 
     /// The metrics registry.
@@ -213,7 +240,23 @@ impl Gateway {
             .map_err(|(what, reason)| ApplyError::Compile { what, reason })?;
         self.callouts.set(&next.upstreams);
         self.state.store(Arc::new(next));
+        self.watch_release(Arc::downgrade(&prev));
         Ok(())
+    }
+
+    /// Runs the release hook once `old` is gone: requests in flight hold it until they end.
+    fn watch_release(&self, old: Weak<Snapshot>) {
+        let Some(Release(hook)) = self.release.lock().clone() else { return };
+        tokio::spawn(async move {
+            let step = Duration::from_millis(100);
+            for _ in 0..RELEASE_WATCH.as_millis() / step.as_millis() {
+                if old.strong_count() == 0 {
+                    hook();
+                    return;
+                }
+                tokio::time::sleep(step).await;
+            }
+        });
     }
 
     /// What discovery found changed: the serving config is rebuilt with it, as the same

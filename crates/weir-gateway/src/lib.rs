@@ -36,6 +36,6 @@ pub mod view;
 pub mod watch;
 pub mod workers;
 
-pub use gateway::{ApplyError, Gateway};
+pub use gateway::{ApplyError, Gateway, ReleaseHook};
 pub use server::ServeOptions;
 pub use workers::Workers;

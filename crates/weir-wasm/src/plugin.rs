@@ -76,7 +76,10 @@ impl Runtime {
     /// The same, with CPU time read from `cpu_clock` (tests hold it still or move it on).
     pub fn with_cpu_clock(cpu_clock: CpuClock) -> Result<Self, LoadError> {
         let mut cfg = wasmtime::Config::new();
-        cfg.epoch_interruption(true).max_wasm_stack(512 << 10).cranelift_opt_level(wasmtime::OptLevel::Speed);
+        cfg.epoch_interruption(true)
+            .parallel_compilation(false)
+            .max_wasm_stack(512 << 10)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&cfg).map_err(|e| LoadError::Compile(e.to_string()))?;
         let host = Arc::new(Host::new(&engine).map_err(|e| LoadError::Compile(e.to_string()))?);
         let stop = Arc::new(AtomicBool::new(false));
@@ -105,20 +108,15 @@ impl Drop for Runtime {
     }
 }
 
-/// Compiles a module on a thread pool of its own, ended when the compilation is done.
+/// Compiles a module on the calling thread.
 ///
-/// Cranelift allocates tens of MiB while it compiles. On the process-wide rayon pool, that
-/// memory stays cached by the allocator of threads that then sit idle (the allocator returns
-/// memory to the system when a thread allocates again, or exits), so every hot update left the
-/// gateway a few MiB larger than before it. Threads that exit give it back.
+/// Cranelift allocates tens of MiB while it compiles. On threads of their own (wasmtime's
+/// parallel compilation), part of that memory stays with threads that exit or sit idle: the
+/// allocator keeps pages holding the module's data for those threads, so each hot update left
+/// the gateway a MiB or two larger. On the caller's thread it is all in one heap, which the
+/// embedder can collect once the old version is released.
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(4);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("weir-wasm-compile-{i}"))
-        .build()
-        .map_err(|e| LoadError::Compile(format!("cannot start the compiler's threads: {e}")))?;
-    pool.install(|| Module::new(engine, wasm)).map_err(|e| LoadError::Compile(format!("{e:#}")))
+    Module::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))
 }
 
 /// A compiled plugin, ready to be instantiated once per worker.

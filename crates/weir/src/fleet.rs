@@ -175,6 +175,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         };
         let gw = Gateway::new(pool);
+        gw.on_release(Arc::new(crate::release_memory));
         if let Some(p) = &mut predecessor {
             gw.inherit(p.listeners());
         }
