@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weir_control::ControlPlane;
-use weir_control::store::{EtcdSpec, Store};
+use weir_control::store::{EtcdLimits, EtcdSpec, EtcdTls, Store};
 
 use crate::standalone::{control_runtime, read_flag_file, wait_for_signal};
 
@@ -23,6 +23,25 @@ pub(crate) struct Args {
     /// Key prefix in etcd (`--store etcd:…`), so several fleets can share one etcd.
     #[arg(long, default_value = "/weir")]
     etcd_prefix: String,
+    /// The CA (PEM) that signed the etcd members' certificates: needed for `https://` etcd
+    /// URLs.
+    #[arg(long)]
+    etcd_cacert: Option<PathBuf>,
+    /// This control plane's client certificate (PEM) for an etcd that requires one
+    /// (`--client-cert-auth`).
+    #[arg(long, requires = "etcd_key", requires = "etcd_cacert")]
+    etcd_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--etcd-cert`.
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// etcd's `--max-txn-ops`: a change of more resources than fit one transaction is refused
+    /// before anything is written.
+    #[arg(long, default_value_t = EtcdLimits::default().max_txn_ops)]
+    etcd_max_txn_ops: usize,
+    /// etcd's `--max-request-bytes`: a change larger than one request takes is refused before
+    /// anything is written (modules are stored in chunks that fit).
+    #[arg(long, default_value_t = EtcdLimits::default().max_request_bytes)]
+    etcd_max_request_bytes: usize,
     /// gRPC address gateways connect to.
     #[arg(long, default_value = "127.0.0.1:18000")]
     grpc_address: SocketAddr,
@@ -79,6 +98,34 @@ fn admin_tls(args: &Args) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
     Ok(Some(tls.acceptor))
 }
 
+/// The etcd store's location and TLS from the flags, or why they do not fit together.
+fn etcd_spec(args: &Args, endpoints: &[String]) -> Result<EtcdSpec, String> {
+    let secure = endpoints.iter().filter(|u| u.starts_with("https://")).count();
+    if secure != 0 && secure != endpoints.len() {
+        return Err("use https:// for every etcd URL or for none".into());
+    }
+    let tls = match (&args.etcd_cacert, secure) {
+        (None, 0) => None,
+        (None, _) => {
+            return Err(
+                "the etcd URLs are https://: pass --etcd-cacert with the CA that signed etcd's certificates".into()
+            );
+        }
+        (Some(_), 0) => {
+            return Err("--etcd-cacert is for https:// etcd URLs; the --store URLs are http://".into());
+        }
+        (Some(ca), _) => {
+            let identity = match (&args.etcd_cert, &args.etcd_key) {
+                (Some(c), Some(k)) => Some((read_flag_file(c)?, read_flag_file(k)?)),
+                _ => None,
+            };
+            Some(EtcdTls { ca: read_flag_file(ca)?, identity })
+        }
+    };
+    let limits = EtcdLimits { max_txn_ops: args.etcd_max_txn_ops, max_request_bytes: args.etcd_max_request_bytes };
+    Ok(EtcdSpec { endpoints: endpoints.to_vec(), prefix: args.etcd_prefix.clone(), tls, limits })
+}
+
 /// `--store`.
 #[derive(Clone, Debug)]
 enum StoreArg {
@@ -98,9 +145,6 @@ impl std::fmt::Display for StoreArg {
 fn parse_store(s: &str) -> Result<StoreArg, String> {
     match s.split_once(':') {
         Some(("redb", path)) if !path.is_empty() => Ok(StoreArg::Redb(PathBuf::from(path))),
-        Some(("etcd", urls)) if urls.contains("https://") => {
-            Err(format!("{s:?}: etcd over TLS is not supported yet; use http:// URLs on a private network"))
-        }
         Some(("etcd", urls)) if !urls.is_empty() => {
             let urls: Vec<String> =
                 urls.split(',').map(|u| if u.contains("://") { u.to_owned() } else { format!("http://{u}") }).collect();
@@ -138,8 +182,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let opened = match &args.store {
         StoreArg::Redb(path) => Store::open(path).map_err(|e| format!("{e} (is another control plane using it?)")),
         StoreArg::Etcd(endpoints) => {
-            let spec = EtcdSpec { endpoints: endpoints.clone(), prefix: args.etcd_prefix.clone() };
-            Store::open_etcd(&spec).map_err(|e| e.to_string())
+            etcd_spec(&args, endpoints).and_then(|s| Store::open_etcd(&s).map_err(|e| e.to_string()))
         }
     };
     let store = match opened {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::fleet::{Cp, Gw};
 use common::named;
+use common::pki::{ca, leaf, write_pair};
 
 /// A single-member etcd on loopback ports, stopped on drop.
 struct Etcd {
@@ -30,15 +31,33 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// An etcd that serves clients over TLS and requires their certificates: its own certificate
+/// and key, and the CA both sides trust (file paths).
+struct EtcdTls<'a> {
+    cert: &'a str,
+    key: &'a str,
+    ca: &'a str,
+}
+
 impl Etcd {
     /// Starts etcd in `dir`; retries on other ports if one was taken meanwhile.
     fn start(dir: &Path) -> Etcd {
+        Self::start_with(dir, None)
+    }
+
+    /// The same, serving clients as `tls` says when given.
+    fn start_with(dir: &Path, tls: Option<&EtcdTls<'_>>) -> Etcd {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for attempt in 0..3 {
             let (client, peer) = (free_port(), free_port());
             let data = dir.join(format!("etcd-{attempt}"));
             let peer_url = format!("http://127.0.0.1:{peer}");
-            let url = format!("http://127.0.0.1:{client}");
-            let child = Command::new("etcd")
+            let url = format!("{scheme}://127.0.0.1:{client}");
+            let mut cmd = Command::new("etcd");
+            if let Some(t) = tls {
+                cmd.args(["--cert-file", t.cert, "--key-file", t.key, "--trusted-ca-file", t.ca, "--client-cert-auth"]);
+            }
+            let child = cmd
                 .args(["--name", "weir-test", "--data-dir", data.to_str().unwrap()])
                 .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
                 .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
@@ -53,7 +72,7 @@ impl Etcd {
                 if etcd.child.try_wait().unwrap().is_some() {
                     break;
                 }
-                if healthy(client) {
+                if healthy(&etcd.url, tls) {
                     return etcd;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -64,9 +83,14 @@ impl Etcd {
     }
 }
 
-/// Whether etcd's `/health` says so.
-fn healthy(port: u16) -> bool {
-    let out = Command::new("curl").args(["-s", "--max-time", "1", &format!("http://127.0.0.1:{port}/health")]).output();
+/// Whether etcd's `/health` says so (asked with the client certificate `tls` names, whose
+/// own pair stands in for one).
+fn healthy(url: &str, tls: Option<&EtcdTls<'_>>) -> bool {
+    let mut curl = Command::new("curl");
+    if let Some(t) = tls {
+        curl.args(["--cacert", t.ca, "--cert", t.cert, "--key", t.key]);
+    }
+    let out = curl.args(["-s", "--max-time", "1", &format!("{url}/health")]).output();
     out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\""))
 }
 
@@ -223,4 +247,80 @@ fn an_unreachable_etcd_is_reported_at_start() {
     );
     assert!(!cp.child.wait().unwrap().success());
     cp.wait_line("is etcd running there?", Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_uses_etcd_over_mutual_tls_and_says_what_is_missing() {
+    let one = named("one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, other) = (ca("etcd test ca"), ca("someone else"));
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, pki.pem()).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+    let (cert, key) = write_pair(dir.path(), "etcd", &leaf(&pki, &["127.0.0.1", "localhost"]));
+    let etcd = Etcd::start_with(dir.path(), Some(&EtcdTls { cert: &cert, key: &key, ca: ca_file }));
+    let store = format!("etcd:{}", etcd.url);
+    assert!(store.starts_with("etcd:https://"));
+    let (cp_cert, cp_key) = write_pair(dir.path(), "cp", &leaf(&pki, &["control-plane"]));
+
+    // With etcd's CA and a client certificate it signed: resources go in and reach a gateway.
+    let cp_dir = dir.path().join("cp");
+    std::fs::create_dir_all(&cp_dir).unwrap();
+    let tls = ["--etcd-cacert", ca_file, "--etcd-cert", &cp_cert, "--etcd-key", &cp_key];
+    // A request limit below etcd's own, to be met with a small change.
+    let limit = ["--etcd-max-request-bytes", "65536"];
+    let cp = Cp::start(&cp_dir, 0, &[&["--store", store.as_str()][..], &tls[..], &limit[..]].concat());
+    let ups = dir.path().join("ups.yaml");
+    let upstream = format!(
+        "kind: Upstream\nname: one\nload_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {} }}] }}\n",
+        one.port()
+    );
+    std::fs::write(&ups, upstream).unwrap();
+    ctl_ok(&cp, &["apply", "-f", ups.to_str().unwrap()]);
+    ctl_ok(&cp, &["apply", "-f", &route(dir.path(), "api", "/api", "one")]);
+    let gw = Gw::start("g", &cp.grpc_url(), &dir.path().join("g"), "127.0.0.1:0");
+    let addr = gw.listen_addr();
+    gw.wait_serves(addr, "/api", "one", Duration::from_secs(10)).await;
+
+    // A change larger than one etcd request takes is refused whole, saying what to do; the
+    // same resources in smaller batches go in.
+    let long = "x".repeat(1000);
+    let routes = |from: usize, to: usize| -> String {
+        let many: String = (from..to)
+            .map(|i| {
+                format!("kind: Route\nname: long{i}\nmatch: {{ path: {{ exact: /{long}/{i} }} }}\nupstream: one\n---\n")
+            })
+            .collect();
+        let f = dir.path().join(format!("long-{from}.yaml"));
+        std::fs::write(&f, many).unwrap();
+        f.to_str().unwrap().to_owned()
+    };
+    let before = cp.revision().await;
+    let out = cp.ctl(&["apply", "-f", &routes(0, 60)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--max-request-bytes") && err.contains("smaller batches"), "{err}");
+    assert_eq!(cp.revision().await, before, "nothing was written");
+    for from in [0, 20, 40] {
+        ctl_ok(&cp, &["apply", "-f", &routes(from, from + 20)]);
+    }
+    assert_eq!(cp.revision().await, before + 3);
+
+    // Each thing missing or wrong is refused at start, naming the flag to fix.
+    let stranger = write_pair(dir.path(), "stranger", &leaf(&other, &["stranger"]));
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["--store", &store], "pass --etcd-cacert"),
+        (vec!["--store", &store, "--etcd-cacert", ca_file], "pass --etcd-cert and --etcd-key"),
+        (
+            vec!["--store", &store, "--etcd-cacert", ca_file, "--etcd-cert", &stranger.0, "--etcd-key", &stranger.1],
+            "trusting the CA of --etcd-cert",
+        ),
+        (vec!["--store", "etcd:http://127.0.0.1:1", "--etcd-cacert", ca_file], "the --store URLs are http://"),
+    ];
+    for (args, says) in cases {
+        let mut full = vec!["control-plane", "--admin-address", "127.0.0.1:0", "--grpc-address", "127.0.0.1:0"];
+        full.extend(args);
+        let mut p = common::fleet::Proc::spawn(&full, dir.path());
+        assert!(!p.child.wait().unwrap().success(), "{full:?} started");
+        p.wait_line(says, Duration::from_secs(5));
+    }
 }

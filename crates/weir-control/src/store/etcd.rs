@@ -13,11 +13,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient, SortOrder, SortTarget,
+    TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio::sync::watch;
 
-use super::{EtcdSpec, Revision, State, StoreError, Stored, loaded, resource_key};
+use super::{EtcdLimits, EtcdSpec, EtcdTls, Revision, State, StoreError, Stored, loaded, resource_key};
 
 /// Largest answer read from etcd (the whole state, or the history for a rollback); gRPC's
 /// default of 4 MiB is too small for a large fleet's config.
@@ -26,8 +27,8 @@ const MAX_READ: usize = 512 << 20;
 /// A module's chunk: etcd refuses requests over 1.5 MiB by default (`--max-request-bytes`).
 const MODULE_CHUNK: usize = 1 << 20;
 
-/// Operations etcd accepts in one transaction by default (`--max-txn-ops`).
-const MAX_TXN_OPS: usize = 128;
+/// Room kept in a request for what is not keys and values (gRPC and protobuf framing).
+const REQUEST_OVERHEAD: usize = 4 << 10;
 
 /// A connected etcd store.
 pub(super) struct Etcd {
@@ -35,12 +36,37 @@ pub(super) struct Etcd {
     kv: KvClient,
     rt: Option<tokio::runtime::Runtime>,
     prefix: String,
+    limits: EtcdLimits,
     latest: watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for Etcd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Etcd").field("prefix", &self.prefix).field("latest", &*self.latest.borrow()).finish()
+    }
+}
+
+/// The client's TLS settings: etcd's CA and, if given, the client certificate.
+fn tls_options(t: &EtcdTls) -> TlsOptions {
+    let tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&t.ca));
+    match &t.identity {
+        Some((cert, key)) => tls.identity(Identity::from_pem(cert, key)),
+        None => tls,
+    }
+}
+
+/// What to check when etcd cannot be reached or read.
+fn hint(spec: &EtcdSpec) -> &'static str {
+    match &spec.tls {
+        None => " (is etcd running there?)",
+        Some(t) if t.identity.is_none() => {
+            " (is etcd running there, with a certificate --etcd-cacert signed? If it requires client \
+             certificates, pass --etcd-cert and --etcd-key)"
+        }
+        Some(_) => {
+            " (is etcd running there, with a certificate --etcd-cacert signed, trusting the CA of \
+             --etcd-cert?)"
+        }
     }
 }
 
@@ -65,19 +91,20 @@ impl Etcd {
             // A member cut off from the cluster fails calls instead of serving stale reads and
             // silent watches.
             .with_require_leader(true);
+        let opts = match &spec.tls {
+            Some(t) => opts.with_tls(tls_options(t)),
+            None => opts,
+        };
         let client = wait(&rt, async move { Client::connect(endpoints, Some(opts)).await })?.map_err(|e| {
-            StoreError::from(format!("cannot reach etcd at {}: {e} (is etcd running there?)", spec.endpoints.join(",")))
+            StoreError::from(format!("cannot reach etcd at {}: {e}{}", spec.endpoints.join(","), hint(spec)))
         })?;
         let prefix = spec.prefix.trim_end_matches('/').to_owned();
         let (tx, latest) = watch::channel(0);
         let kv = client.kv_client().max_decoding_message_size(MAX_READ);
-        let mut this = Self { client, kv, rt: Some(rt), prefix, latest };
+        let mut this = Self { client, kv, rt: Some(rt), prefix, limits: spec.limits, latest };
         // The client connects lazily: the first read is where an unreachable etcd shows.
         let state = this.load().map_err(|e| {
-            StoreError::from(format!(
-                "cannot read from etcd at {}: {e} (is etcd running there?)",
-                spec.endpoints.join(",")
-            ))
+            StoreError::from(format!("cannot read from etcd at {}: {e}{}", spec.endpoints.join(","), hint(spec)))
         })?;
         tx.send_replace(state.revision);
         this.follow(tx);
@@ -182,12 +209,14 @@ impl Etcd {
     /// Writes `rev` in one transaction, if no other control plane committed since the
     /// revision it follows.
     pub(super) fn commit(&mut self, rev: &Revision, order: u64) -> Result<(), StoreError> {
-        if rev.changes.len() + 3 > MAX_TXN_OPS {
+        let max_ops = self.limits.max_txn_ops;
+        if rev.changes.len() + 3 > max_ops {
             return Err(StoreError::too_large(format!(
-                "{} changes in one revision: etcd takes at most {MAX_TXN_OPS} operations per transaction by \
-                 default; apply in batches of at most {} resources, or raise etcd's --max-txn-ops",
+                "{} changes in one revision: etcd takes at most {max_ops} operations per transaction \
+                 (--max-txn-ops); apply in batches of at most {} resources, or raise etcd's --max-txn-ops \
+                 and this control plane's --etcd-max-txn-ops with it",
                 rev.changes.len(),
-                MAX_TXN_OPS - 3
+                max_ops.saturating_sub(3)
             )));
         }
         let meta_rev = self.key("meta/revision");
@@ -198,14 +227,23 @@ impl Etcd {
             Compare::value(meta_rev.clone(), CompareOp::Equal, prev.to_string())
         };
         let mut ops = Vec::with_capacity(rev.changes.len() + 3);
+        let mut bytes = REQUEST_OVERHEAD + 2 * meta_rev.len();
         for c in &rev.changes {
             let key = self.key(&format!("resources/{}", resource_key(c.kind, &c.name)));
+            bytes += key.len();
             ops.push(match &c.after {
-                Some(s) => TxnOp::put(key, serde_json::to_vec(s).map_err(err)?, None),
+                Some(s) => {
+                    let value = serde_json::to_vec(s).map_err(err)?;
+                    bytes += value.len();
+                    TxnOp::put(key, value, None)
+                }
                 None => TxnOp::delete(key, None),
             });
         }
-        ops.push(TxnOp::put(self.history_key(rev.revision), serde_json::to_vec(rev).map_err(err)?, None));
+        let history = serde_json::to_vec(rev).map_err(err)?;
+        bytes += history.len();
+        self.fits(rev, bytes)?;
+        ops.push(TxnOp::put(self.history_key(rev.revision), history, None));
         ops.push(TxnOp::put(self.key("meta/order"), order.to_string(), None));
         ops.push(TxnOp::put(meta_rev, rev.revision.to_string(), None));
         let txn = Txn::new().when([guard]).and_then(ops);
@@ -220,10 +258,28 @@ impl Etcd {
         }
     }
 
+    /// Refuses a revision whose transaction would be `bytes` long, over etcd's request limit.
+    fn fits(&self, rev: &Revision, bytes: usize) -> Result<(), StoreError> {
+        let max = self.limits.max_request_bytes;
+        if bytes <= max {
+            return Ok(());
+        }
+        Err(StoreError::too_large(format!(
+            "revision {} would be a {} KiB request to etcd, over its --max-request-bytes of {} KiB (each \
+             resource is written twice: itself and its history entry); apply it in smaller batches, or \
+             raise etcd's --max-request-bytes and this control plane's --etcd-max-request-bytes with it",
+            rev.revision,
+            bytes.div_ceil(1024),
+            max / 1024
+        )))
+    }
+
     /// Stores a module in chunks, then its chunk count: a reader that finds the count finds
     /// every chunk, and one that comes too early finds no module.
     pub(super) fn put_module(&self, sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let chunks: Vec<Vec<u8>> = bytes.chunks(MODULE_CHUNK).map(<[u8]>::to_vec).collect();
+        // Chunks fit etcd's request limit, whatever it was set to.
+        let size = MODULE_CHUNK.min(self.limits.max_request_bytes.saturating_sub(REQUEST_OVERHEAD)).max(4 << 10);
+        let chunks: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
         let count = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let key = self.key(&format!("modules/{sha256}/{i:04}"));

@@ -32,6 +32,42 @@ pub struct EtcdSpec {
     pub endpoints: Vec<String>,
     /// Key prefix, so several Weir fleets (or other programs) can share one etcd.
     pub prefix: String,
+    /// TLS, for `https://` endpoints.
+    pub tls: Option<EtcdTls>,
+    /// The limits etcd was started with: a revision that would exceed them is refused before
+    /// anything is written.
+    pub limits: EtcdLimits,
+}
+
+/// etcd's request limits, as its flags of the same names set them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EtcdLimits {
+    /// Operations in one transaction (`--max-txn-ops`, 128 by default).
+    pub max_txn_ops: usize,
+    /// Bytes in one request (`--max-request-bytes`, 1.5 MiB by default).
+    pub max_request_bytes: usize,
+}
+
+impl Default for EtcdLimits {
+    fn default() -> Self {
+        Self { max_txn_ops: 128, max_request_bytes: 1536 << 10 }
+    }
+}
+
+/// TLS to etcd: the CA its members' certificates are checked against and, for an etcd that
+/// requires client certificates (`--client-cert-auth`), this control plane's own (PEM).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA certificate(s).
+    pub ca: Vec<u8>,
+    /// The client certificate chain and its private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
 }
 
 /// A store that could not be read or written.
