@@ -85,8 +85,11 @@ pub struct ControlPlane {
     inner: RwLock<Inner>,
     /// Gateways.
     pub registry: Registry,
-    /// Deadlines of registered endpoints.
+    /// Deadlines of registered endpoints (a store only this process uses).
     pub leases: Leases,
+    /// On a shared store: since when this control plane has held the election for singleton
+    /// jobs.
+    elected_at: parking_lot::Mutex<Option<std::time::Instant>>,
     revision: watch::Sender<u64>,
 }
 
@@ -113,6 +116,7 @@ impl ControlPlane {
             inner: RwLock::new(Inner { store, assembly }),
             registry: Registry::new(heartbeat_timeout),
             leases: Leases::default(),
+            elected_at: parking_lot::Mutex::new(None),
             revision: watch::Sender::new(rev),
         })
     }
@@ -123,6 +127,8 @@ impl ControlPlane {
     pub async fn register(self: &Arc<Self>, r: RegistrationSpec) -> Result<Registered, PlaneError> {
         let key = (Kind::Registration, r.name.clone());
         let body = serde_json::to_value(&r).map_err(|e| PlaneError::BadRequest(e.to_string()))?;
+        // Renewed before it is stored, so the elected expiry never finds it stored and unleased.
+        self.renew_shared(&r).await?;
         let same = self.read(|s| s.resources.get(&key).is_some_and(|st| st.body == body));
         let (result, revision) = if same {
             (Op::Unchanged, self.read(|s| s.revision))
@@ -134,10 +140,18 @@ impl ControlPlane {
         Ok(Registered { name: r.name, result, revision, ttl_ms: r.ttl.get().as_millis() as u64 })
     }
 
+    /// Renews `r` where every control plane sees it (a no-op on a store only this one uses).
+    async fn renew_shared(self: &Arc<Self>, r: &RegistrationSpec) -> Result<(), PlaneError> {
+        let (this, name, ttl) = (self.clone(), r.name.clone(), r.ttl.get());
+        tokio::task::spawn_blocking(move || this.inner.read().store.renew_registration(&name, ttl))
+            .await
+            .map_err(StoreError::from_msg)?
+            .map_err(PlaneError::Store)
+    }
+
     /// Deletes, as one revision, the registrations not renewed within their ttl. On a shared
-    /// store (etcd) only those renewed through this control plane are watched here.
+    /// store (etcd) only the elected control plane does, from the leases there.
     pub async fn expire_registrations(self: &Arc<Self>) {
-        let adopt = self.inner.read().store.followed().is_none();
         let live: Vec<(String, Duration)> = self.read(|s| {
             s.resources
                 .iter()
@@ -146,7 +160,15 @@ impl ControlPlane {
                 .collect()
         });
         let now = std::time::Instant::now();
-        let expired = self.leases.expired(live.iter().map(|(n, t)| (n.as_str(), *t)), now, adopt);
+        let leader = self.inner.read().store.leader();
+        let expired = match leader {
+            None => self.leases.expired(live.iter().map(|(n, t)| (n.as_str(), *t)), now, true),
+            Some(l) if !*l.borrow() => {
+                *self.elected_at.lock() = None;
+                return;
+            }
+            Some(_) => self.expired_in_store(&live, now).await,
+        };
         if expired.is_empty() {
             return;
         }
@@ -158,6 +180,26 @@ impl ControlPlane {
             Ok(_) => self.leases.forget(&expired),
             Err(e) => tracing::warn!(error = %e, "cannot remove expired registrations; trying again"),
         }
+    }
+
+    /// Of `live`, those whose lease in the shared store is gone. One stored while no control
+    /// plane was up to renew it gets one ttl from this one's election.
+    async fn expired_in_store(self: &Arc<Self>, live: &[(String, Duration)], now: std::time::Instant) -> Vec<String> {
+        let elected = *self.elected_at.lock().get_or_insert(now);
+        let this = self.clone();
+        let leased = match tokio::task::spawn_blocking(move || this.inner.read().store.leased_registrations()).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => return Vec::new(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the registrations' leases; trying again");
+                return Vec::new();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the registrations' leases; trying again");
+                return Vec::new();
+            }
+        };
+        live.iter().filter(|(n, ttl)| !leased.contains(n) && now >= elected + *ttl).map(|(n, _)| n.clone()).collect()
     }
 
     /// Reads the current state.

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Cp, Gw};
-use common::named;
 use common::pki::{ca, leaf, write_pair};
+use common::{named, wait_until};
 
 /// A single-member etcd on loopback ports, stopped on drop.
 struct Etcd {
@@ -323,4 +323,55 @@ async fn a_control_plane_uses_etcd_over_mutual_tls_and_says_what_is_missing() {
         assert!(!p.child.wait().unwrap().success(), "{full:?} started");
         p.wait_line(says, Duration::from_secs(5));
     }
+}
+
+/// The names of the registrations a control plane stores.
+async fn registrations(cp: &Cp) -> Vec<String> {
+    let (_, v) = cp.call("GET", "/api/v1/registrations", None).await;
+    v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_renewed_anywhere_live_and_the_elected_control_plane_expires_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let store = format!("etcd:{}", etcd.url);
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let a = Cp::start(&a_dir, 0, &["--store", &store]);
+    a.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_secs(10));
+    let mut b = Cp::start(&b_dir, 0, &["--store", &store]);
+    a.apply(
+        dir.path(),
+        "upstreams:\n- { name: svc, load_balancer: { policy: round_robin }, discovery: { registry: {} } }\n",
+    );
+
+    // Registered through A, renewed only through B for three ttls: it stays, since the
+    // renewals keep its lease in etcd alive whichever control plane they reach.
+    ctl_ok(&a, &["register", "svc", "127.0.0.1:9001", "--ttl", "2s"]);
+    let name = "svc.127.0.0.1-9001".to_owned();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(6) {
+        ctl_ok(&b, &["register", "svc", "127.0.0.1:9001", "--ttl", "2s"]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(registrations(&a).await, vec![name.clone()], "renewed through B, still stored");
+    }
+    // Renewals stop: the lease runs out and the elected control plane (A) removes it.
+    wait_until("the unrenewed registration removed", Duration::from_secs(8), || async {
+        registrations(&a).await.is_empty() && registrations(&b).await.is_empty()
+    })
+    .await;
+    assert!(b.proc.logs.lock().unwrap().iter().all(|l| !l.contains("elected")), "B never ran the job");
+
+    // A stops: B is elected once A's session lapses, and expires what nobody renews.
+    drop(a);
+    b.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_secs(15));
+    ctl_ok(&b, &["register", "svc", "127.0.0.1:9002", "--ttl", "2s"]);
+    assert_eq!(registrations(&b).await, vec!["svc.127.0.0.1-9002".to_owned()]);
+    wait_until("B removes the registration nobody renews", Duration::from_secs(8), || async {
+        registrations(&b).await.is_empty()
+    })
+    .await;
+    b.proc.kill();
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fleet::{Cp, Gw};
-use common::{get, named};
+use common::{get, named, wait_until};
 use serde_json::json;
 
 /// Upstream `svc` taking registrations, route `/` to it; `fixed` is an ordinary upstream.
@@ -28,14 +28,6 @@ async fn registrations(cp: &Cp) -> Vec<String> {
     let mut names: Vec<String> = v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect();
     names.sort();
     names
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut f: impl FnMut() -> F) {
-    let t0 = Instant::now();
-    while !f().await {
-        assert!(t0.elapsed() < within, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use etcd_client::{
 };
 use tokio::sync::watch;
 
+use super::etcd_jobs::{self, LEASES, RegistrationLeases};
 use super::{EtcdLimits, EtcdSpec, EtcdTls, Revision, State, StoreError, Stored, loaded, resource_key};
 
 /// Largest answer read from etcd (the whole state, or the history for a rollback); gRPC's
@@ -38,6 +39,9 @@ pub(super) struct Etcd {
     prefix: String,
     limits: EtcdLimits,
     latest: watch::Receiver<u64>,
+    /// Whether this control plane holds the election for singleton jobs.
+    leader: watch::Receiver<bool>,
+    leases: std::sync::Arc<RegistrationLeases>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -101,13 +105,18 @@ impl Etcd {
         let prefix = spec.prefix.trim_end_matches('/').to_owned();
         let (tx, latest) = watch::channel(0);
         let kv = client.kv_client().max_decoding_message_size(MAX_READ);
-        let mut this = Self { client, kv, rt: Some(rt), prefix, limits: spec.limits, latest };
+        let (elected, leader) = watch::channel(false);
+        let leases = std::sync::Arc::new(RegistrationLeases::default());
+        let mut this = Self { client, kv, rt: Some(rt), prefix, limits: spec.limits, latest, leader, leases };
         // The client connects lazily: the first read is where an unreachable etcd shows.
         let state = this.load().map_err(|e| {
             StoreError::from(format!("cannot read from etcd at {}: {e}{}", spec.endpoints.join(","), hint(spec)))
         })?;
         tx.send_replace(state.revision);
         this.follow(tx);
+        if let Some(rt) = &this.rt {
+            etcd_jobs::elect(rt, this.client.clone(), this.key("election/jobs"), elected);
+        }
         Ok((this, state))
     }
 
@@ -199,6 +208,27 @@ impl Etcd {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+
+    /// Whether this control plane is the one elected to run singleton jobs.
+    pub(super) fn leader(&self) -> watch::Receiver<bool> {
+        self.leader.clone()
+    }
+
+    /// Registration `name` was renewed: its lease key lives `ttl` more.
+    pub(super) fn renew_registration(&self, name: &str, ttl: Duration) -> Result<(), StoreError> {
+        let rt = self.rt.as_ref().ok_or_else(|| err("closed"))?;
+        let key = self.key(&format!("{LEASES}{name}"));
+        let (client, name) = (self.client.clone(), name.to_owned());
+        // The lease cache is shared with the call, which runs on the store's runtime.
+        let leases = self.leases.clone();
+        wait(rt, async move { leases.renew(client, &name, key, ttl).await })?.map_err(err)
+    }
+
+    /// The registrations whose lease key is still there.
+    pub(super) fn leased_registrations(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let rt = self.rt.as_ref().ok_or_else(|| err("closed"))?;
+        wait(rt, etcd_jobs::leased(self.client.clone(), self.key(LEASES)))?.map_err(err)
     }
 
     /// The latest revision committed by anyone.

@@ -11,6 +11,8 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_jobs;
 mod redb;
 
 use std::collections::{BTreeMap, HashMap};
@@ -325,6 +327,39 @@ impl Store {
             Backend::Redb(_) => None,
             #[cfg(feature = "etcd")]
             Backend::Etcd(e) => Some(e.followed()),
+        }
+    }
+
+    /// For a shared store, whether this control plane is the one elected to run the fleet's
+    /// singleton jobs (registration expiry); `None` for a store only this process writes.
+    pub fn leader(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        match &self.backend {
+            Backend::Redb(_) => None,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => Some(e.leader()),
+        }
+    }
+
+    /// For a shared store, renews registration `name` for `ttl` where every control plane sees
+    /// it (an etcd lease). Nothing to do on a store only this process uses.
+    pub fn renew_registration(&self, name: &str, ttl: std::time::Duration) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => {
+                let _ = (name, ttl);
+                Ok(())
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.renew_registration(name, ttl),
+        }
+    }
+
+    /// For a shared store, the registrations renewed within their ttl through any control
+    /// plane; `None` where only this process renews (it keeps the deadlines itself).
+    pub fn leased_registrations(&self) -> Result<Option<std::collections::HashSet<String>>, StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => Ok(None),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.leased_registrations().map(Some),
         }
     }
 

@@ -9,7 +9,7 @@ use std::pin::Pin;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -397,4 +397,13 @@ pub fn tls_client_config(root: &rustls::pki_types::CertificateDer<'static>) -> A
         .with_root_certificates(roots)
         .with_no_client_auth();
     Arc::new(cfg)
+}
+
+/// Waits until `f` holds, checking every 50 ms; fails naming `what` after `within`.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, within: Duration, mut f: impl FnMut() -> F) {
+    let t0 = Instant::now();
+    while !f().await {
+        assert!(t0.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
