@@ -375,3 +375,20 @@ async fn registrations_renewed_anywhere_live_and_the_elected_control_plane_expir
     .await;
     b.proc.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_control_plane_hands_the_election_on_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let store = format!("etcd:{}", etcd.url);
+    let a = Cp::start(dir.path(), 0, &["--store", &store]);
+    a.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_secs(10));
+    let b = Cp::start(dir.path(), 0, &["--store", &store]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(b.proc.logs.lock().unwrap().iter().all(|l| !l.contains("elected")), "one leader at a time");
+    // Without resigning, B would wait for A's 5 s session to lapse (over 3 s after the last
+    // keep-alive): elected within 2.5 s, it was handed the place.
+    a.proc.signal("TERM");
+    a.proc.wait_line("gave up the election", Duration::from_secs(5));
+    b.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_millis(2500));
+}

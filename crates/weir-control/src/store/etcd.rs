@@ -18,7 +18,7 @@ use etcd_client::{
 };
 use tokio::sync::watch;
 
-use super::etcd_jobs::{self, LEASES, RegistrationLeases};
+use super::etcd_jobs::{self, LEASES, RegistrationLeases, Session};
 use super::{EtcdLimits, EtcdSpec, EtcdTls, Revision, State, StoreError, Stored, loaded, resource_key};
 
 /// Largest answer read from etcd (the whole state, or the history for a rollback); gRPC's
@@ -42,6 +42,7 @@ pub(super) struct Etcd {
     /// Whether this control plane holds the election for singleton jobs.
     leader: watch::Receiver<bool>,
     leases: std::sync::Arc<RegistrationLeases>,
+    session: Session,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -107,7 +108,8 @@ impl Etcd {
         let kv = client.kv_client().max_decoding_message_size(MAX_READ);
         let (elected, leader) = watch::channel(false);
         let leases = std::sync::Arc::new(RegistrationLeases::default());
-        let mut this = Self { client, kv, rt: Some(rt), prefix, limits: spec.limits, latest, leader, leases };
+        let session = Session::default();
+        let mut this = Self { client, kv, rt: Some(rt), prefix, limits: spec.limits, latest, leader, leases, session };
         // The client connects lazily: the first read is where an unreachable etcd shows.
         let state = this.load().map_err(|e| {
             StoreError::from(format!("cannot read from etcd at {}: {e}{}", spec.endpoints.join(","), hint(spec)))
@@ -115,7 +117,7 @@ impl Etcd {
         tx.send_replace(state.revision);
         this.follow(tx);
         if let Some(rt) = &this.rt {
-            etcd_jobs::elect(rt, this.client.clone(), this.key("election/jobs"), elected);
+            etcd_jobs::elect(rt, this.client.clone(), this.key("election/jobs"), elected, this.session.clone());
         }
         Ok((this, state))
     }
@@ -372,6 +374,7 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which is not allowed inside another runtime.
         if let Some(rt) = self.rt.take() {
+            etcd_jobs::resign(&rt, self.client.clone(), &self.session);
             rt.shutdown_background();
         }
     }

@@ -22,11 +22,19 @@ pub(super) const LEASES: &str = "leases/Registration/";
 
 /// Campaigns for the jobs, again and again: elected, it publishes `true` until its session is
 /// lost (keep-alives fail, or etcd says the lease is gone), then `false`, and campaigns anew.
-pub(super) fn elect(rt: &tokio::runtime::Runtime, client: Client, name: String, tx: watch::Sender<bool>) {
+/// The session's lease, while there is one, is kept in `session`, so a control plane that
+/// stops can give its place up at once ([`resign`]).
+pub(super) fn elect(
+    rt: &tokio::runtime::Runtime,
+    client: Client,
+    name: String,
+    tx: watch::Sender<bool>,
+    session: Session,
+) {
     let me = format!("weir-control-plane pid {}", std::process::id());
     rt.spawn(async move {
         loop {
-            if let Err(e) = lead(client.clone(), &name, &me, &tx).await
+            if let Err(e) = lead(client.clone(), &name, &me, &tx, &session).await
                 && *tx.borrow()
             {
                 tracing::warn!(error = %e, "lost the election for the fleet's singleton jobs; campaigning again");
@@ -41,8 +49,9 @@ pub(super) fn elect(rt: &tokio::runtime::Runtime, client: Client, name: String, 
 }
 
 /// One session: a lease, kept alive, and a campaign on it. Returns only when it ends.
-async fn lead(mut c: Client, name: &str, me: &str, tx: &watch::Sender<bool>) -> Result<(), String> {
+async fn lead(mut c: Client, name: &str, me: &str, tx: &watch::Sender<bool>, session: &Session) -> Result<(), String> {
     let lease = c.lease_grant(SESSION_TTL, None).await.map_err(|e| e.to_string())?.id();
+    *session.lock() = Some(lease);
     let (mut keeper, mut acks) = c.lease_keep_alive(lease).await.map_err(|e| e.to_string())?;
     let mut election = c.election_client();
     let campaign = election.campaign(name.to_owned(), me.to_owned(), lease);
@@ -65,6 +74,22 @@ async fn lead(mut c: Client, name: &str, me: &str, tx: &watch::Sender<bool>) -> 
                 }
             }
         }
+    }
+}
+
+/// The lease of the session campaigning now.
+pub(super) type Session = std::sync::Arc<Mutex<Option<i64>>>;
+
+/// Ends the session: its lease revoked, the election key goes with it and the next control
+/// plane is elected now rather than when the lease would have lapsed. Waits at most a second.
+pub(super) fn resign(rt: &tokio::runtime::Runtime, mut client: Client, session: &Session) {
+    let Some(lease) = session.lock().take() else { return };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt.spawn(async move {
+        let _ = tx.send(client.lease_revoke(lease).await.is_ok());
+    });
+    if rx.recv_timeout(Duration::from_secs(1)) == Ok(true) {
+        tracing::info!("gave up the election for the fleet's singleton jobs");
     }
 }
 
