@@ -187,13 +187,10 @@ impl ControlPlane {
     async fn expired_in_store(self: &Arc<Self>, live: &[(String, Duration)], now: std::time::Instant) -> Vec<String> {
         let elected = *self.elected_at.lock().get_or_insert(now);
         let this = self.clone();
-        let leased = match tokio::task::spawn_blocking(move || this.inner.read().store.leased_registrations()).await {
-            Ok(Ok(Some(l))) => l,
-            Ok(Ok(None)) => return Vec::new(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the registrations' leases; trying again");
-                return Vec::new();
-            }
+        let read = tokio::task::spawn_blocking(move || this.inner.read().store.leased_registrations()).await;
+        let leased = match read.map_err(StoreError::from_msg).and_then(|r| r) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Vec::new(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the registrations' leases; trying again");
                 return Vec::new();

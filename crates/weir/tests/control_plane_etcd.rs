@@ -27,6 +27,13 @@ impl Drop for Etcd {
     }
 }
 
+/// `root/name`, created.
+fn made(root: &Path, name: &str) -> std::path::PathBuf {
+    let d = root.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -117,9 +124,7 @@ async fn control_planes_sharing_etcd_push_each_others_changes() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path());
     let store = format!("etcd:{}", etcd.url);
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a_dir).unwrap();
-    std::fs::create_dir_all(&b_dir).unwrap();
+    let (a_dir, b_dir) = (made(dir.path(), "a"), made(dir.path(), "b"));
     let a = Cp::start(&a_dir, 0, &["--store", &store]);
     let b = Cp::start(&b_dir, 0, &["--store", &store]);
     let ga = Gw::start("ga", &a.grpc_url(), &dir.path().join("ga"), "127.0.0.1:0");
@@ -325,20 +330,12 @@ async fn a_control_plane_uses_etcd_over_mutual_tls_and_says_what_is_missing() {
     }
 }
 
-/// The names of the registrations a control plane stores.
-async fn registrations(cp: &Cp) -> Vec<String> {
-    let (_, v) = cp.call("GET", "/api/v1/registrations", None).await;
-    v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_renewed_anywhere_live_and_the_elected_control_plane_expires_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path());
     let store = format!("etcd:{}", etcd.url);
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir_all(&a_dir).unwrap();
-    std::fs::create_dir_all(&b_dir).unwrap();
+    let (a_dir, b_dir) = (made(dir.path(), "a"), made(dir.path(), "b"));
     let a = Cp::start(&a_dir, 0, &["--store", &store]);
     a.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_secs(10));
     let mut b = Cp::start(&b_dir, 0, &["--store", &store]);
@@ -355,11 +352,11 @@ async fn registrations_renewed_anywhere_live_and_the_elected_control_plane_expir
     while t0.elapsed() < Duration::from_secs(6) {
         ctl_ok(&b, &["register", "svc", "127.0.0.1:9001", "--ttl", "2s"]);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(registrations(&a).await, vec![name.clone()], "renewed through B, still stored");
+        assert_eq!(a.registrations().await, vec![name.clone()], "renewed through B, still stored");
     }
     // Renewals stop: the lease runs out and the elected control plane (A) removes it.
     wait_until("the unrenewed registration removed", Duration::from_secs(8), || async {
-        registrations(&a).await.is_empty() && registrations(&b).await.is_empty()
+        a.registrations().await.is_empty() && b.registrations().await.is_empty()
     })
     .await;
     assert!(b.proc.logs.lock().unwrap().iter().all(|l| !l.contains("elected")), "B never ran the job");
@@ -368,9 +365,9 @@ async fn registrations_renewed_anywhere_live_and_the_elected_control_plane_expir
     drop(a);
     b.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_secs(15));
     ctl_ok(&b, &["register", "svc", "127.0.0.1:9002", "--ttl", "2s"]);
-    assert_eq!(registrations(&b).await, vec!["svc.127.0.0.1-9002".to_owned()]);
+    assert_eq!(b.registrations().await, vec!["svc.127.0.0.1-9002".to_owned()]);
     wait_until("B removes the registration nobody renews", Duration::from_secs(8), || async {
-        registrations(&b).await.is_empty()
+        b.registrations().await.is_empty()
     })
     .await;
     b.proc.kill();

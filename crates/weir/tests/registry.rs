@@ -22,14 +22,6 @@ fn fleet_config(fixed: u16) -> String {
     )
 }
 
-/// The names of the stored registrations.
-async fn registrations(cp: &Cp) -> Vec<String> {
-    let (_, v) = cp.call("GET", "/api/v1/registrations", None).await;
-    let mut names: Vec<String> = v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect();
-    names.sort();
-    names
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_endpoints_serve_while_renewed_and_leave_within_their_ttl() {
     let (a, b, fixed) = (named("A").await, named("B").await, named("fixed").await);
@@ -64,7 +56,7 @@ async fn registered_endpoints_serve_while_renewed_and_leave_within_their_ttl() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(saw_b, "B served while registered");
-    assert_eq!(registrations(&cp).await, [format!("svc.127.0.0.1-{}", a.port())]);
+    assert_eq!(cp.registrations().await, [format!("svc.127.0.0.1-{}", a.port())]);
     assert_eq!(cp.revision().await, rev + 1, "only B's expiry made a revision");
     assert!(cp.proc.logs.lock().unwrap().iter().any(|l| l.contains("not renewed within its ttl")));
     for _ in 0..10 {
@@ -73,7 +65,7 @@ async fn registered_endpoints_serve_while_renewed_and_leave_within_their_ttl() {
     // A's pooled connections lived through B's arrival and departure.
     assert!(a.conns.load(std::sync::atomic::Ordering::SeqCst) <= 2, "A's pool was rebuilt");
     // No more renewals: A goes too.
-    wait_until("A dropped", Duration::from_secs(3), || async { registrations(&cp).await.is_empty() }).await;
+    wait_until("A dropped", Duration::from_secs(3), || async { cp.registrations().await.is_empty() }).await;
     wait_until("the gateway has no endpoint", Duration::from_secs(3), || async { get(addr, "/", &[]).await.0 == 503 })
         .await;
 }
@@ -91,7 +83,7 @@ async fn register_keep_renews_until_stopped_then_deregisters() {
         .spawn()
         .unwrap();
     let name = format!("svc.127.0.0.1-{}", a.port());
-    wait_until("registered", Duration::from_secs(5), || async { registrations(&cp).await == [name.clone()] }).await;
+    wait_until("registered", Duration::from_secs(5), || async { cp.registrations().await == [name.clone()] }).await;
     // Three ttls later it is still there: the sidecar renews it. An `apply --prune` of the
     // config meanwhile leaves it alone: registrations are the services', not the file's.
     let file = dir.path().join("fleet.yaml");
@@ -99,11 +91,11 @@ async fn register_keep_renews_until_stopped_then_deregisters() {
     let out = cp.ctl(&["apply", "-f", file.to_str().unwrap(), "--prune"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(registrations(&cp).await, vec![name.clone()]);
+    assert_eq!(cp.registrations().await, vec![name.clone()]);
     // Stopped, it deregisters at once rather than waiting for the ttl.
     Command::new("kill").args(["-TERM", &keep.id().to_string()]).status().unwrap();
     assert!(keep.wait().unwrap().success());
-    assert!(registrations(&cp).await.is_empty(), "deregistered on exit");
+    assert!(cp.registrations().await.is_empty(), "deregistered on exit");
 
     // A ttl past an hour is refused, not stored (a lease that long is a leak).
     let body = json!({"address": "127.0.0.1", "port": 9, "ttl": "2h"});
@@ -148,7 +140,7 @@ async fn a_python_grpcio_service_registers_renews_and_deregisters() {
     assert_eq!(v["refused"]["code"], "INVALID_ARGUMENT", "{v}");
     assert!(v["refused"]["details"].as_str().unwrap().contains("takes no registrations"), "{v}");
     assert_eq!(v["deregistered"]["result"], "deleted");
-    assert!(registrations(&cp).await.is_empty());
+    assert!(cp.registrations().await.is_empty());
     // Each change is in the history, with its cause.
     let (_, hist) = cp.call("GET", "/api/v1/history?limit=5", None).await;
     assert!(hist.to_string().contains("register"), "{hist}");

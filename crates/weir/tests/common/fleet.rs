@@ -159,6 +159,15 @@ impl Cp {
         call(self.api, method, path, body, None).await
     }
 
+    /// The names of the registrations it stores, sorted.
+    pub async fn registrations(&self) -> Vec<String> {
+        let (_, v) = self.call("GET", "/api/v1/registrations", None).await;
+        let mut names: Vec<String> =
+            v.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        names
+    }
+
     pub async fn revision(&self) -> u64 {
         self.call("GET", "/api/v1/revision", None).await.1["revision"].as_u64().unwrap()
     }
