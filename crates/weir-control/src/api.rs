@@ -94,6 +94,12 @@ impl IntoResponse for ApiError {
             PlaneError::Store(e) if e.is_too_large() => {
                 (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": e.to_string()}))
             }
+            PlaneError::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "a change could not be stored");
+                let mut rsp = (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))).into_response();
+                rsp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                return rsp;
+            }
             PlaneError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()}))

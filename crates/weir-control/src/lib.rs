@@ -62,6 +62,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let ServeOptions { token, heartbeat_interval, grpc_tls: tls, admin_tls } = opts;
     let node = grpc.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    plane.registry.set_node(node.clone());
     let svc = push::SyncService::new(plane.clone(), node, heartbeat_interval, token.clone()).into_server();
     let grpc_stop = stop.clone();
     let mut builder = tonic::transport::Server::builder();
@@ -85,6 +86,7 @@ pub async fn serve(
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             while stop.run_until_cancelled(tick.tick()).await.is_some() {
                 plane.registry.sweep();
+                plane.share_gateways().await;
                 plane.expire_registrations().await;
             }
         })

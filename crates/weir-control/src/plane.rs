@@ -112,9 +112,10 @@ impl ControlPlane {
         let rev = store.state().revision;
         let typed = store.state().ordered().into_iter().filter_map(|s| Some((s.order, typed_or_skip(s)?)));
         let assembly = Assembly::from_typed(typed);
+        let shared = store.shared_gateways();
         Arc::new(Self {
             inner: RwLock::new(Inner { store, assembly }),
-            registry: Registry::new(heartbeat_timeout),
+            registry: Registry::new(heartbeat_timeout, shared),
             leases: Leases::default(),
             elected_at: parking_lot::Mutex::new(None),
             revision: watch::Sender::new(rev),
@@ -179,6 +180,26 @@ impl ControlPlane {
         match self.apply(edits, "registrations expired".into(), None).await {
             Ok(_) => self.leases.forget(&expired),
             Err(e) => tracing::warn!(error = %e, "cannot remove expired registrations; trying again"),
+        }
+    }
+
+    /// Shares with the other control planes (on a shared store) what changed about this one's
+    /// gateways; what cannot be written now is tried again next time.
+    pub async fn share_gateways(self: &Arc<Self>) {
+        let changes = self.registry.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let writes = changes
+            .records
+            .iter()
+            .filter_map(|r| Some((r.id.clone(), serde_json::to_vec(r).ok()?, r.connected)))
+            .collect();
+        let (this, forgotten) = (self.clone(), changes.forgotten.clone());
+        let done = tokio::task::spawn_blocking(move || this.inner.read().store.share_gateways(writes, forgotten)).await;
+        if let Err(e) = done.map_err(StoreError::from_msg).and_then(|r| r) {
+            tracing::warn!(error = %e, "cannot share this control plane's gateways with the others; trying again");
+            self.registry.retry(changes);
         }
     }
 

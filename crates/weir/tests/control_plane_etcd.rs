@@ -7,25 +7,12 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::etcd::{Etcd, EtcdTls};
 use common::fleet::{Cp, Gw};
 use common::pki::{ca, leaf, write_pair};
 use common::{named, wait_until};
-
-/// A single-member etcd on loopback ports, stopped on drop.
-struct Etcd {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `root/name`, created.
 fn made(root: &Path, name: &str) -> std::path::PathBuf {
@@ -36,69 +23,6 @@ fn made(root: &Path, name: &str) -> std::path::PathBuf {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// An etcd that serves clients over TLS and requires their certificates: its own certificate
-/// and key, and the CA both sides trust (file paths).
-struct EtcdTls<'a> {
-    cert: &'a str,
-    key: &'a str,
-    ca: &'a str,
-}
-
-impl Etcd {
-    /// Starts etcd in `dir`; retries on other ports if one was taken meanwhile.
-    fn start(dir: &Path) -> Etcd {
-        Self::start_with(dir, None)
-    }
-
-    /// The same, serving clients as `tls` says when given.
-    fn start_with(dir: &Path, tls: Option<&EtcdTls<'_>>) -> Etcd {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        for attempt in 0..3 {
-            let (client, peer) = (free_port(), free_port());
-            let data = dir.join(format!("etcd-{attempt}"));
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let url = format!("{scheme}://127.0.0.1:{client}");
-            let mut cmd = Command::new("etcd");
-            if let Some(t) = tls {
-                cmd.args(["--cert-file", t.cert, "--key-file", t.key, "--trusted-ca-file", t.ca, "--client-cert-auth"]);
-            }
-            let child = cmd
-                .args(["--name", "weir-test", "--data-dir", data.to_str().unwrap()])
-                .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("weir-test={peer_url}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("etcd is installed (apt-get install etcd-server; .ci/run does)");
-            let mut etcd = Etcd { child, url };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if etcd.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if healthy(&etcd.url, tls) {
-                    return etcd;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = etcd.child.kill();
-        }
-        panic!("etcd did not start");
-    }
-}
-
-/// Whether etcd's `/health` says so (asked with the client certificate `tls` names, whose
-/// own pair stands in for one).
-fn healthy(url: &str, tls: Option<&EtcdTls<'_>>) -> bool {
-    let mut curl = Command::new("curl");
-    if let Some(t) = tls {
-        curl.args(["--cacert", t.ca, "--cert", t.cert, "--key", t.key]);
-    }
-    let out = curl.args(["-s", "--max-time", "1", &format!("{url}/health")]).output();
-    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\""))
 }
 
 fn route(dir: &Path, name: &str, path: &str, upstream: &str) -> String {
@@ -167,6 +91,23 @@ async fn control_planes_sharing_etcd_push_each_others_changes() {
     ga.wait_serves(pa, "/api", "one", Duration::from_secs(10)).await;
     gb.wait_serves(pb, "/api", "one", Duration::from_secs(10)).await;
     assert_eq!(b.revision().await, 4);
+
+    // Each control plane lists the other's gateways too: where they are connected, what they
+    // applied, their reports; and so do its discovery endpoints.
+    wait_until("B lists A's gateway at revision 4", Duration::from_secs(10), || async {
+        let g = b.gateway("ga").await;
+        g["applied_revision"] == 4 && g["connected"] == true && g["status"] == "up"
+    })
+    .await;
+    let ga_on_b = b.gateway("ga").await;
+    assert_eq!(ga_on_b["control_plane"], a.grpc.to_string(), "{ga_on_b}");
+    assert!(ga_on_b["report"]["requests_total"].as_u64().is_some(), "{ga_on_b}");
+    assert_eq!(a.gateway("gb").await["control_plane"], b.grpc.to_string());
+    let table = ctl_ok(&b, &["gateways"]);
+    assert!(table.contains("ga") && table.contains("gb") && table.contains(&a.grpc.to_string()), "{table}");
+    let (_, ready) = b.call("GET", "/api/v1/gateways/ready", None).await;
+    let ids: Vec<&str> = ready.as_array().unwrap().iter().filter_map(|g| g["id"].as_str()).collect();
+    assert_eq!(ids, ["ga", "gb"], "{ready}");
 
     // Both write at once: each commit either lands as the next revision or is refused whole
     // (never two revisions with one number, never a lost write reported as done).
@@ -263,7 +204,7 @@ async fn a_control_plane_uses_etcd_over_mutual_tls_and_says_what_is_missing() {
     std::fs::write(&ca_file, pki.pem()).unwrap();
     let ca_file = ca_file.to_str().unwrap();
     let (cert, key) = write_pair(dir.path(), "etcd", &leaf(&pki, &["127.0.0.1", "localhost"]));
-    let etcd = Etcd::start_with(dir.path(), Some(&EtcdTls { cert: &cert, key: &key, ca: ca_file }));
+    let etcd = Etcd::start_with(dir.path(), 1, Some(&EtcdTls { cert: &cert, key: &key, ca: ca_file }));
     let store = format!("etcd:{}", etcd.url);
     assert!(store.starts_with("etcd:https://"));
     let (cp_cert, cp_key) = write_pair(dir.path(), "cp", &leaf(&pki, &["control-plane"]));

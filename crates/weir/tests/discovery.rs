@@ -7,10 +7,10 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
+use common::load::Load;
 use common::*;
 use tokio::time::Instant;
 
@@ -77,58 +77,6 @@ fn dns_config(dns: &Dns, policy: &str, discovery: &str) -> String {
         dns.port
     );
     config("  - { name: app, upstream: app, retries: { attempts: 2 } }", &up)
-}
-
-type Lines = Arc<std::sync::Mutex<Vec<String>>>;
-
-/// Clients sending requests until stopped, recording what answered and what failed.
-struct Load {
-    stop: Arc<AtomicBool>,
-    seen: Lines,
-    failures: Lines,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen, failures) = (Arc::default(), Arc::default());
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, seen, failures): (Arc<AtomicBool>, Lines, Lines) =
-                    (stop.clone(), Arc::clone(&seen), Arc::clone(&failures));
-                tokio::spawn(async move {
-                    let mut c = Client::connect(addr).await;
-                    while !stop.load(SeqCst) {
-                        match c.try_send("GET", "/", &[], bytes::Bytes::new()).await {
-                            Ok(r) if r.status() == 200 => {
-                                let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
-                                seen.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-                            }
-                            Ok(r) => failures.lock().unwrap().push(format!("status {}", r.status())),
-                            Err(e) => {
-                                failures.lock().unwrap().push(format!("error {e}"));
-                                c = Client::connect(addr).await;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { stop, seen, failures, tasks }
-    }
-
-    fn last(&self) -> Option<String> {
-        self.seen.lock().unwrap().last().cloned()
-    }
-
-    async fn finish(self) -> (Vec<String>, Vec<String>) {
-        self.stop.store(true, SeqCst);
-        for t in self.tasks {
-            t.await.unwrap();
-        }
-        (self.seen.lock().unwrap().clone(), self.failures.lock().unwrap().clone())
-    }
 }
 
 async fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {

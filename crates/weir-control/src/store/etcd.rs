@@ -18,6 +18,7 @@ use etcd_client::{
 };
 use tokio::sync::watch;
 
+use super::etcd_fleet::{self, GATEWAYS, Mine, Write};
 use super::etcd_jobs::{self, LEASES, RegistrationLeases, Session};
 use super::{EtcdLimits, EtcdSpec, EtcdTls, Revision, State, StoreError, Stored, loaded, resource_key};
 
@@ -43,6 +44,10 @@ pub(super) struct Etcd {
     leader: watch::Receiver<bool>,
     leases: std::sync::Arc<RegistrationLeases>,
     session: Session,
+    /// Every control plane's gateway records, as etcd holds them.
+    gateways: crate::registry::SharedRecords,
+    /// The gateway records this control plane wrote.
+    mine: std::sync::Arc<parking_lot::Mutex<Mine>>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -79,6 +84,45 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::from(format!("etcd: {e}"))
 }
 
+/// Whether a failed call never left: the connection to the member it chose was refused.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    // etcd_client's error names no source; the gRPC status within it does.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(s) => Some(s),
+        etcd_client::Error::TransportError(t) => Some(t),
+        etcd_client::Error::IoError(io) => Some(io),
+        _ => None,
+    };
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A failed call: etcd out of reach or without a leader is worth trying again later (503);
+/// anything else is a broken store (500).
+fn call_err(e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    let down = match &e {
+        E::IoError(_) | E::TransportError(_) => true,
+        E::GRpcStatus(s) => {
+            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+        }
+        _ => false,
+    };
+    if down {
+        StoreError::unavailable(format!(
+            "etcd is out of reach or has no leader ({e}); nothing was written, and the gateways keep \
+             serving what they have: try again once etcd answers"
+        ))
+    } else {
+        err(e)
+    }
+}
+
 impl Etcd {
     /// Connects, loads the state, and starts following `meta/revision`.
     pub(super) fn open(spec: &EtcdSpec) -> Result<(Self, State), StoreError> {
@@ -109,7 +153,21 @@ impl Etcd {
         let (elected, leader) = watch::channel(false);
         let leases = std::sync::Arc::new(RegistrationLeases::default());
         let session = Session::default();
-        let mut this = Self { client, kv, rt: Some(rt), prefix, limits: spec.limits, latest, leader, leases, session };
+        let (records, gateways) = watch::channel(Default::default());
+        let mine = Default::default();
+        let mut this = Self {
+            client,
+            kv,
+            rt: Some(rt),
+            prefix,
+            limits: spec.limits,
+            latest,
+            leader,
+            leases,
+            session,
+            gateways,
+            mine,
+        };
         // The client connects lazily: the first read is where an unreachable etcd shows.
         let state = this.load().map_err(|e| {
             StoreError::from(format!("cannot read from etcd at {}: {e}{}", spec.endpoints.join(","), hint(spec)))
@@ -118,6 +176,7 @@ impl Etcd {
         this.follow(tx);
         if let Some(rt) = &this.rt {
             etcd_jobs::elect(rt, this.client.clone(), this.key("election/jobs"), elected, this.session.clone());
+            etcd_fleet::follow(rt, this.client.clone(), this.key(GATEWAYS), records);
         }
         Ok((this, state))
     }
@@ -130,25 +189,40 @@ impl Etcd {
         self.key(&format!("history/{revision:020}"))
     }
 
-    /// Runs `f` with a KV client on the store's runtime and waits for it.
+    /// Runs `f` with a KV client on the store's runtime and waits for it. A call that never
+    /// reached etcd (its member refused the connection: killed, restarting) is made again, up
+    /// to four more times, so one member down does not fail a read or a commit.
     fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(KvClient) -> Fut,
+        F: Fn(KvClient) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     {
         let rt = self.rt.as_ref().ok_or_else(|| err("closed"))?;
-        wait(rt, f(self.kv.clone()))?.map_err(err)
+        let mut tries = 0;
+        loop {
+            match wait(rt, f(self.kv.clone()))? {
+                Ok(v) => return Ok(v),
+                Err(e) if tries < 4 && not_sent(&e) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(25 << tries));
+                }
+                Err(e) => return Err(call_err(e)),
+            }
+        }
     }
 
     /// The resources and counters, read at one etcd revision.
     fn load(&mut self) -> Result<State, StoreError> {
         let (meta, resources) = (self.key("meta/"), self.key("resources/"));
-        let (meta, items) = self.call(move |mut c| async move {
-            let meta = c.get(meta, Some(GetOptions::new().with_prefix())).await?;
-            let at = meta.header().map_or(0, |h| h.revision());
-            let items = c.get(resources, Some(GetOptions::new().with_prefix().with_revision(at))).await?;
-            Ok((meta, items))
+        let (meta, items) = self.call(|mut c| {
+            let (meta, resources) = (meta.clone(), resources.clone());
+            async move {
+                let meta = c.get(meta, Some(GetOptions::new().with_prefix())).await?;
+                let at = meta.header().map_or(0, |h| h.revision());
+                let items = c.get(resources, Some(GetOptions::new().with_prefix().with_revision(at))).await?;
+                Ok((meta, items))
+            }
         })?;
         let number = |name: &str| {
             meta.kvs()
@@ -192,6 +266,8 @@ impl Etcd {
                         Ok(mut stream) => {
                             while let Ok(Some(rsp)) = stream.message().await {
                                 if rsp.canceled() {
+                                    tracing::info!(compacted_at = rsp.compact_revision(), reason = rsp.cancel_reason(),
+                                        "the watch on etcd ended (fell behind a compaction?); reading the revision again");
                                     break;
                                 }
                                 for ev in rsp.events() {
@@ -231,6 +307,19 @@ impl Etcd {
     pub(super) fn leased_registrations(&self) -> Result<std::collections::HashSet<String>, StoreError> {
         let rt = self.rt.as_ref().ok_or_else(|| err("closed"))?;
         wait(rt, etcd_jobs::leased(self.client.clone(), self.key(LEASES)))?.map_err(err)
+    }
+
+    /// Every control plane's gateway records.
+    pub(super) fn shared_gateways(&self) -> crate::registry::SharedRecords {
+        self.gateways.clone()
+    }
+
+    /// Writes this control plane's gateway records that changed, and deletes those it forgot.
+    pub(super) fn share_gateways(&self, writes: Vec<Write>, forgotten: Vec<String>) -> Result<(), StoreError> {
+        let rt = self.rt.as_ref().ok_or_else(|| err("closed"))?;
+        let (client, prefix, session, mine) =
+            (self.client.clone(), self.key(GATEWAYS), self.session.clone(), self.mine.clone());
+        wait(rt, etcd_fleet::share(client, prefix, session, mine, writes, forgotten))?.map_err(err)
     }
 
     /// The latest revision committed by anyone.
@@ -279,7 +368,10 @@ impl Etcd {
         ops.push(TxnOp::put(self.key("meta/order"), order.to_string(), None));
         ops.push(TxnOp::put(meta_rev, rev.revision.to_string(), None));
         let txn = Txn::new().when([guard]).and_then(ops);
-        let done = self.call(move |mut c| async move { c.txn(txn).await })?;
+        let done = self.call(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })?;
         if done.succeeded() {
             Ok(())
         } else {
@@ -315,17 +407,26 @@ impl Etcd {
         let count = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let key = self.key(&format!("modules/{sha256}/{i:04}"));
-            self.call(move |mut c| async move { c.put(key, chunk, None).await })?;
+            self.call(|mut c| {
+                let (key, chunk) = (key.clone(), chunk.clone());
+                async move { c.put(key, chunk, None).await }
+            })?;
         }
         let key = self.key(&format!("modules/{sha256}/count"));
-        self.call(move |mut c| async move { c.put(key, count.to_string(), None).await })?;
+        self.call(|mut c| {
+            let key = key.clone();
+            async move { c.put(key, count.to_string(), None).await }
+        })?;
         Ok(())
     }
 
     /// The module stored under `sha256`, if all of it is there.
     pub(super) fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let prefix = self.key(&format!("modules/{sha256}/"));
-        let got = self.call(move |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })?;
+        let got = self.call(|mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
         let mut count = None;
         let mut chunks = Vec::new();
         for kv in got.kvs() {
@@ -345,28 +446,31 @@ impl Etcd {
         Ok(Some(bytes))
     }
 
-    fn revisions(&self, from: String, to: String, newest_first: Option<usize>) -> Result<Vec<Revision>, StoreError> {
+    fn revisions(&self, from: &str, to: String, newest_first: Option<usize>) -> Result<Vec<Revision>, StoreError> {
         let mut opts = GetOptions::new().with_range(to);
         if let Some(limit) = newest_first {
             opts = opts.with_sort(SortTarget::Key, SortOrder::Descend).with_limit(limit as i64);
         }
-        let got = self.call(move |mut c| async move { c.get(from, Some(opts)).await })?;
+        let got = self.call(|mut c| {
+            let (from, opts) = (from.to_owned(), opts.clone());
+            async move { c.get(from, Some(opts)).await }
+        })?;
         got.kvs().iter().map(|kv| serde_json::from_slice(kv.value()).map_err(err)).collect()
     }
 
     /// Every revision, newest first, at most `limit`.
     pub(super) fn history(&self, limit: usize) -> Result<Vec<Revision>, StoreError> {
-        self.revisions(self.history_key(0), self.history_key(u64::MAX), Some(limit))
+        self.revisions(&self.history_key(0), self.history_key(u64::MAX), Some(limit))
     }
 
     /// Revisions 1 to `at`, oldest first.
     pub(super) fn history_until(&self, at: u64) -> Result<Vec<Revision>, StoreError> {
-        self.revisions(self.history_key(0), self.history_key(at.saturating_add(1)), None)
+        self.revisions(&self.history_key(0), self.history_key(at.saturating_add(1)), None)
     }
 
     /// Revisions after `revision`, oldest first.
     pub(super) fn history_after(&self, revision: u64) -> Result<Vec<Revision>, StoreError> {
-        self.revisions(self.history_key(revision + 1), self.history_key(u64::MAX), None)
+        self.revisions(&self.history_key(revision + 1), self.history_key(u64::MAX), None)
     }
 }
 

@@ -12,6 +12,8 @@
 #[cfg(feature = "etcd")]
 mod etcd;
 #[cfg(feature = "etcd")]
+mod etcd_fleet;
+#[cfg(feature = "etcd")]
 mod etcd_jobs;
 mod redb;
 
@@ -86,6 +88,8 @@ enum Fault {
     Conflict,
     /// The change is larger than the store takes at once (413).
     TooLarge,
+    /// The store is out of reach for now (503): nothing was written, try again later.
+    Unavailable,
 }
 
 impl StoreError {
@@ -108,6 +112,17 @@ impl StoreError {
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     fn too_large(e: impl std::fmt::Display) -> Self {
         Self(e.to_string(), Fault::TooLarge)
+    }
+
+    /// The store cannot be reached now (etcd down, or without a leader).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    fn unavailable(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string(), Fault::Unavailable)
+    }
+
+    /// Whether the store was out of reach: the same call may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        self.1 == Fault::Unavailable
     }
 
     /// Whether this is a lost race with another control plane (see [`Store::commit`]).
@@ -360,6 +375,33 @@ impl Store {
             Backend::Redb(_) => Ok(None),
             #[cfg(feature = "etcd")]
             Backend::Etcd(e) => e.leased_registrations().map(Some),
+        }
+    }
+
+    /// For a shared store, every control plane's gateway records (see
+    /// [`crate::registry::Record`]); `None` where this control plane's gateways are all.
+    pub fn shared_gateways(&self) -> Option<crate::registry::SharedRecords> {
+        match &self.backend {
+            Backend::Redb(_) => None,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => Some(e.shared_gateways()),
+        }
+    }
+
+    /// For a shared store, writes this control plane's gateway records (id, JSON, whether
+    /// connected here) and deletes those of gateways it forgot. Nothing to do otherwise.
+    pub fn share_gateways(
+        &self,
+        writes: Vec<(String, Vec<u8>, bool)>,
+        forgotten: Vec<String>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb(_) => {
+                let _ = (writes, forgotten);
+                Ok(())
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.share_gateways(writes, forgotten),
         }
     }
 

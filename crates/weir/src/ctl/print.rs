@@ -152,8 +152,8 @@ pub(super) fn gateways(status: u16, v: &Value, raw: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<28} {:<6} {:>8} {:>9} {:>9} {:>7} {:>8}  LAST NACK",
-        "ID", "STATUS", "APPLIED", "HEARTBEAT", "REQ/S", "ERR%", "P99(ms)"
+        "{:<28} {:<6} {:>8} {:>9} {:>9} {:>7} {:>8}  {:<21}  LAST NACK",
+        "ID", "STATUS", "APPLIED", "HEARTBEAT", "REQ/S", "ERR%", "P99(ms)", "CONTROL PLANE"
     );
     for g in v.as_array().into_iter().flatten() {
         let nack = g["last_nack"]
@@ -167,7 +167,7 @@ pub(super) fn gateways(status: u16, v: &Value, raw: bool) -> ExitCode {
             })
             .unwrap_or_default();
         println!(
-            "{:<28} {:<6} {:>8} {:>8}s {:>9.1} {:>7.2} {:>8.1}  {nack}",
+            "{:<28} {:<6} {:>8} {:>8}s {:>9.1} {:>7.2} {:>8.1}  {:<21}  {nack}",
             g["id"].as_str().unwrap_or(""),
             g["status"].as_str().unwrap_or(""),
             g["applied_revision"],
@@ -175,6 +175,7 @@ pub(super) fn gateways(status: u16, v: &Value, raw: bool) -> ExitCode {
             g["report"]["requests_per_second"].as_f64().unwrap_or(0.0),
             g["report"]["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
             g["report"]["p99_ms"].as_f64().unwrap_or(0.0),
+            g["control_plane"].as_str().unwrap_or(""),
         );
     }
     ExitCode::SUCCESS

@@ -19,7 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod etcd;
 pub mod fleet;
+pub mod load;
 pub mod pki;
 pub mod plugins;
 pub mod raw_http;
@@ -40,7 +42,7 @@ pub struct Weir {
     _dir: tempfile::TempDir,
 }
 
-fn field(line: &str, name: &str) -> Option<String> {
+pub fn field(line: &str, name: &str) -> Option<String> {
     let at = line.find(&format!("{name}="))? + name.len() + 1;
     Some(line[at..].split_whitespace().next()?.trim_matches('"').to_owned())
 }

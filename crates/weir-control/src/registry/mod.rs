@@ -3,14 +3,20 @@
 //! Owns: checking a gateway's capability descriptor, each gateway's applied revision, last
 //! heartbeat, last NACK and runtime report, and the up/down verdict (a gateway silent for
 //! longer than the heartbeat timeout is down). Wakes waiters whenever a gateway reports.
+//! On a shared store the gateways of every control plane are listed too ([`shared`]).
+
+mod shared;
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use weir_proto::v1;
+
+pub use shared::{Published, Record, SharedRecords};
 
 /// A refused registration.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +56,7 @@ pub fn check_descriptor(r: &v1::Register) -> Vec<DescriptorError> {
 }
 
 /// The last NACK a gateway sent.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NackRecord {
     /// The revision it refused.
     pub revision: u64,
@@ -61,7 +67,7 @@ pub struct NackRecord {
 }
 
 /// Runtime figures from the last heartbeat.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     /// Requests per second since the previous heartbeat.
     pub requests_per_second: f64,
@@ -78,34 +84,13 @@ pub struct Report {
 /// One gateway as the API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct GatewayView {
-    /// Id from its descriptor.
-    pub id: String,
     /// `up` or `down`.
     pub status: &'static str,
-    /// Whether its stream is open now.
-    pub connected: bool,
-    /// Software version.
-    pub version: String,
-    /// Labels.
-    pub labels: BTreeMap<String, String>,
-    /// Where it listens.
-    pub listen: Vec<String>,
-    /// Its admin address (`/metrics`), if it serves one.
-    pub admin: Option<String>,
-    /// Plugins it runs.
-    pub plugins: Vec<String>,
-    /// Protocol adapters.
-    pub protocols: Vec<String>,
-    /// The revision it serves.
-    pub applied_revision: u64,
     /// Milliseconds since its last heartbeat (or registration).
     pub last_heartbeat_ms_ago: u64,
-    /// Its last NACK, if any since it last applied a revision.
-    pub last_nack: Option<NackRecord>,
-    /// Runtime figures.
-    pub report: Report,
-    /// Plugin modules it has fetched from this control plane (each one it lacked, once).
-    pub modules_sent: u64,
+    /// What the control plane it is connected to knows of it.
+    #[serde(flatten)]
+    pub gateway: Record,
 }
 
 #[derive(Debug)]
@@ -116,6 +101,10 @@ struct Entry {
     session: u64,
     applied: u64,
     last_seen: Instant,
+    /// `last_seen` on the wall clock (Unix milliseconds), which other control planes compare.
+    seen_at_ms: u64,
+    /// Changed since last shared with the other control planes.
+    dirty: bool,
     last_nack: Option<NackRecord>,
     report: Report,
     down_logged: bool,
@@ -133,6 +122,12 @@ pub struct Registry {
     timeout: Duration,
     changed: Notify,
     sessions: std::sync::atomic::AtomicU64,
+    /// This control plane's name in the records it shares (its gRPC address).
+    node: OnceLock<String>,
+    /// Every control plane's records, on a shared store.
+    shared: Option<SharedRecords>,
+    /// Gateways forgotten since last shared.
+    forgotten: Mutex<Vec<String>>,
 }
 
 fn now_ms() -> u64 {
@@ -140,9 +135,27 @@ fn now_ms() -> u64 {
 }
 
 impl Registry {
-    /// A registry that calls a gateway down after `timeout` without a heartbeat.
-    pub fn new(timeout: Duration) -> Self {
-        Self { gateways: Mutex::default(), timeout, changed: Notify::new(), sessions: Default::default() }
+    /// A registry that calls a gateway down after `timeout` without a heartbeat; on a shared
+    /// store, `shared` follows the records of every control plane's gateways.
+    pub fn new(timeout: Duration, shared: Option<SharedRecords>) -> Self {
+        Self {
+            gateways: Mutex::default(),
+            timeout,
+            changed: Notify::new(),
+            sessions: Default::default(),
+            node: OnceLock::new(),
+            shared,
+            forgotten: Mutex::default(),
+        }
+    }
+
+    /// Names this control plane in the records it shares (once; later calls are ignored).
+    pub fn set_node(&self, node: String) {
+        let _ = self.node.set(node);
+    }
+
+    fn node(&self) -> &str {
+        self.node.get().map_or("", String::as_str)
     }
 
     /// Records a (re)registered gateway; returns its session number.
@@ -161,6 +174,8 @@ impl Registry {
                 session,
                 applied,
                 last_seen: Instant::now(),
+                seen_at_ms: now_ms(),
+                dirty: true,
                 last_nack,
                 report: Report::default(),
                 down_logged: false,
@@ -175,6 +190,8 @@ impl Registry {
     fn with(&self, id: &str, f: impl FnOnce(&mut Entry)) {
         if let Some(e) = self.gateways.lock().get_mut(id) {
             e.last_seen = Instant::now();
+            e.seen_at_ms = now_ms();
+            e.dirty = true;
             f(e);
         }
         self.changed.notify_waiters();
@@ -201,6 +218,7 @@ impl Registry {
     pub fn module_sent(&self, id: &str) {
         if let Some(e) = self.gateways.lock().get_mut(id) {
             e.modules_sent += 1;
+            e.dirty = true;
         }
     }
 
@@ -225,6 +243,7 @@ impl Registry {
     pub fn disconnected(&self, id: &str, session: u64) {
         if let Some(e) = self.gateways.lock().get_mut(id).filter(|e| e.session == session) {
             e.connected = false;
+            e.dirty = true;
         }
         self.changed.notify_waiters();
     }
@@ -233,41 +252,71 @@ impl Registry {
         now.duration_since(e.last_seen) <= self.timeout
     }
 
-    /// Every gateway, by id.
+    /// Every gateway, by id: this control plane's, and on a shared store every other's (a
+    /// gateway known to several is shown as the one it is connected to, or last heard from).
     pub fn list(&self) -> Vec<GatewayView> {
         let now = Instant::now();
-        self.gateways
+        let mut all: BTreeMap<String, (Record, u64)> = self
+            .gateways
             .lock()
             .iter()
-            .map(|(id, e)| GatewayView {
-                id: id.clone(),
-                status: if self.is_up(e, now) { "up" } else { "down" },
-                connected: e.connected,
-                version: e.desc.version.clone(),
-                labels: e.desc.labels.clone().into_iter().collect(),
-                listen: e.desc.listen.clone(),
-                admin: Some(e.desc.admin.clone()).filter(|a| !a.is_empty()),
-                plugins: e.desc.plugins.iter().map(|p| p.name.clone()).collect(),
-                protocols: e.desc.protocols.clone(),
-                applied_revision: e.applied,
-                last_heartbeat_ms_ago: now.duration_since(e.last_seen).as_millis() as u64,
-                last_nack: e.last_nack.clone(),
-                report: e.report.clone(),
-                modules_sent: e.modules_sent,
+            .map(|(id, e)| (id.clone(), (self.record(id, e), now.duration_since(e.last_seen).as_millis() as u64)))
+            .collect();
+        if let Some(shared) = &self.shared {
+            shared::merge(&mut all, &shared.borrow(), now_ms());
+        }
+        all.into_values()
+            .map(|(gateway, ago)| GatewayView {
+                status: if Duration::from_millis(ago) <= self.timeout { "up" } else { "down" },
+                last_heartbeat_ms_ago: ago,
+                gateway,
             })
             .collect()
+    }
+
+    fn record(&self, id: &str, e: &Entry) -> Record {
+        Record {
+            id: id.to_owned(),
+            control_plane: self.node().to_owned(),
+            connected: e.connected,
+            version: e.desc.version.clone(),
+            labels: e.desc.labels.clone().into_iter().collect(),
+            listen: e.desc.listen.clone(),
+            admin: Some(e.desc.admin.clone()).filter(|a| !a.is_empty()),
+            plugins: e.desc.plugins.iter().map(|p| p.name.clone()).collect(),
+            protocols: e.desc.protocols.clone(),
+            applied_revision: e.applied,
+            seen_at_ms: e.seen_at_ms,
+            last_nack: e.last_nack.clone(),
+            report: e.report.clone(),
+            modules_sent: e.modules_sent,
+        }
+    }
+
+    /// What changed since last called, to share with the other control planes: the records
+    /// of gateways that reported or disconnected, and the ids of those forgotten.
+    pub fn take_changes(&self) -> Published {
+        if self.shared.is_none() {
+            return Published::default();
+        }
+        let mut records = Vec::new();
+        for (id, e) in self.gateways.lock().iter_mut().filter(|(_, e)| e.dirty) {
+            e.dirty = false;
+            records.push(self.record(id, e));
+        }
+        Published { records, forgotten: std::mem::take(&mut *self.forgotten.lock()) }
     }
 
     /// The gateways an outer load balancer may send traffic to: up, connected, and serving a
     /// revision. Each with its listeners by name, its admin address and labels.
     pub fn ready(&self) -> Vec<serde_json::Value> {
-        let listeners = |g: &GatewayView| -> BTreeMap<String, String> {
+        let listeners = |g: &Record| -> BTreeMap<String, String> {
             g.listen.iter().filter_map(|l| l.split_once('=')).map(|(n, a)| (n.to_owned(), a.to_owned())).collect()
         };
         self.list()
             .into_iter()
-            .filter(|g| g.status == "up" && g.connected && g.applied_revision > 0)
-            .map(|g| {
+            .filter(|g| g.status == "up" && g.gateway.connected && g.gateway.applied_revision > 0)
+            .map(|GatewayView { gateway: g, .. }| {
                 serde_json::json!({
                     "id": g.id, "listen": listeners(&g), "admin": g.admin,
                     "applied_revision": g.applied_revision, "labels": g.labels,
@@ -283,7 +332,7 @@ impl Registry {
         self.list()
             .into_iter()
             .filter(|g| g.status == "up")
-            .filter_map(|g| {
+            .filter_map(|GatewayView { gateway: g, .. }| {
                 let admin = g.admin.clone()?;
                 let mut labels = BTreeMap::from([
                     ("__meta_weir_gateway_id".to_owned(), g.id.clone()),
@@ -298,6 +347,17 @@ impl Registry {
             .collect()
     }
 
+    /// Takes back changes that could not be shared, to share them next time.
+    pub fn retry(&self, p: Published) {
+        let mut g = self.gateways.lock();
+        for r in &p.records {
+            if let Some(e) = g.get_mut(&r.id) {
+                e.dirty = true;
+            }
+        }
+        self.forgotten.lock().extend(p.forgotten.into_iter().filter(|id| !g.contains_key(id)));
+    }
+
     /// Logs each gateway the first time it is seen down, and forgets gateways gone (stream
     /// closed) for longer than [`FORGET_AFTER`]; call periodically.
     pub fn sweep(&self) {
@@ -309,34 +369,57 @@ impl Registry {
                 tracing::warn!(gateway = %id, silent_for = ?now.duration_since(e.last_seen), "gateway down: no heartbeat within the timeout");
             }
         }
+        let mut forgotten = self.forgotten.lock();
         g.retain(|id, e| {
             let keep = e.connected || now.duration_since(e.last_seen) < FORGET_AFTER;
             if !keep {
                 tracing::info!(gateway = %id, "forgetting a gateway gone for good");
+                if self.shared.is_some() {
+                    forgotten.push(id.clone());
+                }
             }
             keep
         });
     }
 
-    /// Waits until every gateway that is up has applied or refused `revision`, or `within`
-    /// passes. Returns the ids still pending.
+    /// Waits until every gateway that is up and connected (to any control plane, on a shared
+    /// store) has applied or refused `revision`, or `within` passes. Returns the ids still
+    /// pending.
     pub async fn wait_applied(&self, revision: u64, within: Duration) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + within;
+        let mut shared = self.shared.clone();
         loop {
             let notified = self.changed.notified();
-            let now = Instant::now();
             let pending: Vec<String> = self
-                .gateways
-                .lock()
-                .iter()
-                .filter(|(_, e)| e.connected && self.is_up(e, now))
-                .filter(|(_, e)| e.applied < revision && e.last_nack.as_ref().is_none_or(|n| n.revision < revision))
-                .map(|(id, _)| id.clone())
+                .list()
+                .into_iter()
+                .filter(|g| g.gateway.connected && g.status == "up")
+                .filter(|g| {
+                    let (applied, nack) = (g.gateway.applied_revision, g.gateway.last_nack.as_ref());
+                    applied < revision && nack.is_none_or(|n| n.revision < revision)
+                })
+                .map(|g| g.gateway.id)
                 .collect();
             if pending.is_empty() || tokio::time::Instant::now() >= deadline {
                 return pending;
             }
-            let _ = tokio::time::timeout_at(deadline, notified).await;
+            let others = async {
+                match shared.as_mut() {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    () = notified => {}
+                    () = others => {}
+                }
+            })
+            .await;
         }
     }
 }
