@@ -88,6 +88,7 @@ pub async fn serve(
                 plane.registry.sweep();
                 plane.share_gateways().await;
                 plane.expire_registrations().await;
+                plane.trim_history().await;
             }
         })
     };

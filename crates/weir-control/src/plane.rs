@@ -17,7 +17,7 @@ use weir_config::resources::Kind;
 
 use crate::leases::Leases;
 use crate::registry::Registry;
-use crate::store::{Change, Key, Op, State, Store, StoreError};
+use crate::store::{CaughtUp, Change, Key, Op, State, Store, StoreError};
 use weir_config::spec::RegistrationSpec;
 
 /// Why a change was not made. Nothing was stored.
@@ -91,7 +91,15 @@ pub struct ControlPlane {
     /// jobs.
     elected_at: parking_lot::Mutex<Option<std::time::Instant>>,
     revision: watch::Sender<u64>,
+    /// Revisions the history keeps (see [`Self::trim_history`]).
+    history_limit: std::sync::atomic::AtomicU64,
 }
+
+/// The most revisions one trim folds (the rest wait for the next round).
+const TRIM_AT_ONCE: u64 = 100;
+
+/// Revisions the history keeps unless told otherwise (`--history-limit`).
+pub const DEFAULT_HISTORY_LIMIT: u64 = 1000;
 
 /// What a registration did.
 #[derive(Clone, Debug, Serialize)]
@@ -119,6 +127,7 @@ impl ControlPlane {
             leases: Leases::default(),
             elected_at: parking_lot::Mutex::new(None),
             revision: watch::Sender::new(rev),
+            history_limit: DEFAULT_HISTORY_LIMIT.into(),
         })
     }
 
@@ -181,6 +190,31 @@ impl ControlPlane {
             Ok(_) => self.leases.forget(&expired),
             Err(e) => tracing::warn!(error = %e, "cannot remove expired registrations; trying again"),
         }
+    }
+
+    /// Keeps the history to the last `--history-limit` revisions, folding older ones into the
+    /// base. On a shared store only the elected control plane trims.
+    pub async fn trim_history(self: &Arc<Self>) {
+        let keep = self.history_limit.load(std::sync::atomic::Ordering::Relaxed);
+        let (due, leader) = {
+            let inner = self.inner.read();
+            let st = inner.store.state();
+            (st.revision.saturating_sub(st.history_base) > keep, inner.store.leader())
+        };
+        if !due || leader.is_some_and(|l| !*l.borrow()) {
+            return;
+        }
+        let this = self.clone();
+        let done = tokio::task::spawn_blocking(move || this.inner.write().store.trim(keep, TRIM_AT_ONCE)).await;
+        match done.map_err(StoreError::from_msg).and_then(|r| r) {
+            Ok(base) => tracing::debug!(base, "trimmed the history"),
+            Err(e) => tracing::warn!(error = %e, "cannot trim the history; trying again"),
+        }
+    }
+
+    /// Keeps at most `limit` revisions in the history (at least 1).
+    pub fn set_history_limit(&self, limit: u64) {
+        self.history_limit.store(limit.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Shares with the other control planes (on a shared store) what changed about this one's
@@ -272,7 +306,20 @@ impl ControlPlane {
     }
 
     fn take_newer(&self, inner: &mut Inner) -> Result<(), StoreError> {
-        let revs = inner.store.catch_up()?;
+        let revs = match inner.store.catch_up()? {
+            CaughtUp::Revisions(revs) => revs,
+            CaughtUp::Reloaded(revision) => {
+                let typed =
+                    inner.store.state().ordered().into_iter().filter_map(|s| Some((s.order, typed_or_skip(s)?)));
+                inner.assembly = Assembly::from_typed(typed);
+                tracing::warn!(
+                    revision,
+                    "revisions this control plane had not seen were trimmed from the history; read the whole state again"
+                );
+                self.revision.send_replace(revision);
+                return Ok(());
+            }
+        };
         for rev in &revs {
             for c in &rev.changes {
                 let order = c.after.as_ref().map_or(0, |s| s.order);
@@ -442,7 +489,13 @@ impl ControlPlane {
                 current.revision
             )));
         }
-        let old = store.state_at(to)?;
+        let old = store.state_at(to).map_err(|e| {
+            if e.is_trimmed() {
+                PlaneError::BadRequest(format!("cannot roll back: {e}; `weir ctl history` lists what is kept"))
+            } else {
+                PlaneError::Store(e)
+            }
+        })?;
         // Registrations are the services' own, not config: a rollback leaves them as they are.
         let config = |k: &Key| k.0 != Kind::Registration;
         let mut edits: Vec<(Key, Option<Value>)> = current

@@ -57,6 +57,10 @@ pub(crate) struct Args {
     /// How often gateways are asked to send a heartbeat.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
+    /// Revisions the history keeps for `history` and `rollback`; older ones are folded into a
+    /// base (on etcd, by the elected control plane). A rollback reaches back this far.
+    #[arg(long, default_value_t = weir_control::plane::DEFAULT_HISTORY_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
+    history_limit: u64,
     /// Serve gRPC and the admin API over TLS with this certificate chain (PEM); gateways then
     /// use `https://` URLs and `--control-plane-ca`, and `weir ctl` an `https://` server and
     /// `--cacert`.
@@ -210,6 +214,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             };
         let revision = store.state().revision;
         let plane = ControlPlane::new(store, args.heartbeat_timeout);
+        plane.set_history_limit(args.history_limit);
         let (tls_on, mtls) = (tls.is_some(), args.client_ca.is_some());
         tracing::info!(address = %grpc.local_addr().unwrap_or(args.grpc_address), tls = tls_on, mtls, "grpc bound");
         let https = admin_tls.is_some();

@@ -330,3 +330,62 @@ async fn a_stopping_control_plane_hands_the_election_on_at_once() {
     a.proc.wait_line("gave up the election", Duration::from_secs(5));
     b.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_millis(2500));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_elected_control_plane_trims_the_history_and_one_left_behind_reads_everything_again() {
+    let app = named("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let store = format!("etcd:{}", etcd.url);
+    let limit = ["--store", &store, "--history-limit", "5"];
+    let a = Cp::start(&made(dir.path(), "a"), 0, &limit);
+    a.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_secs(10));
+    let b = Cp::start(&made(dir.path(), "b"), 0, &limit);
+    let gb = Gw::start("gb", &b.grpc_url(), &dir.path().join("gb"), "127.0.0.1:0");
+    let port = app.port();
+    a.apply(
+        dir.path(),
+        &format!(
+            "upstreams:\n- {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {port} }}] }} }}\n"
+        ),
+    );
+    ctl_ok(&a, &["apply", "-f", &route(dir.path(), "early", "/early", "app")]);
+    let pb = gb.listen_addr();
+    gb.wait_serves(pb, "/early", "app", Duration::from_secs(10)).await;
+    let kept = |cp: &Cp| {
+        let api = cp.api;
+        async move {
+            let (_, h) = common::fleet::call(api, "GET", "/api/v1/history?limit=100", None, None).await;
+            h.as_array().unwrap().iter().filter_map(|r| r["revision"].as_u64()).collect::<Vec<u64>>()
+        }
+    };
+
+    // B falls behind while A commits and trims past everything B has seen, including the
+    // removal of a route B's gateway serves.
+    b.proc.signal("STOP");
+    for i in 0..8 {
+        ctl_ok(&a, &["apply", "-f", &route(dir.path(), &format!("r{i}"), &format!("/r{i}"), "app")]);
+    }
+    ctl_ok(&a, &["delete", "route", "early"]);
+    ctl_ok(&a, &["apply", "-f", &route(dir.path(), "late", "/late", "app")]);
+    let top = a.revision().await;
+    wait_until("A keeps the last 5 revisions", Duration::from_secs(10), || async {
+        kept(&a).await == (top - 4..=top).rev().collect::<Vec<_>>()
+    })
+    .await;
+    b.proc.signal("CONT");
+    b.proc.wait_line("read the whole state again", Duration::from_secs(10));
+    gb.wait_serves(pb, "/late", "app", Duration::from_secs(10)).await;
+    let (status, _) = common::get(pb, "/early", &[]).await;
+    assert_eq!(status, 404, "the route deleted while B was behind is gone from its gateway");
+    assert_eq!(b.revision().await, top);
+    assert_eq!(kept(&b).await, kept(&a).await, "one history");
+
+    // A rollback reaches back to the oldest revision kept, not before.
+    let out = b.ctl(&["rollback", "--to", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("trimmed from the history"), "{err}");
+    ctl_ok(&b, &["rollback", "--to", &(top - 4).to_string()]);
+    gb.wait_serves(pb, "/early", "app", Duration::from_secs(10)).await;
+    assert_eq!(common::get(pb, "/late", &[]).await.0, 404);
+}

@@ -213,7 +213,7 @@ impl Etcd {
     }
 
     /// The resources and counters, read at one etcd revision.
-    fn load(&mut self) -> Result<State, StoreError> {
+    pub(super) fn load(&mut self) -> Result<State, StoreError> {
         let (meta, resources) = (self.key("meta/"), self.key("resources/"));
         let (meta, items) = self.call(|mut c| {
             let (meta, resources) = (meta.clone(), resources.clone());
@@ -236,7 +236,7 @@ impl Etcd {
             .iter()
             .map(|kv| serde_json::from_slice::<Stored>(kv.value()).map_err(err))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(loaded(number("/revision"), number("/order"), stored))
+        Ok(loaded(number("/revision"), number("/order"), number("/base"), stored))
     }
 
     /// Watches `meta/revision` and publishes every value it takes; re-watches after errors.
@@ -463,14 +463,80 @@ impl Etcd {
         self.revisions(&self.history_key(0), self.history_key(u64::MAX), Some(limit))
     }
 
-    /// Revisions 1 to `at`, oldest first.
-    pub(super) fn history_until(&self, at: u64) -> Result<Vec<Revision>, StoreError> {
-        self.revisions(&self.history_key(0), self.history_key(at.saturating_add(1)), None)
+    /// The base revision, the resources at it, and the revisions after it up to `at`, oldest
+    /// first, read at one etcd revision (so a trim in between cannot tear them).
+    pub(super) fn base_and_history(&self, at: u64) -> Result<(u64, Vec<Stored>, Vec<Revision>), StoreError> {
+        let (meta, base, hist) = (self.key("meta/base"), self.key("base/"), self.key("history/"));
+        let (got_meta, got_base, got_hist) = self.call(|mut c| {
+            let (meta, base, hist) = (meta.clone(), base.clone(), hist.clone());
+            async move {
+                let m = c.get(meta, None).await?;
+                let now = m.header().map_or(0, |h| h.revision());
+                let b = c.get(base, Some(GetOptions::new().with_prefix().with_revision(now))).await?;
+                let h = c.get(hist, Some(GetOptions::new().with_prefix().with_revision(now))).await?;
+                Ok((m, b, h))
+            }
+        })?;
+        let base = got_meta
+            .kvs()
+            .first()
+            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let resources = got_base
+            .kvs()
+            .iter()
+            .map(|kv| serde_json::from_slice(kv.value()).map_err(err))
+            .collect::<Result<_, _>>()?;
+        let mut revs: Vec<Revision> = got_hist
+            .kvs()
+            .iter()
+            .map(|kv| serde_json::from_slice(kv.value()).map_err(err))
+            .collect::<Result<_, _>>()?;
+        revs.retain(|r| r.revision > base && r.revision <= at);
+        Ok((base, resources, revs))
     }
 
     /// Revisions after `revision`, oldest first.
     pub(super) fn history_after(&self, revision: u64) -> Result<Vec<Revision>, StoreError> {
         self.revisions(&self.history_key(revision + 1), self.history_key(u64::MAX), None)
+    }
+}
+
+impl Etcd {
+    /// Folds revisions `base + 1` to `upto` into the base (`base/KIND/NAME`), one transaction
+    /// per revision, each only if `meta/base` is still the revision before it: a trim by
+    /// another control plane meanwhile stops this one. Returns the base reached.
+    pub(super) fn trim(&mut self, base: u64, upto: u64) -> Result<u64, StoreError> {
+        let meta = self.key("meta/base");
+        let mut at = base;
+        for rev in self.revisions(&self.history_key(base + 1), self.history_key(upto + 1), None)? {
+            let guard = if at == 0 {
+                Compare::version(meta.clone(), CompareOp::Equal, 0)
+            } else {
+                Compare::value(meta.clone(), CompareOp::Equal, at.to_string())
+            };
+            let mut ops = Vec::with_capacity(rev.changes.len() + 2);
+            for c in &rev.changes {
+                let key = self.key(&format!("base/{}", resource_key(c.kind, &c.name)));
+                ops.push(match &c.after {
+                    Some(s) => TxnOp::put(key, serde_json::to_vec(s).map_err(err)?, None),
+                    None => TxnOp::delete(key, None),
+                });
+            }
+            ops.push(TxnOp::delete(self.history_key(rev.revision), None));
+            ops.push(TxnOp::put(meta.clone(), rev.revision.to_string(), None));
+            let txn = Txn::new().when([guard]).and_then(ops);
+            let done = self.call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })?;
+            if !done.succeeded() {
+                tracing::info!(revision = rev.revision, "the history was trimmed elsewhere meanwhile; stopping");
+                return Ok(self.base_and_history(0)?.0);
+            }
+            at = rev.revision;
+        }
+        Ok(at)
     }
 }
 

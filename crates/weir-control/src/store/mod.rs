@@ -90,6 +90,8 @@ enum Fault {
     TooLarge,
     /// The store is out of reach for now (503): nothing was written, try again later.
     Unavailable,
+    /// A revision older than the history keeps was asked for.
+    Trimmed,
 }
 
 impl StoreError {
@@ -118,6 +120,11 @@ impl StoreError {
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     fn unavailable(e: impl std::fmt::Display) -> Self {
         Self(e.to_string(), Fault::Unavailable)
+    }
+
+    /// Whether a revision asked for was trimmed from the history.
+    pub fn is_trimmed(&self) -> bool {
+        self.1 == Fault::Trimmed
     }
 
     /// Whether the store was out of reach: the same call may succeed later.
@@ -208,6 +215,9 @@ pub struct State {
     pub resources: BTreeMap<Key, Stored>,
     /// Deleted resources and the revision that deleted them (for deltas).
     pub tombstones: HashMap<Key, u64>,
+    /// The history holds the revisions after this one: older ones were folded into a base
+    /// (see [`Store::trim`]), so the state can be rebuilt back to this revision, not before.
+    pub history_base: u64,
 }
 
 impl State {
@@ -405,18 +415,26 @@ impl Store {
         }
     }
 
-    /// Brings the state up to the store's latest revision (commits by other control planes),
-    /// returning the revisions applied, oldest first.
-    pub fn catch_up(&mut self) -> Result<Vec<Revision>, StoreError> {
-        let revs = match &self.backend {
+    /// Brings the state up to the store's latest revision (commits by other control planes).
+    /// When revisions it never saw were trimmed meanwhile, it reads the whole state again.
+    pub fn catch_up(&mut self) -> Result<CaughtUp, StoreError> {
+        let revs: Vec<Revision> = match &self.backend {
             Backend::Redb(_) => Vec::new(),
             #[cfg(feature = "etcd")]
             Backend::Etcd(e) => e.history_after(self.state.revision)?,
         };
+        if revs.first().is_some_and(|r| r.revision > self.state.revision + 1) {
+            #[cfg(feature = "etcd")]
+            if let Backend::Etcd(e) = &mut self.backend {
+                let fresh = e.load()?;
+                self.state = replaced(&self.state, fresh);
+                return Ok(CaughtUp::Reloaded(self.state.revision));
+            }
+        }
         for rev in &revs {
             self.state.commit(rev);
         }
-        Ok(revs)
+        Ok(CaughtUp::Revisions(revs))
     }
 
     /// Commits the changes that are not [`Op::Unchanged`] as the next revision; returns it, or
@@ -485,25 +503,75 @@ impl Store {
         }
     }
 
-    /// The resources as they were right after revision `at`, by replaying the history.
+    /// The resources as they were right after revision `at`: the base the history was
+    /// trimmed to, and the history after it replayed. Before the base it cannot be rebuilt.
     pub fn state_at(&self, at: u64) -> Result<State, StoreError> {
-        let revs = match &self.backend {
-            Backend::Redb(db) => db.history_until(at)?,
+        let (base, resources, revs) = match &self.backend {
+            Backend::Redb(db) => db.base_and_history(at)?,
             #[cfg(feature = "etcd")]
-            Backend::Etcd(e) => e.history_until(at)?,
+            Backend::Etcd(e) => e.base_and_history(at)?,
         };
-        let mut state = State::default();
+        if at < base {
+            return Err(StoreError(
+                format!("revision {at} was trimmed from the history: the oldest kept is {base} (--history-limit)"),
+                Fault::Trimmed,
+            ));
+        }
+        let mut state = loaded(base, 0, base, resources);
         for rev in &revs {
             state.commit(rev);
         }
         Ok(state)
     }
+
+    /// Folds the oldest revisions into the base until at most `keep` remain after it, at most
+    /// `most` per call; returns the new base. A shared store is trimmed by one control plane:
+    /// the elected one (see [`Self::leader`]).
+    pub fn trim(&mut self, keep: u64, most: u64) -> Result<u64, StoreError> {
+        let base = self.state.history_base;
+        let upto = self.state.revision.saturating_sub(keep.max(1)).min(base + most);
+        if upto <= base {
+            return Ok(base);
+        }
+        let reached = match &mut self.backend {
+            Backend::Redb(db) => db.trim(upto)?,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.trim(base, upto)?,
+        };
+        self.state.history_base = reached;
+        Ok(reached)
+    }
 }
 
 /// The state after loading `resources` at `revision` with creation orders up to `next_order`.
-fn loaded(revision: u64, next_order: u64, resources: impl IntoIterator<Item = Stored>) -> State {
+fn loaded(revision: u64, next_order: u64, history_base: u64, resources: impl IntoIterator<Item = Stored>) -> State {
     let resources = resources.into_iter().map(|s| ((s.kind, s.name.clone()), s)).collect();
-    State { revision, next_order, resources, tombstones: HashMap::new() }
+    State { revision, next_order, resources, tombstones: HashMap::new(), history_base }
+}
+
+/// What catching up with a shared store did.
+#[derive(Debug)]
+pub enum CaughtUp {
+    /// These revisions were applied, oldest first (none: nothing new).
+    Revisions(Vec<Revision>),
+    /// The revisions after this control plane's were trimmed from the history before it read
+    /// them: the whole state was read again, at this revision.
+    Reloaded(u64),
+}
+
+/// The state `fresh`, read whole, replacing `old`: keys gone since are tombstoned at the new
+/// revision, so deltas to gateways still remove them.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+fn replaced(old: &State, mut fresh: State) -> State {
+    let gone = old.resources.keys().chain(old.tombstones.keys()).filter(|k| !fresh.resources.contains_key(*k));
+    let tombstones: HashMap<Key, u64> = gone
+        .map(|k| {
+            let at = if old.resources.contains_key(k) { fresh.revision } else { old.tombstones[k] };
+            (k.clone(), at)
+        })
+        .collect();
+    fresh.tombstones = tombstones;
+    fresh
 }
 
 /// The key of a resource in a backend (`Route/api`).
@@ -574,5 +642,59 @@ mod tests {
         assert_eq!(old.resources.len(), 2);
         assert_eq!(old.resources[&(Kind::Route, "a".into())].body["upstream"], "x");
         assert_eq!(s.history(10).unwrap().iter().map(|r| r.revision).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn a_trimmed_history_still_rebuilds_every_kept_revision_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.redb");
+        let mut s = Store::open(&path).unwrap();
+        // Revision r points route a at upstream u{r}; route r{r} is created at r and deleted at r+1.
+        for r in 1..=10u64 {
+            let mut edits = vec![route("a", &format!("u{r}")), route(&format!("r{r}"), "x")];
+            if r > 1 {
+                edits.push(((Kind::Route, format!("r{}", r - 1)), None));
+            }
+            let plan = s.state().plan(&edits, r);
+            assert_eq!(s.commit(plan, "apply").unwrap(), Some(r));
+        }
+        assert_eq!(s.trim(3, 2).unwrap(), 2, "at most two revisions folded per call");
+        assert_eq!(s.trim(3, 100).unwrap(), 7);
+        assert_eq!(s.trim(3, 100).unwrap(), 7, "nothing more to fold");
+        let check = |s: &Store| {
+            for at in 7..=10u64 {
+                let st = s.state_at(at).unwrap();
+                assert_eq!(st.resources[&(Kind::Route, "a".into())].body["upstream"], format!("u{at}"));
+                let names: Vec<&str> = st.resources.keys().map(|k| k.1.as_str()).collect();
+                assert_eq!(names, ["a", &format!("r{at}")], "at {at}");
+            }
+            let err = s.state_at(6).unwrap_err().to_string();
+            assert!(err.contains("trimmed") && err.contains("oldest kept is 7"), "{err}");
+            assert_eq!(s.history(100).unwrap().iter().map(|r| r.revision).collect::<Vec<_>>(), [10, 9, 8]);
+        };
+        check(&s);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.state().history_base, 7);
+        check(&s);
+    }
+
+    #[test]
+    fn a_state_read_again_tombstones_what_went_meanwhile() {
+        let mut old = State::default();
+        let plan = old.plan(&[route("a", "x"), route("b", "x"), route("c", "x")], 1);
+        old.commit(&Revision { revision: 1, time_ms: 0, cause: String::new(), changes: plan });
+        let plan = old.plan(&[((Kind::Route, "c".into()), None)], 2);
+        old.commit(&Revision { revision: 2, time_ms: 0, cause: String::new(), changes: plan });
+        let mut fresh = old.clone();
+        fresh.tombstones.clear();
+        let plan = fresh.plan(&[((Kind::Route, "b".into()), None), route("d", "x")], 9);
+        fresh.commit(&Revision { revision: 9, time_ms: 0, cause: String::new(), changes: plan });
+        fresh.tombstones.clear();
+        let st = replaced(&old, fresh);
+        let at = |n: &str| st.tombstones.get(&(Kind::Route, n.to_owned())).copied();
+        assert_eq!((at("b"), at("c"), at("a"), at("d")), (Some(9), Some(2), None, None));
+        let (up, gone) = st.delta_since(2);
+        assert_eq!((up.len(), gone.len()), (1, 1), "d added, b removed");
     }
 }
