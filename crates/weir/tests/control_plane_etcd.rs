@@ -102,7 +102,11 @@ async fn control_planes_sharing_etcd_push_each_others_changes() {
     let ga_on_b = b.gateway("ga").await;
     assert_eq!(ga_on_b["control_plane"], a.grpc.to_string(), "{ga_on_b}");
     assert!(ga_on_b["report"]["requests_total"].as_u64().is_some(), "{ga_on_b}");
-    assert_eq!(a.gateway("gb").await["control_plane"], b.grpc.to_string());
+    let b_grpc = b.grpc.to_string();
+    wait_until("A lists B's gateway on B", Duration::from_secs(10), || async {
+        a.gateway("gb").await["control_plane"] == b_grpc.as_str()
+    })
+    .await;
     let table = ctl_ok(&b, &["gateways"]);
     assert!(table.contains("ga") && table.contains("gb") && table.contains(&a.grpc.to_string()), "{table}");
     let (_, ready) = b.call("GET", "/api/v1/gateways/ready", None).await;
