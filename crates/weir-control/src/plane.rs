@@ -118,8 +118,7 @@ impl ControlPlane {
     /// A control plane over `store`; gateways are down after `heartbeat_timeout` of silence.
     pub fn new(store: Store, heartbeat_timeout: Duration) -> Arc<Self> {
         let rev = store.state().revision;
-        let typed = store.state().ordered().into_iter().filter_map(|s| Some((s.order, typed_or_skip(s)?)));
-        let assembly = Assembly::from_typed(typed);
+        let assembly = assembled(store.state());
         let shared = store.shared_gateways();
         Arc::new(Self {
             inner: RwLock::new(Inner { store, assembly }),
@@ -309,9 +308,7 @@ impl ControlPlane {
         let revs = match inner.store.catch_up()? {
             CaughtUp::Revisions(revs) => revs,
             CaughtUp::Reloaded(revision) => {
-                let typed =
-                    inner.store.state().ordered().into_iter().filter_map(|s| Some((s.order, typed_or_skip(s)?)));
-                inner.assembly = Assembly::from_typed(typed);
+                inner.assembly = assembled(inner.store.state());
                 tracing::warn!(
                     revision,
                     "revisions this control plane had not seen were trimmed from the history; read the whole state again"
@@ -556,6 +553,11 @@ fn check_body(kind: Kind, name: &str, body: &Value) -> Result<(), PlaneError> {
         Some(n) => Err(PlaneError::BadRequest(format!("{kind}/{name}: the body names {n:?}; names must match"))),
         None => Err(PlaneError::BadRequest(format!("{kind}/{name}: the body needs `name: {name}`"))),
     }
+}
+
+/// The typed config of every stored resource (those that no longer parse are skipped).
+fn assembled(state: &State) -> Assembly {
+    Assembly::from_typed(state.ordered().into_iter().filter_map(|s| Some((s.order, typed_or_skip(s)?))))
 }
 
 /// A stored resource, typed; one that no longer parses (stored by another version, say) is

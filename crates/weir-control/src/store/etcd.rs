@@ -84,6 +84,20 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::from(format!("etcd: {e}"))
 }
 
+/// A counter stored as decimal text (`meta/revision`, `meta/base`…).
+fn decimal(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// A transaction guard: counter `key` still holds `value` (0: it was never written).
+fn holds(key: &str, value: u64) -> Compare {
+    if value == 0 {
+        Compare::version(key, CompareOp::Equal, 0)
+    } else {
+        Compare::value(key, CompareOp::Equal, value.to_string())
+    }
+}
+
 /// Whether a failed call never left: the connection to the member it chose was refused.
 fn not_sent(e: &etcd_client::Error) -> bool {
     // etcd_client's error names no source; the gRPC status within it does.
@@ -228,7 +242,7 @@ impl Etcd {
             meta.kvs()
                 .iter()
                 .find(|kv| kv.key().ends_with(name.as_bytes()))
-                .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse::<u64>().ok())
+                .and_then(|kv| decimal(kv.value()))
                 .unwrap_or(0)
         };
         let stored = items
@@ -243,14 +257,13 @@ impl Etcd {
     fn follow(&self, tx: watch::Sender<u64>) {
         let (Some(rt), client, key) = (&self.rt, self.client.clone(), self.key("meta/revision")) else { return };
         rt.spawn(async move {
-            let parse = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
             loop {
                 let mut c = client.clone();
                 // What was missed while not watching; the watch then starts right after it, so
                 // no commit falls between the two.
                 let from = match c.get(key.clone(), None).await {
                     Ok(r) => {
-                        if let Some(v) = r.kvs().first().and_then(|kv| parse(kv.value())) {
+                        if let Some(v) = r.kvs().first().and_then(|kv| decimal(kv.value())) {
                             tx.send_replace(v);
                         }
                         r.header().map_or(0, |h| h.revision()) + 1
@@ -271,7 +284,7 @@ impl Etcd {
                                     break;
                                 }
                                 for ev in rsp.events() {
-                                    if let Some(v) = ev.kv().and_then(|kv| parse(kv.value())) {
+                                    if let Some(v) = ev.kv().and_then(|kv| decimal(kv.value())) {
                                         tx.send_replace(v);
                                     }
                                 }
@@ -341,12 +354,7 @@ impl Etcd {
             )));
         }
         let meta_rev = self.key("meta/revision");
-        let prev = rev.revision - 1;
-        let guard = if prev == 0 {
-            Compare::version(meta_rev.clone(), CompareOp::Equal, 0)
-        } else {
-            Compare::value(meta_rev.clone(), CompareOp::Equal, prev.to_string())
-        };
+        let guard = holds(&meta_rev, rev.revision - 1);
         let mut ops = Vec::with_capacity(rev.changes.len() + 3);
         let mut bytes = REQUEST_OVERHEAD + 2 * meta_rev.len();
         for c in &rev.changes {
@@ -467,32 +475,29 @@ impl Etcd {
     /// first, read at one etcd revision (so a trim in between cannot tear them).
     pub(super) fn base_and_history(&self, at: u64) -> Result<(u64, Vec<Stored>, Vec<Revision>), StoreError> {
         let (meta, base, hist) = (self.key("meta/base"), self.key("base/"), self.key("history/"));
-        let (got_meta, got_base, got_hist) = self.call(|mut c| {
+        let (base, got_base, got_hist) = self.call(|mut c| {
             let (meta, base, hist) = (meta.clone(), base.clone(), hist.clone());
             async move {
                 let m = c.get(meta, None).await?;
                 let now = m.header().map_or(0, |h| h.revision());
+                let at_base = m.kvs().first().and_then(|kv| decimal(kv.value())).unwrap_or(0);
                 let b = c.get(base, Some(GetOptions::new().with_prefix().with_revision(now))).await?;
-                let h = c.get(hist, Some(GetOptions::new().with_prefix().with_revision(now))).await?;
-                Ok((m, b, h))
+                // Only the revisions after the base, up to `at` (keys are zero-padded).
+                let (from, to) = (format!("{hist}{:020}", at_base + 1), format!("{hist}{:020}", at.saturating_add(1)));
+                let h = c.get(from, Some(GetOptions::new().with_range(to).with_revision(now))).await?;
+                Ok((at_base, b, h))
             }
         })?;
-        let base = got_meta
-            .kvs()
-            .first()
-            .and_then(|kv| std::str::from_utf8(kv.value()).ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
         let resources = got_base
             .kvs()
             .iter()
             .map(|kv| serde_json::from_slice(kv.value()).map_err(err))
             .collect::<Result<_, _>>()?;
-        let mut revs: Vec<Revision> = got_hist
+        let revs = got_hist
             .kvs()
             .iter()
             .map(|kv| serde_json::from_slice(kv.value()).map_err(err))
             .collect::<Result<_, _>>()?;
-        revs.retain(|r| r.revision > base && r.revision <= at);
         Ok((base, resources, revs))
     }
 
@@ -503,6 +508,16 @@ impl Etcd {
 }
 
 impl Etcd {
+    /// The revision the history was trimmed to (`meta/base`).
+    fn base(&self) -> Result<u64, StoreError> {
+        let key = self.key("meta/base");
+        let got = self.call(|mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        Ok(got.kvs().first().and_then(|kv| decimal(kv.value())).unwrap_or(0))
+    }
+
     /// Folds revisions `base + 1` to `upto` into the base (`base/KIND/NAME`), one transaction
     /// per revision, each only if `meta/base` is still the revision before it: a trim by
     /// another control plane meanwhile stops this one. Returns the base reached.
@@ -510,11 +525,7 @@ impl Etcd {
         let meta = self.key("meta/base");
         let mut at = base;
         for rev in self.revisions(&self.history_key(base + 1), self.history_key(upto + 1), None)? {
-            let guard = if at == 0 {
-                Compare::version(meta.clone(), CompareOp::Equal, 0)
-            } else {
-                Compare::value(meta.clone(), CompareOp::Equal, at.to_string())
-            };
+            let guard = holds(&meta, at);
             let mut ops = Vec::with_capacity(rev.changes.len() + 2);
             for c in &rev.changes {
                 let key = self.key(&format!("base/{}", resource_key(c.kind, &c.name)));
@@ -532,7 +543,7 @@ impl Etcd {
             })?;
             if !done.succeeded() {
                 tracing::info!(revision = rev.revision, "the history was trimmed elsewhere meanwhile; stopping");
-                return Ok(self.base_and_history(0)?.0);
+                return self.base();
             }
             at = rev.revision;
         }
