@@ -13,6 +13,7 @@ pub mod locate;
 mod messages;
 pub mod package;
 pub mod plugins;
+pub mod precedence;
 pub mod resources;
 pub mod size;
 pub mod spec;

@@ -85,6 +85,61 @@ impl FromStr for Kind {
     }
 }
 
+/// A resource's identity, written `Kind/name` (`Route/orders`): the key the control plane
+/// stores, pushes and names in errors.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Name, unique within its kind.
+    pub name: String,
+}
+
+impl ResourceKey {
+    /// The key of `name` of `kind`.
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Self { kind, name: name.into() }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// Text that is not `Kind/name`.
+#[derive(Debug, thiserror::Error)]
+pub enum BadKey {
+    /// No `/`.
+    #[error("{0:?} is not KIND/NAME")]
+    Shape(String),
+    /// The kind is not one.
+    #[error(transparent)]
+    Kind(#[from] UnknownKind),
+}
+
+impl FromStr for ResourceKey {
+    type Err = BadKey;
+    fn from_str(s: &str) -> Result<Self, BadKey> {
+        let (kind, name) = s.split_once('/').ok_or_else(|| BadKey::Shape(s.to_owned()))?;
+        Ok(Self { kind: kind.parse()?, name: name.to_owned() })
+    }
+}
+
+impl serde::Serialize for ResourceKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ResourceKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One resource: its kind, name and fields exactly as in a standalone file's list entry
 /// (so `body["name"] == name`).
 #[derive(Clone, Debug, PartialEq)]

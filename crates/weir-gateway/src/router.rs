@@ -1,23 +1,20 @@
 //! Route matching.
 //!
 //! Owns: compiling `spec::RouteSpec`s into a [`Router`] and choosing the most specific route
-//! for a request. Precedence, decided once at compile time by sorting:
-//! 1. host: exact name > wildcard (longer suffix first) > no host condition;
-//! 2. path: exact > template (more literal segments first) > prefix (longer first) > regex > none;
-//! 3. more conditions on method, headers and query first;
-//! 4. ties go to the route declared first.
+//! for a request. Precedence is decided once at compile time by [`precedence::order`] (most
+//! specific first, ties to the route declared first), the order the adapters render too.
 //!
 //! The first entry whose conditions all hold wins. Matching allocates nothing.
 //!
 //! Does not own: what happens after the match (see [`crate::proxy`]).
 
-use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use regex::Regex;
+use weir_config::precedence::{self, HostMatch};
 use weir_config::spec::{PathMatch, RouteSpec, UpstreamProtocol};
 
 use crate::filter::Chain;
@@ -113,16 +110,8 @@ enum PathPat {
 }
 
 #[derive(Debug)]
-enum HostPat {
-    Any,
-    Exact(String),
-    /// The suffix with its leading dot, e.g. `.shop.example`.
-    Wildcard(String),
-}
-
-#[derive(Debug)]
 struct Entry {
-    host: HostPat,
+    host: HostMatch,
     route: Arc<Route>,
 }
 
@@ -146,41 +135,11 @@ impl Router {
     /// Compiles routes; `resolve` gives each (by index) its target and filter chain. Specs
     /// must have passed validation.
     pub fn new(specs: &[RouteSpec], mut resolve: impl FnMut(usize, &RouteSpec) -> Arc<Route>) -> Self {
-        let mut keyed = Vec::new();
-        for (order, spec) in specs.iter().enumerate() {
-            let route = resolve(order, spec);
-            let m = &spec.matches;
-            let (path_rank, path_len) = match &m.path {
-                None => (0, 0),
-                Some(PathMatch::Regex(r)) => (1, r.len()),
-                Some(PathMatch::Prefix(p)) => (2, p.len()),
-                Some(PathMatch::Template(t)) => (3, t.split('/').filter(|s| !s.starts_with('{')).count()),
-                Some(PathMatch::Exact(p)) => (4, p.len()),
-            };
-            let conditions = usize::from(!m.methods.is_empty()) + m.headers.len() + m.query.len();
-            let hosts: Vec<HostPat> = if m.hosts.is_empty() {
-                vec![HostPat::Any]
-            } else {
-                m.hosts
-                    .iter()
-                    .map(|h| match h.strip_prefix('*') {
-                        Some(suffix) => HostPat::Wildcard(suffix.to_ascii_lowercase()),
-                        None => HostPat::Exact(h.to_ascii_lowercase()),
-                    })
-                    .collect()
-            };
-            for host in hosts {
-                let host_rank = match &host {
-                    HostPat::Any => (0, 0),
-                    HostPat::Wildcard(s) => (1, s.len()),
-                    HostPat::Exact(_) => (2, 0),
-                };
-                let key = (Reverse((host_rank, path_rank, path_len, conditions)), order);
-                keyed.push((key, Entry { host, route: route.clone() }));
-            }
-        }
-        keyed.sort_by_key(|(k, _)| *k);
-        let entries: Vec<Entry> = keyed.into_iter().map(|(_, e)| e).collect();
+        let routes: Vec<Arc<Route>> = specs.iter().enumerate().map(|(i, spec)| resolve(i, spec)).collect();
+        let entries: Vec<Entry> = precedence::order(specs)
+            .into_iter()
+            .map(|p| Entry { host: p.host, route: routes[p.route].clone() })
+            .collect();
         let (mut exact, mut others) = (HashMap::<Box<str>, Vec<u32>>::new(), Vec::new());
         if entries.len() >= INDEX_FROM {
             for (i, e) in entries.iter().enumerate() {
@@ -276,12 +235,12 @@ fn compile_route(spec: &RouteSpec, target: Target, chain: Chain, metrics: RouteM
     }
 }
 
-fn host_matches(pat: &HostPat, host: Option<&str>) -> bool {
+fn host_matches(pat: &HostMatch, host: Option<&str>) -> bool {
     match (pat, host) {
-        (HostPat::Any, _) => true,
+        (HostMatch::Any, _) => true,
         (_, None) => false,
-        (HostPat::Exact(h), Some(got)) => got.eq_ignore_ascii_case(h),
-        (HostPat::Wildcard(suffix), Some(got)) => {
+        (HostMatch::Exact(h), Some(got)) => got.eq_ignore_ascii_case(h),
+        (HostMatch::Wildcard(suffix), Some(got)) => {
             got.len() > suffix.len()
                 && got.is_char_boundary(got.len() - suffix.len())
                 && got[got.len() - suffix.len()..].eq_ignore_ascii_case(suffix)

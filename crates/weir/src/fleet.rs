@@ -20,6 +20,27 @@ use weir_gateway::sync::{self, SyncOptions};
 use crate::standalone::{control_runtime, drain, read_flag_file, serve_until_signal, start_admin, start_workers};
 use crate::upgrade::{self, UpgradeArgs};
 
+/// How a gateway (or an adapter) reaches its control planes: token, heartbeat, TLS.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Link {
+    /// Bearer token the control planes require.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Heartbeat interval until the control plane asks for another.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) heartbeat_interval: Duration,
+    /// CA certificate (PEM) that signed the control planes' certificate; needed for `https://`
+    /// control-plane URLs.
+    #[arg(long)]
+    control_plane_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) to present to control planes that require mutual TLS.
+    #[arg(long, requires = "control_plane_key")]
+    control_plane_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--control-plane-cert`.
+    #[arg(long, requires = "control_plane_cert")]
+    control_plane_key: Option<PathBuf>,
+}
+
 /// Arguments of `weir gateway`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -45,25 +66,11 @@ pub(crate) struct Args {
     /// Worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
-    /// Bearer token the control planes require.
-    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Heartbeat interval until the control plane asks for another.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    heartbeat_interval: Duration,
+    #[command(flatten)]
+    link: Link,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
-    /// CA certificate (PEM) that signed the control planes' certificate; needed for `https://`
-    /// control-plane URLs.
-    #[arg(long)]
-    control_plane_ca: Option<PathBuf>,
-    /// Client certificate chain (PEM) to present to control planes that require mutual TLS.
-    #[arg(long, requires = "control_plane_key")]
-    control_plane_cert: Option<PathBuf>,
-    /// The private key (PEM) of `--control-plane-cert`.
-    #[arg(long, requires = "control_plane_cert")]
-    control_plane_key: Option<PathBuf>,
     #[command(flatten)]
     upgrade: UpgradeArgs,
     /// Export a span per request to this OTLP/gRPC collector (e.g. `http://127.0.0.1:4317`).
@@ -79,9 +86,12 @@ pub(crate) struct Args {
 }
 
 /// The TLS config for `https://` control planes, or why there is none.
-fn control_plane_tls(args: &Args) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+pub(crate) fn control_plane_tls(
+    urls: &[String],
+    args: &Link,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let https = args.control_planes.iter().any(|u| u.starts_with("https://"));
+    let https = urls.iter().any(|u| u.starts_with("https://"));
     let Some(ca) = &args.control_plane_ca else {
         return if https {
             Err("https:// control-plane URLs need --control-plane-ca (the CA that signed their certificate)".into())
@@ -96,7 +106,7 @@ fn control_plane_tls(args: &Args) -> Result<Option<tonic::transport::ClientTlsCo
     Ok(Some(tls))
 }
 
-fn parse_listen(s: &str) -> Result<(Option<String>, SocketAddr), String> {
+pub(crate) fn parse_listen(s: &str) -> Result<(Option<String>, SocketAddr), String> {
     let (name, addr) = match s.split_once('=') {
         Some((n, a)) => (Some(n.to_owned()), a),
         None => (None, s),
@@ -104,7 +114,7 @@ fn parse_listen(s: &str) -> Result<(Option<String>, SocketAddr), String> {
     addr.parse().map(|a| (name, a)).map_err(|e| format!("{addr:?}: {e} (expected [NAME=]IP:PORT)"))
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
@@ -120,22 +130,29 @@ async fn first_config(gw: &Gateway, within: Duration) -> bool {
     true
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "gateway".into(), |h| h.trim().to_owned())
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
-    let mut listen = Vec::new();
+/// `--listen` flags with their names: unnamed ones are `main`, `main-2`, ….
+pub(crate) fn named_listeners(flags: &[(Option<String>, SocketAddr)]) -> Vec<(String, SocketAddr)> {
     let mut unnamed = 0;
-    for (name, addr) in &args.listen {
-        let name = name.clone().unwrap_or_else(|| {
-            unnamed += 1;
-            if unnamed == 1 { "main".into() } else { format!("main-{unnamed}") }
-        });
-        listen.push((name, *addr));
-    }
+    flags
+        .iter()
+        .map(|(name, addr)| {
+            let name = name.clone().unwrap_or_else(|| {
+                unnamed += 1;
+                if unnamed == 1 { "main".into() } else { format!("main-{unnamed}") }
+            });
+            (name, *addr)
+        })
+        .collect()
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let listen = named_listeners(&args.listen);
     let id = args.id.clone().unwrap_or_else(|| format!("{}-{}", host_name(), listen[0].1.port()));
-    let tls = match control_plane_tls(&args) {
+    let tls = match control_plane_tls(&args.control_planes, &args.link) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{e}");
@@ -149,8 +166,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         listen,
         admin: None,
         state_dir: args.state_dir.clone(),
-        heartbeat_interval: args.heartbeat_interval,
-        token: args.token.clone(),
+        heartbeat_interval: args.link.heartbeat_interval,
+        token: args.link.token.clone(),
         tls,
         tracing: args.otlp_endpoint.clone().map(|otlp_endpoint| TracingSpec {
             otlp_endpoint,

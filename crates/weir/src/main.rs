@@ -1,5 +1,6 @@
 //! `weir`: the one binary. Subcommands compose the libraries; see `weir --help`.
 
+mod adapter;
 mod control_plane;
 mod ctl;
 mod echo;
@@ -56,6 +57,9 @@ enum Command {
     Upgrade(upgrade::CmdArgs),
     /// Run the control plane: resource store, gateway registry, gRPC push, admin REST API.
     ControlPlane(control_plane::Args),
+    /// Drive nginx or HAProxy from the control planes, like a gateway (docs/adapters.md).
+    #[command(subcommand)]
+    Adapter(adapter::Command),
     /// Manage resources through a control plane's admin API (apply, get, diff, rollback…).
     Ctl(ctl::Args),
     /// Print the control-plane protocol (.proto) for clients in other languages.
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => fleet::run(args),
         Command::ControlPlane(args) => control_plane::run(args),
         Command::Ctl(args) => ctl::run(args),
+        Command::Adapter(cmd) => adapter::run(cmd),
         Command::Upgrade(args) => upgrade::run(&args),
         Command::Proto => {
             print!("{}", weir_proto::PROTO);

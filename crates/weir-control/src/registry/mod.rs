@@ -41,6 +41,9 @@ pub fn check_descriptor(r: &v1::Register) -> Vec<DescriptorError> {
             format!("{:?} is not a valid id: use 1-128 letters, digits, '-', '_', '.', ':'", r.gateway_id),
         );
     }
+    if !matches!(r.kind.as_str(), "" | "weir" | "nginx" | "haproxy") {
+        bad("kind", format!("unknown gateway kind {:?}: use weir, nginx or haproxy", r.kind));
+    }
     if r.version.is_empty() {
         bad("version", "give the gateway's software version".into());
     }
@@ -279,12 +282,14 @@ impl Registry {
             id: id.to_owned(),
             control_plane: self.node().to_owned(),
             connected: e.connected,
+            kind: if e.desc.kind.is_empty() { "weir".into() } else { e.desc.kind.clone() },
             version: e.desc.version.clone(),
             labels: e.desc.labels.clone().into_iter().collect(),
             listen: e.desc.listen.clone(),
             admin: Some(e.desc.admin.clone()).filter(|a| !a.is_empty()),
             plugins: e.desc.plugins.iter().map(|p| p.name.clone()).collect(),
             protocols: e.desc.protocols.clone(),
+            features: e.desc.features.clone(),
             applied_revision: e.applied,
             seen_at_ms: e.seen_at_ms,
             last_nack: e.last_nack.clone(),

@@ -24,6 +24,9 @@ pub struct Record {
     pub control_plane: String,
     /// Whether its stream to that control plane is open.
     pub connected: bool,
+    /// What kind of gateway: `weir`, or one driven through an adapter (`nginx`, `haproxy`).
+    #[serde(default = "weir_kind")]
+    pub kind: String,
     /// Software version.
     pub version: String,
     /// Labels.
@@ -36,6 +39,9 @@ pub struct Record {
     pub plugins: Vec<String>,
     /// Protocol adapters.
     pub protocols: Vec<String>,
+    /// What a gateway driven through an adapter can express (empty for Weir's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
     /// The revision it serves.
     pub applied_revision: u64,
     /// When it last reported (Unix milliseconds).
@@ -46,6 +52,10 @@ pub struct Record {
     pub report: Report,
     /// Plugin modules it has fetched from that control plane (each one it lacked, once).
     pub modules_sent: u64,
+}
+
+fn weir_kind() -> String {
+    "weir".into()
 }
 
 /// A registry's changes for the store: records to write, and gateways it forgot.
@@ -92,12 +102,14 @@ mod tests {
             id: id.into(),
             control_plane: cp.into(),
             connected,
+            kind: "weir".into(),
             version: "1".into(),
             labels: BTreeMap::new(),
             listen: Vec::new(),
             admin: None,
             plugins: Vec::new(),
             protocols: Vec::new(),
+            features: Vec::new(),
             applied_revision: 1,
             seen_at_ms,
             last_nack: None,

@@ -2,9 +2,13 @@
 //!
 //! Owns: cold start from the persisted snapshot, connecting to one of several control
 //! planes with jittered exponential backoff, registering with a capability descriptor,
-//! applying each received revision atomically through [`Gateway::apply`] (then ACK and
-//! persist) or refusing it (NACK with every error, old config keeps serving), and
-//! heartbeats with a runtime report. Plugin modules are fetched by [`modules`].
+//! applying each received revision atomically to a [`Target`] (then ACK and persist) or
+//! refusing it (NACK with every error, old config keeps serving), and heartbeats with a
+//! runtime report. Plugin modules are fetched by [`modules`].
+//!
+//! The target is this process's [`Gateway`] ([`GatewayTarget`]) or a proxy Weir drives
+//! through an adapter (`weir-adapter`: nginx, HAProxy), so every kind of gateway speaks the
+//! protocol through this one implementation.
 
 pub mod modules;
 mod report;
@@ -21,8 +25,75 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use weir_proto::v1::{self, config_request, config_response};
 
+use weir_config::ValidConfig;
+
 use crate::gateway::Gateway;
 use state::{Received, Resources};
+
+/// What a control plane's revisions are applied to: this process's gateway, or a proxy that
+/// an adapter drives.
+pub trait Target: Send + 'static {
+    /// Fills in the part of the capability descriptor that depends on the kind of gateway:
+    /// `kind`, `version`, `plugins`, `protocols`, `features`.
+    fn describe(&self, d: &mut v1::Register);
+    /// Makes `cfg` (the config at `revision`) what serves, or says why it cannot (the NACK's
+    /// errors, each with the path of what it is about); what served before serves on then.
+    fn apply(
+        &mut self,
+        cfg: ValidConfig,
+        revision: u64,
+    ) -> impl Future<Output = Result<(), Vec<v1::ErrorDetail>>> + Send;
+    /// The runtime figures since the previous heartbeat.
+    fn report(&mut self) -> impl Future<Output = v1::RuntimeReport> + Send;
+}
+
+/// The gateway of this process as a [`Target`].
+#[derive(Debug)]
+pub struct GatewayTarget {
+    gw: Arc<Gateway>,
+    reporter: report::Reporter,
+}
+
+impl GatewayTarget {
+    /// Applies revisions to `gw`.
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        Self { gw, reporter: report::Reporter::default() }
+    }
+}
+
+impl Target for GatewayTarget {
+    fn describe(&self, d: &mut v1::Register) {
+        d.kind = "weir".into();
+        d.version = env!("CARGO_PKG_VERSION").into();
+        d.plugins = weir_config::plugins::BUILTINS
+            .iter()
+            .map(|b| v1::PluginCapability {
+                name: b.name.into(),
+                phase: b.phase.into(),
+                config_schema: b.schema().to_string(),
+            })
+            .collect();
+        d.protocols = ["http1", "h2", "h2c", "grpc", "websocket", "tls"].map(String::from).to_vec();
+    }
+
+    async fn apply(&mut self, cfg: ValidConfig, _revision: u64) -> Result<(), Vec<v1::ErrorDetail>> {
+        self.gw.apply(&cfg).await.map(drop).map_err(|e| {
+            let path = match &e {
+                crate::ApplyError::Bind { name, .. } | crate::ApplyError::Tls { name, .. } => {
+                    weir_config::resources::ResourceKey::new(weir_config::resources::Kind::Listener, name.as_str())
+                        .to_string()
+                }
+                crate::ApplyError::Compile { what, .. } => what.clone(),
+            };
+            vec![v1::ErrorDetail { path, message: e.to_string() }]
+        })
+    }
+
+    async fn report(&mut self) -> v1::RuntimeReport {
+        let m = self.gw.metrics();
+        self.reporter.report(m.overall().read(), m.in_flight_now())
+    }
+}
 
 /// How a gateway finds and talks to its control planes.
 #[derive(Clone, Debug)]
@@ -56,8 +127,8 @@ enum Outcome {
 }
 
 /// The gateway's sync state across sessions.
-struct Syncer {
-    gw: Arc<Gateway>,
+struct Syncer<T> {
+    target: T,
     opts: SyncOptions,
     /// What the control plane sent last.
     received: Received,
@@ -76,7 +147,7 @@ struct Syncer {
     written_seq: Arc<parking_lot::Mutex<u64>>,
 }
 
-impl Syncer {
+impl<T: Target> Syncer<T> {
     /// Validates and applies `self.received`.
     async fn apply_received(&mut self) -> Outcome {
         let t0 = std::time::Instant::now();
@@ -91,16 +162,9 @@ impl Syncer {
             }
         };
         let t1 = std::time::Instant::now();
-        if let Err(e) = self.gw.apply(&cfg).await {
-            let path = match &e {
-                crate::ApplyError::Bind { name, .. } | crate::ApplyError::Tls { name, .. } => {
-                    format!("Listener/{name}")
-                }
-                crate::ApplyError::Compile { what, .. } => what.clone(),
-            };
-            return Outcome::Refused(vec![v1::ErrorDetail { path, message: e.to_string() }]);
+        if let Err(errors) = self.target.apply(cfg, self.received.resources.revision).await {
+            return Outcome::Refused(errors);
         }
-        drop(cfg);
         tracing::debug!(
             validate_us = (t1 - t0).as_micros() as u64,
             apply_us = t1.elapsed().as_micros() as u64,
@@ -146,31 +210,29 @@ impl Syncer {
     }
 
     fn descriptor(&self) -> v1::Register {
-        v1::Register {
+        let mut d = v1::Register {
             gateway_id: self.opts.gateway_id.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
             labels: self.opts.labels.clone().into_iter().collect(),
-            plugins: weir_config::plugins::BUILTINS
-                .iter()
-                .map(|b| v1::PluginCapability {
-                    name: b.name.into(),
-                    phase: b.phase.into(),
-                    config_schema: b.schema().to_string(),
-                })
-                .collect(),
-            protocols: ["http1", "h2", "h2c", "grpc", "websocket", "tls"].map(String::from).to_vec(),
             applied_revision: self.applied_revision(),
             listen: self.opts.listen.iter().map(|(n, a)| format!("{n}={a}")).collect(),
             admin: self.opts.admin.map(|a| a.to_string()).unwrap_or_default(),
-        }
+            ..v1::Register::default()
+        };
+        self.target.describe(&mut d);
+        d
     }
 }
 
-/// Runs the config source until `stop`: cold-starts from the persisted snapshot if there is
-/// one, then keeps a stream to a control plane open, reconnecting as needed.
+/// Runs the config source of this process's gateway until `stop` (see [`run_target`]).
 pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
+    run_target(GatewayTarget::new(gw), opts, stop).await;
+}
+
+/// Runs the config source of `target` until `stop`: cold-starts from the persisted snapshot
+/// if there is one, then keeps a stream to a control plane open, reconnecting as needed.
+pub async fn run_target<T: Target>(target: T, opts: SyncOptions, stop: CancellationToken) {
     let mut s = Syncer {
-        gw,
+        target,
         modules: modules::Modules::new(&opts.state_dir),
         opts,
         received: Received::default(),
@@ -221,8 +283,8 @@ pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
 
 /// Fetches each module the received packages name that this gateway lacks; a failure is
 /// kept for the NACK that validation will then send.
-async fn fetch_modules(
-    s: &mut Syncer,
+async fn fetch_modules<T: Target>(
+    s: &mut Syncer<T>,
     client: &mut v1::config_sync_client::ConfigSyncClient<tonic::transport::Channel>,
 ) {
     let wanted: Vec<String> = s.received.packages().iter().map(|p| p.module.sha256.clone()).collect();
@@ -279,7 +341,12 @@ impl Backoff {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One stream's life. `Ok` means stop was requested.
-async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &mut Backoff) -> Result<(), BoxError> {
+async fn session<T: Target>(
+    s: &mut Syncer<T>,
+    url: &str,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<(), BoxError> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
@@ -297,14 +364,12 @@ async fn session(s: &mut Syncer, url: &str, stop: &CancellationToken, backoff: &
     tx.send(send(config_request::Msg::Register(s.descriptor()))).await?;
     let request = authorized(&s.opts, ReceiverStream::new(rx))?;
     let mut inbound = client.sync_config(request).await?.into_inner();
-    let mut reporter = report::Reporter::default();
     let mut heartbeat = tokio::time::interval(s.opts.heartbeat_interval);
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             _ = heartbeat.tick() => {
-                let m = s.gw.metrics();
-                let report = reporter.report(m.overall().read(), m.in_flight_now());
+                let report = s.target.report().await;
                 let hb = v1::Heartbeat { applied_revision: s.applied_revision(), report: Some(report) };
                 tx.send(send(config_request::Msg::Heartbeat(hb))).await?;
                 s.persist(false);

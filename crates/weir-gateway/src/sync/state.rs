@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_config::assembly::{Assembly, Typed, parse_resource};
 use weir_config::package::{ModuleRef, PackageSpec};
-use weir_config::resources::{self, Kind};
+use weir_config::resources::{self, Kind, ResourceKey};
 use weir_config::{ConfigError, ConfigErrors, ValidConfig};
 use weir_proto::v1;
 
@@ -35,8 +35,8 @@ pub struct Held {
 pub struct Resources {
     /// The control plane's revision.
     pub revision: u64,
-    /// By `Kind/name`.
-    pub items: BTreeMap<String, Held>,
+    /// By kind and name (`Kind/name` on disk).
+    pub items: BTreeMap<ResourceKey, Held>,
 }
 
 /// A message that does not fit what the gateway holds.
@@ -55,12 +55,12 @@ pub enum StreamError {
     Bad(String, String),
 }
 
-fn key(kind: &str, name: &str) -> Result<String, StreamError> {
+fn key(kind: &str, name: &str) -> Result<ResourceKey, StreamError> {
     let k: Kind = kind.parse().map_err(|e: resources::UnknownKind| StreamError::Bad(name.into(), e.to_string()))?;
-    Ok(format!("{k}/{name}"))
+    Ok(ResourceKey::new(k, name))
 }
 
-fn held(r: &v1::Resource) -> Result<(String, Held), StreamError> {
+fn held(r: &v1::Resource) -> Result<(ResourceKey, Held), StreamError> {
     let body = serde_json::from_slice(&r.body).map_err(|e| StreamError::Bad(r.name.clone(), e.to_string()))?;
     Ok((key(&r.kind, &r.name)?, Held { version: r.version, order: r.order, body }))
 }
@@ -84,12 +84,7 @@ pub struct Received {
     /// `Listener` resources by name: settings for this gateway's listeners of that name.
     listeners: BTreeMap<String, Value>,
     /// Resources that failed their schema here, by key.
-    broken: BTreeMap<String, ConfigErrors>,
-}
-
-fn split_key(key: &str) -> Option<(Kind, &str)> {
-    let (kind, name) = key.split_once('/')?;
-    Some((kind.parse().ok()?, name))
+    broken: BTreeMap<ResourceKey, ConfigErrors>,
 }
 
 impl Received {
@@ -98,7 +93,7 @@ impl Received {
         let mut r = Self { resources, ..Self::default() };
         let mut typed = Vec::with_capacity(r.resources.items.len());
         for (key, h) in &r.resources.items {
-            let Some((kind, name)) = split_key(key) else { continue };
+            let (kind, name) = (key.kind, key.name.as_str());
             if kind == Kind::Listener {
                 r.listeners.insert(name.to_owned(), h.body.clone());
                 continue;
@@ -133,8 +128,8 @@ impl Received {
         Ok(())
     }
 
-    fn set(&mut self, key: &str, h: Option<&Held>) {
-        let Some((kind, name)) = split_key(key) else { return };
+    fn set(&mut self, key: &ResourceKey, h: Option<&Held>) {
+        let (kind, name) = (key.kind, key.name.as_str());
         self.broken.remove(key);
         if kind == Kind::Listener {
             match h {
@@ -146,7 +141,7 @@ impl Received {
         let typed = match h.map(|h| parse_resource(kind, name, &h.body)) {
             Some(Ok(t)) => Some(t),
             Some(Err(e)) => {
-                self.broken.insert(key.to_owned(), e);
+                self.broken.insert(key.clone(), e);
                 None
             }
             None => None,

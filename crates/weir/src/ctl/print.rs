@@ -152,8 +152,8 @@ pub(super) fn gateways(status: u16, v: &Value, raw: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<28} {:<6} {:>8} {:>9} {:>9} {:>7} {:>8}  {:<21}  LAST NACK",
-        "ID", "STATUS", "APPLIED", "HEARTBEAT", "REQ/S", "ERR%", "P99(ms)", "CONTROL PLANE"
+        "{:<28} {:<7} {:<6} {:>8} {:>9} {:>9} {:>7} {:>8}  {:<21}  LAST NACK",
+        "ID", "KIND", "STATUS", "APPLIED", "HEARTBEAT", "REQ/S", "ERR%", "P99(ms)", "CONTROL PLANE"
     );
     for g in v.as_array().into_iter().flatten() {
         let nack = g["last_nack"]
@@ -167,8 +167,9 @@ pub(super) fn gateways(status: u16, v: &Value, raw: bool) -> ExitCode {
             })
             .unwrap_or_default();
         println!(
-            "{:<28} {:<6} {:>8} {:>8}s {:>9.1} {:>7.2} {:>8.1}  {:<21}  {nack}",
+            "{:<28} {:<7} {:<6} {:>8} {:>8}s {:>9.1} {:>7.2} {:>8.1}  {:<21}  {nack}",
             g["id"].as_str().unwrap_or(""),
+            g["kind"].as_str().unwrap_or("weir"),
             g["status"].as_str().unwrap_or(""),
             g["applied_revision"],
             g["last_heartbeat_ms_ago"].as_u64().unwrap_or(0) / 1000,
