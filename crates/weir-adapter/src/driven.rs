@@ -135,7 +135,8 @@ impl<P: Proxy> Driven<P> {
         let new = self.ctx.path(&format!("{}.new", P::FILE));
         write_atomic(&new, text.as_bytes()).map_err(|e| vec![e.detail(P::FILE)])?;
         if let Err(errs) = self.check(&new, rendered).await {
-            let _ = std::fs::remove_file(&new);
+            // Kept for whoever reads the NACK; the next render replaces it.
+            let _ = std::fs::rename(&new, self.ctx.path(&format!("{}.rejected", P::FILE)));
             return Err(errs);
         }
         let live = self.ctx.path(P::FILE);

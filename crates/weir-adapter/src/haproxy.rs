@@ -159,7 +159,7 @@ fn servers(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
         // Passive only: an ejected server is probed (TCP) back in after the ejection time.
         out.line(1, format!("default-server inter {} fall 1 rise 1", ms(p.ejection_time.get())));
     }
-    let mut opts = String::new();
+    let mut opts = format!(" pool-max-conn {} pool-purge-delay {}", u.pool.max_idle, ms(u.pool.idle_timeout.get()));
     if active.is_some() || passive.is_some() {
         opts += " check";
     }
@@ -184,8 +184,6 @@ fn servers(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
             format!("server e{n} {} weight {w} maxconn {}{opts}", host_port(host, *port), u.pool.max_connections),
         );
     }
-    out.line(1, format!("pool-max-conn {}", u.pool.max_idle));
-    out.line(1, format!("pool-purge-delay {}", ms(u.pool.idle_timeout.get())));
 }
 
 fn header_edits(out: &mut Rendered, ops: &HeaderOps, dir: &str) {
@@ -372,7 +370,7 @@ impl Proxy for Haproxy {
 
     fn check(&self, file: &Path, _ctx: &Context) -> Command {
         let mut c = Command::new(&self.binary);
-        c.arg("-c").arg("-q").arg("-f").arg(file);
+        c.arg("-c").arg("-f").arg(file);
         c
     }
 

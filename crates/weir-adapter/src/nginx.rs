@@ -169,7 +169,8 @@ fn upstream(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
         }
         match passive {
             Some(p) => {
-                s += &format!(" max_fails={} fail_timeout={}", p.consecutive_failures, ms(p.ejection_time.get()))
+                let secs = p.ejection_time.get().as_secs_f64().ceil().max(1.0);
+                s += &format!(" max_fails={} fail_timeout={secs}s", p.consecutive_failures);
             }
             None => s += " max_fails=0",
         }
