@@ -3,6 +3,7 @@
 # Sourced by scripts/test.sh (the README's test command); .ci/run adds nothing to it.
 #   curl, openssl              the end-to-end tests' clients and certificates
 #   redis-server               the cluster-wide rate limit tests
+#   nginx, haproxy             the adapters' tests (the control plane driving them)
 #   etcd, protoc               the etcd store (built with --all-features) and its tests
 #   python3 grpcio             the control-plane protocol test (a Python grpcio client)
 #   kubectl, kubernetes-validate  rendering and validating deploy/k8s (tests/deploy.rs)
@@ -39,6 +40,8 @@ deps_check() {
   command -v curl >/dev/null || need+=(curl)
   command -v openssl >/dev/null || need+=(openssl)
   command -v redis-server >/dev/null || need+=(redis-server)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+  command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   command -v python3 >/dev/null || need+=(python3 python3-pip)

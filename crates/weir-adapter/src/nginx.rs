@@ -239,9 +239,12 @@ fn plugins(out: &mut Rendered, plugins: &[(String, PluginConfig)], sets: &mut Ve
                 header_edits(out, &h.response, true, sets);
             }
             PluginConfig::RequestId(r) => {
-                let var = if r.trust_incoming { "$weir_request_id" } else { "$request_id" };
+                let var = match header_var(&r.header) {
+                    Some(h) if r.trust_incoming => format!("$weir_id{}", &h[5..]),
+                    _ => "$request_id".to_owned(),
+                };
                 sets.retain(|(k, _)| !k.eq_ignore_ascii_case(&r.header));
-                sets.push((r.header.clone(), var.into()));
+                sets.push((r.header.clone(), var.clone()));
                 if r.response {
                     out.line(2, format!("add_header {} {var} always;", quote(&r.header)));
                 }
@@ -320,6 +323,20 @@ fn splits(out: &mut Rendered, spec: &ConfigSpec) {
     }
 }
 
+/// For each header a `request-id` plugin trusts: the client's id, or a new one.
+fn request_id_maps(out: &mut Rendered, cfg: &ValidConfig) {
+    let headers: BTreeSet<String> = (0..cfg.spec().routes.len())
+        .flat_map(|i| cfg.route_plugins(i).iter())
+        .filter_map(|(_, p)| match p {
+            PluginConfig::RequestId(r) if r.trust_incoming => header_var(&r.header),
+            _ => None,
+        })
+        .collect();
+    for h in headers {
+        out.line(1, format!("map {h} $weir_id{} {{ \"\" $request_id; default {h}; }}", &h[5..]));
+    }
+}
+
 fn routing_map(out: &mut Rendered, spec: &ConfigSpec) {
     let fields = KeyFields::of(&spec.routes);
     out.about(None);
@@ -376,14 +393,14 @@ fn server(out: &mut Rendered, cfg: &ValidConfig, l: &ListenerSpec, ctx: &Context
     for (i, r) in spec.routes.iter().enumerate() {
         let mut sub = Rendered::default();
         route(&mut sub, spec, i, r, cfg, l.tls.is_some());
-        indent_into(out, sub, 1);
+        indent_into(out, &sub, 1);
     }
     out.about(None);
     out.line(1, "}");
 }
 
 /// Appends `sub`'s lines one level deeper, keeping their owners.
-fn indent_into(out: &mut Rendered, sub: Rendered, depth: usize) {
+fn indent_into(out: &mut Rendered, sub: &Rendered, depth: usize) {
     for (n, line) in sub.text().lines().enumerate() {
         out.about(sub.owner_of(n + 1).cloned());
         out.line(depth, line);
@@ -422,7 +439,6 @@ fn head(out: &mut Rendered, ctx: &Context) {
     out.line(1, "proxy_request_buffering off;");
     out.line(1, "geo $weir_dollar { default \"$\"; }");
     out.line(1, "map $request_uri $weir_path { \"~^(?<p>[^?]*)\" $p; }");
-    out.line(1, "map $http_x_request_id $weir_request_id { \"\" $request_id; default $http_x_request_id; }");
     out.line(1, "log_format weir_json escape=json '{\"time\":\"$time_iso8601\",\"method\":\"$request_method\",\"path\":\"$uri\",\"status\":$status,\"duration_ms\":$request_time,\"upstream\":\"$upstream_addr\"}';");
 }
 
@@ -439,6 +455,7 @@ impl Nginx {
         }
         let mut out = Rendered::default();
         head(&mut out, ctx);
+        request_id_maps(&mut out, cfg);
         routing_map(&mut out, spec);
         splits(&mut out, spec);
         for u in &spec.upstreams {

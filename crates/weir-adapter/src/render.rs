@@ -159,22 +159,22 @@ pub fn ms(d: std::time::Duration) -> String {
 mod tests {
     use super::*;
 
-    fn matches(path: PathMatch, candidate: &str) -> bool {
-        let re = path_regex(Some(&path)).map_or_else(|| ".*".to_owned(), |r| r);
+    fn matches(path: &PathMatch, candidate: &str) -> bool {
+        let re = path_regex(Some(path)).unwrap_or_else(|| ".*".to_owned());
         regex::Regex::new(&format!("^{re}$")).unwrap().is_match(candidate)
     }
 
     #[test]
     fn path_regexes_match_as_the_router_does() {
         let prefix = || PathMatch::Prefix("/a.b".into());
-        assert!(matches(prefix(), "/a.b") && matches(prefix(), "/a.b/c"));
-        assert!(!matches(prefix(), "/a.bc") && !matches(prefix(), "/axb"));
+        assert!(matches(&prefix(), "/a.b") && matches(&prefix(), "/a.b/c"));
+        assert!(!matches(&prefix(), "/a.bc") && !matches(&prefix(), "/axb"));
         let tpl = || PathMatch::Template("/users/{id}/orders".into());
-        assert!(matches(tpl(), "/users/7/orders"));
-        assert!(!matches(tpl(), "/users//orders") && !matches(tpl(), "/users/7/8/orders"));
-        assert!(matches(PathMatch::Exact("/x".into()), "/x") && !matches(PathMatch::Exact("/x".into()), "/x/"));
-        assert!(matches(PathMatch::Prefix("/d/".into()), "/d/e") && !matches(PathMatch::Prefix("/d/".into()), "/d"));
-        assert!(!matches(prefix(), "/a.b\nGET"));
+        assert!(matches(&tpl(), "/users/7/orders"));
+        assert!(!matches(&tpl(), "/users//orders") && !matches(&tpl(), "/users/7/8/orders"));
+        assert!(matches(&PathMatch::Exact("/x".into()), "/x") && !matches(&PathMatch::Exact("/x".into()), "/x/"));
+        assert!(matches(&PathMatch::Prefix("/d/".into()), "/d/e") && !matches(&PathMatch::Prefix("/d/".into()), "/d"));
+        assert!(!matches(&prefix(), "/a.b\nGET"));
     }
 
     #[test]
