@@ -218,10 +218,17 @@ impl<P: Proxy> Target for Driven<P> {
     }
 }
 
+/// Writes owner-only (pushed private keys land here; the proxies' masters read as the owner)
+/// and renames, so a reader never sees half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DriveError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
     let err = |e| DriveError::Write { path: path.display().to_string(), source: e };
-    std::fs::write(&tmp, bytes).map_err(err)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    drop(f);
     std::fs::rename(&tmp, path).map_err(err)
 }
 

@@ -104,3 +104,32 @@ upstreams:
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["Upstream/grpc.protocol", "Route/secured.plugins.jwt-auth"], "{errs:?}");
 }
+
+/// A TLS listener with `n` self-signed certificates (inline PEM, as a control plane pushes
+/// them) and an upstream over TLS.
+fn tls_yaml(n: usize) -> String {
+    let mut certs = String::new();
+    for i in 0..n {
+        let c = rcgen::generate_simple_self_signed(vec![format!("host{i}.example")]).unwrap();
+        let pem = |s: String| s.replace('\n', "\\n");
+        certs += &format!(
+            "        - {{ cert: \"{}\", key: \"{}\" }}\n",
+            pem(c.cert.pem()),
+            pem(c.signing_key.serialize_pem())
+        );
+    }
+    format!(
+        "listeners:\n  - name: public\n    address: 127.0.0.1:8443\n    tls:\n      certificates:\n{certs}routes: [{{ name: all, upstream: app }}]\nupstreams:\n  - {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: 9001 }}] }}, tls: {{ sni: app.internal, insecure_skip_verify: true }} }}\n"
+    )
+}
+
+#[test]
+fn tls_listeners_and_upstreams_pass_both_checks() {
+    let two = weir_config::load_yaml(&tls_yaml(2)).unwrap();
+    passes_check(&Haproxy { binary: "haproxy".into() }, &two);
+    passes_check(&Nginx { binary: "nginx".into() }, &weir_config::load_yaml(&tls_yaml(1)).unwrap());
+    // nginx serves one certificate per listener: a second is refused by its path.
+    let dir = tempfile::tempdir().unwrap();
+    let errs = Nginx { binary: "nginx".into() }.render(&two, &ctx(dir.path())).unwrap_err();
+    assert_eq!(errs.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["Listener/public.tls.certificates"]);
+}

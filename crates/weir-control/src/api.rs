@@ -244,13 +244,13 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     let mut edits: Vec<(Key, Option<Value>)> = Vec::with_capacity(b.resources.len());
     for it in b.resources {
-        edits.push(((kind(&it.kind)?, it.name), Some(it.body)));
+        edits.push((Key::new(kind(&it.kind)?, it.name), Some(it.body)));
     }
     if b.prune {
         let keep: std::collections::HashSet<Key> = edits.iter().map(|(k, _)| k.clone()).collect();
         // Registrations are the services' own: a pruned file never lists them.
         let gone: Vec<Key> = ctx.plane.read(|s| {
-            s.resources.keys().filter(|k| k.0 != Kind::Registration && !keep.contains(*k)).cloned().collect()
+            s.resources.keys().filter(|k| k.kind != Kind::Registration && !keep.contains(*k)).cloned().collect()
         });
         edits.extend(gone.into_iter().map(|k| (k, None)));
     }
@@ -344,7 +344,7 @@ async fn list(State(ctx): State<Ctx>, Path(k): Path<String>) -> Result<Json<Valu
 async fn get_one(State(ctx): State<Ctx>, Path((k, name)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let k = kind(&k)?;
     ctx.plane
-        .read(|s| s.resources.get(&(k, name.clone())).map(view))
+        .read(|s| s.resources.get(&Key::new(k, name.clone())).map(view))
         .map(Json)
         .ok_or_else(|| ApiError(PlaneError::NotFound(format!("no {k} named {name:?}"))))
 }
@@ -359,8 +359,10 @@ async fn put_one(
     if let Some(obj) = body.as_object_mut() {
         obj.entry("name").or_insert_with(|| Value::String(name.clone()));
     }
-    let applied =
-        ctx.plane.apply(vec![((k, name), Some(body))], "put".into(), opts.dry_run.then(DryRun::default)).await?;
+    let applied = ctx
+        .plane
+        .apply(vec![(Key::new(k, name), Some(body))], "put".into(), opts.dry_run.then(DryRun::default))
+        .await?;
     finish(&ctx, applied, &opts).await
 }
 
@@ -370,9 +372,10 @@ async fn delete_one(
     Query(opts): Query<Opts>,
 ) -> Result<Response, ApiError> {
     let k = kind(&k)?;
-    if !ctx.plane.read(|s| s.resources.contains_key(&(k, name.clone()))) {
+    if !ctx.plane.read(|s| s.resources.contains_key(&Key::new(k, name.clone()))) {
         return Err(ApiError(PlaneError::NotFound(format!("no {k} named {name:?}"))));
     }
-    let applied = ctx.plane.apply(vec![((k, name), None)], "delete".into(), opts.dry_run.then(DryRun::default)).await?;
+    let applied =
+        ctx.plane.apply(vec![(Key::new(k, name), None)], "delete".into(), opts.dry_run.then(DryRun::default)).await?;
     finish(&ctx, applied, &opts).await
 }

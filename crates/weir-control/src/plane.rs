@@ -134,7 +134,7 @@ impl ControlPlane {
     /// (validated like any change: its upstream must take registrations); an unchanged one only
     /// moves its deadline, so heartbeats cost no revision.
     pub async fn register(self: &Arc<Self>, r: RegistrationSpec) -> Result<Registered, PlaneError> {
-        let key = (Kind::Registration, r.name.clone());
+        let key = Key::new(Kind::Registration, r.name.clone());
         let body = serde_json::to_value(&r).map_err(|e| PlaneError::BadRequest(e.to_string()))?;
         // Renewed before it is stored, so the elected expiry never finds it stored and unleased.
         self.renew_shared(&r).await?;
@@ -164,8 +164,8 @@ impl ControlPlane {
         let live: Vec<(String, Duration)> = self.read(|s| {
             s.resources
                 .iter()
-                .filter(|((k, _), _)| *k == Kind::Registration)
-                .map(|((_, n), st)| (n.clone(), ttl_of(&st.body)))
+                .filter(|(k, _)| k.kind == Kind::Registration)
+                .map(|(k, st)| (k.name.clone(), ttl_of(&st.body)))
                 .collect()
         });
         let now = std::time::Instant::now();
@@ -184,7 +184,7 @@ impl ControlPlane {
         for n in &expired {
             tracing::info!(registration = %n, "registration not renewed within its ttl; removing it");
         }
-        let edits = expired.iter().map(|n| ((Kind::Registration, n.clone()), None)).collect();
+        let edits = expired.iter().map(|n| (Key::new(Kind::Registration, n.clone()), None)).collect();
         match self.apply(edits, "registrations expired".into(), None).await {
             Ok(_) => self.leases.forget(&expired),
             Err(e) => tracing::warn!(error = %e, "cannot remove expired registrations; trying again"),
@@ -347,7 +347,7 @@ impl ControlPlane {
         cause: String,
         dry_run: Option<DryRun>,
     ) -> Result<Applied, PlaneError> {
-        for ((kind, name), body) in &edits {
+        for (Key { kind, name }, body) in &edits {
             if let Some(b) = body {
                 check_body(*kind, name, b)?;
             }
@@ -417,7 +417,7 @@ impl ControlPlane {
                 name: c.name.clone(),
                 result: c.op,
                 before: dry_run
-                    .then(|| state.resources.get(&(c.kind, c.name.clone())).map(|s| s.body.clone()))
+                    .then(|| state.resources.get(&Key::new(c.kind, c.name.clone())).map(|s| s.body.clone()))
                     .flatten(),
                 after: dry_run.then(|| c.after.as_ref().map(|s| s.body.clone())).flatten(),
             })
@@ -494,7 +494,7 @@ impl ControlPlane {
             }
         })?;
         // Registrations are the services' own, not config: a rollback leaves them as they are.
-        let config = |k: &Key| k.0 != Kind::Registration;
+        let config = |k: &Key| k.kind != Kind::Registration;
         let mut edits: Vec<(Key, Option<Value>)> = current
             .resources
             .keys()
@@ -505,7 +505,7 @@ impl ControlPlane {
             old.ordered()
                 .into_iter()
                 .filter(|s| s.kind != Kind::Registration)
-                .map(|s| ((s.kind, s.name.clone()), Some(s.body.clone()))),
+                .map(|s| (Key::new(s.kind, s.name.clone()), Some(s.body.clone()))),
         );
         Ok(edits)
     }

@@ -112,7 +112,7 @@ fn delta(state: &State, base: u64) -> config_response::Msg {
         upserted: up.into_iter().map(resource).collect(),
         removed: gone
             .into_iter()
-            .map(|(k, n): &Key| v1::ResourceKey { kind: k.to_string(), name: n.clone() })
+            .map(|k: &Key| v1::ResourceKey { kind: k.kind.to_string(), name: k.name.clone() })
             .collect(),
     })
 }
@@ -169,7 +169,7 @@ impl v1::config_sync_server::ConfigSync for SyncService {
     ) -> Result<Response<v1::EndpointRegistered>, Status> {
         self.authorize(request.metadata(), request.remote_addr())?;
         let spec = registration(request.into_inner())?;
-        let key = (weir_config::resources::Kind::Registration, spec.name.clone());
+        let key = Key::new(weir_config::resources::Kind::Registration, spec.name.clone());
         if !self.plane.read(|s| s.resources.contains_key(&key)) {
             return Err(Status::not_found(format!("no registration {}", spec.name)));
         }

@@ -49,13 +49,8 @@ pub enum ApplyError {
         source: TlsError,
     },
     /// A file the config names (upstream TLS material, JWT keys) could not be used.
-    #[error("{what}: {reason}")]
-    Compile {
-        /// The route or upstream.
-        what: String,
-        /// What was wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Compile(#[from] crate::snapshot::CompileError),
 }
 
 /// Run once a replaced config is gone, its last request finished and its plugin instances
@@ -236,8 +231,7 @@ impl Gateway {
     fn install(&self, cfg: &ValidConfig, version: u64) -> Result<(), ApplyError> {
         let prev = self.state.load_full();
         let found = self.discovery.found();
-        let next = Snapshot::compile(cfg, Some(&prev), version, &found, &self.metrics, &self.callouts)
-            .map_err(|(what, reason)| ApplyError::Compile { what, reason })?;
+        let next = Snapshot::compile(cfg, Some(&prev), version, &found, &self.metrics, &self.callouts)?;
         self.callouts.set(&next.upstreams);
         self.state.store(Arc::new(next));
         self.watch_release(Arc::downgrade(&prev));

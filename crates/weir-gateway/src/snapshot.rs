@@ -10,6 +10,7 @@ use std::sync::Arc;
 use weir_config::ValidConfig;
 
 use weir_config::plugins::PluginConfig;
+use weir_config::resources::{Kind, ResourceKey};
 
 use crate::discovery::Found;
 use crate::filter::wasm::Callouts;
@@ -59,10 +60,38 @@ impl Default for Snapshot {
     }
 }
 
+/// A config that passed validation but names something this gateway cannot use (a file that
+/// is not there, a key that does not parse): which resource and field, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", self.path())]
+pub struct CompileError {
+    /// The resource (`None`: the gateway's own tracing settings).
+    pub resource: Option<ResourceKey>,
+    /// The field within it, e.g. `plugins.jwt-auth` (empty: the resource as a whole).
+    pub field: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+impl CompileError {
+    fn of(at: ResourceKey, field: &str, reason: impl Into<String>) -> Self {
+        Self { resource: Some(at), field: field.to_owned(), reason: reason.into() }
+    }
+
+    /// `Route/api.plugins.jwt-auth`, as a NACK names it.
+    pub fn path(&self) -> String {
+        match &self.resource {
+            None => "tracing".to_owned(),
+            Some(k) if self.field.is_empty() => k.to_string(),
+            Some(k) => format!("{k}.{}", self.field),
+        }
+    }
+}
+
 impl Snapshot {
     /// Compiles `cfg`, reusing unchanged upstreams from `prev`. Needs a Tokio runtime (it
     /// starts health-check tasks for new upstreams). Fails only when a file the config names
-    /// (TLS material, JWT keys) cannot be used: `(what, why)`.
+    /// (TLS material, JWT keys) cannot be used, naming the resource it is about.
     pub fn compile(
         cfg: &ValidConfig,
         prev: Option<&Snapshot>,
@@ -70,7 +99,7 @@ impl Snapshot {
         found: &Found,
         metrics: &Arc<Metrics>,
         callouts: &Arc<Callouts>,
-    ) -> Result<Self, (String, String)> {
+    ) -> Result<Self, CompileError> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
         let registered = crate::discovery::registered(spec);
@@ -78,13 +107,13 @@ impl Snapshot {
             let discovered = u.discovery.as_ref().map(|_| crate::discovery::filled(u, found, &registered));
             let u = discovered.as_ref().unwrap_or(u);
             let old = prev.and_then(|p| p.upstreams.get(u.name.as_str()));
-            let up = match old.filter(|old| old.spec() == u) {
-                Some(k) => k.clone(),
-                None => Arc::new(
-                    Upstream::start_after(u, metrics.upstream(&u.name), old.map(|o| &**o))
-                        .map_err(|e| (format!("upstream {:?}", u.name), e.to_string()))?,
-                ),
-            };
+            let up =
+                match old.filter(|old| old.spec() == u) {
+                    Some(k) => k.clone(),
+                    None => Arc::new(Upstream::start_after(u, metrics.upstream(&u.name), old.map(|o| &**o)).map_err(
+                        |e| CompileError::of(ResourceKey::new(Kind::Upstream, u.name.as_str()), "", e.to_string()),
+                    )?),
+                };
             upstreams.insert(up.name().clone(), up);
         }
         let mut states: Vec<Arc<RouteState>> = Vec::with_capacity(spec.routes.len());
@@ -98,13 +127,14 @@ impl Snapshot {
             }
             let previous = old.map(|o| &o.plugins);
             let mut mine: Vec<(PluginConfig, Arc<Filter>)> = Vec::with_capacity(plugins.len());
-            for (_, c) in plugins {
+            for (name, c) in plugins {
                 let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
                 let f = match kept {
                     Some(f) => f,
-                    None => Arc::new(
-                        Filter::new(c, &r.name, metrics, callouts).map_err(|e| (format!("route {:?}", r.name), e))?,
-                    ),
+                    None => Arc::new(Filter::new(c, &r.name, metrics, callouts).map_err(|e| {
+                        let at = ResourceKey::new(Kind::Route, r.name.as_str());
+                        CompileError::of(at, &format!("plugins.{name}"), e)
+                    })?),
                 };
                 mine.push((c.clone(), f));
             }
@@ -123,7 +153,11 @@ impl Snapshot {
             None => None,
             Some(t) => match prev.and_then(|p| p.tracer.clone()).filter(|old| old.spec() == t) {
                 Some(kept) => Some(kept),
-                None => Some(Arc::new(Tracer::new(t).map_err(|e| ("tracing".to_owned(), e))?)),
+                None => Some(Arc::new(Tracer::new(t).map_err(|reason| CompileError {
+                    resource: None,
+                    field: String::new(),
+                    reason,
+                })?)),
             },
         };
         Ok(Self {

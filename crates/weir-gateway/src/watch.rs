@@ -76,6 +76,7 @@ pub async fn watch_file(
     stop: CancellationToken,
 ) -> Result<(), LoadError> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let recheck = tx.clone();
     let name = path.file_name().map(ToOwned::to_owned);
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let relevant =
@@ -93,6 +94,9 @@ pub async fn watch_file(
     let mut packages = Vec::new();
     watch_packages(&mut watcher, &applied, &mut packages);
     tracing::info!(path = %path.display(), "watching config file");
+    // A save between the first read and the watch would otherwise wait for the next one: read
+    // once more now (an unchanged file is no new version).
+    let _ = recheck.try_send(());
     let _ = name;
     loop {
         tokio::select! {

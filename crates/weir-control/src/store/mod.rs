@@ -143,8 +143,8 @@ impl StoreError {
     }
 }
 
-/// `(kind, name)`.
-pub type Key = (Kind, String);
+/// A resource's kind and name.
+pub type Key = weir_config::resources::ResourceKey;
 
 /// One stored resource.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -246,10 +246,10 @@ impl State {
         for (key, body) in edits {
             let before = self.resources.get(key);
             let change = match (before, body) {
-                (None, None) => Change { kind: key.0, name: key.1.clone(), op: Op::Unchanged, after: None },
-                (Some(_), None) => Change { kind: key.0, name: key.1.clone(), op: Op::Deleted, after: None },
+                (None, None) => Change { kind: key.kind, name: key.name.clone(), op: Op::Unchanged, after: None },
+                (Some(_), None) => Change { kind: key.kind, name: key.name.clone(), op: Op::Deleted, after: None },
                 (Some(b), Some(v)) if b.body == *v => {
-                    Change { kind: key.0, name: key.1.clone(), op: Op::Unchanged, after: Some(b.clone()) }
+                    Change { kind: key.kind, name: key.name.clone(), op: Op::Unchanged, after: Some(b.clone()) }
                 }
                 (b, Some(v)) => {
                     let order = b.map_or_else(
@@ -260,8 +260,9 @@ impl State {
                         |b| b.order,
                     );
                     let op = if b.is_some() { Op::Configured } else { Op::Created };
-                    let after = Stored { kind: key.0, name: key.1.clone(), version: revision, order, body: v.clone() };
-                    Change { kind: key.0, name: key.1.clone(), op, after: Some(after) }
+                    let after =
+                        Stored { kind: key.kind, name: key.name.clone(), version: revision, order, body: v.clone() };
+                    Change { kind: key.kind, name: key.name.clone(), op, after: Some(after) }
                 }
             };
             // A later edit of the same key in one batch wins.
@@ -279,7 +280,7 @@ impl State {
     fn commit(&mut self, rev: &Revision) {
         self.revision = rev.revision;
         for c in &rev.changes {
-            let key = (c.kind, c.name.clone());
+            let key = Key::new(c.kind, c.name.clone());
             match &c.after {
                 Some(s) => {
                     self.next_order = self.next_order.max(s.order);
@@ -545,7 +546,7 @@ impl Store {
 
 /// The state after loading `resources` at `revision` with creation orders up to `next_order`.
 fn loaded(revision: u64, next_order: u64, history_base: u64, resources: impl IntoIterator<Item = Stored>) -> State {
-    let resources = resources.into_iter().map(|s| ((s.kind, s.name.clone()), s)).collect();
+    let resources = resources.into_iter().map(|s| (Key::new(s.kind, s.name.clone()), s)).collect();
     State { revision, next_order, resources, tombstones: HashMap::new(), history_base }
 }
 
@@ -600,7 +601,7 @@ mod tests {
     use super::*;
 
     fn route(name: &str, up: &str) -> (Key, Option<Value>) {
-        ((Kind::Route, name.into()), Some(json!({"name": name, "upstream": up})))
+        (Key::new(Kind::Route, name), Some(json!({"name": name, "upstream": up})))
     }
 
     #[test]
@@ -629,7 +630,7 @@ mod tests {
         let plan = s.state().plan(&[route("a", "x")], 2);
         assert_eq!(plan[0].op, Op::Unchanged);
         assert_eq!(s.commit(plan, "apply").unwrap(), None);
-        let plan = s.state().plan(&[route("a", "y"), ((Kind::Route, "b".into()), None)], 2);
+        let plan = s.state().plan(&[route("a", "y"), (Key::new(Kind::Route, "b"), None)], 2);
         assert_eq!(s.commit(plan, "apply").unwrap(), Some(2));
         let (up, gone) = s.state().delta_since(1);
         assert_eq!((up.len(), gone.len()), (1, 1));
@@ -640,7 +641,7 @@ mod tests {
         assert_eq!(s.state().resources.len(), 1);
         let old = s.state_at(1).unwrap();
         assert_eq!(old.resources.len(), 2);
-        assert_eq!(old.resources[&(Kind::Route, "a".into())].body["upstream"], "x");
+        assert_eq!(old.resources[&Key::new(Kind::Route, "a")].body["upstream"], "x");
         assert_eq!(s.history(10).unwrap().iter().map(|r| r.revision).collect::<Vec<_>>(), [2, 1]);
     }
 
@@ -653,7 +654,7 @@ mod tests {
         for r in 1..=10u64 {
             let mut edits = vec![route("a", &format!("u{r}")), route(&format!("r{r}"), "x")];
             if r > 1 {
-                edits.push(((Kind::Route, format!("r{}", r - 1)), None));
+                edits.push((Key::new(Kind::Route, format!("r{}", r - 1)), None));
             }
             let plan = s.state().plan(&edits, r);
             assert_eq!(s.commit(plan, "apply").unwrap(), Some(r));
@@ -664,8 +665,8 @@ mod tests {
         let check = |s: &Store| {
             for at in 7..=10u64 {
                 let st = s.state_at(at).unwrap();
-                assert_eq!(st.resources[&(Kind::Route, "a".into())].body["upstream"], format!("u{at}"));
-                let names: Vec<&str> = st.resources.keys().map(|k| k.1.as_str()).collect();
+                assert_eq!(st.resources[&Key::new(Kind::Route, "a")].body["upstream"], format!("u{at}"));
+                let names: Vec<&str> = st.resources.keys().map(|k| k.name.as_str()).collect();
                 assert_eq!(names, ["a", &format!("r{at}")], "at {at}");
             }
             let err = s.state_at(6).unwrap_err().to_string();
@@ -684,15 +685,15 @@ mod tests {
         let mut old = State::default();
         let plan = old.plan(&[route("a", "x"), route("b", "x"), route("c", "x")], 1);
         old.commit(&Revision { revision: 1, time_ms: 0, cause: String::new(), changes: plan });
-        let plan = old.plan(&[((Kind::Route, "c".into()), None)], 2);
+        let plan = old.plan(&[(Key::new(Kind::Route, "c"), None)], 2);
         old.commit(&Revision { revision: 2, time_ms: 0, cause: String::new(), changes: plan });
         let mut fresh = old.clone();
         fresh.tombstones.clear();
-        let plan = fresh.plan(&[((Kind::Route, "b".into()), None), route("d", "x")], 9);
+        let plan = fresh.plan(&[(Key::new(Kind::Route, "b"), None), route("d", "x")], 9);
         fresh.commit(&Revision { revision: 9, time_ms: 0, cause: String::new(), changes: plan });
         fresh.tombstones.clear();
         let st = replaced(&old, fresh);
-        let at = |n: &str| st.tombstones.get(&(Kind::Route, n.to_owned())).copied();
+        let at = |n: &str| st.tombstones.get(&Key::new(Kind::Route, n)).copied();
         assert_eq!((at("b"), at("c"), at("a"), at("d")), (Some(9), Some(2), None, None));
         let (up, gone) = st.delta_since(2);
         assert_eq!((up.len(), gone.len()), (1, 1), "d added, b removed");

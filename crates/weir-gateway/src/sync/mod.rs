@@ -83,7 +83,7 @@ impl Target for GatewayTarget {
                     weir_config::resources::ResourceKey::new(weir_config::resources::Kind::Listener, name.as_str())
                         .to_string()
                 }
-                crate::ApplyError::Compile { what, .. } => what.clone(),
+                crate::ApplyError::Compile(c) => c.path(),
             };
             vec![v1::ErrorDetail { path, message: e.to_string() }]
         })
