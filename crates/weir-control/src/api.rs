@@ -38,6 +38,8 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollback", post(rollback))
         .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/forecast", get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.forecasts()) }))
+        .route("/metrics", get(metrics))
         .route("/api/v1/gateways/ready", get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.registry.ready()) }))
         .route(
             "/api/v1/discovery/prometheus",
@@ -51,6 +53,12 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         // Whole configs are applied in one request; bounded all the same.
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx)
+}
+
+/// The fleet's forecasts as Prometheus metrics (`weir_fleet_*`), for an HPA or KEDA.
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let body = crate::forecast::prometheus(&ctx.plane.forecasts());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn auth(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {

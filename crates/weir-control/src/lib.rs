@@ -6,6 +6,7 @@
 //! `weir-config` (what a config is) and `weir-proto` (the wire).
 
 pub mod api;
+pub mod forecast;
 pub mod https;
 pub mod leases;
 pub mod openapi;
@@ -92,12 +93,24 @@ pub async fn serve(
             }
         })
     };
+    // Several readings per forecast step, whatever the step.
+    let forecaster = {
+        let (plane, stop) = (plane.clone(), stop.clone());
+        tokio::spawn(async move {
+            let every = (plane.forecast_step() / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
+            let mut tick = tokio::time::interval(every);
+            while stop.run_until_cancelled(tick.tick()).await.is_some() {
+                plane.forecast_tick(registry::now_ms());
+            }
+        })
+    };
     let app = api::router(plane, token);
     match admin_tls {
         Some(tls) => https::serve(admin, app, tls, stop).await,
         None => axum::serve(admin, app).with_graceful_shutdown(stop.cancelled_owned()).await?,
     }
     sweeper.abort();
+    forecaster.abort();
     grpc_task.await??;
     Ok(())
 }

@@ -107,6 +107,8 @@ pub fn document() -> Value {
                 },
             },
             "/api/v1/gateways": {"get": op("registered gateways: status, applied revision, last heartbeat, last NACK, runtime report", &[], None, "the gateways")},
+            "/api/v1/forecast": {"get": op("per gateway group: the last step's request rate, the forecast peak within the horizon, the desired replicas, the one-step forecast error", &[], None, "the forecasts")},
+            "/metrics": {"get": op("the forecasts as Prometheus metrics (weir_fleet_desired_replicas, weir_fleet_forecast_requests_per_second, …), for an HPA or KEDA", &[], None, "Prometheus text")},
             "/api/v1/upstreams/{upstream}/registrations": {"post": op("register an endpoint of an upstream that takes registrations, or renew it: {address, port, weight?, ttl? (10s)}; dropped unless renewed within its ttl", &[], None, "the registration: name, result, revision, ttl_ms")},
             "/api/v1/gateways/ready": {"get": op("the gateways an outer load balancer may send traffic to (up, connected, serving a revision), with their listeners by name", &[], None, "the ready gateways")},
             "/api/v1/discovery/prometheus": {"get": op("Prometheus HTTP service discovery: a target group per gateway that is up, its admin address as the target, labelled __meta_weir_*", &[], None, "target groups")},

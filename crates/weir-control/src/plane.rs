@@ -15,6 +15,7 @@ use weir_config::ConfigErrors;
 use weir_config::assembly::{Assembly, Typed, Undo, parse_resource_or_rest};
 use weir_config::resources::Kind;
 
+use crate::forecast::{ForecastSettings, Forecaster, GroupForecast, Reading};
 use crate::leases::Leases;
 use crate::registry::Registry;
 use crate::store::{CaughtUp, Change, Key, Op, State, Store, StoreError};
@@ -93,6 +94,8 @@ pub struct ControlPlane {
     revision: watch::Sender<u64>,
     /// Revisions the history keeps (see [`Self::trim_history`]).
     history_limit: std::sync::atomic::AtomicU64,
+    /// Each group's load forecast and desired replicas.
+    forecast: parking_lot::Mutex<Forecaster>,
 }
 
 /// The most revisions one trim folds (the rest wait for the next round).
@@ -127,6 +130,7 @@ impl ControlPlane {
             elected_at: parking_lot::Mutex::new(None),
             revision: watch::Sender::new(rev),
             history_limit: DEFAULT_HISTORY_LIMIT.into(),
+            forecast: parking_lot::Mutex::new(Forecaster::new(ForecastSettings::default())),
         })
     }
 
@@ -214,6 +218,32 @@ impl ControlPlane {
     /// Keeps at most `limit` revisions in the history (at least 1).
     pub fn set_history_limit(&self, limit: u64) {
         self.history_limit.store(limit.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Forecasts with `settings` from now on (the history learned so far is dropped).
+    pub fn set_forecast(&self, settings: ForecastSettings) {
+        *self.forecast.lock() = Forecaster::new(settings);
+    }
+
+    /// The forecast's sampling step.
+    pub fn forecast_step(&self) -> Duration {
+        self.forecast.lock().settings().step
+    }
+
+    /// Takes the fleet's current reports into the forecast (at `now_ms`, Unix milliseconds).
+    pub fn forecast_tick(&self, now_ms: u64) {
+        let gateways = self.registry.list();
+        let readings = gateways.iter().map(|g| Reading {
+            labels: &g.gateway.labels,
+            up: g.status == "up",
+            requests_per_second: g.gateway.report.requests_per_second,
+        });
+        self.forecast.lock().tick(now_ms, readings);
+    }
+
+    /// Every group's forecast and desired replicas.
+    pub fn forecasts(&self) -> Vec<GroupForecast> {
+        self.forecast.lock().groups()
     }
 
     /// Shares with the other control planes (on a shared store) what changed about this one's

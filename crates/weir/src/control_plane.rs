@@ -61,6 +61,8 @@ pub(crate) struct Args {
     /// base (on etcd, by the elected control plane). A rollback reaches back this far.
     #[arg(long, default_value_t = weir_control::plane::DEFAULT_HISTORY_LIMIT, value_parser = clap::value_parser!(u64).range(1..))]
     history_limit: u64,
+    #[command(flatten)]
+    forecast: ForecastArgs,
     /// Serve gRPC and the admin API over TLS with this certificate chain (PEM); gateways then
     /// use `https://` URLs and `--control-plane-ca`, and `weir ctl` an `https://` server and
     /// `--cacert`.
@@ -73,6 +75,48 @@ pub(crate) struct Args {
     /// Enough on its own to serve gRPC off loopback.
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+}
+
+/// Predictive scaling: how each group's load is forecast and turned into desired replicas
+/// (docs/operations.md, "Scaling ahead of the peak").
+#[derive(Debug, clap::Args)]
+struct ForecastArgs {
+    /// One forecast sample per step (the mean of the fleet's reports within it).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    forecast_step: Duration,
+    /// The length of the repeating pattern the forecast learns.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    forecast_season: Duration,
+    /// How far ahead the desired replica count looks (at least the time a new gateway takes to
+    /// serve).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    forecast_horizon: Duration,
+    /// Requests/s one gateway serves comfortably: the desired count is the forecast peak over this.
+    #[arg(long, default_value_t = 1000.0)]
+    gateway_capacity: f64,
+    /// The gateway label whose values group the fleet (default: one group, `fleet`).
+    #[arg(long)]
+    forecast_group_label: Option<String>,
+    /// The desired count falls only after this long (the largest count within it wins).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    scale_down_stabilization: Duration,
+    /// Never fewer desired replicas than this.
+    #[arg(long, default_value_t = 1)]
+    min_replicas: u32,
+}
+
+impl ForecastArgs {
+    fn settings(&self) -> weir_control::forecast::ForecastSettings {
+        weir_control::forecast::ForecastSettings {
+            step: self.forecast_step,
+            season: self.forecast_season,
+            horizon: self.forecast_horizon,
+            capacity: self.gateway_capacity,
+            group_label: self.forecast_group_label.clone(),
+            stabilization: self.scale_down_stabilization,
+            min_replicas: self.min_replicas,
+        }
+    }
 }
 
 /// The gRPC TLS config from the flags, or why it cannot be built.
@@ -215,6 +259,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         let revision = store.state().revision;
         let plane = ControlPlane::new(store, args.heartbeat_timeout);
         plane.set_history_limit(args.history_limit);
+        plane.set_forecast(args.forecast.settings());
         let (tls_on, mtls) = (tls.is_some(), args.client_ca.is_some());
         tracing::info!(address = %grpc.local_addr().unwrap_or(args.grpc_address), tls = tls_on, mtls, "grpc bound");
         let https = admin_tls.is_some();

@@ -133,7 +133,8 @@ pub struct Registry {
     forgotten: Mutex<Vec<String>>,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock Unix milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
