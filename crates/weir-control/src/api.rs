@@ -50,9 +50,19 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .route("/api/v1/{kind}", get(list))
         .route("/api/v1/{kind}/{name}", get(get_one).put(put_one).delete(delete_one))
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
+        // The dashboard's page holds no data (it asks the API, with the token, for everything).
+        .route("/ui", get(dashboard))
+        .route("/", get(|| async { axum::response::Redirect::temporary("/ui") }))
         // Whole configs are applied in one request; bounded all the same.
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx)
+}
+
+/// The web dashboard: one page, embedded in the binary (no build step, nothing fetched from
+/// elsewhere).
+async fn dashboard() -> Response {
+    const PAGE: &str = include_str!("dashboard/index.html");
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], PAGE).into_response()
 }
 
 /// The fleet's forecasts as Prometheus metrics (`weir_fleet_*`), for an HPA or KEDA.

@@ -6,7 +6,7 @@ has each send a heartbeat every 50 ms whose requests_per_second is its share of
 `load(t)`: a day of DAY seconds with quiet nights and a midday peak, on a slow ramp. Runs
 DAYS days, then exits.
 
-usage: synthetic_reports.py PROTO_DIR GRPC_HOST:PORT GATEWAYS DAY DAYS [flat]
+usage: synthetic_reports.py PROTO_DIR GRPC_HOST:PORT GATEWAYS DAY DAYS [flat] [HEARTBEAT_S]
 """
 import math
 import os
@@ -31,6 +31,7 @@ def load(t, day, flat):
 def main():
     proto_dir, target, n, day, days = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
     flat = len(sys.argv) > 6 and sys.argv[6] == "flat"
+    every = float(sys.argv[7]) if len(sys.argv) > 7 else 0.05
     out = tempfile.mkdtemp()
     if protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
                     os.path.join(proto_dir, "weir/v1/config.proto")]) != 0:
@@ -59,7 +60,7 @@ def main():
                 rps = load(time.monotonic() - start, day, flat) / n
                 outbox.put(pb.ConfigRequest(heartbeat=pb.Heartbeat(
                     report=pb.RuntimeReport(requests_per_second=rps))))
-                time.sleep(0.05)
+                time.sleep(every)
 
         threading.Thread(target=send, daemon=True).start()
         try:

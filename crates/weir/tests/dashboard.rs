@@ -1,0 +1,62 @@
+//! The control plane's web dashboard in a real browser (headless chromium driven by selenium):
+//! it lists the three gateways with the revision each serves, shows what a rollback would
+//! change, and its rollback button makes a new revision that the gateways then serve.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fleet::{Cp, Gw};
+use common::{named, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_the_fleet_and_rolls_back_with_a_click() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    let gws: Vec<Gw> = (1..=3)
+        .map(|i| Gw::start(&format!("gw-{i}"), &cp.grpc_url(), &dir.path().join(format!("gw{i}")), "127.0.0.1:0"))
+        .collect();
+    cp.apply_one_route(dir.path(), "app", one.port());
+    cp.apply_one_route(dir.path(), "app", two.port());
+    let rev = cp.revision().await;
+    for g in &gws {
+        g.wait_serves(g.listen_addr(), "/", "two", Duration::from_secs(20)).await;
+    }
+    wait_until("every gateway reports the revision", Duration::from_secs(10), || async {
+        futures_util::future::join_all(gws.iter().map(|g| cp.gateway(&g.id)))
+            .await
+            .iter()
+            .all(|v| v["applied_revision"] == rev)
+    })
+    .await;
+    let shots = std::env::var("WEIR_SCREENSHOTS").map_or_else(|_| dir.path().join("shots"), Into::into);
+    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = tokio::task::spawn_blocking({
+        let (base, shots) = (cp.server(), shots.clone());
+        move || {
+            std::process::Command::new(&python)
+                .arg(format!("{root}/tests/python/dashboard.py"))
+                .args([base, "3".into(), rev.to_string(), (rev - 1).to_string(), shots.display().to_string()])
+                .output()
+                .expect("python3 with selenium runs (scripts/deps.sh installs it, and chromium)")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "dashboard driver failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mut ids: Vec<&str> = v["gateways"].as_array().unwrap().iter().map(|g| g[0].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["gw-1", "gw-2", "gw-3"], "{v}");
+    assert_eq!(v["new_revision"], rev + 1, "{v}");
+    assert_eq!(cp.revision().await, rev + 1);
+    for g in &gws {
+        g.wait_serves(g.listen_addr(), "/", "one", Duration::from_secs(20)).await;
+    }
+    for shot in ["dashboard-fleet.png", "dashboard-resources.png", "dashboard-rollback.png"] {
+        assert!(shots.join(shot).metadata().is_ok_and(|m| m.len() > 10_000), "{shot} was taken");
+    }
+}
