@@ -392,25 +392,8 @@ async fn a_python_grpcio_client_registers_and_receives_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let cp = Cp::start(dir.path(), 0, &[]);
     cp.apply(dir.path(), &base(one.port(), one.port(), "one"));
-    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = tokio::task::spawn_blocking({
-        let (grpc, admin) = (cp.grpc.to_string(), cp.api.to_string());
-        move || {
-            std::process::Command::new(&python)
-                .arg(format!("{root}/tests/python/sync_client.py"))
-                .arg(format!("{root}/../weir-proto/proto"))
-                .arg(grpc)
-                .arg(admin)
-                .output()
-                .expect("python3 runs (install grpcio and grpcio-tools: pip install grpcio grpcio-tools)")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let proto = common::python_paths("").1;
+    let v = common::run_python("sync_client.py", vec![proto, cp.grpc.to_string(), cp.api.to_string()]).await;
     assert_eq!(v["revision"], 1, "{v}");
     let names: Vec<String> = v["resources"]
         .as_array()

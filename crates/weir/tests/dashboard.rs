@@ -31,23 +31,8 @@ async fn the_dashboard_lists_the_fleet_and_rolls_back_with_a_click() {
     })
     .await;
     let shots = std::env::var("WEIR_SCREENSHOTS").map_or_else(|_| dir.path().join("shots"), Into::into);
-    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = tokio::task::spawn_blocking({
-        let (base, shots) = (cp.server(), shots.clone());
-        move || {
-            std::process::Command::new(&python)
-                .arg(format!("{root}/tests/python/dashboard.py"))
-                .args([base, "3".into(), rev.to_string(), (rev - 1).to_string(), shots.display().to_string()])
-                .output()
-                .expect("python3 with selenium runs (scripts/deps.sh installs it, and chromium)")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "dashboard driver failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let args = [cp.server(), "3".into(), rev.to_string(), (rev - 1).to_string(), shots.display().to_string()];
+    let v = common::run_python("dashboard.py", args.to_vec()).await;
     let mut ids: Vec<&str> = v["gateways"].as_array().unwrap().iter().map(|g| g[0].as_str().unwrap()).collect();
     ids.sort_unstable();
     assert_eq!(ids, ["gw-1", "gw-2", "gw-3"], "{v}");

@@ -29,12 +29,9 @@ async fn the_desired_replica_count_rises_ahead_of_a_daily_peak() {
         "pool",
     ];
     let cp = Cp::start(dir.path(), 0, &flags);
-    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut reports = std::process::Command::new(&python)
-        .arg(format!("{root}/tests/python/synthetic_reports.py"))
-        .arg(format!("{root}/../weir-proto/proto"))
-        .arg(cp.grpc.to_string())
+    let (script, proto) = common::python_paths("synthetic_reports.py");
+    let mut reports = common::python()
+        .args([script, proto, cp.grpc.to_string()])
         .args(["3", &DAY_S.to_string(), "3.5"])
         .spawn()
         .expect("python3 with grpcio runs");

@@ -117,22 +117,8 @@ async fn a_python_grpcio_service_registers_renews_and_deregisters() {
     let cp = Cp::start(dir.path(), 0, &[]);
     cp.apply(dir.path(), &fleet_config(fixed.port()));
     let rev = cp.revision().await;
-    let python = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let (grpc, port) = (cp.grpc.to_string(), a.port().to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&python)
-            .arg(format!("{root}/tests/python/register_endpoint.py"))
-            .arg(format!("{root}/../weir-proto/proto"))
-            .args([grpc, port])
-            .output()
-            .expect("python3 runs (pip install grpcio grpcio-tools)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let proto = common::python_paths("").1;
+    let v = common::run_python("register_endpoint.py", vec![proto, cp.grpc.to_string(), a.port().to_string()]).await;
     let name = format!("svc.127.0.0.1-{}", a.port());
     assert_eq!(v["first"], json!({"name": name, "result": "created", "revision": rev + 1, "ttl_ms": 5000}), "{v}");
     assert_eq!(v["renewed"]["result"], "unchanged", "a renewal is no revision: {v}");

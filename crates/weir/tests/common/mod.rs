@@ -409,3 +409,28 @@ pub async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, withi
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The interpreter for the Python clients (`WEIR_PYTHON`, else `python3`).
+pub fn python() -> std::process::Command {
+    std::process::Command::new(std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into()))
+}
+
+/// The path of a file under this crate's `tests/python`, and of the repository's `.proto` dir.
+pub fn python_paths(script: &str) -> (String, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    (format!("{root}/tests/python/{script}"), format!("{root}/../weir-proto/proto"))
+}
+
+/// Runs `tests/python/SCRIPT ARGS…` off the async threads; asserts it succeeded and returns
+/// the JSON line it printed.
+pub async fn run_python(script: &str, args: Vec<String>) -> serde_json::Value {
+    let (path, _) = python_paths(script);
+    let out = tokio::task::spawn_blocking(move || {
+        python().arg(&path).args(&args).output().expect("python3 runs (scripts/deps.sh installs what it needs)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
+}
