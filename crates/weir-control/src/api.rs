@@ -38,6 +38,15 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .route("/api/v1/apply", post(apply))
         .route("/api/v1/rollback", post(rollback))
         .route("/api/v1/gateways", get(gateways))
+        .route("/api/v1/rollout", get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.rollout()) }))
+        .route(
+            "/api/v1/rollout/promote",
+            post(|State(ctx): State<Ctx>| async move { ctx.plane.promote().map(Json).map_err(ApiError) }),
+        )
+        .route(
+            "/api/v1/rollout/abort",
+            post(|State(ctx): State<Ctx>| async move { ctx.plane.abort().await.map(Json).map_err(ApiError) }),
+        )
         .route("/api/v1/forecast", get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.forecasts()) }))
         .route("/metrics", get(metrics))
         .route("/api/v1/gateways/ready", get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.registry.ready()) }))
@@ -108,6 +117,7 @@ impl IntoResponse for ApiError {
             ),
             PlaneError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
             PlaneError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
+            PlaneError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
             PlaneError::Store(e) if e.is_conflict() => (StatusCode::CONFLICT, json!({"error": e.to_string()})),
             PlaneError::Store(e) if e.is_too_large() => {
                 (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": e.to_string()}))
@@ -246,6 +256,9 @@ struct ApplyBody {
     /// With `dry_run`: modules (sha256) not uploaded yet that `Package` resources may name.
     #[serde(default)]
     pending_modules: Vec<String>,
+    /// Roll the revision out in stages: to a canary first, for a bake time.
+    #[serde(default)]
+    rollout: Option<crate::rollout::RolloutSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,7 +291,15 @@ async fn apply(
         )));
     }
     let dry = opts.dry_run.then_some(DryRun { pending_modules: b.pending_modules });
-    let applied = ctx.plane.apply(edits, "apply".into(), dry).await?;
+    let applied = match b.rollout {
+        Some(spec) if dry.is_none() => ctx.plane.apply_staged(edits, spec).await?,
+        _ => {
+            if dry.is_none() {
+                ctx.plane.check_not_baking()?;
+            }
+            ctx.plane.apply(edits, "apply".into(), dry).await?
+        }
+    };
     finish(&ctx, applied, &opts).await
 }
 
@@ -317,6 +338,9 @@ async fn rollback(
     Query(opts): Query<Opts>,
     Json(b): Json<RollbackBody>,
 ) -> Result<Response, ApiError> {
+    if !opts.dry_run {
+        ctx.plane.check_not_baking()?;
+    }
     let applied = ctx.plane.rollback(b.to, opts.dry_run).await?;
     finish(&ctx, applied, &opts).await
 }
@@ -374,6 +398,9 @@ async fn put_one(
     Json(mut body): Json<Value>,
 ) -> Result<Response, ApiError> {
     let k = kind(&k)?;
+    if !opts.dry_run {
+        ctx.plane.check_not_baking()?;
+    }
     if let Some(obj) = body.as_object_mut() {
         obj.entry("name").or_insert_with(|| Value::String(name.clone()));
     }
@@ -392,6 +419,9 @@ async fn delete_one(
     let k = kind(&k)?;
     if !ctx.plane.read(|s| s.resources.contains_key(&Key::new(k, name.clone()))) {
         return Err(ApiError(PlaneError::NotFound(format!("no {k} named {name:?}"))));
+    }
+    if !opts.dry_run {
+        ctx.plane.check_not_baking()?;
     }
     let applied =
         ctx.plane.apply(vec![(Key::new(k, name), None)], "delete".into(), opts.dry_run.then(DryRun::default)).await?;

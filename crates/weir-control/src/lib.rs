@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod plane;
 pub mod push;
 pub mod registry;
+pub mod rollout;
 pub mod store;
 
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub async fn serve(
                 plane.share_gateways().await;
                 plane.expire_registrations().await;
                 plane.trim_history().await;
+                plane.rollout_tick().await;
             }
         })
     };

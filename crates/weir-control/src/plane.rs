@@ -33,6 +33,9 @@ pub enum PlaneError {
     /// Nothing by that name.
     #[error("{0}")]
     NotFound(String),
+    /// Not now: something in progress (a rollout) must end first.
+    #[error("{0}")]
+    Conflict(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -96,6 +99,10 @@ pub struct ControlPlane {
     history_limit: std::sync::atomic::AtomicU64,
     /// Each group's load forecast and desired replicas.
     forecast: parking_lot::Mutex<Forecaster>,
+    /// The rollout in progress, or the last one (see [`crate::rollout`]).
+    pub(crate) rollout: parking_lot::Mutex<Option<crate::rollout::Rollout>>,
+    /// Bumped when a rollout starts or ends: the streams recompute what each gateway gets.
+    pub(crate) rollout_changed: watch::Sender<u64>,
 }
 
 /// The most revisions one trim folds (the rest wait for the next round).
@@ -123,7 +130,7 @@ impl ControlPlane {
         let rev = store.state().revision;
         let assembly = assembled(store.state());
         let shared = store.shared_gateways();
-        Arc::new(Self {
+        let plane = Arc::new(Self {
             inner: RwLock::new(Inner { store, assembly }),
             registry: Registry::new(heartbeat_timeout, shared),
             leases: Leases::default(),
@@ -131,7 +138,11 @@ impl ControlPlane {
             revision: watch::Sender::new(rev),
             history_limit: DEFAULT_HISTORY_LIMIT.into(),
             forecast: parking_lot::Mutex::new(Forecaster::new(ForecastSettings::default())),
-        })
+            rollout: parking_lot::Mutex::new(None),
+            rollout_changed: watch::Sender::new(0),
+        });
+        plane.load_rollout();
+        plane
     }
 
     /// Registers an endpoint, or renews its registration: a new or changed one is a revision
@@ -286,6 +297,20 @@ impl ControlPlane {
     /// Reads the current state.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(self.inner.read().store.state())
+    }
+
+    /// Runs `f` on the store.
+    pub(crate) fn with_store<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(&self.inner.read().store)
+    }
+
+    /// The resources as they were at `revision` (for gateways a rollout holds there).
+    pub async fn state_at(self: &Arc<Self>, revision: u64) -> Result<State, PlaneError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.with_store(|s| s.state_at(revision)))
+            .await
+            .map_err(|e| PlaneError::Store(StoreError::from_msg(e)))?
+            .map_err(PlaneError::Store)
     }
 
     /// Wakes on every new revision.

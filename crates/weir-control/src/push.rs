@@ -68,6 +68,7 @@ fn status(e: crate::plane::PlaneError) -> Status {
         }
         PlaneError::BadRequest(m) => Status::invalid_argument(m),
         PlaneError::NotFound(m) => Status::not_found(m),
+        PlaneError::Conflict(m) => Status::failed_precondition(m),
         PlaneError::Store(e) if e.is_conflict() => Status::aborted(e.to_string()),
         PlaneError::Store(e) if e.is_too_large() => Status::resource_exhausted(e.to_string()),
         PlaneError::Store(e) => Status::unavailable(e.to_string()),
@@ -213,10 +214,19 @@ impl v1::config_sync_server::ConfigSync for SyncService {
         };
         let plane = self.plane.clone();
         tokio::spawn(async move {
-            let mut revisions = plane.subscribe();
-            let (first, mut sent) = {
-                revisions.borrow_and_update();
-                plane.read(|s| (snapshot(s), s.revision))
+            let (mut revisions, mut rollouts) = (plane.subscribe(), plane.subscribe_rollouts());
+            revisions.borrow_and_update();
+            rollouts.borrow_and_update();
+            let mut sent = 0;
+            let first = match next_for(&plane, &id, None).await {
+                Some((m, rev)) => {
+                    sent = rev;
+                    m
+                }
+                None => plane.read(|s| {
+                    sent = s.revision;
+                    snapshot(s)
+                }),
             };
             if tx.send(msg(config_response::Msg::Registered(registered))).await.is_err()
                 || tx.send(msg(first)).await.is_err()
@@ -238,12 +248,13 @@ impl v1::config_sync_server::ConfigSync for SyncService {
                         if changed.is_err() {
                             break;
                         }
-                        let next = plane.read(|s| (s.revision > sent).then(|| (delta(s, sent), s.revision)));
-                        if let Some((d, rev)) = next {
-                            if tx.send(msg(d)).await.is_err() {
-                                break;
-                            }
-                            sent = rev;
+                        if !send_next(&plane, &id, &tx, &mut sent).await {
+                            break;
+                        }
+                    }
+                    changed = rollouts.changed() => {
+                        if changed.is_err() || !send_next(&plane, &id, &tx, &mut sent).await {
+                            break;
                         }
                     }
                 }
@@ -253,6 +264,35 @@ impl v1::config_sync_server::ConfigSync for SyncService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// What gateway `id` should get next, having been sent `sent` (`None`: nothing yet): while a
+/// rollout holds it, the stable revision (whole, once); else the delta to the latest.
+async fn next_for(plane: &Arc<ControlPlane>, id: &str, sent: Option<u64>) -> Option<(config_response::Msg, u64)> {
+    if let Some(stable) = plane.held_at(id) {
+        if sent == Some(stable) || plane.read(|s| s.revision) == stable {
+            return None;
+        }
+        return match plane.state_at(stable).await {
+            Ok(state) => Some((snapshot(&state), stable)),
+            Err(e) => {
+                tracing::error!(gateway = %id, revision = stable, error = %e, "cannot read the revision a rollout holds this gateway at");
+                None
+            }
+        };
+    }
+    let sent = sent?;
+    plane.read(|s| (s.revision > sent).then(|| (delta(s, sent), s.revision)))
+}
+
+/// Sends gateway `id` what it should get next; false when its stream is gone.
+async fn send_next(plane: &Arc<ControlPlane>, id: &str, tx: &mpsc::Sender<Out>, sent: &mut u64) -> bool {
+    let Some((m, rev)) = next_for(plane, id, Some(*sent)).await else { return true };
+    if tx.send(msg(m)).await.is_err() {
+        return false;
+    }
+    *sent = rev;
+    true
 }
 
 fn handle(plane: &ControlPlane, id: &str, m: v1::ConfigRequest) {

@@ -428,6 +428,26 @@ impl Etcd {
         Ok(())
     }
 
+    /// Writes the record `name` (`docs/NAME`).
+    pub(super) fn put_doc(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let key = self.key(&format!("docs/{name}"));
+        self.call(|mut c| {
+            let (key, bytes) = (key.clone(), bytes.to_vec());
+            async move { c.put(key, bytes, None).await }
+        })?;
+        Ok(())
+    }
+
+    /// The record `name`, if written.
+    pub(super) fn doc(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(&format!("docs/{name}"));
+        let got = self.call(|mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
+        Ok(got.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
     /// The module stored under `sha256`, if all of it is there.
     pub(super) fn module(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let prefix = self.key(&format!("modules/{sha256}/"));

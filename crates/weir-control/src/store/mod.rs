@@ -495,6 +495,24 @@ impl Store {
         Ok(Some(bytes))
     }
 
+    /// Writes the control-plane record `name` (not config: never pushed, no revision).
+    pub fn put_doc(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb(db) => db.put_doc(name, bytes),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.put_doc(name, bytes),
+        }
+    }
+
+    /// The control-plane record `name`, if written.
+    pub fn doc(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Redb(db) => db.doc(name),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.doc(name),
+        }
+    }
+
     /// Every revision, newest first, at most `limit`.
     pub fn history(&self, limit: usize) -> Result<Vec<Revision>, StoreError> {
         match &self.backend {

@@ -15,6 +15,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BASE: TableDefinition<&str, &[u8]> = TableDefinition::new("base");
 /// Plugin modules by sha256.
 const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+/// Control-plane records that are not config (the rollout), by name.
+const DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("docs");
 
 /// A redb file.
 #[derive(Debug)]
@@ -34,6 +36,7 @@ impl Redb {
             tx.open_table(META).map_err(StoreError::from)?;
             tx.open_table(MODULES).map_err(StoreError::from)?;
             tx.open_table(BASE).map_err(StoreError::from)?;
+            tx.open_table(DOCS).map_err(StoreError::from)?;
         }
         tx.commit().map_err(StoreError::from)?;
         let rx = db.begin_read().map_err(StoreError::from)?;
@@ -84,6 +87,20 @@ impl Redb {
         let tx = self.0.begin_write().map_err(StoreError::from)?;
         tx.open_table(MODULES).map_err(StoreError::from)?.insert(sha256, bytes).map_err(StoreError::from)?;
         tx.commit().map_err(StoreError::from)
+    }
+
+    /// Writes the record `name`.
+    pub(super) fn put_doc(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = self.0.begin_write().map_err(StoreError::from)?;
+        tx.open_table(DOCS).map_err(StoreError::from)?.insert(name, bytes).map_err(StoreError::from)?;
+        tx.commit().map_err(StoreError::from)
+    }
+
+    /// The record `name`, if written.
+    pub(super) fn doc(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let rx = self.0.begin_read().map_err(StoreError::from)?;
+        let table = rx.open_table(DOCS).map_err(StoreError::from)?;
+        Ok(table.get(name).map_err(StoreError::from)?.map(|v| v.value().to_vec()))
     }
 
     /// The module stored under `sha256`, if any.

@@ -9,6 +9,7 @@ mod http;
 mod packages;
 mod print;
 mod register;
+mod rollout;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +53,12 @@ enum Command {
         /// Wait up to this long for every live gateway to apply the change (e.g. `5s`).
         #[arg(long)]
         wait: Option<String>,
+        #[command(flatten)]
+        staged: rollout::Staged,
     },
+    /// Staged rollouts: status, promote, abort.
+    #[command(subcommand)]
+    Rollout(rollout::Command),
     /// Show what `apply -f FILE` would change (exit 1 when something would).
     Diff {
         /// The YAML file.
@@ -195,10 +201,11 @@ fn query(dry_run: bool, wait: Option<&str>) -> String {
 
 async fn dispatch(api: &Api, cmd: Command) -> Res {
     match cmd {
-        Command::Apply { file, dry_run, prune, wait } => {
+        Command::Apply { file, dry_run, prune, wait, staged } => {
+            let rollout = staged.spec()?;
             let mut pending = Vec::new();
             let (text, resources) = read_all(api, &file, dry_run.then_some(&mut pending)).await?;
-            let body = json!({"resources": resources, "prune": prune, "pending_modules": pending});
+            let body = json!({"resources": resources, "prune": prune, "pending_modules": pending, "rollout": rollout});
             let (status, v) =
                 api.call("POST", &format!("/api/v1/apply{}", query(dry_run, wait.as_deref())), Some(&body)).await?;
             Ok(print::applied_from(status, &v, text.as_deref()))
@@ -237,6 +244,7 @@ async fn dispatch(api: &Api, cmd: Command) -> Res {
             register::register(api, register::Registration { upstream, endpoint, weight, ttl, keep }).await
         }
         Command::Deregister { upstream, endpoint } => register::deregister(api, &upstream, endpoint).await,
+        Command::Rollout(cmd) => rollout::run(api, cmd).await,
         Command::Gateways { json } => {
             let (status, v) = api.call("GET", "/api/v1/gateways", None).await?;
             Ok(print::gateways(status, &v, json))
