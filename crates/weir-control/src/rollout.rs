@@ -336,3 +336,78 @@ impl crate::plane::ControlPlane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Record, Report};
+
+    fn gw(id: &str, applied: u64, rps: f64, errors: f64, p99: f64, labels: &[(&str, &str)]) -> GatewayView {
+        GatewayView {
+            status: "up",
+            last_heartbeat_ms_ago: 0,
+            gateway: Record {
+                id: id.into(),
+                control_plane: "cp".into(),
+                connected: true,
+                kind: "weir".into(),
+                version: "1".into(),
+                labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                listen: Vec::new(),
+                admin: None,
+                plugins: Vec::new(),
+                protocols: Vec::new(),
+                features: Vec::new(),
+                applied_revision: applied,
+                seen_at_ms: 0,
+                last_nack: None,
+                report: Report { requests_per_second: rps, error_rate: errors, p99_ms: p99, ..Report::default() },
+                modules_sent: 0,
+            },
+        }
+    }
+
+    fn rollout(max_p99_increase: Option<f64>) -> Rollout {
+        Rollout {
+            revision: 5,
+            stable: 4,
+            canary: vec!["a".into()],
+            spec: RolloutSpec { canary: Canary::Percent(34), bake_ms: 1000, max_error_rate: 0.01, max_p99_increase },
+            started_at_ms: 0,
+            phase: Phase::Baking,
+            reason: None,
+            ended_at_ms: None,
+            rolled_back_to: None,
+        }
+    }
+
+    #[test]
+    fn the_canary_is_a_share_rounded_down_or_a_label_match() {
+        let fleet = [
+            gw("c", 4, 0.0, 0.0, 0.0, &[]),
+            gw("a", 4, 0.0, 0.0, 0.0, &[("ring", "1")]),
+            gw("b", 4, 0.0, 0.0, 0.0, &[]),
+        ];
+        assert_eq!(choose(&Canary::Percent(34), &fleet), Some(vec!["a".into()]));
+        assert_eq!(choose(&Canary::Percent(67), &fleet), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(choose(&Canary::Percent(1), &fleet), Some(vec!["a".into()]));
+        let sel = |k: &str, v: &str| Canary::Selector(BTreeMap::from([(k.to_owned(), v.to_owned())]));
+        assert_eq!(choose(&sel("ring", "1"), &fleet), Some(vec!["a".into()]));
+        assert_eq!(choose(&sel("ring", "2"), &fleet), None);
+    }
+
+    #[test]
+    fn the_verdict_weighs_errors_p99_and_the_bake() {
+        let healthy = [gw("a", 5, 100.0, 0.005, 12.0, &[]), gw("b", 4, 100.0, 0.0, 10.0, &[])];
+        assert_eq!(judge(&rollout(None), &healthy, 500), Verdict::Wait);
+        assert!(matches!(judge(&rollout(None), &healthy, 1000), Verdict::Promote(_)));
+        let failing = [gw("a", 5, 100.0, 0.2, 12.0, &[]), gw("b", 4, 100.0, 0.0, 10.0, &[])];
+        assert!(matches!(judge(&rollout(None), &failing, 10), Verdict::Fail(w) if w.contains("20.00 %")));
+        // p99: 12 ms against 10 ms is 20 % slower.
+        assert!(matches!(judge(&rollout(Some(0.1)), &healthy, 10), Verdict::Fail(w) if w.contains("p99")));
+        assert_eq!(judge(&rollout(Some(0.3)), &healthy, 10), Verdict::Wait);
+        // A canary that has not applied the revision by the end of the bake fails it.
+        let behind = [gw("a", 4, 100.0, 0.0, 10.0, &[])];
+        assert!(matches!(judge(&rollout(None), &behind, 1000), Verdict::Fail(w) if w.contains("did not serve")));
+    }
+}

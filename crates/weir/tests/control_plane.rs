@@ -214,6 +214,7 @@ async fn a_gateway_that_cannot_apply_nacks_and_keeps_its_old_config() {
     };
     let errors = g["last_nack"]["errors"].to_string();
     assert!(errors.contains("ca.pem"), "{errors}");
+    assert!(errors.contains("\"Upstream/secure: "), "the NACK names the resource: {errors}");
     assert_eq!(g["applied_revision"], rev - 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -73,6 +73,8 @@ async fn a_failing_canary_selected_by_label_is_rolled_back_within_the_bake() {
     assert!(started.elapsed() < Duration::from_secs(20), "rolled back only after {:?}: {r}", started.elapsed());
     assert_eq!(r["canary"], serde_json::json!(["gw-1"]), "{r}");
     assert!(r["reason"].as_str().unwrap().contains("error rate"), "{r}");
+    let took = r["ended_at_ms"].as_u64().unwrap() - r["started_at_ms"].as_u64().unwrap();
+    eprintln!("the failing rollout was rolled back {took} ms after it started");
     let back = r["rolled_back_to"].as_u64().unwrap();
     for g in &gws {
         wait_until(&format!("{} applies {back}", g.id), Duration::from_secs(10), || async {
@@ -144,4 +146,7 @@ async fn a_good_revision_reaches_a_third_then_everyone_even_across_a_restart() {
     }
     let r = rollout(&cp).await;
     assert!(r["reason"].as_str().unwrap().starts_with("baked 6 s"), "{r}");
+    let after_bake = r["ended_at_ms"].as_u64().unwrap() - r["started_at_ms"].as_u64().unwrap() - 6000;
+    eprintln!("rollout decided {after_bake} ms after the bake");
+    assert!(after_bake < 2000, "decided {after_bake} ms after the bake: {r}");
 }

@@ -78,14 +78,15 @@ impl Target for GatewayTarget {
 
     async fn apply(&mut self, cfg: ValidConfig, _revision: u64) -> Result<(), Vec<v1::ErrorDetail>> {
         self.gw.apply(&cfg).await.map(drop).map_err(|e| {
-            let path = match &e {
+            let (path, message) = match &e {
                 crate::ApplyError::Bind { name, .. } | crate::ApplyError::Tls { name, .. } => {
-                    weir_config::resources::ResourceKey::new(weir_config::resources::Kind::Listener, name.as_str())
-                        .to_string()
+                    let key =
+                        weir_config::resources::ResourceKey::new(weir_config::resources::Kind::Listener, name.as_str());
+                    (key.to_string(), e.to_string())
                 }
-                crate::ApplyError::Compile(c) => c.path(),
+                crate::ApplyError::Compile(c) => (c.path(), c.reason.clone()),
             };
-            vec![v1::ErrorDetail { path, message: e.to_string() }]
+            vec![v1::ErrorDetail { path, message }]
         })
     }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drives the control plane's web dashboard in a real browser (Debian's chromium, headless,
 through selenium and chromedriver): the fleet view lists the gateways with their revisions,
-the history view shows a rollback's diff, and the rollback button makes a new revision.
+the rollouts view shows a failed rollout and why, the history view shows a rollback's diff,
+and the rollback button makes a new revision.
 
 usage: dashboard.py BASE_URL GATEWAYS REVISION ROLLBACK_TO SHOTS_DIR
 Prints one JSON line: {"gateways": [[id, revision], ...], "new_revision": N, "load_ms": ..., "bytes": ...}.
@@ -52,6 +53,11 @@ def main():
         d.find_element(By.CSS_SELECTOR, "nav button[data-tab=resources]").click()
         wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#items tr"))
         d.save_screenshot(os.path.join(shots, "dashboard-resources.png"))
+        d.find_element(By.CSS_SELECTOR, "nav button[data-tab=rollouts]").click()
+        phase = wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".rollout-phase"))[0]
+        out["rollout_phase"] = phase.text
+        out["rollout_reason"] = d.find_element(By.CSS_SELECTOR, ".rollout-reason").text
+        d.save_screenshot(os.path.join(shots, "dashboard-rollout.png"))
         d.find_element(By.CSS_SELECTOR, "nav button[data-tab=history]").click()
         button = wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, f"button.rollback[data-rev='{to}']"))[0]
         button.click()
