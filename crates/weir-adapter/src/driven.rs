@@ -114,13 +114,30 @@ impl<P: Proxy> Driven<P> {
         Ok("started")
     }
 
-    async fn wait_serving(&self, hash: &str) -> bool {
+    /// The proxy's worker processes (children of its master) now.
+    fn workers(&self) -> Vec<u32> {
+        let Some(master) = self.pid().map(|p| p.as_raw_nonzero().get().unsigned_abs()) else { return Vec::new() };
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        dir.filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            (ppid == master).then_some(pid)
+        })
+        .collect()
+    }
+
+    /// Waits until new connections get the config `hash` only: three answers in a row from
+    /// it, and none of the workers from before the reload still accepting.
+    async fn wait_serving(&self, hash: &str, old_workers: &[u32]) -> bool {
         let deadline = Instant::now() + SERVE_WITHIN;
+        let mut in_a_row = 0;
         while Instant::now() < deadline {
-            if self.serves(hash).await {
+            in_a_row = if self.serves(hash).await { in_a_row + 1 } else { 0 };
+            if in_a_row >= 3 && old_workers.iter().all(|&pid| !self.proxy.still_accepting(pid)) {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(if in_a_row > 0 { 2 } else { 10 })).await;
         }
         false
     }
@@ -183,11 +200,12 @@ impl<P: Proxy> Target for Driven<P> {
         let text = rendered.text().replace("@HASH@", &hash);
         self.swap(&rendered, &text).await?;
         let t0 = Instant::now();
+        let old_workers = self.workers();
         let how = self.reload_or_start().await.map_err(|e| {
             self.restore();
             vec![e.detail(P::FILE)]
         })?;
-        if !self.wait_serving(&hash).await {
+        if !self.wait_serving(&hash, &old_workers).await {
             self.restore();
             let log = self.ctx.path("error.log");
             let why = format!(

@@ -63,6 +63,12 @@ pub trait Proxy: Send + Sync + 'static {
     fn reload_signal(&self) -> rustix::process::Signal;
     /// The line numbers a failed check names, with each message.
     fn check_errors(&self, output: &str) -> Vec<(Option<usize>, String)>;
+    /// Whether worker `pid`, from before a reload, may still accept new connections (then
+    /// the reload has not fully taken). By default only the status answers count.
+    fn still_accepting(&self, pid: u32) -> bool {
+        let _ = pid;
+        false
+    }
     /// Requests served and 5xx answers since the proxy started, from its status answer.
     fn counters(&self, ctx: &Context) -> impl Future<Output = Option<(u64, u64)>> + Send;
 }

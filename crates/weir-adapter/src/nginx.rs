@@ -524,6 +524,12 @@ impl Proxy for Nginx {
         rustix::process::Signal::HUP
     }
 
+    /// An old worker stops accepting once it shows `worker process is shutting down`.
+    fn still_accepting(&self, pid: u32) -> bool {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| !String::from_utf8_lossy(&c).contains("shutting down"))
+    }
+
     /// `nginx: [emerg] unknown directive "x" in /dir/nginx.conf.new:12`.
     fn check_errors(&self, output: &str) -> Vec<(Option<usize>, String)> {
         output

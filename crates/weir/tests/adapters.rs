@@ -48,6 +48,8 @@ impl Adapter {
             &cp.grpc_url(),
             "--config-dir",
             dir.to_str().unwrap(),
+            "--label",
+            &format!("kind={kind}"),
             "--listen",
             &listen_arg,
             "--status-address",
@@ -116,8 +118,9 @@ async fn tally(addr: SocketAddr, path: &str, headers: &[(&str, &str)], n: usize)
 }
 
 /// Keep-alive clients sending `GET /` until stopped. A request is failed when it gets no 200;
-/// like every HTTP client (RFC 9112 §9.3.1) one whose reused connection was closed before any
-/// answer is sent again, once, on a new connection.
+/// like every HTTP client (RFC 9112 §9.3.1) one whose reused connection was closed or reset
+/// before any answer is sent again, once, on a new connection: only a failure on a fresh
+/// connection, or an answer other than 200, counts.
 struct Traffic {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -134,15 +137,16 @@ impl Traffic {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), Arc::clone(&failed));
                 tokio::spawn(async move {
                     let mut c = Client::connect(addr).await;
+                    let mut reused = false;
                     while !stop.load(SeqCst) {
                         let mut outcome = c.try_send("GET", "/", &[], bytes::Bytes::new()).await;
-                        if outcome
-                            .as_ref()
-                            .is_err_and(|e| e.is_closed() || e.is_incomplete_message() || e.is_canceled())
-                        {
+                        // No answer on a connection that served before: closed (or reset) by the
+                        // proxy as it went idle; send again on a new one.
+                        if outcome.is_err() && reused {
                             c = Client::connect(addr).await;
                             outcome = c.try_send("GET", "/", &[], bytes::Bytes::new()).await;
                         }
+                        reused = outcome.is_ok();
                         match outcome {
                             Ok(r) if r.status() == 200 => {
                                 let _ = http_body_util::BodyExt::collect(r.into_body()).await;
@@ -270,6 +274,27 @@ async fn one_control_plane_drives_weir_nginx_and_haproxy_alike() {
         wait_applied(&cp, id, rev).await;
     }
     assert_eq!(nginx.workers(), before, "an unchanged rendering does not reload nginx");
+
+    // A staged rollout treats an adapter like a gateway: nginx is the canary, the rest wait.
+    let f = tmp.path().join("staged.yaml");
+    std::fs::write(&f, &yaml).unwrap();
+    let out = cp.ctl(&["apply", "-f", f.to_str().unwrap(), "--canary-selector", "kind=nginx", "--bake", "1h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let staged = cp.revision().await;
+    wait_applied(&cp, "nginx-1", staged).await;
+    let back_to_orders = |seen: BTreeMap<String, usize>| seen.keys().all(|k| k == "a" || k == "b");
+    assert!(back_to_orders(tally(nginx.listen, "/", &[], 8).await), "the canary serves the rollout");
+    for (id, addr) in [("weir-1", members[0].1), ("haproxy-1", haproxy.listen)] {
+        assert_eq!(tally(addr, "/", &[], 4).await, BTreeMap::from([("v2".to_owned(), 4)]), "{id} is held");
+        assert_eq!(applied(&cp, id).await, rev, "{id} is held at the previous revision");
+    }
+    let out = cp.ctl(&["rollout", "promote"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for id in ["weir-1", "haproxy-1"] {
+        wait_applied(&cp, id, staged).await;
+    }
+    assert!(back_to_orders(tally(haproxy.listen, "/", &[], 8).await), "haproxy serves the promoted revision");
+    let (rev, before) = (staged, nginx.workers());
 
     // The control plane dies: the proxies keep their last config.
     let cp_dir = tmp.path().to_owned();
