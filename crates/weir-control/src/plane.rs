@@ -380,6 +380,10 @@ impl ControlPlane {
         }
         if let Some(last) = revs.last() {
             tracing::info!(revision = last.revision, cause = %last.cause, "took a revision committed by another control plane");
+            // A staged revision holds gateways here too: read the rollout before announcing it.
+            if revs.iter().any(|r| r.cause.contains("staged") || r.cause.starts_with("rollback")) {
+                self.take_stored_rollout(&inner.store.doc("rollout"));
+            }
             self.revision.send_replace(last.revision);
         }
         Ok(())

@@ -219,11 +219,16 @@ impl crate::plane::ControlPlane {
             ended_at_ms: None,
             rolled_back_to: None,
         };
-        *self.rollout.lock() = Some(pending);
+        // Kept before the commit too: other control planes read it when they take the revision.
+        self.persist_rollout(&pending);
+        let previous = self.rollout.lock().replace(pending);
         let applied = match self.apply(edits, "apply (staged)".into(), None).await {
             Ok(a) if a.changed => a,
             other => {
-                *self.rollout.lock() = None;
+                *self.rollout.lock() = previous.clone();
+                if let Some(p) = &previous {
+                    self.persist_rollout(p);
+                }
                 self.rollout_changed.send_modify(|g| *g += 1);
                 return other;
             }
@@ -257,23 +262,45 @@ impl crate::plane::ControlPlane {
 
     /// Takes the rollout the store holds (a restart resumes it).
     pub(crate) fn load_rollout(&self) {
-        match self.with_store(|s| s.doc(DOC)) {
-            Ok(Some(bytes)) => match serde_json::from_slice::<Rollout>(&bytes) {
-                Ok(r) => {
-                    if r.phase == Phase::Baking {
-                        tracing::info!(revision = r.revision, canary = ?r.canary, "resuming a rollout");
-                    }
-                    *self.rollout.lock() = Some(r);
-                }
-                Err(e) => tracing::warn!(error = %e, "ignoring a stored rollout that does not parse"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the stored rollout"),
-        }
+        self.take_stored_rollout(&self.with_store(|s| s.doc(DOC)));
     }
 
-    /// Judges a baking rollout from the reports: promotes it or rolls it back.
+    /// Takes the rollout record read from the store, waking the streams when it changed.
+    pub(crate) fn take_stored_rollout(&self, read: &Result<Option<Vec<u8>>, crate::store::StoreError>) {
+        let r = match read {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Rollout>(bytes) {
+                Ok(r) => r,
+                Err(e) => return tracing::warn!(error = %e, "ignoring a stored rollout that does not parse"),
+            },
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the stored rollout"),
+        };
+        let mut guard = self.rollout.lock();
+        if guard.as_ref() == Some(&r) {
+            return;
+        }
+        if r.phase == Phase::Baking {
+            tracing::info!(revision = r.revision, canary = ?r.canary, "following a rollout");
+        }
+        *guard = Some(r);
+        drop(guard);
+        self.rollout_changed.send_modify(|g| *g += 1);
+    }
+
+    /// Judges a baking rollout from the reports: promotes it or rolls it back. On a shared
+    /// store every control plane follows the record and only the elected one judges.
     pub async fn rollout_tick(self: &Arc<Self>) {
+        if let Some(elected) = self.with_store(crate::store::Store::leader) {
+            if self.rollout().is_some_and(|r| r.phase == Phase::Baking) {
+                let this = self.clone();
+                if let Ok(read) = tokio::task::spawn_blocking(move || this.with_store(|s| s.doc(DOC))).await {
+                    self.take_stored_rollout(&read);
+                }
+            }
+            if !*elected.borrow() {
+                return;
+            }
+        }
         let Some(r) = self.rollout().filter(|r| r.phase == Phase::Baking && r.revision != u64::MAX) else { return };
         match judge(&r, &self.registry.list(), crate::registry::now_ms()) {
             Verdict::Wait => {}

@@ -393,3 +393,44 @@ async fn the_elected_control_plane_trims_the_history_and_one_left_behind_reads_e
     gb.wait_serves(pb, "/early", "app", Duration::from_secs(10)).await;
     assert_eq!(common::get(pb, "/late", &[]).await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_started_on_one_control_plane_holds_the_gateways_of_another() {
+    let (one, two) = (named("one").await, named("two").await);
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path());
+    let store = format!("etcd:{}", etcd.url);
+    let a = Cp::start(&made(dir.path(), "a"), 0, &["--store", &store]);
+    a.proc.wait_line("elected to run the fleet's singleton jobs", Duration::from_secs(10));
+    let b = Cp::start(&made(dir.path(), "b"), 0, &["--store", &store]);
+    let canary = ["--label", "ring=canary"];
+    let ga = Gw::start_with("ga", &a.grpc_url(), &dir.path().join("ga"), "127.0.0.1:0", &canary);
+    let gb = Gw::start("gb", &b.grpc_url(), &dir.path().join("gb"), "127.0.0.1:0");
+    a.apply_one_route(dir.path(), "app", one.port());
+    let (pa, pb) = (ga.listen_addr(), gb.listen_addr());
+    ga.wait_serves(pa, "/", "one", Duration::from_secs(10)).await;
+    gb.wait_serves(pb, "/", "one", Duration::from_secs(10)).await;
+    wait_until("A lists B's gateway", Duration::from_secs(10), || async { a.gateway("gb").await["status"] == "up" })
+        .await;
+    let stable = a.revision().await;
+    let f = dir.path().join("two.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "upstreams:\n- {{ name: app, load_balancer: {{ endpoints: [{{ address: 127.0.0.1, port: {} }}] }} }}\n",
+            two.port()
+        ),
+    )
+    .unwrap();
+    ctl_ok(&a, &["apply", "-f", f.to_str().unwrap(), "--canary-selector", "ring=canary", "--bake", "1h"]);
+    ga.wait_serves(pa, "/", "two", Duration::from_secs(10)).await;
+    // B took the revision from etcd but holds its gateway, which is no canary.
+    wait_until("B has the revision", Duration::from_secs(10), || async { b.revision().await == stable + 1 }).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gb.wait_serves(pb, "/", "one", Duration::from_secs(1)).await;
+    assert_eq!(b.gateway("gb").await["applied_revision"], stable, "B's gateway is held");
+    assert_eq!(b.call("GET", "/api/v1/rollout", None).await.1["phase"], "baking");
+    // Promoted through A: B gives its gateway the revision.
+    ctl_ok(&a, &["rollout", "promote"]);
+    gb.wait_serves(pb, "/", "two", Duration::from_secs(10)).await;
+}
