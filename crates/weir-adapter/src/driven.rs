@@ -205,7 +205,7 @@ impl<P: Proxy> Target for Driven<P> {
             self.restore();
             vec![e.detail(P::FILE)]
         })?;
-        if !self.wait_serving(&hash, &old_workers).await {
+        if !self.wait_serving(&hash, &old_workers).await && !self.serves(&hash).await {
             self.restore();
             let log = self.ctx.path("error.log");
             let why = format!(

@@ -168,8 +168,10 @@ fn servers(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
     }
     if let Some(t) = &u.tls {
         opts += if t.insecure_skip_verify { " ssl verify none" } else { " ssl verify required" };
-        if let Some(ca) = &t.ca {
-            opts += &format!(" ca-file {}", quote(ca));
+        match &t.ca {
+            Some(ca) => opts += &format!(" ca-file {}", quote(ca)),
+            None if !t.insecure_skip_verify => opts += " ca-file @system-ca",
+            None => {}
         }
         if let Some(sni) = &t.sni {
             opts += &format!(" sni str({sni})");
@@ -177,8 +179,11 @@ fn servers(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
     }
     let weighted = u.load_balancer.policy != LbPolicy::RoundRobin;
     let eps = endpoints(spec, u);
+    // HAProxy weights go to 256: larger ones are scaled, keeping their ratios.
+    let top = eps.iter().map(|e| e.2).max().unwrap_or(1).max(1);
+    let scale = |w: u32| if top <= 256 { w } else { (u64::from(w) * 256 / u64::from(top)).max(1) as u32 };
     for (n, (host, port, weight)) in eps.iter().enumerate() {
-        let w = if weighted { *weight } else { u32::from(*weight > 0) };
+        let w = if weighted { scale(*weight) } else { u32::from(*weight > 0) };
         out.line(
             1,
             format!("server e{n} {} weight {w} maxconn {}{opts}", host_port(host, *port), u.pool.max_connections),
@@ -255,6 +260,19 @@ fn route_backend(out: &mut Rendered, cfg: &ValidConfig, i: usize, r: &RouteSpec,
     servers(out, spec, u);
 }
 
+/// Characters a name may have where HAProxy takes it unquoted (sample fetch arguments).
+const NAME: &str = "-_.";
+/// And a path, on an `option httpchk` line.
+const PATH: &str = "-_.~/%";
+
+/// Refuses `value` unless it is letters, digits and `extra` (HAProxy would read anything else
+/// as the next argument or a new line).
+fn token(no: &mut Refusals, key: &ResourceKey, field: &str, value: &str, extra: &str) {
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c)) {
+        no.refuse(key, field, format!("{value:?}: the HAProxy adapter takes only letters, digits and {extra:?} here"));
+    }
+}
+
 fn refuse(cfg: &ValidConfig, no: &mut Refusals) {
     let spec = cfg.spec();
     for u in &spec.upstreams {
@@ -269,8 +287,31 @@ fn refuse(cfg: &ValidConfig, no: &mut Refusals) {
             no.refuse(&key, "tls.client_cert", "the HAProxy adapter does not push client certificates");
         }
     }
+    for u in &spec.upstreams {
+        let key = upstream_key(&u.name);
+        if let Some(HashKeySpec::Header(h)) = &u.load_balancer.hash_key {
+            token(no, &key, "load_balancer.hash_key.header", h, NAME);
+        }
+        if let Some(sni) = u.tls.as_ref().and_then(|t| t.sni.as_ref()) {
+            token(no, &key, "tls.sni", sni, NAME);
+        }
+        if let Some(a) = u.health_check.as_ref().and_then(|h| h.active.as_ref()) {
+            token(no, &key, "health_check.active.path", &a.path, PATH);
+        }
+    }
     for (i, r) in spec.routes.iter().enumerate() {
         let key = route_key(&r.name);
+        for h in r.matches.headers.keys() {
+            token(no, &key, &format!("match.headers.{h}"), h, NAME);
+        }
+        for q in r.matches.query.keys() {
+            token(no, &key, &format!("match.query.{q}"), q, NAME);
+        }
+        for (_, p) in cfg.route_plugins(i) {
+            if let PluginConfig::RequestId(rid) = p {
+                token(no, &key, "plugins.request-id.header", &rid.header, NAME);
+            }
+        }
         for (name, p) in cfg.route_plugins(i) {
             let ok =
                 matches!(p, PluginConfig::Headers(_) | PluginConfig::IpRestriction(_) | PluginConfig::RequestId(_));

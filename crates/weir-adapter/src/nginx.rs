@@ -293,7 +293,9 @@ fn route(out: &mut Rendered, spec: &ConfigSpec, i: usize, r: &RouteSpec, cfg: &V
             out.line(2, format!("proxy_ssl_name {};", quote(sni)));
         }
         out.line(2, format!("proxy_ssl_verify {};", if t.insecure_skip_verify { "off" } else { "on" }));
-        if let Some(ca) = &t.ca {
+        // Default: the system's trust store (Debian's bundle path).
+        let ca = t.ca.as_deref().unwrap_or("/etc/ssl/certs/ca-certificates.crt");
+        if !t.insecure_skip_verify {
             out.line(2, format!("proxy_ssl_trusted_certificate {};", quote(ca)));
         }
     }
@@ -315,7 +317,8 @@ fn splits(out: &mut Rendered, spec: &ConfigSpec) {
             if n + 1 == live.len() {
                 out.line(2, format!("* {};", b.upstream));
             } else {
-                let pct = u64::from(b.weight) * 10_000 / total.max(1);
+                // nginx refuses 0 %: a tiny share gets the smallest it takes.
+                let pct = (u64::from(b.weight) * 10_000 / total.max(1)).max(1);
                 out.line(2, format!("{}.{:02}% {};", pct / 100, pct % 100, b.upstream));
             }
         }

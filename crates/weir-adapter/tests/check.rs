@@ -133,3 +133,28 @@ fn tls_listeners_and_upstreams_pass_both_checks() {
     let errs = Nginx { binary: "nginx".into() }.render(&two, &ctx(dir.path())).unwrap_err();
     assert_eq!(errs.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["Listener/public.tls.certificates"]);
 }
+
+#[test]
+fn values_haproxy_would_read_as_syntax_are_refused_and_large_weights_are_scaled() {
+    let yaml = r#"
+listeners: [{ name: public, address: 127.0.0.1:8080 }]
+routes:
+  - name: odd
+    match: { query: { "a b\nhttp-request deny": "1" } }
+    upstream: heavy
+upstreams:
+  - name: heavy
+    load_balancer:
+      policy: weighted_round_robin
+      endpoints: [{ address: 127.0.0.1, port: 9001, weight: 3000 }, { address: 127.0.0.1, port: 9002, weight: 1000 }]
+"#;
+    let cfg = weir_config::load_yaml(yaml).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let errs = Haproxy { binary: "haproxy".into() }.render(&cfg, &ctx(dir.path())).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].path.starts_with("Route/odd.match.query.a b"), "{errs:?}");
+    let weighted = weir_config::load_yaml(&yaml.replace(r#"match: { query: { "a b\nhttp-request deny": "1" } }"#, "")).unwrap();
+    passes_check(&Haproxy { binary: "haproxy".into() }, &weighted);
+    let text = Haproxy { binary: "haproxy".into() }.render(&weighted, &ctx(dir.path())).unwrap();
+    assert!(text.text().contains("weight 256 ") && text.text().contains("weight 85 "), "{}", text.text());
+}

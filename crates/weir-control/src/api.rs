@@ -41,7 +41,7 @@ pub fn router(plane: Arc<ControlPlane>, token: Option<String>) -> Router {
         .route("/api/v1/rollout", get(|State(ctx): State<Ctx>| async move { Json(ctx.plane.rollout()) }))
         .route(
             "/api/v1/rollout/promote",
-            post(|State(ctx): State<Ctx>| async move { ctx.plane.promote().map(Json).map_err(ApiError) }),
+            post(|State(ctx): State<Ctx>| async move { ctx.plane.promote().await.map(Json).map_err(ApiError) }),
         )
         .route(
             "/api/v1/rollout/abort",

@@ -103,6 +103,8 @@ pub struct ControlPlane {
     pub(crate) rollout: parking_lot::Mutex<Option<crate::rollout::Rollout>>,
     /// Bumped when a rollout starts or ends: the streams recompute what each gateway gets.
     pub(crate) rollout_changed: watch::Sender<u64>,
+    /// Rollout transitions (start, verdict, promote, abort) one at a time.
+    pub(crate) rollout_ops: tokio::sync::Mutex<()>,
 }
 
 /// The most revisions one trim folds (the rest wait for the next round).
@@ -140,6 +142,7 @@ impl ControlPlane {
             forecast: parking_lot::Mutex::new(Forecaster::new(ForecastSettings::default())),
             rollout: parking_lot::Mutex::new(None),
             rollout_changed: watch::Sender::new(0),
+            rollout_ops: tokio::sync::Mutex::new(()),
         });
         plane.load_rollout();
         plane
@@ -364,6 +367,7 @@ impl ControlPlane {
             CaughtUp::Revisions(revs) => revs,
             CaughtUp::Reloaded(revision) => {
                 inner.assembly = assembled(inner.store.state());
+                self.take_stored_rollout(&inner.store.doc("rollout"));
                 tracing::warn!(
                     revision,
                     "revisions this control plane had not seen were trimmed from the history; read the whole state again"

@@ -218,16 +218,22 @@ impl v1::config_sync_server::ConfigSync for SyncService {
             revisions.borrow_and_update();
             rollouts.borrow_and_update();
             let mut sent = 0;
-            let first = match next_for(&plane, &id, None).await {
-                Some((m, rev)) => {
+            let first = match next_for(&plane, &id, None, false).await {
+                Next::Send(m, rev) => {
                     sent = rev;
                     m
                 }
-                None => plane.read(|s| {
+                Next::Nothing => plane.read(|s| {
                     sent = s.revision;
                     snapshot(s)
                 }),
+                // Never the latest instead: the gateway keeps what it serves and comes back.
+                Next::Unreadable => {
+                    plane.registry.disconnected(&id, session);
+                    return;
+                }
             };
+            let mut held = plane.held_at(&id).is_some();
             if tx.send(msg(config_response::Msg::Registered(registered))).await.is_err()
                 || tx.send(msg(first)).await.is_err()
             {
@@ -248,12 +254,12 @@ impl v1::config_sync_server::ConfigSync for SyncService {
                         if changed.is_err() {
                             break;
                         }
-                        if !send_next(&plane, &id, &tx, &mut sent).await {
+                        if !send_next(&plane, &id, &tx, &mut sent, &mut held).await {
                             break;
                         }
                     }
                     changed = rollouts.changed() => {
-                        if changed.is_err() || !send_next(&plane, &id, &tx, &mut sent).await {
+                        if changed.is_err() || !send_next(&plane, &id, &tx, &mut sent, &mut held).await {
                             break;
                         }
                     }
@@ -266,32 +272,61 @@ impl v1::config_sync_server::ConfigSync for SyncService {
     }
 }
 
-/// What gateway `id` should get next, having been sent `sent` (`None`: nothing yet): while a
-/// rollout holds it, the stable revision (whole, once); else the delta to the latest.
-async fn next_for(plane: &Arc<ControlPlane>, id: &str, sent: Option<u64>) -> Option<(config_response::Msg, u64)> {
-    if let Some(stable) = plane.held_at(id) {
-        if sent == Some(stable) || plane.read(|s| s.revision) == stable {
-            return None;
-        }
-        return match plane.state_at(stable).await {
-            Ok(state) => Some((snapshot(&state), stable)),
-            Err(e) => {
-                tracing::error!(gateway = %id, revision = stable, error = %e, "cannot read the revision a rollout holds this gateway at");
-                None
+/// What a gateway's stream sends next.
+enum Next {
+    /// Nothing new for it.
+    Nothing,
+    /// This message, which brings it to this revision.
+    Send(config_response::Msg, u64),
+    /// The revision a rollout holds it at cannot be read now.
+    Unreadable,
+}
+
+/// What gateway `id` should get next, having been sent `sent` (`None`: nothing yet), `held`
+/// telling whether a rollout held it when that was sent. While a rollout holds it: the stable
+/// revision, whole, once. Else the latest: whole when it was held (deletions from before this
+/// control plane loaded its state have no tombstones), as a delta otherwise.
+async fn next_for(plane: &Arc<ControlPlane>, id: &str, sent: Option<u64>, held: bool) -> Next {
+    loop {
+        if let Some(stable) = plane.held_at(id) {
+            if sent == Some(stable) || (sent.is_none() && plane.read(|s| s.revision) == stable) {
+                return Next::Nothing;
             }
-        };
+            return match plane.state_at(stable).await {
+                Ok(state) => Next::Send(snapshot(&state), stable),
+                Err(e) => {
+                    tracing::error!(gateway = %id, revision = stable, error = %e, "cannot read the revision a rollout holds this gateway at");
+                    Next::Unreadable
+                }
+            };
+        }
+        let next = plane.read(|s| match sent {
+            Some(sent) if s.revision <= sent => None,
+            Some(sent) if !held => Some((delta(s, sent), s.revision)),
+            _ => Some((snapshot(s), s.revision)),
+        });
+        // A rollout that started meanwhile holds it after all.
+        if plane.held_at(id).is_some() {
+            continue;
+        }
+        return next.map_or(Next::Nothing, |(m, rev)| Next::Send(m, rev));
     }
-    let sent = sent?;
-    plane.read(|s| (s.revision > sent).then(|| (delta(s, sent), s.revision)))
 }
 
 /// Sends gateway `id` what it should get next; false when its stream is gone.
-async fn send_next(plane: &Arc<ControlPlane>, id: &str, tx: &mpsc::Sender<Out>, sent: &mut u64) -> bool {
-    let Some((m, rev)) = next_for(plane, id, Some(*sent)).await else { return true };
+async fn send_next(
+    plane: &Arc<ControlPlane>,
+    id: &str,
+    tx: &mpsc::Sender<Out>,
+    sent: &mut u64,
+    held: &mut bool,
+) -> bool {
+    let Next::Send(m, rev) = next_for(plane, id, Some(*sent), *held).await else { return true };
     if tx.send(msg(m)).await.is_err() {
         return false;
     }
     *sent = rev;
+    *held = plane.held_at(id).is_some();
     true
 }
 

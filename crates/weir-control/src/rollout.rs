@@ -201,6 +201,7 @@ impl crate::plane::ControlPlane {
         edits: Vec<(crate::store::Key, Option<serde_json::Value>)>,
         spec: RolloutSpec,
     ) -> Result<crate::plane::Applied, PlaneError> {
+        let _one_at_a_time = self.rollout_ops.lock().await;
         self.check_not_baking()?;
         let canary = choose(&spec.canary, &self.registry.list()).ok_or_else(|| {
             PlaneError::BadRequest(format!("no gateway that is up matches the canary {:?}", spec.canary))
@@ -226,14 +227,17 @@ impl crate::plane::ControlPlane {
             Ok(a) if a.changed => a,
             other => {
                 *self.rollout.lock() = previous.clone();
-                if let Some(p) = &previous {
-                    self.persist_rollout(p);
-                }
+                self.store_record(previous.as_ref());
                 self.rollout_changed.send_modify(|g| *g += 1);
                 return other;
             }
         };
-        let r = self.update_rollout(|r| r.revision = applied.revision);
+        // Revisions are consecutive: the one before the commit is what the others keep, even if
+        // another landed between the first read and the commit.
+        let r = self.update_rollout(|r| {
+            r.revision = applied.revision;
+            r.stable = applied.revision - 1;
+        });
         if let Some(r) = r {
             tracing::info!(revision = r.revision, stable, canary = ?r.canary, bake_ms = r.spec.bake_ms, "rollout started");
         }
@@ -254,21 +258,33 @@ impl crate::plane::ControlPlane {
     }
 
     fn persist_rollout(&self, r: &Rollout) {
-        let bytes = serde_json::to_vec(r).unwrap_or_default();
+        self.store_record(Some(r));
+    }
+
+    /// Writes the record (`null`: no rollout).
+    fn store_record(&self, r: Option<&Rollout>) {
+        let bytes = serde_json::to_vec(&r).unwrap_or_default();
         if let Err(e) = self.with_store(|s| s.put_doc(DOC, &bytes)) {
             tracing::warn!(error = %e, "cannot keep the rollout in the store; a restart would not resume it");
         }
     }
 
-    /// Takes the rollout the store holds (a restart resumes it).
+    /// Takes the rollout the store holds (a restart resumes it). A record still pending (the
+    /// process stopped between writing it and committing, or the commit failed) holds nobody.
     pub(crate) fn load_rollout(&self) {
         self.take_stored_rollout(&self.with_store(|s| s.doc(DOC)));
+        let pending = self.rollout.lock().as_ref().is_some_and(|r| r.revision == u64::MAX);
+        if pending {
+            tracing::warn!("dropping a rollout whose revision was never committed");
+            *self.rollout.lock() = None;
+            self.store_record(None);
+        }
     }
 
     /// Takes the rollout record read from the store, waking the streams when it changed.
     pub(crate) fn take_stored_rollout(&self, read: &Result<Option<Vec<u8>>, crate::store::StoreError>) {
         let r = match read {
-            Ok(Some(bytes)) => match serde_json::from_slice::<Rollout>(bytes) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Option<Rollout>>(bytes) {
                 Ok(r) => r,
                 Err(e) => return tracing::warn!(error = %e, "ignoring a stored rollout that does not parse"),
             },
@@ -276,13 +292,13 @@ impl crate::plane::ControlPlane {
             Err(e) => return tracing::warn!(error = %e, "cannot read the stored rollout"),
         };
         let mut guard = self.rollout.lock();
-        if guard.as_ref() == Some(&r) {
+        if guard.as_ref() == r.as_ref() {
             return;
         }
-        if r.phase == Phase::Baking {
+        if let Some(r) = r.as_ref().filter(|r| r.phase == Phase::Baking) {
             tracing::info!(revision = r.revision, canary = ?r.canary, "following a rollout");
         }
-        *guard = Some(r);
+        *guard = r;
         drop(guard);
         self.rollout_changed.send_modify(|g| *g += 1);
     }
@@ -301,6 +317,7 @@ impl crate::plane::ControlPlane {
                 return;
             }
         }
+        let _one_at_a_time = self.rollout_ops.lock().await;
         let Some(r) = self.rollout().filter(|r| r.phase == Phase::Baking && r.revision != u64::MAX) else { return };
         match judge(&r, &self.registry.list(), crate::registry::now_ms()) {
             Verdict::Wait => {}
@@ -338,7 +355,8 @@ impl crate::plane::ControlPlane {
     }
 
     /// Promotes the baking rollout now.
-    pub fn promote(&self) -> Result<Rollout, PlaneError> {
+    pub async fn promote(&self) -> Result<Rollout, PlaneError> {
+        let _one_at_a_time = self.rollout_ops.lock().await;
         self.baking()?;
         self.end_rollout(Phase::Promoted, "promoted by an operator".into(), None)
             .ok_or_else(|| PlaneError::NotFound("no rollout".into()))
@@ -346,6 +364,7 @@ impl crate::plane::ControlPlane {
 
     /// Rolls the baking rollout back now.
     pub async fn abort(self: &Arc<Self>) -> Result<Rollout, PlaneError> {
+        let _one_at_a_time = self.rollout_ops.lock().await;
         self.baking()?;
         self.roll_back(Phase::Aborted, "aborted by an operator".into())
             .await
