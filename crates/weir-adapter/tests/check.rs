@@ -153,7 +153,8 @@ upstreams:
     let errs = Haproxy { binary: "haproxy".into() }.render(&cfg, &ctx(dir.path())).unwrap_err();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].path.starts_with("Route/odd.match.query.a b"), "{errs:?}");
-    let weighted = weir_config::load_yaml(&yaml.replace(r#"match: { query: { "a b\nhttp-request deny": "1" } }"#, "")).unwrap();
+    let weighted =
+        weir_config::load_yaml(&yaml.replace(r#"match: { query: { "a b\nhttp-request deny": "1" } }"#, "")).unwrap();
     passes_check(&Haproxy { binary: "haproxy".into() }, &weighted);
     let text = Haproxy { binary: "haproxy".into() }.render(&weighted, &ctx(dir.path())).unwrap();
     assert!(text.text().contains("weight 256 ") && text.text().contains("weight 85 "), "{}", text.text());

@@ -212,11 +212,14 @@ impl ControlPlane {
     /// Keeps the history to the last `--history-limit` revisions, folding older ones into the
     /// base. On a shared store only the elected control plane trims.
     pub async fn trim_history(self: &Arc<Self>) {
-        let keep = self.history_limit.load(std::sync::atomic::Ordering::Relaxed);
-        let (due, leader) = {
+        let limit = self.history_limit.load(std::sync::atomic::Ordering::Relaxed);
+        // Never past a baking rollout's stable revision: its gateways are held there.
+        let stable = self.rollout().filter(|r| r.phase == crate::rollout::Phase::Baking).map(|r| r.stable);
+        let (due, leader, keep) = {
             let inner = self.inner.read();
             let st = inner.store.state();
-            (st.revision.saturating_sub(st.history_base) > keep, inner.store.leader())
+            let keep = stable.map_or(limit, |s| limit.max(st.revision.saturating_sub(s)));
+            (st.revision.saturating_sub(st.history_base) > keep, inner.store.leader(), keep)
         };
         if !due || leader.is_some_and(|l| !*l.borrow()) {
             return;
