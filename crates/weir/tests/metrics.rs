@@ -25,9 +25,20 @@ async fn metrics_count_requests_latency_health_and_version() {
     for _ in 0..3 {
         assert_eq!(c.text("/nothing").await.0, 404);
     }
-    let (status, body) = get(weir.admin, "/metrics", &[]).await;
-    assert_eq!(status, 200);
-    let text = String::from_utf8_lossy(&body);
+    // A request is counted once its response is out, so the client may read the last answer
+    // a moment before the counter moves: read until it has, for a second at most.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let text = loop {
+        let (status, body) = get(weir.admin, "/metrics", &[]).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let counted = text.lines().any(|l| l == "weir_requests_total{route=\"\",status_class=\"4xx\"} 3")
+            && text.lines().any(|l| l == "weir_requests_total{route=\"api\",status_class=\"2xx\"} 5");
+        if counted || std::time::Instant::now() >= deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     let has = |line: &str| text.lines().any(|l| l == line);
     assert!(has("weir_requests_total{route=\"api\",status_class=\"2xx\"} 5"), "{text}");
     assert!(has("weir_requests_total{route=\"\",status_class=\"4xx\"} 3"), "unmatched requests: {text}");
