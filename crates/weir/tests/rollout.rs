@@ -105,7 +105,7 @@ async fn a_good_revision_reaches_a_third_then_everyone_even_across_a_restart() {
     let cp = Cp::start(dir.path(), 0, &[]);
     let (gws, addrs) = serving(&cp, dir.path(), one.port(), "one").await;
     let stable = cp.revision().await;
-    let out = ctl_apply(&cp, dir.path(), &app(two.port()), &["--canary", "34%", "--bake", "6s"]);
+    let out = ctl_apply(&cp, dir.path(), &app(two.port()), &["--canary", "34%", "--bake", "10s"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rev = cp.revision().await;
     let r = rollout(&cp).await;
@@ -145,8 +145,8 @@ async fn a_good_revision_reaches_a_third_then_everyone_even_across_a_restart() {
         assert_eq!(cp.gateway(&g.id).await["applied_revision"], rev);
     }
     let r = rollout(&cp).await;
-    assert!(r["reason"].as_str().unwrap().starts_with("baked 6 s"), "{r}");
-    let after_bake = r["ended_at_ms"].as_u64().unwrap() - r["started_at_ms"].as_u64().unwrap() - 6000;
+    assert!(r["reason"].as_str().unwrap().starts_with("baked 10 s"), "{r}");
+    let after_bake = r["ended_at_ms"].as_u64().unwrap() - r["started_at_ms"].as_u64().unwrap() - 10_000;
     eprintln!("rollout decided {after_bake} ms after the bake");
     assert!(after_bake < 2000, "decided {after_bake} ms after the bake: {r}");
 }
