@@ -116,15 +116,7 @@ impl<P: Proxy> Driven<P> {
 
     /// The proxy's worker processes (children of its master) now.
     fn workers(&self) -> Vec<u32> {
-        let Some(master) = self.pid().map(|p| p.as_raw_nonzero().get().unsigned_abs()) else { return Vec::new() };
-        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-        dir.filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-            (ppid == master).then_some(pid)
-        })
-        .collect()
+        self.pid().map_or_else(Vec::new, |p| children(p.as_raw_nonzero().get().unsigned_abs()))
     }
 
     /// Waits until new connections get the config `hash` only: three answers in a row from
@@ -259,6 +251,21 @@ fn version_of(binary: &Path) -> Option<String> {
         line.strip_prefix("nginx version: ")
             .map_or_else(|| line.split(" - ").next().unwrap_or(line).to_owned(), String::from),
     )
+}
+
+/// The processes whose parent is `master` (a proxy's workers), in pid order.
+pub fn children(master: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut kids: Vec<u32> = dir
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            (ppid == master).then_some(pid)
+        })
+        .collect();
+    kids.sort_unstable();
+    kids
 }
 
 /// The body of a 200 answer to `GET path` on the proxy's status listener (one second at most).

@@ -57,10 +57,7 @@ impl Rendered {
             h.update(p.as_os_str().as_encoded_bytes());
             h.update(bytes);
         }
-        h.finalize().iter().take(12).fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        hex(&h.finalize()[..12])
     }
 }
 
@@ -144,7 +141,11 @@ pub fn route_upstreams<'a>(spec: &'a ConfigSpec, r: &RouteSpec) -> Vec<(&'a Upst
 
 /// A short hex sha256, for content-addressed file names.
 pub fn short_hash(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().take(10).fold(String::new(), |mut s, b| {
+    hex(&sha2::Sha256::digest(bytes)[..10])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     })

@@ -370,7 +370,7 @@ impl ControlPlane {
             CaughtUp::Revisions(revs) => revs,
             CaughtUp::Reloaded(revision) => {
                 inner.assembly = assembled(inner.store.state());
-                self.take_stored_rollout(&inner.store.doc("rollout"));
+                self.take_stored_rollout(&inner.store.doc(crate::rollout::DOC));
                 tracing::warn!(
                     revision,
                     "revisions this control plane had not seen were trimmed from the history; read the whole state again"
@@ -388,8 +388,8 @@ impl ControlPlane {
         if let Some(last) = revs.last() {
             tracing::info!(revision = last.revision, cause = %last.cause, "took a revision committed by another control plane");
             // A staged revision holds gateways here too: read the rollout before announcing it.
-            if revs.iter().any(|r| r.cause.contains("staged") || r.cause.starts_with("rollback")) {
-                self.take_stored_rollout(&inner.store.doc("rollout"));
+            if revs.iter().any(|r| r.cause == crate::rollout::STAGED_CAUSE || r.cause.starts_with("rollback")) {
+                self.take_stored_rollout(&inner.store.doc(crate::rollout::DOC));
             }
             self.revision.send_replace(last.revision);
         }

@@ -165,7 +165,11 @@ pub fn judge(r: &Rollout, gateways: &[GatewayView], now_ms: u64) -> Verdict {
 }
 
 /// The store record a rollout is kept under.
-const DOC: &str = "rollout";
+pub(crate) const DOC: &str = "rollout";
+
+/// The cause of a staged revision in the history: control planes that take it from a shared
+/// store read the rollout record before pushing it.
+pub(crate) const STAGED_CAUSE: &str = "apply (staged)";
 
 impl crate::plane::ControlPlane {
     /// The rollout in progress or the last one, if any.
@@ -223,7 +227,7 @@ impl crate::plane::ControlPlane {
         // Kept before the commit too: other control planes read it when they take the revision.
         self.persist_rollout(&pending);
         let previous = self.rollout.lock().replace(pending);
-        let applied = match self.apply(edits, "apply (staged)".into(), None).await {
+        let applied = match self.apply(edits, STAGED_CAUSE.into(), None).await {
             Ok(a) if a.changed => a,
             other => {
                 *self.rollout.lock() = previous.clone();

@@ -67,18 +67,7 @@ impl Adapter {
 
     /// The proxy's worker processes: a reload replaces them.
     fn workers(&self) -> Vec<u32> {
-        let master = self.master().expect("the proxy runs");
-        let mut kids: Vec<u32> = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| {
-                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-                (ppid == master).then_some(pid)
-            })
-            .collect();
-        kids.sort_unstable();
-        kids
+        weir_adapter::driven::children(self.master().expect("the proxy runs"))
     }
 }
 
