@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::package::{ModuleRef, PackageSpec};
+use crate::package::{ModuleError, ModuleRef, PackageSpec};
 use crate::plugins::{Consumer, PluginSpec};
 use crate::resources::{Kind, ResourceIndex};
 use crate::spec::{ConfigSpec, ListenerSpec, RegistrationSpec, RouteSpec, UpstreamSpec};
@@ -322,7 +322,9 @@ impl Assembly {
     /// Cross-field validation of the whole config, without copying it. Errors name the
     /// resource (`Route/api.upstream`). Any `Package` must have its module from `module`.
     pub fn validate(&self) -> Result<ValidConfig, ConfigErrors> {
-        self.validate_with(|_| Err("no module store here".into()))
+        self.validate_with(|m| {
+            Err(ModuleError::Missing { sha256: m.sha256.clone(), hint: "this check has no module store" })
+        })
     }
 
     /// [`Assembly::validate`], taking each package's module bytes from `module` (the caller's
@@ -330,14 +332,14 @@ impl Assembly {
     /// `Package/NAME.module`.
     pub fn validate_with(
         &self,
-        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, String>,
+        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, ModuleError>,
     ) -> Result<ValidConfig, ConfigErrors> {
         let mut errs = Vec::new();
         let mut packages = Vec::with_capacity(self.packages.len());
         for p in &self.packages {
             match module(&p.module) {
                 Ok(wasm) => packages.push(Arc::new(p.with_module(wasm))),
-                Err(message) => errs.push(ConfigError { path: format!("Package/{}.module", p.name), message }),
+                Err(e) => errs.push(ConfigError { path: format!("Package/{}.module", p.name), message: e.to_string() }),
             }
         }
         let checked = validate_with_packages(self.spec.clone(), packages).map_err(|e| self.index().relabel(e));
@@ -456,7 +458,8 @@ mod tests {
         a.set(Kind::Upstream, "u", 2, Some(parse_resource(Kind::Upstream, "u", &up).unwrap()));
         let r = json!({"name": "r", "upstream": "u", "plugins": [{"name": "tagger", "config": {}}]});
         a.set(Kind::Route, "r", 3, Some(parse_resource(Kind::Route, "r", &r).unwrap()));
-        let e = a.validate_with(|_| Err("not here".into())).unwrap_err();
+        let missing = |m: &ModuleRef| Err(ModuleError::Missing { sha256: m.sha256.clone(), hint: "upload it" });
+        let e = a.validate_with(missing).unwrap_err();
         let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths[0], "Package/tagger.module", "{e}");
         let cfg = a.validate_with(|m| Ok(Arc::from(m.sha256.as_bytes()))).unwrap();
@@ -465,7 +468,7 @@ mod tests {
         assert_eq!(a.packages().len(), 1);
         a.set(Kind::Package, "tagger", 0, None);
         assert!(a.packages().is_empty());
-        assert!(a.validate_with(|_| Err("none".into())).unwrap_err().to_string().contains("tagger"));
+        assert!(a.validate_with(missing).unwrap_err().to_string().contains("tagger"));
     }
 
     #[test]

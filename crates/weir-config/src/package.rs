@@ -208,6 +208,47 @@ pub struct ModuleRef {
     pub size: u64,
 }
 
+/// Why the bytes of a module a package names are not at hand.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    /// Bytes are held, but not as many as the package declares.
+    #[error("size says {declared} bytes but module {sha256} has {actual}")]
+    Size {
+        /// The module.
+        sha256: String,
+        /// `module.size`.
+        declared: u64,
+        /// What is held.
+        actual: u64,
+    },
+    /// Nothing is held under that hash; `hint` says how to get it there.
+    #[error("no module with sha256 {sha256} is held here; {hint}")]
+    Missing {
+        /// The module.
+        sha256: String,
+        /// What to do, in plain words.
+        hint: &'static str,
+    },
+    /// Fetching or reading it failed.
+    #[error("cannot get module {sha256}: {reason}")]
+    Unavailable {
+        /// The module.
+        sha256: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ModuleError {
+    /// [`ModuleError::Size`] when `actual` is not what `m` declares.
+    pub fn check_size(m: &ModuleRef, actual: usize) -> Result<(), Self> {
+        match actual as u64 == m.size {
+            true => Ok(()),
+            false => Err(Self::Size { sha256: m.sha256.clone(), declared: m.size, actual: actual as u64 }),
+        }
+    }
+}
+
 /// Whether `s` is a sha256 as Weir writes it: 64 lower-case hex digits.
 pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))

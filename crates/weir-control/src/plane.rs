@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use weir_config::ConfigErrors;
 use weir_config::assembly::{Assembly, Typed, Undo, parse_resource_or_rest};
+use weir_config::package::ModuleError;
 use weir_config::resources::Kind;
 
 use crate::forecast::{ForecastSettings, Forecaster, GroupForecast, Reading};
@@ -580,17 +581,19 @@ impl ControlPlane {
 /// The bytes of a module a `Package` names, checked against its declared size. A dry run's
 /// `pending` modules (to be uploaded before the real apply) pass with no bytes: nothing here
 /// reads them, and the gateways compile them.
-fn stored_module(store: &Store, m: &weir_config::package::ModuleRef, pending: &[String]) -> Result<Arc<[u8]>, String> {
+fn stored_module(
+    store: &Store,
+    m: &weir_config::package::ModuleRef,
+    pending: &[String],
+) -> Result<Arc<[u8]>, ModuleError> {
     match store.module(&m.sha256) {
         Ok(None) if pending.contains(&m.sha256) => Ok(Arc::from(&[][..])),
-        Ok(Some(bytes)) if bytes.len() as u64 == m.size => Ok(bytes),
-        Ok(Some(bytes)) => Err(format!("size says {} bytes but module {} has {}", m.size, m.sha256, bytes.len())),
-        Ok(None) => Err(format!(
-            "no module with sha256 {} is stored; upload the package with `weir ctl apply -f DIR` \
-             (or PUT /api/v1/modules/SHA256)",
-            m.sha256
-        )),
-        Err(e) => Err(e.to_string()),
+        Ok(Some(bytes)) => ModuleError::check_size(m, bytes.len()).map(|()| bytes),
+        Ok(None) => Err(ModuleError::Missing {
+            sha256: m.sha256.clone(),
+            hint: "upload the package with `weir ctl apply -f DIR` (or PUT /api/v1/modules/SHA256)",
+        }),
+        Err(e) => Err(ModuleError::Unavailable { sha256: m.sha256.clone(), reason: e.to_string() }),
     }
 }
 

@@ -39,17 +39,22 @@ impl std::fmt::Debug for Tracer {
     }
 }
 
+/// The OTLP exporter refused its settings (`tracing.otlp_endpoint`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TracingError(opentelemetry_otlp::ExporterBuildError);
+
 impl Tracer {
     /// A tracer exporting to `spec.otlp_endpoint`. Needs a Tokio runtime that keeps running
     /// (the exporter's connection lives on it); connects lazily, so a collector that is down
     /// costs dropped spans, never requests.
-    pub fn new(spec: &TracingSpec) -> Result<Self, String> {
+    pub fn new(spec: &TracingSpec) -> Result<Self, TracingError> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(spec.otlp_endpoint.clone())
             .with_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
+            .map_err(TracingError)?;
         let batch = BatchConfigBuilder::default()
             .with_scheduled_delay(Duration::from_millis(500))
             .with_max_queue_size(8192)

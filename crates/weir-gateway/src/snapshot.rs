@@ -63,25 +63,47 @@ impl Default for Snapshot {
 /// A config that passed validation but names something this gateway cannot use (a file that
 /// is not there, a key that does not parse): which resource and field, and why.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {reason}", self.path())]
+#[error("{}: {cause}", self.path())]
 pub struct CompileError {
     /// The resource (`None`: the gateway's own tracing settings).
     pub resource: Option<ResourceKey>,
-    /// The field within it, e.g. `plugins.jwt-auth` (empty: the resource as a whole).
+    /// The field within it, e.g. `plugins.jwt-auth.keys[0].pem_file` (empty: the resource as
+    /// a whole).
     pub field: String,
-    /// What was wrong.
-    pub reason: String,
+    /// What was wrong (boxed: errors travel through every `Result` of the apply path).
+    pub cause: Box<CompileCause>,
+}
+
+/// What made a resource unusable here.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileCause {
+    /// An upstream's TLS material.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// A plugin of a route.
+    #[error(transparent)]
+    Plugin(#[from] crate::filter::BuildError),
+    /// The gateway's tracing settings.
+    #[error(transparent)]
+    Tracing(#[from] crate::otel::TracingError),
 }
 
 impl CompileError {
-    fn of(at: ResourceKey, field: &str, reason: impl Into<String>) -> Self {
-        Self { resource: Some(at), field: field.to_owned(), reason: reason.into() }
+    fn upstream(name: &str, e: crate::tls::TlsError) -> Self {
+        Self { resource: Some(ResourceKey::new(Kind::Upstream, name)), field: String::new(), cause: Box::new(e.into()) }
     }
 
-    /// `Route/api.plugins.jwt-auth`, as a NACK names it.
+    fn plugin(route: &str, plugin: &str, e: crate::filter::BuildError) -> Self {
+        let sub = e.field();
+        let field = if sub.is_empty() { format!("plugins.{plugin}") } else { format!("plugins.{plugin}.{sub}") };
+        Self { resource: Some(ResourceKey::new(Kind::Route, route)), field, cause: Box::new(e.into()) }
+    }
+
+    /// `Route/api.plugins.jwt-auth.keys[0].pem_file`, as a NACK names it.
     pub fn path(&self) -> String {
         match &self.resource {
-            None => "tracing".to_owned(),
+            None if self.field.is_empty() => "tracing".to_owned(),
+            None => format!("tracing.{}", self.field),
             Some(k) if self.field.is_empty() => k.to_string(),
             Some(k) => format!("{k}.{}", self.field),
         }
@@ -107,13 +129,13 @@ impl Snapshot {
             let discovered = u.discovery.as_ref().map(|_| crate::discovery::filled(u, found, &registered));
             let u = discovered.as_ref().unwrap_or(u);
             let old = prev.and_then(|p| p.upstreams.get(u.name.as_str()));
-            let up =
-                match old.filter(|old| old.spec() == u) {
-                    Some(k) => k.clone(),
-                    None => Arc::new(Upstream::start_after(u, metrics.upstream(&u.name), old.map(|o| &**o)).map_err(
-                        |e| CompileError::of(ResourceKey::new(Kind::Upstream, u.name.as_str()), "", e.to_string()),
-                    )?),
-                };
+            let up = match old.filter(|old| old.spec() == u) {
+                Some(k) => k.clone(),
+                None => Arc::new(
+                    Upstream::start_after(u, metrics.upstream(&u.name), old.map(|o| &**o))
+                        .map_err(|e| CompileError::upstream(&u.name, e))?,
+                ),
+            };
             upstreams.insert(up.name().clone(), up);
         }
         let mut states: Vec<Arc<RouteState>> = Vec::with_capacity(spec.routes.len());
@@ -131,10 +153,10 @@ impl Snapshot {
                 let kept = previous.and_then(|v| v.iter().find(|(pc, _)| pc == c)).map(|(_, f)| f.clone());
                 let f = match kept {
                     Some(f) => f,
-                    None => Arc::new(Filter::new(c, &r.name, metrics, callouts).map_err(|e| {
-                        let at = ResourceKey::new(Kind::Route, r.name.as_str());
-                        CompileError::of(at, &format!("plugins.{name}"), e)
-                    })?),
+                    None => Arc::new(
+                        Filter::new(c, &r.name, metrics, callouts)
+                            .map_err(|e| CompileError::plugin(&r.name, name, e))?,
+                    ),
                 };
                 mine.push((c.clone(), f));
             }
@@ -153,10 +175,10 @@ impl Snapshot {
             None => None,
             Some(t) => match prev.and_then(|p| p.tracer.clone()).filter(|old| old.spec() == t) {
                 Some(kept) => Some(kept),
-                None => Some(Arc::new(Tracer::new(t).map_err(|reason| CompileError {
+                None => Some(Arc::new(Tracer::new(t).map_err(|e| CompileError {
                     resource: None,
-                    field: String::new(),
-                    reason,
+                    field: "otlp_endpoint".to_owned(),
+                    cause: Box::new(e.into()),
                 })?)),
             },
         };
@@ -207,5 +229,62 @@ fn target(r: &RouteSpec, upstreams: &HashMap<Arc<str>, Arc<Upstream>>) -> Target
             let total = backends.iter().map(|(_, w)| w).sum();
             Target::Split { backends, total }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::BuildError;
+
+    fn compile(yaml: &str) -> Result<Snapshot, CompileError> {
+        let cfg = weir_config::validate(weir_config::parse_yaml(yaml).expect("parses")).expect("valid");
+        let metrics = Arc::new(Metrics::new());
+        Snapshot::compile(&cfg, None, 1, &Found::default(), &metrics, &Arc::default())
+    }
+
+    const BASE: &str = "
+upstreams:
+  - name: u
+    load_balancer: { endpoints: [{ address: 127.0.0.1, port: 9 }] }
+routes:
+  - name: api
+    match: { path: { prefix: /api } }
+    upstream: u
+    plugins:
+";
+
+    #[tokio::test]
+    async fn an_unreadable_key_file_names_its_key() {
+        let Err(e) = compile(&format!(
+            "{BASE}      - name: jwt-auth\n        config:\n          keys:\n            - {{ alg: HS256, secret: sixteen-byte-secret }}\n            - {{ alg: RS256, pem_file: /nonexistent/weir-key.pem }}\n"
+        )) else {
+            panic!("compiled")
+        };
+        assert_eq!(e.path(), "Route/api.plugins.jwt-auth.keys[1].pem_file", "{e}");
+        assert!(
+            matches!(&*e.cause, CompileCause::Plugin(BuildError::PemFile { index: 1, path, .. }) if path == "/nonexistent/weir-key.pem"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("cannot read /nonexistent/weir-key.pem"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn key_material_that_does_not_parse_is_a_key_error() {
+        let Err(e) = compile(&format!(
+            "{BASE}      - name: jwt-auth\n        config:\n          keys:\n            - {{ alg: ES256, pem: \"-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\\n\" }}\n"
+        )) else {
+            panic!("compiled")
+        };
+        assert_eq!(e.path(), "Route/api.plugins.jwt-auth.keys[0]", "{e}");
+        assert!(matches!(*e.cause, CompileCause::Plugin(BuildError::Key { index: 0, .. })), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_usable_config_compiles() {
+        let s = compile(&format!(
+            "{BASE}      - name: jwt-auth\n        config:\n          keys: [{{ alg: HS256, secret: sixteen-byte-secret }}]\n"
+        ));
+        assert!(s.is_ok(), "{:?}", s.err());
     }
 }

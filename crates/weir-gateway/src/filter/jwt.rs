@@ -13,6 +13,7 @@ use moka::sync::Cache;
 use serde_json::{Map, Value};
 use weir_config::plugins::{JwtAuthConfig, TokenSource};
 
+use super::BuildError;
 use super::jwks::Jwks;
 use super::{Effects, Outcome, reply};
 use crate::view::{RequestView, visible_text};
@@ -71,32 +72,37 @@ impl Drop for JwtAuth {
     }
 }
 
-fn key_from_config(alg: Algorithm, secret: Option<&str>, pem: Option<&[u8]>) -> Result<DecodingKey, String> {
+fn key_from_config(
+    index: usize,
+    alg: Algorithm,
+    secret: Option<&str>,
+    pem: Option<&[u8]>,
+) -> Result<DecodingKey, BuildError> {
     use Algorithm::*;
-    match (alg, secret, pem) {
+    let parsed = match (alg, secret, pem) {
         (HS256 | HS384 | HS512, Some(s), _) => Ok(DecodingKey::from_secret(s.as_bytes())),
-        (RS256 | RS384 | RS512 | PS256 | PS384 | PS512, _, Some(p)) => {
-            DecodingKey::from_rsa_pem(p).map_err(|e| e.to_string())
-        }
-        (ES256 | ES384, _, Some(p)) => DecodingKey::from_ec_pem(p).map_err(|e| e.to_string()),
-        (EdDSA, _, Some(p)) => DecodingKey::from_ed_pem(p).map_err(|e| e.to_string()),
-        _ => Err("no usable key material".into()),
-    }
+        (RS256 | RS384 | RS512 | PS256 | PS384 | PS512, _, Some(p)) => DecodingKey::from_rsa_pem(p),
+        (ES256 | ES384, _, Some(p)) => DecodingKey::from_ec_pem(p),
+        (EdDSA, _, Some(p)) => DecodingKey::from_ed_pem(p),
+        _ => return Err(BuildError::NoKey { index, alg: format!("{alg:?}") }),
+    };
+    parsed.map_err(|error| BuildError::Key { index, error })
 }
 
 impl JwtAuth {
     /// Compiles the filter; fails when a PEM key cannot be read or parsed.
-    pub(super) fn new(c: &JwtAuthConfig) -> Result<Self, String> {
+    pub(super) fn new(c: &JwtAuthConfig) -> Result<Self, BuildError> {
         let mut keys = Vec::new();
-        for (i, k) in c.keys.iter().enumerate() {
-            let alg: Algorithm = k.alg.parse().map_err(|_| format!("keys[{i}]: unsupported algorithm {}", k.alg))?;
+        for (index, k) in c.keys.iter().enumerate() {
+            let alg: Algorithm = k.alg.parse().map_err(|_| BuildError::Algorithm { index, alg: k.alg.clone() })?;
             let pem = match (&k.pem, &k.pem_file) {
                 (Some(p), _) => Some(p.as_bytes().to_vec()),
-                (None, Some(f)) => Some(std::fs::read(f).map_err(|e| format!("keys[{i}].pem_file {f}: {e}"))?),
+                (None, Some(f)) => {
+                    Some(std::fs::read(f).map_err(|error| BuildError::PemFile { index, path: f.clone(), error })?)
+                }
                 _ => None,
             };
-            let key =
-                key_from_config(alg, k.secret.as_deref(), pem.as_deref()).map_err(|e| format!("keys[{i}]: {e}"))?;
+            let key = key_from_config(index, alg, k.secret.as_deref(), pem.as_deref())?;
             keys.push(KeyEntry { kid: k.kid.clone(), alg, key });
         }
         let min_refetch = c.jwks_min_refetch.map_or(Duration::from_secs(10), |d| d.get());

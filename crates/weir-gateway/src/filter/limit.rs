@@ -17,6 +17,7 @@ use http::{HeaderName, HeaderValue, StatusCode, header};
 use prometheus_client::metrics::counter::Counter;
 use weir_config::plugins::{OnRedisError, RateLimitConfig, RateLimitKey, RateLimitPolicy};
 
+use super::BuildError;
 use super::redis_limit::{RedisLimiter, Verdict};
 use super::{Effects, FilterCx, Outcome, reply};
 use crate::view::RequestView;
@@ -82,7 +83,7 @@ fn local(quota: Quota, window: Duration) -> Counts {
 }
 
 impl RateLimit {
-    pub(super) fn new(c: &RateLimitConfig, route: &str, errors: Counter) -> Result<Self, String> {
+    pub(super) fn new(c: &RateLimitConfig, route: &str, errors: Counter) -> Result<Self, BuildError> {
         let requests = NonZeroU32::new(c.requests).unwrap_or(NonZeroU32::MIN);
         let period = (c.window.get() / requests.get()).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(requests)).allow_burst(requests);

@@ -13,6 +13,7 @@
 
 mod access;
 mod auth;
+mod build;
 mod jwks;
 mod jwt;
 mod limit;
@@ -34,6 +35,7 @@ use futures_util::future::join_all;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use weir_config::plugins::PluginConfig;
 
+pub use build::{BuildError, PackageFailure};
 pub use log::LogEntry;
 
 use crate::body::GatewayBody;
@@ -193,7 +195,7 @@ impl Filter {
         route: &str,
         metrics: &Metrics,
         callouts: &Arc<wasm::Callouts>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         Ok(match cfg {
             PluginConfig::Wasm(c) => Self::Wasm(wasm::WasmFilter::new(c, route, metrics, callouts)?),
             PluginConfig::Cors(c) => Self::Cors(access::Cors::new(c)),
@@ -209,7 +211,7 @@ impl Filter {
             PluginConfig::AccessLog(c) => {
                 Self::AccessLog(log::AccessLog::new(c, metrics.plugin_error_counter("access-log")))
             }
-            PluginConfig::JwtAuth(c) => Self::JwtAuth(jwt::JwtAuth::new(c).map_err(|e| format!("jwt-auth: {e}"))?),
+            PluginConfig::JwtAuth(c) => Self::JwtAuth(jwt::JwtAuth::new(c)?),
         })
     }
 

@@ -10,6 +10,8 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::sync::OnceCell;
 
+use super::BuildError;
+
 /// GCRA: the key stores the theoretical arrival time (TAT) in ms. Returns
 /// `{allowed (0|1), retry_after_ms, remaining}`.
 const GCRA: &str = r"
@@ -55,8 +57,8 @@ impl std::fmt::Debug for RedisLimiter {
 
 impl RedisLimiter {
     /// A limiter of `limit` per `window` at `url`; keys are namespaced by `prefix`.
-    pub(super) fn new(url: &str, prefix: String, limit: u32, window: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis_url {url:?}: {e}"))?;
+    pub(super) fn new(url: &str, prefix: String, limit: u32, window: Duration) -> Result<Self, BuildError> {
+        let client = redis::Client::open(url).map_err(|error| BuildError::RedisUrl { url: url.to_owned(), error })?;
         let period_ms = (window.as_millis() as u64 / u64::from(limit.max(1))).max(1);
         Ok(Self { client, conn: OnceCell::new(), script: Script::new(GCRA), prefix, period_ms, limit })
     }

@@ -9,12 +9,10 @@ use http::{HeaderMap, StatusCode};
 use weir_config::package::Package;
 use weir_config::plugins::WasmConfig;
 
-use super::{FilterCx, Outcome, Phase};
+use super::{BuildError, FilterCx, Outcome, PackageFailure, Phase};
 use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use crate::view::RequestView;
-
-const WHY: &str = "this Weir was built without plugin packages (cargo feature `wasm`)";
 
 /// No upstreams to call: nothing can call out.
 #[derive(Debug, Default)]
@@ -30,8 +28,8 @@ impl Callouts {
 pub enum WasmFilter {}
 
 impl WasmFilter {
-    pub(crate) fn new(_: &WasmConfig, _: &str, _: &Metrics, _: &Arc<Callouts>) -> Result<Arc<Self>, String> {
-        Err(WHY.into())
+    pub(crate) fn new(cfg: &WasmConfig, _: &str, _: &Metrics, _: &Arc<Callouts>) -> Result<Arc<Self>, BuildError> {
+        Err(BuildError::Package { name: cfg.package.meta.name.to_string(), reason: PackageFailure::Unsupported })
     }
 
     pub(crate) fn phase(&self) -> Phase {
@@ -94,13 +92,13 @@ impl WasmCtx {
 }
 
 /// Always refused.
-pub fn compile_package(_: &Package) -> Result<(), String> {
-    Err(WHY.into())
+pub fn compile_package(_: &Package) -> Result<(), PackageFailure> {
+    Err(PackageFailure::Unsupported)
 }
 
 /// Refuses: nothing can run a package.
-pub fn check_package(_: &Package, _: &serde_json::Value) -> Result<(), String> {
-    Err(WHY.into())
+pub fn check_package(_: &Package, _: &serde_json::Value) -> Result<(), PackageFailure> {
+    Err(PackageFailure::Unsupported)
 }
 
 /// No plugin metrics.

@@ -84,7 +84,7 @@ impl Target for GatewayTarget {
                         weir_config::resources::ResourceKey::new(weir_config::resources::Kind::Listener, name.as_str());
                     (key.to_string(), e.to_string())
                 }
-                crate::ApplyError::Compile(c) => (c.path(), c.reason.clone()),
+                crate::ApplyError::Compile(c) => (c.path(), c.cause.to_string()),
             };
             vec![v1::ErrorDetail { path, message }]
         })

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use weir_config::package::{ModuleRef, is_sha256};
+use weir_config::package::{ModuleError, ModuleRef, is_sha256};
 
 use crate::packages::sha256_hex;
 
@@ -74,13 +74,18 @@ impl Modules {
     }
 
     /// The bytes of a module a package names, or why there are none.
-    pub fn resolve(&self, m: &ModuleRef) -> Result<Arc<[u8]>, String> {
+    pub fn resolve(&self, m: &ModuleRef) -> Result<Arc<[u8]>, ModuleError> {
         match self.held.get(&m.sha256) {
-            Some(b) if b.len() as u64 == m.size => Ok(b.clone()),
-            Some(b) => Err(format!("size says {} bytes but module {} has {}", m.size, m.sha256, b.len())),
+            Some(b) => ModuleError::check_size(m, b.len()).map(|()| b.clone()),
             None => Err(match self.failed.get(&m.sha256) {
-                Some(why) => format!("cannot fetch module {} from the control plane: {why}", m.sha256),
-                None => format!("module {} was not received", m.sha256),
+                Some(why) => ModuleError::Unavailable {
+                    sha256: m.sha256.clone(),
+                    reason: format!("fetching it from the control plane failed: {why}"),
+                },
+                None => ModuleError::Missing {
+                    sha256: m.sha256.clone(),
+                    hint: "it was not received from the control plane",
+                },
             }),
         }
     }

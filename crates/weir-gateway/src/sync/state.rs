@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_config::assembly::{Assembly, Typed, parse_resource};
-use weir_config::package::{ModuleRef, PackageSpec};
+use weir_config::package::{ModuleError, ModuleRef, PackageSpec};
 use weir_config::resources::{self, Kind, ResourceKey};
 use weir_config::{ConfigError, ConfigErrors, ValidConfig};
 use weir_proto::v1;
@@ -157,7 +157,7 @@ impl Received {
         &mut self,
         listen: &[(String, SocketAddr)],
         tracing: Option<&weir_config::spec::TracingSpec>,
-        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, String>,
+        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, ModuleError>,
     ) -> Result<ValidConfig, ConfigErrors> {
         let mut errs: Vec<ConfigError> = self.broken.values().flat_map(|e| e.iter().cloned()).collect();
         let mut listeners = Vec::with_capacity(listen.len());

@@ -58,10 +58,10 @@ pub(super) async fn resource(api: &Api, dir: &Path, pending: Option<&mut Vec<Str
 fn check(pkg: &Package) -> Result<(), String> {
     let empty = json!({});
     if weir_config::package::check_config(&pkg.schema, &empty).is_ok() {
-        weir_gateway::filter::wasm::check_package(pkg, &empty)
+        weir_gateway::filter::wasm::check_package(pkg, &empty).map_err(|e| e.to_string())
     } else {
         // The routes' configs are not known here; each gateway starts its canary with them.
-        weir_gateway::filter::wasm::compile_package(pkg)
+        weir_gateway::filter::wasm::compile_package(pkg).map_err(|e| e.to_string())
     }
 }
 

@@ -145,7 +145,7 @@ fn check(pkg: &Package, config: &str) -> Result<(), String> {
     let cfg: serde_json::Value = serde_json::from_str(config).map_err(|e| format!("--config is not JSON: {e}"))?;
     weir_config::package::check_config(&pkg.schema, &cfg)
         .map_err(|e| format!("the configuration does not match config.schema.json: {e}"))?;
-    weir_gateway::filter::wasm::check_package(pkg, &cfg)
+    weir_gateway::filter::wasm::check_package(pkg, &cfg).map_err(|e| e.to_string())
 }
 
 /// Registers every package use of `cfg` as a gateway would (compile, canary with the route's

@@ -11,6 +11,8 @@ use parking_lot::Mutex;
 use weir_config::package::Package;
 use weir_wasm::{Limits, LoadError, Plugin, Runtime, Shared};
 
+use crate::filter::PackageFailure;
+
 /// The engine, its epoch thread, and the caches.
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -63,17 +65,17 @@ impl Engine {
 
 /// Checks a package the way registration does, without a gateway: compiles the module, checks
 /// its imports and exports, and starts a canary instance configured with `config`.
-pub fn check_package(pkg: &Package, config: &serde_json::Value) -> Result<(), String> {
-    let e = engine()?;
-    let p = e.plugin(pkg).map_err(|e| e.to_string())?;
+pub fn check_package(pkg: &Package, config: &serde_json::Value) -> Result<(), PackageFailure> {
+    let e = engine().map_err(PackageFailure::Engine)?;
+    let p = e.plugin(pkg).map_err(|e| PackageFailure::Load(e.to_string()))?;
     let cfg = serde_json::to_vec(config).unwrap_or_default();
-    p.start(b"", &cfg).map(drop).map_err(|f| format!("the canary instance failed: {f}"))
+    p.start(b"", &cfg).map(drop).map_err(|f| PackageFailure::Start(f.to_string()))
 }
 
 /// Compiles a package's module and checks its imports and exports, without starting it (for
 /// a package whose configuration is not known yet).
-pub fn compile_package(pkg: &Package) -> Result<(), String> {
-    engine()?.plugin(pkg).map(drop).map_err(|e| e.to_string())
+pub fn compile_package(pkg: &Package) -> Result<(), PackageFailure> {
+    engine().map_err(PackageFailure::Engine)?.plugin(pkg).map(drop).map_err(|e| PackageFailure::Load(e.to_string()))
 }
 
 /// Prometheus text for every metric plugins defined (`weir_plugin_metric{plugin,name}`).

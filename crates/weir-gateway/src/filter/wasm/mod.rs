@@ -26,7 +26,7 @@ pub use callout::Callouts;
 pub use engine::{check_package, compile_package, encode_metrics};
 
 use self::breaker::{Breaker, BreakerSpec, Gate};
-use super::{FilterCx, Outcome, Phase, reply};
+use super::{BuildError, FilterCx, Outcome, PackageFailure, Phase, reply};
 use crate::body::GatewayBody;
 use crate::metrics::Metrics;
 use crate::view::RequestView;
@@ -124,15 +124,16 @@ impl WasmFilter {
         route: &str,
         metrics: &Metrics,
         callouts: &Arc<Callouts>,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, BuildError> {
         let pkg = &cfg.package;
         let name = pkg.meta.name.as_str();
-        let e = engine::engine()?;
-        let plugin = e.plugin(pkg).map_err(|e| format!("plugin {name:?}: {e}"))?;
+        let failed = |reason| BuildError::Package { name: name.to_owned(), reason };
+        let e = engine::engine().map_err(|e| failed(PackageFailure::Engine(e)))?;
+        let plugin = e.plugin(pkg).map_err(|e| failed(PackageFailure::Load(e.to_string())))?;
         let config: Arc<[u8]> = serde_json::to_vec(&cfg.config).unwrap_or_default().into();
         let mut slots = Vec::new();
         for _ in 0..crate::workers::count().max(1) {
-            let instance = start(&plugin, &config).map_err(|f| format!("plugin {name:?}: {f}"))?;
+            let instance = start(&plugin, &config).map_err(|f| failed(PackageFailure::Start(f.to_string())))?;
             slots.push(Mutex::new(Slot { instance: Some(instance), ..Slot::default() }));
         }
         let b = &pkg.meta.breaker;
