@@ -301,6 +301,9 @@ fn refuse(cfg: &ValidConfig, no: &mut Refusals) {
     }
     for (i, r) in spec.routes.iter().enumerate() {
         let key = route_key(&r.name);
+        if r.mcp.is_some() {
+            no.refuse(&key, "mcp", "HAProxy cannot terminate MCP: serve this route from a Weir gateway");
+        }
         for h in r.matches.headers.keys() {
             token(no, &key, &format!("match.headers.{h}"), h, NAME);
         }

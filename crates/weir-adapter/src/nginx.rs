@@ -104,6 +104,9 @@ impl KeyFields {
 
 fn refuse_route(r: &RouteSpec, plugins: &[(String, PluginConfig)], no: &mut Refusals) {
     let key = route_key(&r.name);
+    if r.mcp.is_some() {
+        no.refuse(&key, "mcp", "nginx cannot terminate MCP: serve this route from a Weir gateway");
+    }
     for h in r.matches.headers.keys() {
         if header_var(h).is_none() {
             no.refuse(&key, &format!("match.headers.{h}"), "nginx has no variable for this header name");

@@ -10,6 +10,7 @@ pub mod assembly;
 pub mod duration;
 mod error;
 pub mod locate;
+pub mod mcp;
 mod messages;
 pub mod package;
 pub mod plugins;

@@ -190,9 +190,13 @@ pub struct RouteSpec {
     /// What a request must look like to take this route. Empty matches everything.
     #[serde(default, rename = "match")]
     pub matches: MatchSpec,
-    /// The upstream that serves this route (exclusive with `backends`).
+    /// The upstream that serves this route (exclusive with `backends` and `mcp`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Weir answers the Model Context Protocol itself and federates these MCP servers
+    /// (exclusive with `upstream` and `backends`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<crate::mcp::McpSpec>,
     /// Weighted upstreams for a canary split, e.g. v1 90 / v2 10 (exclusive with `upstream`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<BackendSpec>,

@@ -212,9 +212,16 @@ fn undefined(name: &str, upstreams: &HashSet<&str>) -> String {
 fn check_route(errs: &mut Errors, at: &str, r: &RouteSpec, upstreams: &HashSet<&str>) {
     check_name(errs, || format!("{at}.name"), &r.name);
     check_match(errs, at, &r.matches);
+    if let Some(m) = &r.mcp {
+        if r.upstream.is_some() || !r.backends.is_empty() {
+            errs.push(at, "an `mcp` route names its servers under `mcp`: drop `upstream` and `backends`");
+        }
+        crate::mcp::check(errs, at, m);
+        return;
+    }
     match (&r.upstream, r.backends.is_empty()) {
         (Some(_), false) => errs.push(at, "give either `upstream` or `backends`, not both"),
-        (None, true) => errs.push(at, "a route needs an `upstream` (or weighted `backends`)"),
+        (None, true) => errs.push(at, "a route needs an `upstream` (or weighted `backends`, or `mcp` servers)"),
         (Some(u), true) => {
             if !upstreams.contains(u.as_str()) {
                 errs.push(format!("{at}.upstream"), undefined(u, upstreams));

@@ -224,6 +224,15 @@ pub enum GatewayBody {
     /// A body streamed through, its trailers handed to the plugins that read them; the
     /// plugins' contexts end with it.
     Trailed(Box<GatewayBody>, TrailerPlugins),
+    /// Chunks a task of Weir's sends as they come (MCP event streams). Dropping the body (the
+    /// client went away) closes the channel, which tells the sender to stop.
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Default for GatewayBody {
+    fn default() -> Self {
+        Self::empty()
+    }
 }
 
 impl GatewayBody {
@@ -247,6 +256,7 @@ impl Body for GatewayBody {
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Buffered(b) => Poll::Ready(b.next().map(Ok)),
             Self::Trailed(b, plugins) => trailed(Pin::new(&mut **b).poll_frame(cx), plugins),
+            Self::Stream(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
             Self::Proxied { inner, lease } => {
                 // The upstream connection's I/O runs here, in this task (see `pool::Conn`).
                 if let Some(c) = lease.as_mut().and_then(Lease::conn_mut) {
@@ -271,6 +281,7 @@ impl Body for GatewayBody {
             Self::Full(b) => b.is_none(),
             Self::Buffered(b) => b.is_end_stream(),
             Self::Trailed(b, _) => b.is_end_stream(),
+            Self::Stream(rx) => rx.is_closed() && rx.is_empty(),
             Self::Proxied { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -281,6 +292,7 @@ impl Body for GatewayBody {
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Buffered(b) => b.size_hint(),
             Self::Trailed(b, _) => b.size_hint(),
+            Self::Stream(_) => SizeHint::default(),
             Self::Proxied { inner, .. } => inner.size_hint(),
         }
     }

@@ -18,6 +18,7 @@ pub mod h1;
 pub mod handover;
 pub mod headers;
 pub mod io;
+pub mod mcp;
 pub mod metrics;
 pub mod oneshot;
 pub mod otel;

@@ -64,6 +64,27 @@ struct PluginFault {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpTool {
+    route: String,
+    server: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpToolOutcome {
+    route: String,
+    server: String,
+    tool: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpServer {
+    route: String,
+    server: String,
+}
+
 /// All of Weir's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -79,6 +100,9 @@ pub struct Metrics {
     plugin_errors: Family<PluginLabel, Counter>,
     plugin_faults: Family<PluginFault, Counter>,
     plugin_breaker_trips: Family<PluginLabel, Counter>,
+    mcp_calls: Family<McpToolOutcome, Counter>,
+    mcp_duration: Family<McpTool, Histogram, fn() -> Histogram>,
+    mcp_unavailable: Family<McpServer, Counter>,
     overall: Arc<Overall>,
 }
 
@@ -154,6 +178,9 @@ impl Metrics {
             plugin_errors: Family::default(),
             plugin_faults: Family::default(),
             plugin_breaker_trips: Family::default(),
+            mcp_calls: Family::default(),
+            mcp_duration: Family::new_with_constructor(histogram),
+            mcp_unavailable: Family::default(),
             overall: Arc::default(),
             registry: Registry::default(),
         };
@@ -192,7 +219,37 @@ impl Metrics {
             "Times a wasm plugin's circuit breaker opened",
             m.plugin_breaker_trips.clone(),
         );
+        registry.register(
+            "mcp_tool_calls",
+            "MCP tool calls, by route, server, tool and outcome (ok, error, refused, unavailable)",
+            m.mcp_calls.clone(),
+        );
+        registry.register(
+            "mcp_tool_call_duration_seconds",
+            "Time from an MCP tool call to its last message, by route, server and tool",
+            m.mcp_duration.clone(),
+        );
+        registry.register(
+            "mcp_server_unavailable",
+            "Times an MCP server behind a route failed to answer a list or handshake",
+            m.mcp_unavailable.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts one MCP tool call and, unless it was refused, its duration.
+    pub fn mcp_call(&self, route: &str, server: &str, tool: &str, outcome: &'static str, seconds: Option<f64>) {
+        let (route, server, tool) = (route.to_owned(), server.to_owned(), tool.to_owned());
+        if let Some(s) = seconds {
+            let key = McpTool { route: route.clone(), server: server.clone(), tool: tool.clone() };
+            self.mcp_duration.get_or_create(&key).observe(s);
+        }
+        self.mcp_calls.get_or_create(&McpToolOutcome { route, server, tool, outcome }).inc();
+    }
+
+    /// Counts an MCP server that did not answer.
+    pub fn mcp_unavailable(&self, route: &str, server: &str) {
+        self.mcp_unavailable.get_or_create(&McpServer { route: route.to_owned(), server: server.to_owned() }).inc();
     }
 
     /// Handles for one route.

@@ -21,7 +21,7 @@ use crate::filter::{FilterCx, LogEntry};
 use crate::headers;
 use crate::otel::{RequestSpan, SpanEnd, TRACEPARENT};
 use crate::retry::{Retry, idempotent};
-use crate::router::{RequestView, Route};
+use crate::router::{RequestView, Route, Target};
 use crate::snapshot::Snapshot;
 use crate::sniff::Verdicts;
 use crate::upgrade;
@@ -212,6 +212,9 @@ async fn proxy(
     {
         return Err(ProxyError::PayloadTooLarge { route: route.name.clone(), limit });
     }
+    if let Target::Mcp(mcp) = &route.target {
+        return Ok(Box::pin(serve_mcp(&route, mcp, conn, req, trace)).await);
+    }
     let upstream = route.target.choose().clone();
     let h2 = upstream.protocol() != UpstreamProtocol::Http1;
     let upgrade = !h2 && headers::wants_upgrade(req.headers());
@@ -250,6 +253,26 @@ async fn proxy(
         UpstreamBody::Incoming(body)
     };
     attempts(&route, &upstream, &conn, parts, body, &fcx, trace).await
+}
+
+/// An MCP route: its plugins (authentication first), then Weir answers MCP itself.
+async fn serve_mcp(
+    route: &Route,
+    mcp: &Arc<crate::mcp::McpRoute>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    trace: &mut Trace,
+) -> Response<GatewayBody> {
+    let (mut parts, body) = req.into_parts();
+    let mut fcx = FilterCx::new(conn.client);
+    if !route.chain.is_empty()
+        && let Err(rsp) = Box::pin(route.chain.on_request(&mut parts, &mut fcx)).await
+    {
+        return rsp;
+    }
+    trace.consumer = fcx.consumer.clone();
+    let caller = crate::mcp::policy::Caller { consumer: fcx.consumer.clone(), claims: fcx.claims.clone() };
+    mcp.serve(parts, body, caller).await
 }
 
 /// The route for `req`.

@@ -33,6 +33,8 @@ pub enum Target {
         /// Sum of the weights.
         total: u32,
     },
+    /// Weir answers MCP itself and federates the route's MCP servers.
+    Mcp(Arc<crate::mcp::McpRoute>),
 }
 
 impl Target {
@@ -43,6 +45,7 @@ impl Target {
             (Self::Split { backends: a, .. }, Self::Split { backends: b, .. }) => {
                 a.len() == b.len() && a.iter().zip(b).all(|((x, wx), (y, wy))| Arc::ptr_eq(x, y) && wx == wy)
             }
+            (Self::Mcp(a), Self::Mcp(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -52,14 +55,17 @@ impl Target {
         let (one, split) = match self {
             Self::One(u) => (Some(u), &[][..]),
             Self::Split { backends, .. } => (None, backends.as_slice()),
+            Self::Mcp(_) => (None, &[][..]),
         };
         one.into_iter().chain(split.iter().map(|(u, _)| u))
     }
 
-    /// The upstream for this request (a weighted random draw for splits).
+    /// The upstream for this request (a weighted random draw for splits). MCP routes are
+    /// answered before an upstream is chosen (`proxy`), and never take the fast path.
     pub fn choose(&self) -> &Arc<Upstream> {
         match self {
             Self::One(u) => u,
+            Self::Mcp(_) => unreachable!("an MCP route has no upstream to choose"),
             Self::Split { backends, total } => {
                 let mut r = fastrand::u32(..*total);
                 for (u, w) in backends {
@@ -210,7 +216,8 @@ fn compile_route(spec: &RouteSpec, target: Target, chain: Chain, metrics: RouteM
     };
     // Buffering a body for a plugin, or handing trailers to one, is hyper's path; the fast
     // path streams bodies and their trailers as they are.
-    let plain_http1 = !chain.reads_bodies()
+    let plain_http1 = !matches!(target, Target::Mcp(_))
+        && !chain.reads_bodies()
         && !chain.streams_trailers()
         && target.upstreams().all(|u| u.protocol() == UpstreamProtocol::Http1 && u.tls().is_none());
     Route {

@@ -141,8 +141,8 @@ impl Snapshot {
         let mut states: Vec<Arc<RouteState>> = Vec::with_capacity(spec.routes.len());
         for (i, r) in spec.routes.iter().enumerate() {
             let plugins = cfg.route_plugins(i);
-            let target = target(r, &upstreams);
             let old = prev.and_then(|p| p.routes.get(r.name.as_str()));
+            let target = target(r, &upstreams, old.map(|o| &o.route.target), metrics);
             if let Some(old) = old.filter(|o| o.reusable(r, plugins, &target)) {
                 states.push(old.clone());
                 continue;
@@ -216,7 +216,20 @@ impl RouteState {
     }
 }
 
-fn target(r: &RouteSpec, upstreams: &HashMap<Arc<str>, Arc<Upstream>>) -> Target {
+/// Where route `r` sends traffic; an MCP route keeps its previous compiled form (sessions,
+/// server eras, learned names) while its `mcp` settings are unchanged.
+fn target(
+    r: &RouteSpec,
+    upstreams: &HashMap<Arc<str>, Arc<Upstream>>,
+    old: Option<&Target>,
+    metrics: &Arc<Metrics>,
+) -> Target {
+    if let Some(m) = &r.mcp {
+        return match old {
+            Some(Target::Mcp(kept)) if kept.spec == *m => Target::Mcp(kept.clone()),
+            _ => Target::Mcp(Arc::new(crate::mcp::McpRoute::new(&r.name, m, metrics))),
+        };
+    }
     match &r.upstream {
         Some(name) => Target::One(upstreams[name.as_str()].clone()),
         None => {

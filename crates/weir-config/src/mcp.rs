@@ -1,0 +1,194 @@
+//! MCP routes as operators write them: the Model Context Protocol servers a route federates,
+//! how their tool names are exposed, which callers may use which tools, and the key that
+//! seals session ids. Checks on these live in [`check`]; the gateway's `mcp` module runs them.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::error::Errors;
+
+/// `mcp:` of a route: Weir answers MCP itself and federates these servers behind the route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpSpec {
+    /// The MCP servers behind the route; their tools are listed together.
+    pub servers: Vec<McpServerSpec>,
+    /// How tool names are exposed to clients.
+    #[serde(default)]
+    pub names: NamePolicy,
+    /// Key (at least 32 bytes) that seals session ids. Give every replica the same key so a
+    /// session continues on any of them and survives a restart; without one, each gateway
+    /// process makes its own and its sessions end with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    /// Which tools callers may see and call.
+    #[serde(default)]
+    pub tools: ToolPolicySpec,
+    /// How long one server may take to answer a list call; a slower or failing server is left
+    /// out of that answer (its tools come back when it does). Default 5s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list_timeout: Option<HumanDuration>,
+    /// A tool call's stream that carries nothing for this long is closed. Default 5m. The
+    /// route's `timeout` never cuts a live stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+/// One MCP server behind a route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerSpec {
+    /// Its name: the prefix of its tools' names (`NAME__tool`) and a metrics label.
+    pub name: String,
+    /// Its Streamable HTTP endpoint, e.g. `http://127.0.0.1:9000/mcp`.
+    pub url: String,
+    /// The protocol revision it speaks; `auto` asks it (`server/discover`) and falls back to
+    /// the `initialize` handshake.
+    #[serde(default)]
+    pub era: McpEra,
+    /// Headers sent to this server on every request (its own credentials). The client's
+    /// `Authorization` is never passed on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// An MCP protocol revision, as servers speak it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum McpEra {
+    /// Ask the server.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// Sessionful Streamable HTTP: `initialize`, `Mcp-Session-Id`.
+    #[serde(rename = "2025-11-25")]
+    Sessionful,
+    /// Stateless: no `initialize`, routing headers that match the body.
+    #[serde(rename = "2026-07-28")]
+    Stateless,
+}
+
+/// How the names of federated tools are exposed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NamePolicy {
+    /// Every tool as `SERVER__TOOL`: names never collide.
+    #[default]
+    Prefix,
+    /// Bare names; when two servers offer the same name, the server listed first keeps it
+    /// and the other's is prefixed.
+    FirstWins,
+}
+
+/// Tool access. A tool is usable when `allow` is empty or matches it, no `deny` matches it,
+/// and every rule that names it holds for the caller. Patterns match exposed names, with `*`
+/// for any run of characters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPolicySpec {
+    /// Tools that may be used (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Tools that may never be used; wins over `allow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Tools only some callers may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ToolRuleSpec>,
+}
+
+/// Tools only callers that pass this rule may use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRuleSpec {
+    /// The tools it governs.
+    pub tools: Vec<String>,
+    /// Consumers (from `key-auth`, or a JWT's consumer claim) that pass; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<String>,
+    /// JWT claims that must hold, claim name to value (a list claim must contain the value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+}
+
+/// Checks what the types cannot: names, URLs, patterns and the key; errors go under `at`
+/// (the route's path).
+pub(crate) fn check(errs: &mut Errors, at: &str, m: &McpSpec) {
+    if m.servers.is_empty() {
+        errs.push(format!("{at}.mcp.servers"), "list at least one MCP server");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in m.servers.iter().enumerate() {
+        let here = format!("{at}.mcp.servers[{i}]");
+        let ok = !s.name.is_empty()
+            && s.name.len() <= 32
+            && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            errs.push(format!("{here}.name"), format!("invalid server name {:?}: use 1-32 a-z, 0-9 or '-'", s.name));
+        }
+        if !seen.insert(s.name.as_str()) {
+            errs.push(format!("{here}.name"), format!("server {:?} is listed twice", s.name));
+        }
+        let authority = s.url.strip_prefix("http://").map(|r| r.split('/').next().unwrap_or(""));
+        if !authority.is_some_and(|a| !a.is_empty() && !a.contains(char::is_whitespace)) {
+            errs.push(format!("{here}.url"), "write an http:// URL, e.g. http://127.0.0.1:9000/mcp");
+        }
+        for k in s.headers.keys() {
+            let token =
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                errs.push(format!("{here}.headers"), format!("{k:?} is not a header name"));
+            }
+        }
+    }
+    if let Some(k) = &m.session_key
+        && k.len() < 32
+    {
+        errs.push(format!("{at}.mcp.session_key"), "give at least 32 bytes (e.g. `openssl rand -hex 32`)");
+    }
+    for (field, d) in [("list_timeout", m.list_timeout), ("idle_timeout", m.idle_timeout)] {
+        if d.is_some_and(|d| d.get().is_zero()) {
+            errs.push(format!("{at}.mcp.{field}"), "must be greater than 0");
+        }
+    }
+    for (i, r) in m.tools.rules.iter().enumerate() {
+        if r.tools.is_empty() {
+            errs.push(format!("{at}.mcp.tools.rules[{i}].tools"), "name the tools this rule governs");
+        }
+    }
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else { return false };
+    let mut parts: Vec<&str> = parts.collect();
+    let Some(last) = parts.pop() else { return rest.is_empty() };
+    for p in parts {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("math__*", "math__add"));
+        assert!(glob("*", "x"));
+        assert!(glob("a*c*e", "abcde"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+        assert!(!glob("math__*", "files__add"));
+        assert!(!glob("a*b*b", "ab"));
+        assert!(glob("*add", "math__add"));
+    }
+}

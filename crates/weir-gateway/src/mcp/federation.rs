@@ -1,0 +1,293 @@
+//! Several MCP servers as one: their tools listed together under exposed names, calls routed
+//! to the owning server, and a server that is down or slow left out of a list (logged and
+//! counted) while the others answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use weir_config::mcp::NamePolicy;
+
+use super::McpRoute;
+use super::policy::Caller;
+use super::server::{Answer, Era, ServerError};
+use super::session::Session;
+use super::wire::{self, Code};
+
+/// Where a request runs: in a client's sealed session, or without one.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// A sessionful client's session (its id and what it stands for).
+    Session(String, Session),
+    /// A stateless client.
+    Stateless,
+}
+
+/// Separates a server's name from its tool's in exposed names.
+pub const SEPARATOR: &str = "__";
+
+/// How many pages of a list Weir follows per server.
+const MAX_PAGES: usize = 10;
+
+impl McpRoute {
+    /// The session to use with server `i` for `scope` (`None`: a stateless server).
+    async fn session_for(&self, scope: &Scope, i: usize, renew: bool) -> Result<Option<String>, ServerError> {
+        let srv = &self.servers[i];
+        if srv.era().await? == Era::Stateless {
+            return Ok(None);
+        }
+        match scope {
+            Scope::Stateless => srv.shared_session(renew).await.map(Some),
+            Scope::Session(id, s) => {
+                if let Some(up) = s.upstream.get(&srv.name).filter(|_| !renew) {
+                    return Ok(Some(up.clone()));
+                }
+                // A server that was down when the session began (or whose session ended):
+                // a session of its own for this client, kept on this gateway.
+                let key = (id.clone(), i);
+                if !renew && let Some(up) = self.late.get(&key) {
+                    return Ok(Some(up));
+                }
+                let up = srv.initialize().await?;
+                self.late.insert(key, up.clone());
+                Ok(Some(up))
+            }
+        }
+    }
+
+    /// Sends `msg` to server `i`, starting a new session once when the old one has ended.
+    pub(super) async fn send(&self, scope: &Scope, i: usize, msg: &Value) -> Result<Answer, ServerError> {
+        let srv = &self.servers[i];
+        let era = srv.era().await?;
+        let session = self.session_for(scope, i, false).await?;
+        match srv.exchange(msg, era, session.as_deref()).await {
+            Err(ServerError::SessionGone) => {
+                let session = self.session_for(scope, i, true).await?;
+                srv.exchange(msg, era, session.as_deref()).await
+            }
+            other => other,
+        }
+    }
+
+    /// Every tool of every answering server, under exposed names, that `caller` may use.
+    pub(super) async fn tools(&self, scope: &Scope, caller: &Caller) -> Vec<Value> {
+        let lists = join_all((0..self.servers.len()).map(|i| async move {
+            let srv = &self.servers[i];
+            match tokio::time::timeout(srv.quick, self.list_of(scope, i)).await {
+                Ok(Ok(tools)) => Some(tools),
+                Ok(Err(e)) => self.unavailable(i, &e.to_string()),
+                Err(_) => self.unavailable(i, &format!("no list within {:?}", srv.quick)),
+            }
+        }))
+        .await;
+        let mut map = HashMap::new();
+        let mut out = Vec::new();
+        for (i, tools) in lists.into_iter().enumerate() {
+            for mut t in tools.into_iter().flatten() {
+                let Some(own) = t.get("name").and_then(Value::as_str).map(str::to_owned) else { continue };
+                let exposed = match self.names {
+                    NamePolicy::FirstWins if !map.contains_key(&own) => own.clone(),
+                    _ => format!("{}{SEPARATOR}{own}", self.servers[i].name),
+                };
+                if map.contains_key(&exposed) || !self.policy.permits(&exposed, caller) {
+                    continue;
+                }
+                t["name"] = json!(exposed);
+                map.insert(exposed, (i, own));
+                out.push(t);
+            }
+        }
+        *self.names_seen.write() = map;
+        out
+    }
+
+    fn unavailable(&self, i: usize, why: &str) -> Option<Vec<Value>> {
+        let name = &self.servers[i].name;
+        tracing::warn!(route = %self.route, server = %name, reason = why, "an MCP server did not answer; its tools are left out");
+        self.metrics.mcp_unavailable(&self.route, name);
+        None
+    }
+
+    async fn list_of(&self, scope: &Scope, i: usize) -> Result<Vec<Value>, ServerError> {
+        let srv = &self.servers[i];
+        let mut tools = Vec::new();
+        let mut cursor = None;
+        for _ in 0..MAX_PAGES {
+            let id = srv.next_id();
+            let params = cursor.take().map_or_else(|| json!({}), |c: Value| json!({"cursor": c}));
+            let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
+            let m = self.send(scope, i, &msg).await?.response(&id).await?;
+            let result = m.get("result").ok_or(ServerError::Garbled("tools/list was refused"))?;
+            tools.extend(result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default());
+            match result.get("nextCursor") {
+                Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                _ => break,
+            }
+        }
+        Ok(tools)
+    }
+
+    /// The server and own name of the tool exposed as `exposed`.
+    async fn owner(&self, scope: &Scope, caller: &Caller, exposed: &str) -> Option<(usize, String)> {
+        if let Some(found) = self.names_seen.read().get(exposed).cloned() {
+            return Some(found);
+        }
+        if self.names == NamePolicy::Prefix
+            && let Some((server, own)) = exposed.split_once(SEPARATOR)
+        {
+            let i = self.servers.iter().position(|s| s.name == server)?;
+            return Some((i, own.to_owned()));
+        }
+        // Not seen yet: list once to learn the names.
+        self.tools(scope, caller).await;
+        self.names_seen.read().get(exposed).cloned()
+    }
+
+    /// Runs `tools/call` for the client's request `id`: refused when the caller may not use
+    /// the tool; otherwise the owning server's answer, streamed message by message.
+    pub(super) async fn call(self: &Arc<Self>, scope: &Scope, caller: &Caller, id: Value, params: Value) -> Reply {
+        let Some(exposed) = params.get("name").and_then(Value::as_str).map(str::to_owned) else {
+            return Reply::Error(id, Code::InvalidParams, "tools/call needs params.name".into());
+        };
+        let found = match self.policy.permits(&exposed, caller) {
+            true => self.owner(scope, caller, &exposed).await,
+            false => None,
+        };
+        let Some((i, own)) = found else {
+            let server = exposed.split_once(SEPARATOR).map_or("", |(s, _)| s);
+            self.metrics.mcp_call(&self.route, server, &exposed, "refused", None);
+            return Reply::Error(id, Code::InvalidParams, format!("Unknown tool: {exposed}"));
+        };
+        let srv = &self.servers[i];
+        let up_id = srv.next_id();
+        let mut p = params;
+        p["name"] = json!(own);
+        let msg = json!({"jsonrpc": "2.0", "id": up_id, "method": "tools/call", "params": p});
+        let started = Instant::now();
+        let answer = match self.send(scope, i, &msg).await {
+            Ok(a) => a,
+            Err(ServerError::SessionGone) => return Reply::SessionGone,
+            Err(e) => {
+                self.metrics.mcp_call(
+                    &self.route,
+                    &srv.name,
+                    &exposed,
+                    "unavailable",
+                    Some(started.elapsed().as_secs_f64()),
+                );
+                return Reply::Error(id, Code::Internal, format!("MCP server {:?} failed: {e}", srv.name));
+            }
+        };
+        let stateless = matches!(scope, Scope::Stateless);
+        let call = Call { route: self.clone(), server: i, tool: exposed, started, up_id, id, stateless };
+        if answer.streaming { Reply::Stream(call.stream(answer)) } else { call.once(answer).await }
+    }
+}
+
+/// What Weir answers a request with.
+#[derive(Debug)]
+pub enum Reply {
+    /// One message.
+    Json(Value),
+    /// An event stream, fed by a task.
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+    /// A JSON-RPC error.
+    Error(Value, Code, String),
+    /// The client's session with a server has ended: the client must start again (404).
+    SessionGone,
+}
+
+/// One tool call in flight.
+struct Call {
+    route: Arc<McpRoute>,
+    server: usize,
+    tool: String,
+    started: Instant,
+    up_id: Value,
+    id: Value,
+    /// The client speaks the stateless revision, whose results say they are complete.
+    stateless: bool,
+}
+
+impl Call {
+    /// `m` as the client should see it: its own request id back.
+    fn restore(&self, mut m: Value) -> Value {
+        if m.get("id") == Some(&self.up_id) {
+            m["id"] = self.id.clone();
+            if self.stateless
+                && let Some(r) = m.get_mut("result").and_then(Value::as_object_mut)
+            {
+                r.entry("resultType").or_insert_with(|| json!("complete"));
+            }
+        }
+        m
+    }
+
+    fn record(&self, outcome: &'static str) {
+        let server = &self.route.servers[self.server].name;
+        let took = self.started.elapsed().as_secs_f64();
+        self.route.metrics.mcp_call(&self.route.route, server, &self.tool, outcome, Some(took));
+    }
+
+    fn outcome(m: &Value) -> &'static str {
+        let failed = m.get("error").is_some() || m.pointer("/result/isError") == Some(&Value::Bool(true));
+        if failed { "error" } else { "ok" }
+    }
+
+    async fn once(self, answer: Answer) -> Reply {
+        match answer.response(&self.up_id).await {
+            Ok(m) => {
+                self.record(Self::outcome(&m));
+                Reply::Json(self.restore(m))
+            }
+            Err(e) => {
+                self.record("unavailable");
+                Reply::Error(self.id.clone(), Code::Internal, format!("the MCP server's answer broke: {e}"))
+            }
+        }
+    }
+
+    /// Forwards each message as it comes; keep-alive comments while the server is quiet; the
+    /// stream ends after the answer, after `idle` without a message, or when the client goes
+    /// (dropping the server's answer, which cancels its request).
+    fn stream(self, mut answer: Answer) -> tokio::sync::mpsc::Receiver<Bytes> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let idle = self.route.idle;
+        let keepalive = self.route.keepalive;
+        tokio::spawn(async move {
+            let mut quiet = std::time::Duration::ZERO;
+            let outcome = loop {
+                let next = tokio::select! {
+                    m = answer.next() => m,
+                    () = tx.closed() => break "cancelled",
+                    () = tokio::time::sleep(keepalive) => {
+                        quiet += keepalive;
+                        if quiet >= idle || tx.send(Bytes::from_static(b": keep-alive\r\n\r\n")).await.is_err() {
+                            break "idle";
+                        }
+                        continue;
+                    }
+                };
+                quiet = std::time::Duration::ZERO;
+                match next {
+                    Ok(Some(m)) => {
+                        let last = m.get("id") == Some(&self.up_id);
+                        let outcome = Self::outcome(&m);
+                        if tx.send(wire::sse_event(&self.restore(m))).await.is_err() {
+                            break "cancelled";
+                        }
+                        if last {
+                            break outcome;
+                        }
+                    }
+                    Ok(None) | Err(_) => break "unavailable",
+                }
+            };
+            self.record(outcome);
+        });
+        rx
+    }
+}

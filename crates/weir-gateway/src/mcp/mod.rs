@@ -1,0 +1,371 @@
+//! MCP routes: Weir terminates the Model Context Protocol on the client's side, in either
+//! revision (the sessionful 2025-11-25 with `initialize` and `Mcp-Session-Id`, or the
+//! stateless 2026-07-28 with routing headers), and speaks each server's own revision on the
+//! other, so a client of either era reaches a server of either era.
+//!
+//! Owns: the HTTP side of an MCP endpoint (POST, GET, DELETE; the era of each request; the
+//! stateless revision's header checks; sealed session ids). [`federation`] lists and calls
+//! across servers, [`server`] is the client for one server, [`policy`] decides tool access,
+//! [`session`] seals ids, [`wire`] holds the message and event-stream formats.
+
+pub mod federation;
+pub mod policy;
+pub mod server;
+pub mod session;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use weir_config::mcp::{McpSpec, NamePolicy};
+
+use crate::body::GatewayBody;
+use crate::metrics::Metrics;
+use federation::{Reply, Scope};
+use policy::{Caller, Policy};
+use server::Server;
+use session::{Sealer, Session};
+use wire::{Code, Message};
+
+/// Largest request body an MCP endpoint reads.
+const MAX_REQUEST: usize = 4 << 20;
+
+/// A compiled MCP route.
+pub struct McpRoute {
+    /// What it was built from (an unchanged spec keeps the route, its sessions and caches).
+    pub spec: McpSpec,
+    route: Arc<str>,
+    servers: Vec<Arc<Server>>,
+    sealer: Sealer,
+    policy: Policy,
+    names: NamePolicy,
+    /// Exposed tool name to (server, the server's own name), from the last list.
+    names_seen: RwLock<HashMap<String, (usize, String)>>,
+    /// Upstream sessions begun after the client's id was sealed, by (client session, server).
+    late: moka::sync::Cache<(String, usize), String>,
+    /// Sessions a client ended here (DELETE).
+    ended: moka::sync::Cache<String, ()>,
+    metrics: Arc<Metrics>,
+    idle: Duration,
+    keepalive: Duration,
+}
+
+impl std::fmt::Debug for McpRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpRoute").field("route", &self.route).field("servers", &self.servers).finish_non_exhaustive()
+    }
+}
+
+impl McpRoute {
+    /// The route `name` for `spec`.
+    pub fn new(name: &str, spec: &McpSpec, metrics: &Arc<Metrics>) -> Self {
+        let quick = spec.list_timeout.map_or(Duration::from_secs(5), |d| d.get());
+        if spec.session_key.is_none() {
+            tracing::warn!(
+                route = name,
+                "an MCP route has no session_key: its sessions end with this process and do not move between replicas"
+            );
+        }
+        let idle = spec.idle_timeout.map_or(Duration::from_secs(300), |d| d.get());
+        Self {
+            spec: spec.clone(),
+            route: name.into(),
+            servers: spec.servers.iter().map(|s| Arc::new(Server::new(s, quick))).collect(),
+            sealer: Sealer::new(spec.session_key.as_deref()),
+            policy: Policy::new(&spec.tools),
+            names: spec.names,
+            names_seen: RwLock::default(),
+            late: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
+            ended: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(86_400)).build(),
+            metrics: metrics.clone(),
+            idle,
+            keepalive: idle.min(Duration::from_secs(15)),
+        }
+    }
+
+    /// Answers one HTTP request to the endpoint.
+    pub async fn serve(self: &Arc<Self>, parts: Parts, body: Incoming, caller: Caller) -> Response<GatewayBody> {
+        match parts.method {
+            Method::POST => self.post(&parts.headers, body, &caller).await,
+            Method::GET => self.get(&parts.headers),
+            Method::DELETE => self.delete(&parts.headers).await,
+            _ => allow_only(),
+        }
+    }
+
+    async fn post(self: &Arc<Self>, headers: &HeaderMap, body: Incoming, caller: &Caller) -> Response<GatewayBody> {
+        let bytes = match http_body_util::Limited::new(body, MAX_REQUEST).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "the MCP request body is over 4 MiB or cut short"),
+        };
+        let msg = match Message::parse(&bytes) {
+            Ok(m) => m,
+            Err((code, why)) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, code, why, None),
+        };
+        let version = headers.get(wire::VERSION_HEADER).and_then(|v| v.to_str().ok());
+        match version {
+            None => self.sessionful(headers, msg, caller).await,
+            Some(v) if wire::HANDSHAKE.contains(&v) => self.sessionful(headers, msg, caller).await,
+            Some(wire::STATELESS) => self.stateless(headers, msg, caller).await,
+            Some(v) => {
+                let id = msg.id.clone().unwrap_or(Value::Null);
+                let data = json!({"supported": [wire::STATELESS, wire::SESSIONFUL], "requested": v});
+                rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &id,
+                    Code::UnsupportedVersion,
+                    "Unsupported protocol version",
+                    Some(data),
+                )
+            }
+        }
+    }
+
+    /// The 2025-11-25 side: `initialize` seals a new session; everything else needs one.
+    async fn sessionful(self: &Arc<Self>, headers: &HeaderMap, msg: Message, caller: &Caller) -> Response<GatewayBody> {
+        let id = msg.id.clone().unwrap_or(Value::Null);
+        if msg.method == "initialize" {
+            return self.initialize(&id, &msg).await;
+        }
+        let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            let why = "Bad Request: Missing session ID";
+            return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, Code::InvalidRequest, why, None);
+        };
+        let Some(s) = self.open(sid) else { return session_not_found() };
+        let scope = Scope::Session(sid.to_owned(), s);
+        let mut rsp = self.dispatch(&scope, msg, caller).await;
+        if let Ok(v) = HeaderValue::try_from(sid) {
+            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
+        }
+        rsp
+    }
+
+    async fn initialize(&self, id: &Value, msg: &Message) -> Response<GatewayBody> {
+        let asked = msg.params.get("protocolVersion").and_then(Value::as_str).unwrap_or(wire::SESSIONFUL);
+        let version = if wire::HANDSHAKE.contains(&asked) { asked } else { wire::SESSIONFUL };
+        // Every sessionful server gets its session now, so the sealed id carries them all and
+        // any replica can continue; one that is down is begun later, when first needed.
+        let begun = futures_util::future::join_all(self.servers.iter().map(|s| async move {
+            match s.era().await {
+                Ok(server::Era::Sessionful) => s.initialize().await.ok().map(|up| (s.name.clone(), up)),
+                _ => None,
+            }
+        }))
+        .await;
+        let session = Session { version: version.to_owned(), upstream: begun.into_iter().flatten().collect() };
+        let sid = self.sealer.seal(&session);
+        let result = json!({
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": false}},
+            "serverInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")},
+        });
+        let mut rsp = json_response(StatusCode::OK, &wire::result(id, result));
+        if let Ok(v) = HeaderValue::try_from(sid) {
+            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
+        }
+        rsp
+    }
+
+    fn open(&self, sid: &str) -> Option<Session> {
+        if self.ended.contains_key(sid) {
+            return None;
+        }
+        self.sealer.open(sid)
+    }
+
+    /// The 2026-07-28 side: the routing headers must say what the body says.
+    async fn stateless(self: &Arc<Self>, headers: &HeaderMap, msg: Message, caller: &Caller) -> Response<GatewayBody> {
+        let id = msg.id.clone().unwrap_or(Value::Null);
+        if let Err((code, why)) = check_routing(headers, &msg) {
+            return rpc_error(StatusCode::BAD_REQUEST, &id, code, why, None);
+        }
+        self.dispatch(&Scope::Stateless, msg, caller).await
+    }
+
+    async fn dispatch(self: &Arc<Self>, scope: &Scope, msg: Message, caller: &Caller) -> Response<GatewayBody> {
+        let Some(id) = msg.id.clone() else {
+            // Notifications (initialized, cancelled, progress) end here: Weir speaks for
+            // itself to the servers.
+            return Response::builder().status(StatusCode::ACCEPTED).body(GatewayBody::empty()).unwrap_or_default();
+        };
+        let stateless = matches!(scope, Scope::Stateless);
+        let reply = match msg.method.as_str() {
+            "ping" => Reply::Json(wire::result(&id, json!({}))),
+            "server/discover" if stateless => Reply::Json(wire::result(&id, discover())),
+            "tools/list" => {
+                let mut result = json!({"tools": self.tools(scope, caller).await});
+                if stateless {
+                    // What a caller sees depends on who it is (tool policy): never shared.
+                    result["resultType"] = json!("complete");
+                    result["ttlMs"] = json!(0);
+                    result["cacheScope"] = json!("private");
+                }
+                Reply::Json(wire::result(&id, result))
+            }
+            "tools/call" => self.call(scope, caller, id.clone(), msg.params).await,
+            _ => Reply::Error(id.clone(), Code::MethodNotFound, "Method not found".into()),
+        };
+        respond(reply, stateless)
+    }
+
+    /// GET: the session's stream of server-initiated messages (keep-alive comments; Weir
+    /// sends nothing else on it yet).
+    fn get(&self, headers: &HeaderMap) -> Response<GatewayBody> {
+        if headers.get(wire::VERSION_HEADER).and_then(|v| v.to_str().ok()) == Some(wire::STATELESS) {
+            return allow_only();
+        }
+        let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                Code::InvalidRequest,
+                "Bad Request: Missing session ID",
+                None,
+            );
+        };
+        if self.open(sid).is_none() {
+            return session_not_found();
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let every = self.keepalive;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep(every) => if tx.send(Bytes::from_static(b": keep-alive\r\n\r\n")).await.is_err() { return },
+                }
+            }
+        });
+        let mut rsp = event_stream(rx);
+        if let Ok(v) = HeaderValue::try_from(sid) {
+            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
+        }
+        rsp
+    }
+
+    /// DELETE: ends the session here and with every server.
+    async fn delete(&self, headers: &HeaderMap) -> Response<GatewayBody> {
+        let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else { return allow_only() };
+        let Some(s) = self.open(sid) else { return session_not_found() };
+        self.ended.insert(sid.to_owned(), ());
+        for srv in &self.servers {
+            if let Some(up) = s.upstream.get(&srv.name) {
+                srv.end(up).await;
+            }
+        }
+        Response::new(GatewayBody::empty())
+    }
+}
+
+/// What a stateless client learns from `server/discover`.
+fn discover() -> Value {
+    json!({
+        "supportedVersions": [wire::STATELESS],
+        "capabilities": {"tools": {"listChanged": false}},
+        "ttlMs": 0,
+        "cacheScope": "private",
+        "resultType": "complete",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")}},
+    })
+}
+
+/// The stateless revision's rule: `Mcp-Method`, `Mcp-Name` and the version header say what
+/// the body says, once each.
+fn check_routing(headers: &HeaderMap, msg: &Message) -> Result<(), (Code, &'static str)> {
+    let one = |name: &str| {
+        let mut all = headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (_, Some(_)) => Err((Code::HeaderMismatch, "a routing header appears more than once")),
+            (v, None) => Ok(v.and_then(|v| v.to_str().ok()).map(str::trim)),
+        }
+    };
+    if one(wire::METHOD_HEADER)? != Some(msg.method.as_str()) {
+        return Err((Code::HeaderMismatch, "mcp-method header does not match the request body's method"));
+    }
+    let named = matches!(msg.method.as_str(), "tools/call" | "prompts/get" | "resources/read");
+    if named && one(wire::NAME_HEADER)? != msg.routed_name() {
+        return Err((Code::HeaderMismatch, "mcp-name header does not match the request body's 'name' parameter"));
+    }
+    if msg.id.is_some() {
+        let Some(v) = msg.meta(wire::META_VERSION).and_then(Value::as_str) else {
+            return Err((Code::InvalidParams, "params._meta must carry the protocol version and client capabilities"));
+        };
+        if v != wire::STATELESS {
+            return Err((
+                Code::HeaderMismatch,
+                "mcp-protocol-version header does not match the request envelope's protocol version",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn respond(reply: Reply, stateless: bool) -> Response<GatewayBody> {
+    match reply {
+        Reply::Json(v) => json_response(StatusCode::OK, &v),
+        Reply::Stream(rx) => event_stream(rx),
+        Reply::SessionGone => session_not_found(),
+        Reply::Error(id, code, why) => {
+            // The stateless revision maps error codes to statuses; the sessionful one answers 200.
+            let status = match (stateless, code) {
+                (false, _) | (true, Code::Internal) => StatusCode::OK,
+                (true, Code::MethodNotFound) => StatusCode::NOT_FOUND,
+                (true, _) => StatusCode::BAD_REQUEST,
+            };
+            rpc_error(status, &id, code, &why, None)
+        }
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<GatewayBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(GatewayBody::full(serde_json::to_vec(v).unwrap_or_default()))
+        .unwrap_or_default()
+}
+
+fn rpc_error(status: StatusCode, id: &Value, code: Code, why: &str, data: Option<Value>) -> Response<GatewayBody> {
+    let mut v = wire::error(id, code, why);
+    if let Some(d) = data {
+        v["error"]["data"] = d;
+    }
+    json_response(status, &v)
+}
+
+fn session_not_found() -> Response<GatewayBody> {
+    rpc_error(StatusCode::NOT_FOUND, &Value::Null, Code::InvalidRequest, "Session not found", None)
+}
+
+fn event_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<GatewayBody> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache, no-transform")
+        .header("x-accel-buffering", "no")
+        .body(GatewayBody::Stream(rx))
+        .unwrap_or_default()
+}
+
+fn allow_only() -> Response<GatewayBody> {
+    Response::builder()
+        .status(StatusCode::METHOD_NOT_ALLOWED)
+        .header(header::ALLOW, "GET, POST, DELETE")
+        .body(GatewayBody::empty())
+        .unwrap_or_default()
+}
+
+fn plain(status: StatusCode, why: &str) -> Response<GatewayBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(GatewayBody::full(why.to_owned()))
+        .unwrap_or_default()
+}

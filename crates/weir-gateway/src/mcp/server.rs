@@ -1,0 +1,330 @@
+//! One MCP server behind a route, as Weir's client: which revision it speaks (asked once with
+//! `server/discover`, falling back to the `initialize` handshake), its sessions, and one
+//! exchange at a time whose answer is read as JSON or as an event stream, message by message.
+//!
+//! Requests are built fresh from the server's own settings: nothing of the client's request
+//! (its `Authorization` least of all) reaches the server. Request ids are Weir's own, so two
+//! clients sharing a server session never collide; answers get the client's id back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use weir_config::mcp::{McpEra, McpServerSpec};
+
+use super::wire::{self, SseReader};
+
+/// Why a server gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No connection, or it broke.
+    #[error("cannot reach it: {0}")]
+    Unreachable(String),
+    /// It did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// It answered with an HTTP error.
+    #[error("it answered HTTP {0}")]
+    Status(StatusCode),
+    /// The session Weir held with it is gone (HTTP 404).
+    #[error("its session ended")]
+    SessionGone,
+    /// What it sent is not MCP.
+    #[error("its answer is not MCP: {0}")]
+    Garbled(&'static str),
+}
+
+/// The revision a server was found to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Era {
+    /// `initialize`, sessions.
+    Sessionful,
+    /// Routing headers, no sessions.
+    Stateless,
+}
+
+/// A server and Weir's client for it.
+#[derive(Debug)]
+pub struct Server {
+    /// Its name (the prefix of its tools).
+    pub name: String,
+    url: http::Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    configured: McpEra,
+    era: OnceCell<Era>,
+    /// The session used for clients that have none of their own (stateless clients).
+    shared: Mutex<Option<String>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    ids: AtomicU64,
+    /// Deadline for a list call or a handshake.
+    pub quick: Duration,
+}
+
+/// The messages of one answer, as they arrive.
+#[derive(Debug)]
+pub struct Answer {
+    body: Option<Incoming>,
+    sse: Option<SseReader>,
+    queued: std::collections::VecDeque<Value>,
+    /// The `Mcp-Session-Id` the server gave, if any.
+    pub session: Option<String>,
+    /// Whether it streams (an event stream) rather than answering once (JSON).
+    pub streaming: bool,
+}
+
+impl Answer {
+    /// The next message; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Value>, ServerError> {
+        loop {
+            if let Some(v) = self.queued.pop_front() {
+                return Ok(Some(v));
+            }
+            let Some(body) = self.body.as_mut() else { return Ok(None) };
+            let Some(frame) = body.frame().await else {
+                self.body = None;
+                continue;
+            };
+            let frame = frame.map_err(|e| ServerError::Unreachable(e.to_string()))?;
+            let Ok(data) = frame.into_data() else { continue };
+            match &mut self.sse {
+                Some(r) => self.queued.extend(r.push(&data).map_err(|()| ServerError::Garbled("an endless event"))?),
+                None => return Err(ServerError::Garbled("a JSON answer read as a stream")),
+            }
+        }
+    }
+
+    /// Reads until the answer to `id` (other messages are dropped).
+    pub async fn response(mut self, id: &Value) -> Result<Value, ServerError> {
+        while let Some(m) = self.next().await? {
+            if m.get("id") == Some(id) && (m.get("result").is_some() || m.get("error").is_some()) {
+                return Ok(m);
+            }
+        }
+        Err(ServerError::Garbled("the stream ended without an answer"))
+    }
+}
+
+impl Server {
+    /// Weir's client for `spec`; `quick` bounds list calls and handshakes.
+    pub fn new(spec: &McpServerSpec, quick: Duration) -> Self {
+        let headers = spec
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.as_str()).ok()?))
+            })
+            .collect();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        Self {
+            name: spec.name.clone(),
+            url: spec.url.parse().unwrap_or_default(),
+            headers,
+            configured: spec.era,
+            era: OnceCell::new(),
+            shared: Mutex::new(None),
+            client: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(http),
+            ids: AtomicU64::new(1),
+            quick,
+        }
+    }
+
+    /// A fresh request id of Weir's.
+    pub fn next_id(&self) -> Value {
+        json!(format!("weir-{}", self.ids.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// The revision it speaks, asked once (a server that cannot be reached is asked again
+    /// next time).
+    pub async fn era(&self) -> Result<Era, ServerError> {
+        match self.configured {
+            McpEra::Sessionful => return Ok(Era::Sessionful),
+            McpEra::Stateless => return Ok(Era::Stateless),
+            McpEra::Auto => {}
+        }
+        self.era
+            .get_or_try_init(|| async {
+                let id = self.next_id();
+                let discover = json!({"jsonrpc": "2.0", "id": id, "method": "server/discover", "params": {}});
+                match self.exchange(&discover, Era::Stateless, None).await {
+                    Ok(a) => match a.response(&id).await {
+                        Ok(m) if m.get("result").is_some() => Ok(Era::Stateless),
+                        Ok(_) | Err(ServerError::Garbled(_)) => Ok(Era::Sessionful),
+                        Err(e) => Err(e),
+                    },
+                    Err(ServerError::Status(_) | ServerError::Garbled(_)) => Ok(Era::Sessionful),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    /// Starts a session (sessionful servers): `initialize`, then `notifications/initialized`.
+    pub async fn initialize(&self) -> Result<String, ServerError> {
+        let id = self.next_id();
+        let init = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+            "protocolVersion": wire::SESSIONFUL,
+            "capabilities": {},
+            "clientInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")},
+        }});
+        let a = self.exchange(&init, Era::Sessionful, None).await?;
+        let session = a.session.clone().ok_or(ServerError::Garbled("initialize gave no Mcp-Session-Id"))?;
+        let m = a.response(&id).await?;
+        if m.get("result").is_none() {
+            return Err(ServerError::Garbled("initialize was refused"));
+        }
+        let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        self.exchange(&done, Era::Sessionful, Some(&session)).await?;
+        Ok(session)
+    }
+
+    /// The session for clients without one of their own, started when first needed;
+    /// `renew` replaces one the server has ended.
+    pub async fn shared_session(&self, renew: bool) -> Result<String, ServerError> {
+        if !renew && let Some(s) = self.shared.lock().clone() {
+            return Ok(s);
+        }
+        let s = self.initialize().await?;
+        *self.shared.lock() = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Ends a session (best effort).
+    pub async fn end(&self, session: &str) {
+        let req = self.request(Method::DELETE, Era::Sessionful, Some(session), None, Bytes::new());
+        let _ = tokio::time::timeout(self.quick, self.client.request(req)).await;
+    }
+
+    /// Sends `msg` in `era` (with `session` when sessionful); the answer's messages follow.
+    pub async fn exchange(&self, msg: &Value, era: Era, session: Option<&str>) -> Result<Answer, ServerError> {
+        let routing = (era == Era::Stateless).then(|| routing_headers(msg)).flatten();
+        let body = Bytes::from(serde_json::to_vec(&envelope(msg, era)).unwrap_or_default());
+        let req = self.request(Method::POST, era, session, routing, body);
+        let rsp = tokio::time::timeout(self.quick.max(Duration::from_secs(30)), self.client.request(req))
+            .await
+            .map_err(|_| ServerError::Timeout(self.quick.max(Duration::from_secs(30))))?
+            .map_err(|e| ServerError::Unreachable(format!("{e:?}")))?;
+        let status = rsp.status();
+        if status == StatusCode::NOT_FOUND && session.is_some() {
+            return Err(ServerError::SessionGone);
+        }
+        let session = rsp.headers().get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let sse = rsp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if status == StatusCode::ACCEPTED {
+            return Ok(Answer { body: None, sse: None, queued: Default::default(), session, streaming: false });
+        }
+        if sse && status.is_success() {
+            let body = Some(rsp.into_body());
+            return Ok(Answer {
+                body,
+                sse: Some(SseReader::default()),
+                queued: Default::default(),
+                session,
+                streaming: true,
+            });
+        }
+        // A JSON answer, or a JSON-RPC error with a 4xx status (stateless servers map codes
+        // to statuses): read it whole, bounded.
+        let bytes = http_body_util::Limited::new(rsp.into_body(), wire::MAX_EVENT)
+            .collect()
+            .await
+            .map_err(|_| ServerError::Garbled("an answer too large or cut short"))?
+            .to_bytes();
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) if v.get("jsonrpc").is_some() => {
+                Ok(Answer { body: None, sse: None, queued: [v].into(), session, streaming: false })
+            }
+            _ if !status.is_success() => Err(ServerError::Status(status)),
+            _ => Err(ServerError::Garbled("a body that is not JSON-RPC")),
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        era: Era,
+        session: Option<&str>,
+        routing: Option<(String, Option<String>)>,
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(self.url.clone())
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .header(header::CONTENT_TYPE, "application/json");
+        match era {
+            Era::Stateless => b = b.header(wire::VERSION_HEADER, wire::STATELESS),
+            Era::Sessionful if session.is_some() => b = b.header(wire::VERSION_HEADER, wire::SESSIONFUL),
+            Era::Sessionful => {}
+        }
+        if let Some(s) = session {
+            b = b.header(wire::SESSION_HEADER, s);
+        }
+        if let Some((m, name)) = routing {
+            b = b.header(wire::METHOD_HEADER, m);
+            if let Some(n) = name {
+                b = b.header(wire::NAME_HEADER, n);
+            }
+        }
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        b.body(Full::new(body)).unwrap_or_default()
+    }
+}
+
+/// `Mcp-Method` and `Mcp-Name` for a stateless request.
+fn routing_headers(msg: &Value) -> Option<(String, Option<String>)> {
+    let method = msg.get("method")?.as_str()?.to_owned();
+    let key = if method == "resources/read" { "uri" } else { "name" };
+    let name = matches!(method.as_str(), "tools/call" | "prompts/get" | "resources/read")
+        .then(|| msg.get("params").and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_owned))
+        .flatten();
+    Some((method, name))
+}
+
+/// `msg` with the `_meta` envelope its era wants: the stateless revision's three keys added,
+/// or removed for a sessionful server.
+fn envelope(msg: &Value, era: Era) -> Value {
+    let mut msg = msg.clone();
+    if msg.get("method").is_none() {
+        return msg;
+    }
+    let Some(params) = msg.as_object_mut().map(|o| o.entry("params").or_insert_with(|| json!({}))) else {
+        return msg;
+    };
+    let Some(params) = params.as_object_mut() else { return msg };
+    let meta = params.entry("_meta").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        match era {
+            Era::Stateless => {
+                meta.insert(wire::META_VERSION.into(), json!(wire::STATELESS));
+                meta.entry(wire::META_CAPABILITIES).or_insert_with(|| json!({}));
+                meta.entry(wire::META_CLIENT)
+                    .or_insert_with(|| json!({"name": "weir", "version": env!("CARGO_PKG_VERSION")}));
+            }
+            Era::Sessionful => {
+                meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+            }
+        }
+        if meta.is_empty() {
+            params.remove("_meta");
+        }
+    }
+    msg
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""An MCP client on the Python SDK (mcp 2.x `mcp.Client`), for the MCP route tests. Connects in
+the given mode, lists tools, makes the given calls and prints one JSON line:
+{"version", "tools": [names], "calls": [{"tool", "text", "error", "progress": [seconds after the
+call began], "took"}]}.
+
+  mcp_client.py --url URL --mode legacy|2026-07-28 [--token T] --call NAME '{"a": 1}' ...
+"""
+
+import argparse
+import json
+import time
+
+import anyio
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+
+async def run(a):
+    headers = {"authorization": f"Bearer {a.token}"} if a.token else {}
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=60.0))
+    out = {"tools": [], "calls": []}
+    async with http, Client(streamable_http_client(a.url, http_client=http), mode=a.mode) as c:
+        out["version"] = c.protocol_version
+        out["tools"] = sorted(t.name for t in (await c.list_tools()).tools)
+        for name, args in a.call:
+            began = time.monotonic()
+            seen = []
+
+            async def progress(p, total, message, seen=seen, began=began):
+                seen.append(round(time.monotonic() - began, 3))
+
+            call = {"tool": name, "progress": seen}
+            try:
+                r = await c.call_tool(name, json.loads(args), progress_callback=progress)
+                call["text"] = " ".join(x.text for x in r.content if getattr(x, "text", None))
+                call["is_error"] = bool(r.is_error)
+            except MCPError as e:
+                call["error"] = {"code": e.code, "message": e.error.message}
+            call["took"] = round(time.monotonic() - began, 3)
+            out["calls"].append(call)
+    print(json.dumps(out))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--mode", choices=["legacy", "2026-07-28", "auto"], required=True)
+    p.add_argument("--token")
+    p.add_argument("--call", nargs=2, action="append", default=[], metavar=("TOOL", "ARGS"))
+    anyio.run(run, p.parse_args())
+
+
+if __name__ == "__main__":
+    main()
