@@ -5,6 +5,7 @@
 #   redis-server               the cluster-wide rate limit tests
 #   nginx, haproxy             the adapters' tests (the control plane driving them)
 #   chromium, chromium-driver, selenium (pip)   the dashboard test (a real browser, headless)
+#   mcp 2.x (pip)                               the MCP route tests (the SDK's client and servers)
 #   etcd, protoc               the etcd store (built with --all-features) and its tests
 #   python3 grpcio             the control-plane protocol test (a Python grpcio client)
 #   kubectl, kubernetes-validate  rendering and validating deploy/k8s (tests/deploy.rs)
@@ -65,6 +66,12 @@ deps_check() {
     python3 -m pip install --quiet opentelemetry-proto 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages opentelemetry-proto 2>/dev/null \
       || deps_note "no opentelemetry-proto: the tracing test will fail"
+  fi
+  if ! python3 -c "import mcp.server.mcpserver" 2>/dev/null; then
+    deps_note "installing the MCP Python SDK (pip mcp 2.x), for the MCP route tests"
+    python3 -m pip install --quiet "mcp==2.3.0" 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages "mcp==2.3.0" 2>/dev/null \
+      || deps_note "no mcp SDK: the MCP route tests will fail"
   fi
   if ! python3 -c "import selenium" 2>/dev/null; then
     deps_note "installing selenium (pip), for the dashboard test"

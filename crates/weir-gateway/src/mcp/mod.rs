@@ -116,7 +116,7 @@ impl McpRoute {
             Some(v) if wire::HANDSHAKE.contains(&v) => self.sessionful(headers, msg, caller).await,
             Some(wire::STATELESS) => self.stateless(headers, msg, caller).await,
             Some(v) => {
-                let id = msg.id.clone().unwrap_or(Value::Null);
+                let id = msg.id.unwrap_or(Value::Null);
                 let data = json!({"supported": [wire::STATELESS, wire::SESSIONFUL], "requested": v});
                 rpc_error(
                     StatusCode::BAD_REQUEST,
@@ -167,7 +167,7 @@ impl McpRoute {
             "capabilities": {"tools": {"listChanged": false}},
             "serverInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")},
         });
-        let mut rsp = json_response(StatusCode::OK, &wire::result(id, result));
+        let mut rsp = json_response(StatusCode::OK, &wire::result(id, &result));
         if let Ok(v) = HeaderValue::try_from(sid) {
             rsp.headers_mut().insert(wire::SESSION_HEADER, v);
         }
@@ -198,8 +198,8 @@ impl McpRoute {
         };
         let stateless = matches!(scope, Scope::Stateless);
         let reply = match msg.method.as_str() {
-            "ping" => Reply::Json(wire::result(&id, json!({}))),
-            "server/discover" if stateless => Reply::Json(wire::result(&id, discover())),
+            "ping" => Reply::Json(wire::result(&id, &json!({}))),
+            "server/discover" if stateless => Reply::Json(wire::result(&id, &discover())),
             "tools/list" => {
                 let mut result = json!({"tools": self.tools(scope, caller).await});
                 if stateless {
@@ -208,7 +208,7 @@ impl McpRoute {
                     result["ttlMs"] = json!(0);
                     result["cacheScope"] = json!("private");
                 }
-                Reply::Json(wire::result(&id, result))
+                Reply::Json(wire::result(&id, &result))
             }
             "tools/call" => self.call(scope, caller, id.clone(), msg.params).await,
             _ => Reply::Error(id.clone(), Code::MethodNotFound, "Method not found".into()),

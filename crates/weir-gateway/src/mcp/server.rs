@@ -96,7 +96,7 @@ impl Answer {
             let frame = frame.map_err(|e| ServerError::Unreachable(e.to_string()))?;
             let Ok(data) = frame.into_data() else { continue };
             match &mut self.sse {
-                Some(r) => self.queued.extend(r.push(&data).map_err(|()| ServerError::Garbled("an endless event"))?),
+                Some(r) => self.queued.extend(r.push(&data).map_err(|_| ServerError::Garbled("an endless event"))?),
                 None => return Err(ServerError::Garbled("a JSON answer read as a stream")),
             }
         }

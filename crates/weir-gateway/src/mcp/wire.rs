@@ -51,7 +51,7 @@ pub fn error(id: &Value, code: Code, message: &str) -> Value {
 }
 
 /// A JSON-RPC result answer to `id`.
-pub fn result(id: &Value, result: Value) -> Value {
+pub fn result(id: &Value, result: &Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
@@ -115,10 +115,15 @@ pub struct SseReader {
 /// Past this, an event that never ends is refused rather than buffered.
 pub const MAX_EVENT: usize = 4 << 20;
 
+/// An event grew past [`MAX_EVENT`].
+#[derive(Debug, thiserror::Error)]
+#[error("an event stream event is over 4 MiB")]
+pub struct EventTooLarge;
+
 impl SseReader {
     /// Feeds a chunk; returns the messages it completed, or `Err` when an event grows past
     /// [`MAX_EVENT`].
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Value>, ()> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Value>, EventTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         let mut start = 0;
@@ -138,7 +143,7 @@ impl SseReader {
         }
         self.buf.drain(..start);
         if self.buf.len() + self.data.len() > MAX_EVENT {
-            return Err(());
+            return Err(EventTooLarge);
         }
         Ok(out)
     }

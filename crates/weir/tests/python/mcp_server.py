@@ -12,6 +12,7 @@ wipe() (for deny rules). Streamable HTTP at /mcp on 127.0.0.1:PORT.
 
 import argparse
 import json
+import socket
 
 import anyio
 import uvicorn
@@ -94,13 +95,19 @@ class Era:
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int, default=0, help="0: any free port (printed as `port N`)")
     p.add_argument("--name", default="fixture")
     p.add_argument("--only", choices=["both", "legacy", "modern"], default="both")
     p.add_argument("--log")
     a = p.parse_args()
     app = build(a.name).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
-    uvicorn.run(Era(app, a.only, a.log), host="127.0.0.1", port=a.port, log_level="warning")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", a.port))
+    sock.listen(128)  # connections wait in the backlog until uvicorn serves
+    print(f"port {sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(Era(app, a.only, a.log), log_level="warning")
+    anyio.run(uvicorn.Server(config).serve, [sock])
 
 
 if __name__ == "__main__":

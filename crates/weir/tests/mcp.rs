@@ -1,0 +1,280 @@
+//! MCP routes end to end, with the Python SDK's real client and servers (mcp 2.x): clients of
+//! either revision reach servers of either revision through one federated endpoint, a tool's
+//! progress arrives as it happens, denied tools are hidden and refused, the client's token
+//! never reaches a server, a session continues on another replica and after a restart, and a
+//! server that dies drops out of the list and comes back.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Client, Weir, python, python_paths, run_python, wait_until};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef-test";
+const SECRET: &str = "an-hs256-secret-of-the-mcp-test";
+
+/// A fixture MCP server (tests/python/mcp_server.py).
+struct Fixture {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start(name: &str, only: &str, port: u16) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let (script, _) = python_paths("mcp_server.py");
+        let mut child = python()
+            .args([&script, "--name", name, "--only", only, "--port", &port.to_string(), "--log"])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs (scripts/deps.sh installs the mcp SDK)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+            panic!("the fixture printed no port ({line:?}): pip install 'mcp==2.3.0'");
+        });
+        Fixture { child, port, log, _dir: dir }
+    }
+
+    /// Every request it received: (method, headers).
+    fn requests(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(servers: &[(&str, &Fixture)], extra: &str) -> String {
+    let list: String =
+        servers.iter().map(|(n, f)| format!("        - {{ name: {n}, url: \"{}\" }}\n", f.url())).collect();
+    format!(
+        "listeners:\n  - {{ name: main, address: 127.0.0.1:0 }}\nadmin: {{ address: 127.0.0.1:0 }}\nroutes:\n  - name: tools\n    match: {{ path: {{ exact: /mcp }} }}\n    mcp:\n      session_key: \"{KEY}\"\n      list_timeout: 2s\n      servers:\n{list}{extra}"
+    )
+}
+
+fn token(role: &str) -> String {
+    let claims = json!({"sub": "agent-7", "role": role, "exp": 4_000_000_000u64});
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+async fn client(weir: &Weir, mode: &str, token: &str, calls: &[(&str, Value)]) -> Value {
+    let mut args = vec!["--url".into(), weir.url("/mcp"), "--mode".into(), mode.into(), "--token".into(), token.into()];
+    for (tool, a) in calls {
+        args.extend(["--call".into(), (*tool).into(), a.to_string()]);
+    }
+    run_python("mcp_client.py", args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_either_revision_reach_servers_of_either_revision_through_one_endpoint() {
+    // `math` speaks only the handshake revision, `next` only the stateless one.
+    let (math, next) = (Fixture::start("math", "legacy", 0), Fixture::start("next", "modern", 0));
+    let policy = format!(
+        "      tools:\n        deny: [\"*__wipe\"]\n        rules:\n          - {{ tools: [\"*__whoami\"], claims: {{ role: admin }} }}\n    plugins:\n      - name: jwt-auth\n        config:\n          keys: [{{ alg: HS256, secret: {SECRET} }}]\n"
+    );
+    let weir = Weir::start(&config(&[("math", &math), ("next", &next)], &policy));
+    let calls = [
+        ("math__add", json!({"a": 2, "b": 3})),
+        ("next__slow", json!({"steps": 5, "interval_ms": 200})),
+        ("math__slow", json!({"steps": 3, "interval_ms": 200})),
+        ("next__wipe", json!({})),
+        ("math__whoami", json!({})),
+    ];
+    for mode in ["legacy", "2026-07-28"] {
+        let out = client(&weir, mode, &token("user"), &calls).await;
+        let want = if mode == "legacy" { "2025-11-25" } else { "2026-07-28" };
+        assert_eq!(out["version"], want, "{out}");
+        let tools: Vec<&str> = out["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(
+            tools,
+            ["math__add", "math__slow", "next__add", "next__slow"],
+            "denied and ruled-out tools are hidden: {out}"
+        );
+        let c = &out["calls"];
+        assert_eq!(c[0]["text"], "5", "{out}");
+        for (i, steps, server) in [(1, 5, "next"), (2, 3, "math")] {
+            assert_eq!(c[i]["text"], format!("{server} done after {steps} steps"), "{out}");
+            let p: Vec<f64> = c[i]["progress"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert_eq!(p.len(), steps, "every progress notification arrives: {out}");
+            // Incrementally: the first long before the answer, then one every ~200 ms.
+            assert!(p[0] < 0.15, "the first progress arrives at once, not buffered: {p:?}");
+            for w in p.windows(2) {
+                assert!(w[1] - w[0] > 0.1, "progress arrives as it happens: {p:?}");
+            }
+        }
+        for i in [3, 4] {
+            assert_eq!(c[i]["error"]["code"], -32602, "refused: {out}");
+        }
+    }
+    // Without a token, the route's jwt-auth answers before MCP does.
+    let mut http = Client::connect(weir.addr).await;
+    let rsp = http
+        .try_send("POST", "/mcp", &[("content-type", "application/json")], Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 401);
+    // Neither server ever saw the client's token; each was spoken to in its own revision.
+    for (f, versioned) in [(&math, "mcp-session-id"), (&next, "mcp-method")] {
+        let reqs = f.requests();
+        assert!(!reqs.is_empty());
+        assert!(reqs.iter().all(|r| r["headers"].get("authorization").is_none()), "a token leaked: {reqs:?}");
+        assert!(reqs.iter().any(|r| r["headers"].get(versioned).is_some()), "{reqs:?}");
+    }
+    let (_, metrics) = common::get(weir.admin, "/metrics", &[]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let line = |tool: &str, outcome: &str| {
+        format!(
+            "weir_mcp_tool_calls_total{{route=\"tools\",server=\"{}\",tool=\"{tool}\",outcome=\"{outcome}\"}} 2",
+            &tool[..4]
+        )
+    };
+    for (tool, outcome) in
+        [("math__add", "ok"), ("next__slow", "ok"), ("next__wipe", "refused"), ("math__whoami", "refused")]
+    {
+        assert!(metrics.contains(&line(tool, outcome)), "{}\n{metrics}", line(tool, outcome));
+    }
+    assert!(
+        metrics.contains(
+            "weir_mcp_tool_call_duration_seconds_count{route=\"tools\",server=\"next\",tool=\"next__slow\"} 2"
+        )
+    );
+    // An admin may use the tools the rule holds back.
+    let out = client(&weir, "2026-07-28", &token("admin"), &[("math__whoami", json!({}))]).await;
+    assert_eq!(out["calls"][0]["text"], "math", "{out}");
+}
+
+/// POSTs one JSON-RPC message in the handshake revision; returns status, session id, body.
+async fn post(addr: SocketAddr, session: Option<&str>, msg: Value) -> (u16, Option<String>, String) {
+    let mut c = Client::connect(addr).await;
+    let mut headers = vec![("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+    if let Some(s) = session {
+        headers.extend([("mcp-session-id", s), ("mcp-protocol-version", "2025-11-25")]);
+    }
+    let rsp = c.try_send("POST", "/mcp", &headers, Bytes::from(msg.to_string())).await.unwrap();
+    let status = rsp.status().as_u16();
+    let sid = rsp.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned());
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, sid, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// How many sessions were begun with `f` (an `initialize` carries no session or version header).
+fn initializes(f: &Fixture) -> usize {
+    let h = |r: &Value, name: &str| r["headers"].get(name).is_some();
+    f.requests()
+        .iter()
+        .filter(|r| r["method"] == "POST" && !h(r, "mcp-session-id") && !h(r, "mcp-protocol-version"))
+        .count()
+}
+
+fn whoami(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "math__whoami", "arguments": {}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_continues_on_another_replica_and_after_a_restart() {
+    let math = Fixture::start("math", "legacy", 0);
+    let yaml = config(&[("math", &math)], "");
+    let (a, b) = (Weir::start(&yaml), Weir::start(&yaml));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let (status, sid, body) = post(a.addr, None, init.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let sid = sid.expect("initialize hands out a session id");
+    assert!(body.contains("\"protocolVersion\":\"2025-11-25\""), "{body}");
+    let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(a.addr, Some(&sid), done).await.0, 202);
+    // The other replica continues the session: the id carries the upstream session.
+    let sessions_before = initializes(&math);
+    let (status, echoed, body) = post(b.addr, Some(&sid), whoami(2)).await;
+    assert_eq!((status, echoed.as_deref()), (200, Some(sid.as_str())), "{body}");
+    assert!(body.contains("\"text\":\"math\""), "{body}");
+    let sessions_after = initializes(&math);
+    assert_eq!(sessions_before, sessions_after, "no new upstream session was begun");
+    // So does a restarted gateway.
+    drop(a);
+    let a = Weir::start(&yaml);
+    let (status, _, body) = post(a.addr, Some(&sid), whoami(3)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"text\":\"math\""), "{body}");
+    // A forged or unknown id is not a session.
+    let mut forged = sid.clone();
+    forged.replace_range(forged.len() - 2.., if sid.ends_with("AA") { "BB" } else { "AA" });
+    assert_eq!(post(b.addr, Some(&forged), whoami(4)).await.0, 404);
+    let (status, _, body) = post(b.addr, None, whoami(5)).await;
+    assert_eq!(status, 400, "no session id: {body}");
+    // The server's own session ends (it restarts): Weir begins a new one for this client.
+    let port = math.port;
+    drop(math);
+    let math = Fixture::start("math", "legacy", port);
+    let (status, _, body) = post(b.addr, Some(&sid), whoami(6)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"text\":\"math\""), "{body}");
+    assert_eq!(initializes(&math), 1, "a new session was begun");
+    let (status, sid2, _) = post(b.addr, None, init).await;
+    assert_eq!(status, 200);
+    let sid2 = sid2.unwrap();
+    assert!(post(a.addr, Some(&sid2), whoami(7)).await.2.contains("\"text\":\"math\""));
+    // DELETE ends it, with the server too.
+    let mut c = Client::connect(b.addr).await;
+    let rsp = c.try_send("DELETE", "/mcp", &[("mcp-session-id", &sid2)], Bytes::new()).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(post(b.addr, Some(&sid2), whoami(8)).await.0, 404);
+    assert!(math.requests().iter().any(|r| r["method"] == "DELETE"), "the server's session was ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_drops_out_of_the_list_and_comes_back() {
+    let (math, next) = (Fixture::start("math", "both", 0), Fixture::start("next", "both", 0));
+    let weir = Weir::start(&config(&[("math", &math), ("next", &next)], ""));
+    let names = |out: &Value| {
+        out["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let out = client(&weir, "2026-07-28", "x", &[]).await;
+    assert_eq!(names(&out).len(), 8, "{out}");
+    let port = next.port;
+    drop(next);
+    // The dead server's tools drop out; the other's still answer.
+    let out = client(
+        &weir,
+        "2026-07-28",
+        "x",
+        &[("math__add", json!({"a": 1, "b": 1})), ("next__add", json!({"a": 1, "b": 1}))],
+    )
+    .await;
+    assert_eq!(names(&out), ["math__add", "math__slow", "math__whoami", "math__wipe"], "{out}");
+    assert_eq!(out["calls"][0]["text"], "2", "{out}");
+    assert!(out["calls"][1]["error"].is_object() || out["calls"][1]["is_error"] == true, "{out}");
+    assert!(weir.wait_log("its tools are left out", Duration::from_secs(5)).await, "{}", weir.logs());
+    let (_, metrics) = common::get(weir.admin, "/metrics", &[]).await;
+    assert!(
+        String::from_utf8_lossy(&metrics)
+            .contains("weir_mcp_server_unavailable_total{route=\"tools\",server=\"next\"}")
+    );
+    // Back on its port: its tools come back.
+    let _next = Fixture::start("next", "both", port);
+    wait_until("the restarted server's tools are listed again", Duration::from_secs(10), || async {
+        names(&client(&weir, "2026-07-28", "x", &[]).await).len() == 8
+    })
+    .await;
+}
