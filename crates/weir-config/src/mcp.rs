@@ -97,6 +97,21 @@ pub struct ToolPolicySpec {
     /// Tools only some callers may use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<ToolRuleSpec>,
+    /// Rate limits on calls of some tools, counted per tool and caller (as `key` says). Only
+    /// `tools/call` counts: `initialize` and lists never do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<ToolLimitSpec>,
+}
+
+/// A rate limit on calls of some tools.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolLimitSpec {
+    /// The tools it limits; each tool has its own count.
+    pub tools: Vec<String>,
+    /// The limit, as the `rate-limit` plugin takes it (`requests`, `window`, `key`, `policy`,
+    /// `redis_url`, `on_redis_error`).
+    pub rate: crate::plugins::RateLimitConfig,
 }
 
 /// Tools only callers that pass this rule may use.
@@ -156,6 +171,16 @@ pub(crate) fn check(errs: &mut Errors, at: &str, m: &McpSpec) {
     for (i, r) in m.tools.rules.iter().enumerate() {
         if r.tools.is_empty() {
             errs.push(format!("{at}.mcp.tools.rules[{i}].tools"), "name the tools this rule governs");
+        }
+    }
+    for (i, l) in m.tools.limits.iter().enumerate() {
+        let here = format!("{at}.mcp.tools.limits[{i}]");
+        if l.tools.is_empty() {
+            errs.push(format!("{here}.tools"), "name the tools this limit counts");
+        }
+        l.rate.check(errs, &format!("{here}.rate"));
+        if matches!(l.rate.key, crate::plugins::RateLimitKey::Header(_)) {
+            errs.push(format!("{here}.rate.key"), "a tool limit counts per client_ip, consumer or claim");
         }
     }
 }

@@ -271,7 +271,11 @@ async fn serve_mcp(
         return rsp;
     }
     trace.consumer = fcx.consumer.clone();
-    let caller = crate::mcp::policy::Caller { consumer: fcx.consumer.clone(), claims: fcx.claims.clone() };
+    let caller = crate::mcp::policy::Caller {
+        client: Some(conn.client.ip()),
+        consumer: fcx.consumer.clone(),
+        claims: fcx.claims.clone(),
+    };
     mcp.serve(parts, body, caller).await
 }
 

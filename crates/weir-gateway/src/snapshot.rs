@@ -94,8 +94,13 @@ impl CompileError {
     }
 
     fn plugin(route: &str, plugin: &str, e: crate::filter::BuildError) -> Self {
+        Self::in_route(route, format!("plugins.{plugin}"), e)
+    }
+
+    /// `e`, built from the config at `field` of `route`.
+    fn in_route(route: &str, field: String, e: crate::filter::BuildError) -> Self {
         let sub = e.field();
-        let field = if sub.is_empty() { format!("plugins.{plugin}") } else { format!("plugins.{plugin}.{sub}") };
+        let field = if sub.is_empty() { field } else { format!("{field}.{sub}") };
         Self { resource: Some(ResourceKey::new(Kind::Route, route)), field, cause: Box::new(e.into()) }
     }
 
@@ -142,7 +147,7 @@ impl Snapshot {
         for (i, r) in spec.routes.iter().enumerate() {
             let plugins = cfg.route_plugins(i);
             let old = prev.and_then(|p| p.routes.get(r.name.as_str()));
-            let target = target(r, &upstreams, old.map(|o| &o.route.target), metrics);
+            let target = target(r, &upstreams, old.map(|o| &o.route.target), metrics)?;
             if let Some(old) = old.filter(|o| o.reusable(r, plugins, &target)) {
                 states.push(old.clone());
                 continue;
@@ -223,14 +228,17 @@ fn target(
     upstreams: &HashMap<Arc<str>, Arc<Upstream>>,
     old: Option<&Target>,
     metrics: &Arc<Metrics>,
-) -> Target {
+) -> Result<Target, CompileError> {
     if let Some(m) = &r.mcp {
-        return match old {
+        return Ok(match old {
             Some(Target::Mcp(kept)) if kept.spec == *m => Target::Mcp(kept.clone()),
-            _ => Target::Mcp(Arc::new(crate::mcp::McpRoute::new(&r.name, m, metrics))),
-        };
+            _ => Target::Mcp(Arc::new(
+                crate::mcp::McpRoute::new(&r.name, m, metrics)
+                    .map_err(|(i, e)| CompileError::in_route(&r.name, format!("mcp.tools.limits[{i}].rate"), e))?,
+            )),
+        });
     }
-    match &r.upstream {
+    Ok(match &r.upstream {
         Some(name) => Target::One(upstreams[name.as_str()].clone()),
         None => {
             let backends: Vec<_> = r
@@ -242,7 +250,7 @@ fn target(
             let total = backends.iter().map(|(_, w)| w).sum();
             Target::Split { backends, total }
         }
-    }
+    })
 }
 
 #[cfg(test)]

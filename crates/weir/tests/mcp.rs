@@ -91,7 +91,7 @@ async fn clients_of_either_revision_reach_servers_of_either_revision_through_one
     // `math` speaks only the handshake revision, `next` only the stateless one.
     let (math, next) = (Fixture::start("math", "legacy", 0), Fixture::start("next", "modern", 0));
     let policy = format!(
-        "      tools:\n        deny: [\"*__wipe\"]\n        rules:\n          - {{ tools: [\"*__whoami\"], claims: {{ role: admin }} }}\n    plugins:\n      - name: jwt-auth\n        config:\n          keys: [{{ alg: HS256, secret: {SECRET} }}]\n"
+        "      tools:\n        deny: [\"*__wipe\"]\n        rules:\n          - {{ tools: [\"*__whoami\"], claims: {{ role: admin }} }}\n        limits:\n          - {{ tools: [\"*__add\"], rate: {{ requests: 2, window: 1h, key: {{ consumer: {{}} }} }} }}\n    plugins:\n      - name: jwt-auth\n        config:\n          keys: [{{ alg: HS256, secret: {SECRET} }}]\n"
     );
     let weir = Weir::start(&config(&[("math", &math), ("next", &next)], &policy));
     let calls = [
@@ -159,6 +159,21 @@ async fn clients_of_either_revision_reach_servers_of_either_revision_through_one
             "weir_mcp_tool_call_duration_seconds_count{route=\"tools\",server=\"next\",tool=\"next__slow\"} 2"
         )
     );
+    // Two calls of math__add per caller an hour: the third is refused, and only that tool's
+    // count is spent (next__add has its own; lists and initialize never counted).
+    let out = client(
+        &weir,
+        "legacy",
+        &token("user"),
+        &[("math__add", json!({"a": 1, "b": 1})), ("next__add", json!({"a": 1, "b": 1}))],
+    )
+    .await;
+    assert_eq!(out["calls"][0]["error"]["code"], -32000, "{out}");
+    assert!(
+        out["calls"][0]["error"]["message"].as_str().unwrap().contains("rate limit exceeded for math__add"),
+        "{out}"
+    );
+    assert_eq!(out["calls"][1]["text"], "2", "{out}");
     // An admin may use the tools the rule holds back.
     let out = client(&weir, "2026-07-28", &token("admin"), &[("math__whoami", json!({}))]).await;
     assert_eq!(out["calls"][0]["text"], "math", "{out}");

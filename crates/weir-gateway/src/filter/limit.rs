@@ -24,7 +24,7 @@ use crate::view::RequestView;
 
 /// What a request is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
+pub(crate) enum Key {
     Ip(IpAddr),
     Text(Bytes),
     None,
@@ -83,7 +83,7 @@ fn local(quota: Quota, window: Duration) -> Counts {
 }
 
 impl RateLimit {
-    pub(super) fn new(c: &RateLimitConfig, route: &str, errors: Counter) -> Result<Self, BuildError> {
+    pub(crate) fn new(c: &RateLimitConfig, route: &str, errors: Counter) -> Result<Self, BuildError> {
         let requests = NonZeroU32::new(c.requests).unwrap_or(NonZeroU32::MIN);
         let period = (c.window.get() / requests.get()).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(requests)).allow_burst(requests);
@@ -157,36 +157,78 @@ impl RateLimit {
     }
 
     pub(super) async fn on_request(&self, req: &RequestView<'_>, cx: &FilterCx) -> Outcome {
-        let key = self.key(req, cx);
+        match self.admit(&self.key(req, cx)).await {
+            Admit::Allowed { remaining } => self.allowed(remaining),
+            Admit::Refused { wait } => self.refused(wait),
+            Admit::Unavailable { deny: false } => Outcome::done(),
+            Admit::Unavailable { deny: true } => Outcome::Respond(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rate_limit_unavailable",
+                "rate limiter unavailable",
+            )),
+        }
+    }
+
+    /// Counts one request under `key`.
+    pub(crate) async fn admit(&self, key: &Key) -> Admit {
         let limiter = match &self.counts {
             Counts::Local { limiter, .. } => limiter,
             Counts::Redis { limiter: redis, on_error, errors } => {
-                let text = match &key {
+                let text = match key {
                     Key::Ip(ip) => ip.to_string(),
                     Key::Text(b) => String::from_utf8_lossy(b).into_owned(),
                     Key::None => String::new(),
                 };
                 return match redis.check(&text).await {
-                    Ok(Verdict::Allowed { remaining }) => self.allowed(remaining),
-                    Ok(Verdict::Refused { retry_after }) => self.refused(retry_after),
+                    Ok(Verdict::Allowed { remaining }) => Admit::Allowed { remaining },
+                    Ok(Verdict::Refused { retry_after }) => Admit::Refused { wait: retry_after },
                     Err(e) => {
                         errors.inc();
                         tracing::warn!(error = %e, "rate-limit: Redis unavailable");
-                        match on_error {
-                            OnRedisError::Allow => Outcome::done(),
-                            OnRedisError::Deny => Outcome::Respond(reply(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "rate_limit_unavailable",
-                                "rate limiter unavailable",
-                            )),
-                        }
+                        Admit::Unavailable { deny: *on_error == OnRedisError::Deny }
                     }
                 };
             }
         };
-        match limiter.check_key(&key) {
-            Ok(snap) => self.allowed(snap.remaining_burst_capacity()),
-            Err(not_until) => self.refused(not_until.wait_time_from(DefaultClock::default().now())),
+        match limiter.check_key(key) {
+            Ok(snap) => Admit::Allowed { remaining: snap.remaining_burst_capacity() },
+            Err(not_until) => Admit::Refused { wait: not_until.wait_time_from(DefaultClock::default().now()) },
         }
     }
+
+    /// The key of `scope` (an MCP tool) for a caller known by its IP, consumer and claims:
+    /// each scope counts apart.
+    pub(crate) fn scoped_key(&self, scope: &str, caller: &crate::mcp::policy::Caller) -> Key {
+        let who = match &self.key {
+            RateLimitKey::ClientIp(_) => caller.client.map(|ip| ip.to_string()).unwrap_or_default(),
+            RateLimitKey::Header(_) => String::new(),
+            RateLimitKey::Consumer(_) => caller.consumer.as_deref().unwrap_or("").to_owned(),
+            RateLimitKey::Claim(name) => match caller.claims.as_ref().and_then(|c| c.get(name.as_str())) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            },
+        };
+        Key::Text(Bytes::from(format!("{scope}\n{who}")))
+    }
+}
+
+/// What counting one request said.
+#[derive(Debug)]
+pub(crate) enum Admit {
+    /// Let through; this many are left in the window.
+    Allowed {
+        /// Requests left.
+        remaining: u32,
+    },
+    /// Over the limit until `wait` has passed.
+    Refused {
+        /// Until the next request would pass.
+        wait: Duration,
+    },
+    /// Redis did not answer; `deny` says whether to refuse.
+    Unavailable {
+        /// `on_redis_error: deny`.
+        deny: bool,
+    },
 }

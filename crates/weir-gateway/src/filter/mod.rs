@@ -16,7 +16,7 @@ mod auth;
 mod build;
 mod jwks;
 mod jwt;
-mod limit;
+pub(crate) mod limit;
 mod log;
 mod redis_limit;
 mod transform;

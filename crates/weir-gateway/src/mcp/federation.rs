@@ -162,6 +162,10 @@ impl McpRoute {
             return Reply::Error(id, Code::InvalidParams, format!("Unknown tool: {exposed}"));
         };
         let srv = &self.servers[i];
+        if let Some(why) = self.limited(&exposed, caller).await {
+            self.metrics.mcp_call(&self.route, &srv.name, &exposed, "limited", None);
+            return Reply::Error(id, Code::Limited, why);
+        }
         let up_id = srv.next_id();
         let mut p = params;
         p["name"] = json!(own);
@@ -184,6 +188,27 @@ impl McpRoute {
         let stateless = matches!(scope, Scope::Stateless);
         let call = Call { route: self.clone(), server: i, tool: exposed, started, up_id, id, stateless };
         if answer.streaming { Reply::Stream(call.stream(answer)) } else { call.once(answer).await }
+    }
+}
+
+impl McpRoute {
+    /// Why `caller` may not call `tool` now, when a tool limit is spent.
+    async fn limited(&self, tool: &str, caller: &Caller) -> Option<String> {
+        use crate::filter::limit::Admit;
+        for (tools, counts) in &self.limits {
+            if !tools.iter().any(|g| weir_config::mcp::glob(g, tool)) {
+                continue;
+            }
+            match counts.admit(&counts.scoped_key(tool, caller)).await {
+                Admit::Allowed { .. } | Admit::Unavailable { deny: false } => {}
+                Admit::Refused { wait } => {
+                    let secs = wait.as_secs_f64().ceil().max(1.0);
+                    return Some(format!("rate limit exceeded for {tool}; retry in {secs}s"));
+                }
+                Admit::Unavailable { deny: true } => return Some(format!("the rate limiter of {tool} is unavailable")),
+            }
+        }
+        None
     }
 }
 

@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use weir_config::mcp::{McpSpec, NamePolicy};
 
 use crate::body::GatewayBody;
+use crate::filter::BuildError;
 use crate::metrics::Metrics;
 use federation::{Reply, Scope};
 use policy::{Caller, Policy};
@@ -54,6 +55,8 @@ pub struct McpRoute {
     /// Sessions a client ended here (DELETE).
     ended: moka::sync::Cache<String, ()>,
     metrics: Arc<Metrics>,
+    /// `tools.limits`: the tools each counts, and its counts.
+    limits: Vec<(Vec<String>, crate::filter::limit::RateLimit)>,
     idle: Duration,
     keepalive: Duration,
 }
@@ -65,8 +68,9 @@ impl std::fmt::Debug for McpRoute {
 }
 
 impl McpRoute {
-    /// The route `name` for `spec`.
-    pub fn new(name: &str, spec: &McpSpec, metrics: &Arc<Metrics>) -> Self {
+    /// The route `name` for `spec`; fails when a tool limit cannot be built (its index and
+    /// why).
+    pub fn new(name: &str, spec: &McpSpec, metrics: &Arc<Metrics>) -> Result<Self, (usize, BuildError)> {
         let quick = spec.list_timeout.map_or(Duration::from_secs(5), |d| d.get());
         if spec.session_key.is_none() {
             tracing::warn!(
@@ -75,7 +79,17 @@ impl McpRoute {
             );
         }
         let idle = spec.idle_timeout.map_or(Duration::from_secs(300), |d| d.get());
-        Self {
+        let mut limits = Vec::with_capacity(spec.tools.limits.len());
+        for (i, l) in spec.tools.limits.iter().enumerate() {
+            let counts = crate::filter::limit::RateLimit::new(
+                &l.rate,
+                &format!("{name}:mcp:{i}"),
+                metrics.plugin_error_counter("mcp-tool-limit"),
+            )
+            .map_err(|e| (i, e))?;
+            limits.push((l.tools.clone(), counts));
+        }
+        Ok(Self {
             spec: spec.clone(),
             route: name.into(),
             servers: spec.servers.iter().map(|s| Arc::new(Server::new(s, quick))).collect(),
@@ -86,9 +100,10 @@ impl McpRoute {
             late: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
             ended: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(86_400)).build(),
             metrics: metrics.clone(),
+            limits,
             idle,
             keepalive: idle.min(Duration::from_secs(15)),
-        }
+        })
     }
 
     /// Answers one HTTP request to the endpoint.

@@ -10,6 +10,8 @@ use weir_config::mcp::{ToolPolicySpec, glob};
 /// Who is asking, as the route's authentication plugins found out.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
+    /// The client's address.
+    pub client: Option<std::net::IpAddr>,
     /// The consumer (key-auth, or a JWT's consumer claim).
     pub consumer: Option<Arc<str>>,
     /// The verified JWT claims.

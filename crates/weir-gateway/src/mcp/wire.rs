@@ -39,6 +39,8 @@ pub enum Code {
     InvalidParams = -32602,
     /// Weir's own failure (no server answered).
     Internal = -32603,
+    /// A tool limit is spent (implementation-defined server error).
+    Limited = -32000,
     /// A routing header does not match the body (stateless revision).
     HeaderMismatch = -32020,
     /// The client asked for a revision Weir does not speak.
