@@ -35,6 +35,47 @@ pub struct McpSpec {
     /// route's `timeout` never cuts a live stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<HumanDuration>,
+    /// Weir as an OAuth 2.1 resource server for this endpoint, as the MCP authorization spec
+    /// asks: bearer tokens for `resource` only, and protected resource metadata that tells
+    /// clients where to get them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<McpAuthSpec>,
+}
+
+/// OAuth 2.1 resource-server settings of an MCP route.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpAuthSpec {
+    /// This endpoint's canonical URL, e.g. `https://mcp.example.com/mcp`: a token's `aud`
+    /// must name it, and its metadata is served at
+    /// `/.well-known/oauth-protected-resource/mcp`.
+    pub resource: String,
+    /// Authorization servers that issue tokens for it (listed in the metadata).
+    pub authorization_servers: Vec<String>,
+    /// Scopes a token must carry (its `scope` claim, space-separated, or `scp` list); a token
+    /// without them gets 403 `insufficient_scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// How tokens are verified, as the `jwt-auth` plugin takes it (`keys` or `jwks_url`,
+    /// `issuer`, …); the audience is always `resource`.
+    pub verify: crate::plugins::JwtAuthConfig,
+}
+
+impl McpAuthSpec {
+    /// Where its metadata is served: `/.well-known/oauth-protected-resource` and the path of
+    /// `resource` (RFC 9728).
+    pub fn metadata_path(&self) -> String {
+        let rest = self.resource.split_once("://").map_or("", |(_, r)| r);
+        let path = rest.find('/').map_or("", |i| &rest[i..]);
+        format!("/.well-known/oauth-protected-resource{}", path.trim_end_matches('/'))
+    }
+
+    /// The metadata's full URL, for `WWW-Authenticate`.
+    pub fn metadata_url(&self) -> String {
+        let (scheme, rest) = self.resource.split_once("://").unwrap_or(("https", &self.resource));
+        let authority = rest.split('/').next().unwrap_or("");
+        format!("{scheme}://{authority}{}", self.metadata_path())
+    }
 }
 
 /// One MCP server behind a route.
@@ -173,6 +214,16 @@ pub(crate) fn check(errs: &mut Errors, at: &str, m: &McpSpec) {
             errs.push(format!("{at}.mcp.tools.rules[{i}].tools"), "name the tools this rule governs");
         }
     }
+    if let Some(a) = &m.auth {
+        let ok = ["https://", "http://"].iter().any(|p| a.resource.strip_prefix(p).is_some_and(|r| !r.is_empty()));
+        if !ok || a.resource.contains('#') {
+            errs.push(format!("{at}.mcp.auth.resource"), "write this endpoint's URL, e.g. https://mcp.example.com/mcp");
+        }
+        if a.authorization_servers.is_empty() {
+            errs.push(format!("{at}.mcp.auth.authorization_servers"), "name at least one authorization server");
+        }
+        a.verify.check(errs, &format!("{at}.mcp.auth.verify"));
+    }
     for (i, l) in m.tools.limits.iter().enumerate() {
         let here = format!("{at}.mcp.tools.limits[{i}]");
         if l.tools.is_empty() {
@@ -204,6 +255,16 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::glob;
+
+    #[test]
+    fn metadata_lives_beside_the_resource() {
+        let a: super::McpAuthSpec = serde_json::from_value(serde_json::json!({
+            "resource": "https://mcp.example.com/tools/mcp", "authorization_servers": ["https://idp"],
+            "verify": {"keys": []}}))
+        .unwrap();
+        assert_eq!(a.metadata_path(), "/.well-known/oauth-protected-resource/tools/mcp");
+        assert_eq!(a.metadata_url(), "https://mcp.example.com/.well-known/oauth-protected-resource/tools/mcp");
+    }
 
     #[test]
     fn globs() {

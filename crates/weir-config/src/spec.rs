@@ -196,7 +196,7 @@ pub struct RouteSpec {
     /// Weir answers the Model Context Protocol itself and federates these MCP servers
     /// (exclusive with `upstream` and `backends`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mcp: Option<crate::mcp::McpSpec>,
+    pub mcp: Option<Box<crate::mcp::McpSpec>>,
     /// Weighted upstreams for a canary split, e.g. v1 90 / v2 10 (exclusive with `upstream`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<BackendSpec>,

@@ -202,6 +202,12 @@ async fn proxy(
     started: Instant,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     check_request(&req, &conn)?;
+    if !snap.well_known.is_empty()
+        && req.method() == Method::GET
+        && let Some(m) = snap.well_known.get(req.uri().path())
+    {
+        return Ok(m.metadata());
+    }
     let route = route_of(snap, &req)?;
     trace.route = Some(route.clone());
     if let Some(tracer) = &snap.tracer {

@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Request spans, when `tracing:` is configured.
     pub tracer: Option<Arc<Tracer>>,
+    /// MCP routes that check tokens, by the path of their protected resource metadata.
+    pub well_known: HashMap<String, Arc<crate::mcp::McpRoute>>,
 }
 
 impl Default for Snapshot {
@@ -56,6 +58,7 @@ impl Default for Snapshot {
             metrics,
             access_log: false,
             tracer: None,
+            well_known: HashMap::new(),
         }
     }
 }
@@ -187,8 +190,16 @@ impl Snapshot {
                 })?)),
             },
         };
+        let well_known = routes
+            .values()
+            .filter_map(|st| match &st.route.target {
+                Target::Mcp(m) => Some((m.metadata_path()?, m.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             version,
+            well_known,
             tracer,
             router,
             upstreams,
@@ -231,7 +242,7 @@ fn target(
 ) -> Result<Target, CompileError> {
     if let Some(m) = &r.mcp {
         return Ok(match old {
-            Some(Target::Mcp(kept)) if kept.spec == *m => Target::Mcp(kept.clone()),
+            Some(Target::Mcp(kept)) if kept.spec == **m => Target::Mcp(kept.clone()),
             _ => Target::Mcp(Arc::new(
                 crate::mcp::McpRoute::new(&r.name, m, metrics)
                     .map_err(|(i, e)| CompileError::in_route(&r.name, format!("mcp.tools.limits[{i}].rate"), e))?,

@@ -73,9 +73,7 @@ fn config(servers: &[(&str, &Fixture)], extra: &str) -> String {
 }
 
 fn token(role: &str) -> String {
-    let claims = json!({"sub": "agent-7", "role": role, "exp": 4_000_000_000u64});
-    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    signed(&json!({"sub": "agent-7", "role": role, "exp": 4_000_000_000u64}))
 }
 
 async fn client(weir: &Weir, mode: &str, token: &str, calls: &[(&str, Value)]) -> Value {
@@ -292,4 +290,71 @@ async fn a_server_that_dies_drops_out_of_the_list_and_comes_back() {
         names(&client(&weir, "2026-07-28", "x", &[]).await).len() == 8
     })
     .await;
+}
+
+fn signed(claims: &Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_is_an_oauth_resource_server() {
+    let math = Fixture::start("math", "both", 0);
+    let auth = format!(
+        "      auth:\n        resource: https://mcp.test/mcp\n        authorization_servers: [https://idp.test]\n        scopes: [tools]\n        verify: {{ keys: [{{ alg: HS256, secret: {SECRET} }}], issuer: https://idp.test }}\n"
+    );
+    let weir = Weir::start(&config(&[("math", &math)], &auth));
+    let metadata_url = "https://mcp.test/.well-known/oauth-protected-resource/mcp";
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let attempt = |token: Option<String>| {
+        let init = init.clone();
+        async move {
+            let mut c = Client::connect(weir.addr).await;
+            let bearer = token.map(|t| format!("Bearer {t}"));
+            let mut headers =
+                vec![("content-type", "application/json"), ("accept", "application/json, text/event-stream")];
+            if let Some(b) = &bearer {
+                headers.push(("authorization", b));
+            }
+            let rsp = c.try_send("POST", "/mcp", &headers, Bytes::from(init.to_string())).await.unwrap();
+            let challenge = rsp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+            (rsp.status().as_u16(), challenge.unwrap_or_default())
+        }
+    };
+    // No token: 401, pointing at the metadata, which Weir serves.
+    let (status, challenge) = attempt(None).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")), "{challenge}");
+    let (status, body) = common::get(weir.addr, "/.well-known/oauth-protected-resource/mcp", &[]).await;
+    assert_eq!(status, 200);
+    let meta: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(meta["resource"], "https://mcp.test/mcp");
+    assert_eq!(meta["authorization_servers"], json!(["https://idp.test"]));
+    let exp = 4_000_000_000u64;
+    // A token for another resource, or from another issuer: 401 invalid_token.
+    for claims in [
+        json!({"sub": "a", "iss": "https://idp.test", "aud": "https://other.test/mcp", "scope": "tools", "exp": exp}),
+        json!({"sub": "a", "iss": "https://evil.test", "aud": "https://mcp.test/mcp", "scope": "tools", "exp": exp}),
+    ] {
+        let (status, challenge) = attempt(Some(signed(&claims))).await;
+        assert_eq!(status, 401);
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    }
+    // The right audience without the scope: 403 insufficient_scope, naming the scope.
+    let (status, challenge) = attempt(Some(signed(
+        &json!({"sub": "a", "iss": "https://idp.test", "aud": "https://mcp.test/mcp", "scope": "read", "exp": exp}),
+    )))
+    .await;
+    assert_eq!(status, 403);
+    assert!(challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"tools\""), "{challenge}");
+    // A good token: the SDK's client works, and the server never sees the token.
+    let good = signed(
+        &json!({"sub": "a", "iss": "https://idp.test", "aud": "https://mcp.test/mcp", "scope": "read tools", "exp": exp}),
+    );
+    for mode in ["legacy", "2026-07-28"] {
+        let out = client(&weir, mode, &good, &[("math__add", json!({"a": 20, "b": 22}))]).await;
+        assert_eq!(out["calls"][0]["text"], "42", "{out}");
+    }
+    assert!(math.requests().iter().all(|r| r["headers"].get("authorization").is_none()));
 }

@@ -91,7 +91,7 @@ fn key_from_config(
 
 impl JwtAuth {
     /// Compiles the filter; fails when a PEM key cannot be read or parsed.
-    pub(super) fn new(c: &JwtAuthConfig) -> Result<Self, BuildError> {
+    pub(crate) fn new(c: &JwtAuthConfig) -> Result<Self, BuildError> {
         let mut keys = Vec::new();
         for (index, k) in c.keys.iter().enumerate() {
             let alg: Algorithm = k.alg.parse().map_err(|_| BuildError::Algorithm { index, alg: k.alg.clone() })?;
@@ -221,6 +221,12 @@ impl JwtAuth {
             }
         }
         Err(last)
+    }
+
+    /// The claims of `token` once verified (signature, expiry, issuer, audience, required
+    /// claims), or why not.
+    pub(crate) async fn claims_of(&self, token: &str) -> Result<Arc<Map<String, Value>>, String> {
+        self.verify(token).await.map(|v| v.claims.clone())
     }
 
     pub(super) async fn on_request(&self, req: &RequestView<'_>) -> Outcome {

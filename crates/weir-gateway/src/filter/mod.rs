@@ -15,7 +15,7 @@ mod access;
 mod auth;
 mod build;
 mod jwks;
-mod jwt;
+pub(crate) mod jwt;
 pub(crate) mod limit;
 mod log;
 mod redis_limit;

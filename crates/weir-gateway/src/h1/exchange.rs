@@ -187,7 +187,13 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             b.edits.clear();
             snap.router.find(&view_of(&b.read, head, &b.fields, Edits::none())).cloned()
         };
-        let Some(route) = route else { return self.fail(ProxyError::NoRoute, head).await };
+        let Some(route) = route else {
+            // MCP routes' OAuth metadata is served on hyper's path.
+            if !snap.well_known.is_empty() {
+                return Outcome { status: 0, done: Done::Handoff };
+            }
+            return self.fail(ProxyError::NoRoute, head).await;
+        };
         t.route = Some(route.clone());
         if let (Some(limit), Framing::Length(n)) = (route.max_body_size, head.framing)
             && n > limit

@@ -8,6 +8,7 @@
 //! across servers, [`server`] is the client for one server, [`policy`] decides tool access,
 //! [`session`] seals ids, [`wire`] holds the message and event-stream formats.
 
+pub mod auth;
 pub mod federation;
 pub mod policy;
 pub mod server;
@@ -55,6 +56,8 @@ pub struct McpRoute {
     /// Sessions a client ended here (DELETE).
     ended: moka::sync::Cache<String, ()>,
     metrics: Arc<Metrics>,
+    /// `auth`: bearer tokens checked as a resource server.
+    guard: Option<auth::Guard>,
     /// `tools.limits`: the tools each counts, and its counts.
     limits: Vec<(Vec<String>, crate::filter::limit::RateLimit)>,
     idle: Duration,
@@ -68,9 +71,9 @@ impl std::fmt::Debug for McpRoute {
 }
 
 impl McpRoute {
-    /// The route `name` for `spec`; fails when a tool limit cannot be built (its index and
-    /// why).
-    pub fn new(name: &str, spec: &McpSpec, metrics: &Arc<Metrics>) -> Result<Self, (usize, BuildError)> {
+    /// The route `name` for `spec`; fails when a tool limit or the token check cannot be
+    /// built (the field under the route, and why).
+    pub fn new(name: &str, spec: &McpSpec, metrics: &Arc<Metrics>) -> Result<Self, (String, BuildError)> {
         let quick = spec.list_timeout.map_or(Duration::from_secs(5), |d| d.get());
         if spec.session_key.is_none() {
             tracing::warn!(
@@ -86,10 +89,13 @@ impl McpRoute {
                 &format!("{name}:mcp:{i}"),
                 metrics.plugin_error_counter("mcp-tool-limit"),
             )
-            .map_err(|e| (i, e))?;
+            .map_err(|e| (format!("mcp.tools.limits[{i}].rate"), e))?;
             limits.push((l.tools.clone(), counts));
         }
+        let guard =
+            spec.auth.as_ref().map(auth::Guard::new).transpose().map_err(|e| ("mcp.auth.verify".to_owned(), e))?;
         Ok(Self {
+            guard,
             spec: spec.clone(),
             route: name.into(),
             servers: spec.servers.iter().map(|s| Arc::new(Server::new(s, quick))).collect(),
@@ -106,8 +112,30 @@ impl McpRoute {
         })
     }
 
+    /// Where its protected resource metadata is served, when it checks tokens.
+    pub fn metadata_path(&self) -> Option<String> {
+        self.spec.auth.as_ref().map(weir_config::mcp::McpAuthSpec::metadata_path)
+    }
+
+    /// Its protected resource metadata (404 when it checks no tokens).
+    pub fn metadata(&self) -> Response<GatewayBody> {
+        match &self.guard {
+            Some(g) => g.metadata(),
+            None => plain(StatusCode::NOT_FOUND, "no metadata"),
+        }
+    }
+
     /// Answers one HTTP request to the endpoint.
-    pub async fn serve(self: &Arc<Self>, parts: Parts, body: Incoming, caller: Caller) -> Response<GatewayBody> {
+    pub async fn serve(self: &Arc<Self>, parts: Parts, body: Incoming, mut caller: Caller) -> Response<GatewayBody> {
+        if let Some(g) = &self.guard {
+            match g.check(&parts.headers).await {
+                Ok(claims) => {
+                    caller.consumer = claims.get("sub").and_then(Value::as_str).map(Arc::from).or(caller.consumer);
+                    caller.claims = Some(claims);
+                }
+                Err(refused) => return refused,
+            }
+        }
         match parts.method {
             Method::POST => self.post(&parts.headers, body, &caller).await,
             Method::GET => self.get(&parts.headers),
