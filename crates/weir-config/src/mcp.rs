@@ -84,8 +84,13 @@ impl McpAuthSpec {
 pub struct McpServerSpec {
     /// Its name: the prefix of its tools' names (`NAME__tool`) and a metrics label.
     pub name: String,
-    /// Its Streamable HTTP endpoint, e.g. `http://127.0.0.1:9000/mcp`.
-    pub url: String,
+    /// Its Streamable HTTP endpoint, e.g. `http://127.0.0.1:9000/mcp` (or `command`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A command Weir starts and supervises, speaking MCP on its stdin and stdout, e.g.
+    /// `[python3, server.py]` (or `url`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
     /// The protocol revision it speaks; `auto` asks it (`server/discover`) and falls back to
     /// the `initialize` handshake.
     #[serde(default)]
@@ -187,9 +192,16 @@ pub(crate) fn check(errs: &mut Errors, at: &str, m: &McpSpec) {
         if !seen.insert(s.name.as_str()) {
             errs.push(format!("{here}.name"), format!("server {:?} is listed twice", s.name));
         }
-        let authority = s.url.strip_prefix("http://").map(|r| r.split('/').next().unwrap_or(""));
-        if !authority.is_some_and(|a| !a.is_empty() && !a.contains(char::is_whitespace)) {
-            errs.push(format!("{here}.url"), "write an http:// URL, e.g. http://127.0.0.1:9000/mcp");
+        match (&s.url, s.command.is_empty()) {
+            (Some(url), true) => {
+                let authority = url.strip_prefix("http://").map(|r| r.split('/').next().unwrap_or(""));
+                if !authority.is_some_and(|a| !a.is_empty() && !a.contains(char::is_whitespace)) {
+                    errs.push(format!("{here}.url"), "write an http:// URL, e.g. http://127.0.0.1:9000/mcp");
+                }
+            }
+            (None, false) => {}
+            (Some(_), false) => errs.push(here.clone(), "give either `url` or `command`, not both"),
+            (None, true) => errs.push(here.clone(), "give the server's `url`, or a `command` that runs it on stdio"),
         }
         for k in s.headers.keys() {
             let token =

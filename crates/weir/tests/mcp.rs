@@ -358,3 +358,55 @@ async fn the_endpoint_is_an_oauth_resource_server() {
     }
     assert!(math.requests().iter().all(|r| r["headers"].get("authorization").is_none()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
+    let math = Fixture::start("math", "both", 0);
+    let (script, _) = python_paths("mcp_server.py");
+    let py = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
+    let stdio = format!("        - {{ name: files, command: [\"{py}\", \"{script}\", --name, files-stdio, --stdio] }}\n");
+    let yaml = config(&[("math", &math)], "").replace("      servers:\n", &format!("      servers:\n{stdio}"));
+    let weir = Weir::start(&yaml);
+    let out = client(
+        &weir,
+        "2026-07-28",
+        "x",
+        &[("files__slow", json!({"steps": 3, "interval_ms": 200})), ("files__whoami", json!({}))],
+    )
+    .await;
+    assert_eq!(out["tools"].as_array().unwrap().len(), 8, "{out}");
+    let p = out["calls"][0]["progress"].as_array().unwrap().clone();
+    assert_eq!(p.len(), 3, "progress from a stdio server arrives too: {out}");
+    assert!(p[0].as_f64().unwrap() < 0.15 && p[2].as_f64().unwrap() > 0.3, "as it happens: {p:?}");
+    assert_eq!(out["calls"][1]["text"], "files-stdio", "{out}");
+    // Kill the stdio server while one of its tools runs: that call fails, the other server's
+    // calls still answer, and the next use starts it again.
+    let run = tokio::spawn({
+        let url = weir.url("/mcp");
+        async move {
+            let args = [
+                "--url",
+                &url,
+                "--mode",
+                "legacy",
+                "--call",
+                "files__slow",
+                r#"{"steps": 20, "interval_ms": 200}"#,
+                "--call",
+                "math__add",
+                r#"{"a": 1, "b": 1}"#,
+            ];
+            run_python("mcp_client.py", args.iter().map(|s| (*s).to_owned()).collect()).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = std::process::Command::new("pkill").args(["-KILL", "-f", "--", "--name files-stdio --stdio"]).status().unwrap();
+    assert!(killed.success(), "the stdio server was running");
+    let out = run.await.unwrap();
+    assert!(out["calls"][0]["error"].is_object(), "the call in flight fails: {out}");
+    assert!(out["calls"][0]["took"].as_f64().unwrap() < 3.5, "at once, not at the end of its steps: {out}");
+    assert_eq!(out["calls"][1]["text"], "2", "{out}");
+    assert!(weir.wait_log("an MCP stdio server exited", Duration::from_secs(5)).await, "{}", weir.logs());
+    let out = client(&weir, "2026-07-28", "x", &[("files__whoami", json!({}))]).await;
+    assert_eq!(out["calls"][0]["text"], "files-stdio", "started again: {out}");
+}

@@ -13,7 +13,7 @@ use weir_config::mcp::NamePolicy;
 
 use super::McpRoute;
 use super::policy::Caller;
-use super::server::{Answer, Era, ServerError};
+use super::server::{Answer, ServerError};
 use super::session::Session;
 use super::wire::{self, Code};
 
@@ -36,7 +36,7 @@ impl McpRoute {
     /// The session to use with server `i` for `scope` (`None`: a stateless server).
     async fn session_for(&self, scope: &Scope, i: usize, renew: bool) -> Result<Option<String>, ServerError> {
         let srv = &self.servers[i];
-        if srv.era().await? == Era::Stateless {
+        if !srv.has_sessions().await? {
             return Ok(None);
         }
         match scope {
@@ -169,6 +169,8 @@ impl McpRoute {
         let up_id = srv.next_id();
         let mut p = params;
         p["name"] = json!(own);
+        // The server sees Weir's token, so clients sharing it never see each other's progress.
+        let token = p.pointer_mut("/_meta/progressToken").map(|t| std::mem::replace(t, up_id.clone()));
         let msg = json!({"jsonrpc": "2.0", "id": up_id, "method": "tools/call", "params": p});
         let started = Instant::now();
         let answer = match self.send(scope, i, &msg).await {
@@ -186,7 +188,7 @@ impl McpRoute {
             }
         };
         let stateless = matches!(scope, Scope::Stateless);
-        let call = Call { route: self.clone(), server: i, tool: exposed, started, up_id, id, stateless };
+        let call = Call { route: self.clone(), server: i, tool: exposed, started, up_id, id, token, stateless };
         if answer.streaming { Reply::Stream(call.stream(answer)) } else { call.once(answer).await }
     }
 }
@@ -233,6 +235,8 @@ struct Call {
     started: Instant,
     up_id: Value,
     id: Value,
+    /// The client's progress token, given back on progress notifications.
+    token: Option<Value>,
     /// The client speaks the stateless revision, whose results say they are complete.
     stateless: bool,
 }
@@ -240,6 +244,11 @@ struct Call {
 impl Call {
     /// `m` as the client should see it: its own request id back.
     fn restore(&self, mut m: Value) -> Value {
+        if let (Some(token), Some(t)) = (&self.token, m.pointer_mut("/params/progressToken"))
+            && *t == self.up_id
+        {
+            *t = token.clone();
+        }
         if m.get("id") == Some(&self.up_id) {
             m["id"] = self.id.clone();
             if self.stateless
@@ -308,7 +317,11 @@ impl Call {
                             break outcome;
                         }
                     }
-                    Ok(None) | Err(_) => break "unavailable",
+                    Ok(None) | Err(_) => {
+                        let why = "the MCP server's answer broke off (it stopped or went away)";
+                        let _ = tx.send(wire::sse_event(&wire::error(&self.id, Code::Internal, why))).await;
+                        break "unavailable";
+                    }
                 }
             };
             self.record(outcome);

@@ -6,13 +6,14 @@
 //! Owns: the HTTP side of an MCP endpoint (POST, GET, DELETE; the era of each request; the
 //! stateless revision's header checks; sealed session ids). [`federation`] lists and calls
 //! across servers, [`server`] is the client for one server, [`policy`] decides tool access,
-//! [`session`] seals ids, [`wire`] holds the message and event-stream formats.
+//! [`stdio`] runs servers that are commands, [`session`] seals ids, [`wire`] holds the message and event-stream formats.
 
 pub mod auth;
 pub mod federation;
 pub mod policy;
 pub mod server;
 pub mod session;
+pub mod stdio;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -197,8 +198,8 @@ impl McpRoute {
         // Every sessionful server gets its session now, so the sealed id carries them all and
         // any replica can continue; one that is down is begun later, when first needed.
         let begun = futures_util::future::join_all(self.servers.iter().map(|s| async move {
-            match s.era().await {
-                Ok(server::Era::Sessionful) => s.initialize().await.ok().map(|up| (s.name.clone(), up)),
+            match s.has_sessions().await {
+                Ok(true) => s.initialize().await.ok().map(|up| (s.name.clone(), up)),
                 _ => None,
             }
         }))

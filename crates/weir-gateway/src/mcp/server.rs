@@ -67,12 +67,16 @@ pub struct Server {
     ids: AtomicU64,
     /// Deadline for a list call or a handshake.
     pub quick: Duration,
+    /// Set for a server Weir runs itself (`command`).
+    stdio: Option<super::stdio::Stdio>,
 }
 
 /// The messages of one answer, as they arrive.
 #[derive(Debug)]
 pub struct Answer {
     body: Option<Incoming>,
+    /// A stdio server's messages for this request.
+    chan: Option<tokio::sync::mpsc::Receiver<Value>>,
     sse: Option<SseReader>,
     queued: std::collections::VecDeque<Value>,
     /// The `Mcp-Session-Id` the server gave, if any.
@@ -87,6 +91,9 @@ impl Answer {
         loop {
             if let Some(v) = self.queued.pop_front() {
                 return Ok(Some(v));
+            }
+            if let Some(c) = self.chan.as_mut() {
+                return Ok(c.recv().await);
             }
             let Some(body) = self.body.as_mut() else { return Ok(None) };
             let Some(frame) = body.frame().await else {
@@ -128,7 +135,8 @@ impl Server {
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         Self {
             name: spec.name.clone(),
-            url: spec.url.parse().unwrap_or_default(),
+            url: spec.url.as_deref().and_then(|u| u.parse().ok()).unwrap_or_default(),
+            stdio: (!spec.command.is_empty()).then(|| super::stdio::Stdio::new(&spec.name, &spec.command)),
             headers,
             configured: spec.era,
             era: OnceCell::new(),
@@ -147,6 +155,9 @@ impl Server {
     /// The revision it speaks, asked once (a server that cannot be reached is asked again
     /// next time).
     pub async fn era(&self) -> Result<Era, ServerError> {
+        if self.stdio.is_some() {
+            return Ok(Era::Sessionful);
+        }
         match self.configured {
             McpEra::Sessionful => return Ok(Era::Sessionful),
             McpEra::Stateless => return Ok(Era::Stateless),
@@ -206,8 +217,26 @@ impl Server {
         let _ = tokio::time::timeout(self.quick, self.client.request(req)).await;
     }
 
+    /// Whether Weir holds sessions with it (sessionful HTTP servers; a stdio server's process
+    /// is its one session).
+    pub async fn has_sessions(&self) -> Result<bool, ServerError> {
+        Ok(self.stdio.is_none() && self.era().await? == Era::Sessionful)
+    }
+
+    /// Sends `msg` to a stdio server; a request's answer (and its progress, when it asked
+    /// for some) arrive as a stream of messages.
+    async fn exchange_stdio(&self, stdio: &super::stdio::Stdio, msg: &Value) -> Result<Answer, ServerError> {
+        let id = msg.get("id").and_then(Value::as_str);
+        let chan = Some(stdio.send(&envelope(msg, Era::Sessionful), id).await?).filter(|_| id.is_some());
+        let streaming = msg.pointer("/params/_meta/progressToken").is_some();
+        Ok(Answer { body: None, chan, sse: None, queued: Default::default(), session: None, streaming })
+    }
+
     /// Sends `msg` in `era` (with `session` when sessionful); the answer's messages follow.
     pub async fn exchange(&self, msg: &Value, era: Era, session: Option<&str>) -> Result<Answer, ServerError> {
+        if let Some(stdio) = &self.stdio {
+            return self.exchange_stdio(stdio, msg).await;
+        }
         let routing = (era == Era::Stateless).then(|| routing_headers(msg)).flatten();
         let body = Bytes::from(serde_json::to_vec(&envelope(msg, era)).unwrap_or_default());
         let req = self.request(Method::POST, era, session, routing, body);
@@ -226,12 +255,20 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("text/event-stream"));
         if status == StatusCode::ACCEPTED {
-            return Ok(Answer { body: None, sse: None, queued: Default::default(), session, streaming: false });
+            return Ok(Answer {
+                body: None,
+                chan: None,
+                sse: None,
+                queued: Default::default(),
+                session,
+                streaming: false,
+            });
         }
         if sse && status.is_success() {
             let body = Some(rsp.into_body());
             return Ok(Answer {
                 body,
+                chan: None,
                 sse: Some(SseReader::default()),
                 queued: Default::default(),
                 session,
@@ -247,7 +284,7 @@ impl Server {
             .to_bytes();
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(v) if v.get("jsonrpc").is_some() => {
-                Ok(Answer { body: None, sse: None, queued: [v].into(), session, streaming: false })
+                Ok(Answer { body: None, chan: None, sse: None, queued: [v].into(), session, streaming: false })
             }
             _ if !status.is_success() => Err(ServerError::Status(status)),
             _ => Err(ServerError::Garbled("a body that is not JSON-RPC")),

@@ -8,6 +8,7 @@ wipe() (for deny rules). Streamable HTTP at /mcp on 127.0.0.1:PORT.
   --only legacy    a handshake-era server (refuses the 2026-07-28 headers, as mcp 1.x servers do)
   --only modern    a 2026-07-28-only server (refuses initialize and the handshake era)
   --log FILE       appends one JSON line per request: method, path and the request's headers
+  --stdio          newline-delimited JSON-RPC on stdin and stdout (a server Weir starts itself)
 """
 
 import argparse
@@ -99,7 +100,10 @@ def main():
     p.add_argument("--name", default="fixture")
     p.add_argument("--only", choices=["both", "legacy", "modern"], default="both")
     p.add_argument("--log")
+    p.add_argument("--stdio", action="store_true", help="speak MCP on stdin and stdout instead")
     a = p.parse_args()
+    if a.stdio:
+        return build(a.name).run("stdio")
     app = build(a.name).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
