@@ -233,7 +233,9 @@ impl Gateway {
         let found = self.discovery.found();
         let next = Snapshot::compile(cfg, Some(&prev), version, &found, &self.metrics, &self.callouts)?;
         self.callouts.set(&next.upstreams);
-        self.state.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.state.store(next.clone());
+        next.serving();
         self.watch_release(Arc::downgrade(&prev));
         Ok(())
     }

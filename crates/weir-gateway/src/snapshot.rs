@@ -119,6 +119,15 @@ impl CompileError {
 }
 
 impl Snapshot {
+    /// Called once it serves: MCP routes that replaced others announce it.
+    pub fn serving(&self) {
+        for st in self.routes.values() {
+            if let Target::Mcp(m) = &st.route.target {
+                m.serving();
+            }
+        }
+    }
+
     /// Compiles `cfg`, reusing unchanged upstreams from `prev`. Needs a Tokio runtime (it
     /// starts health-check tasks for new upstreams). Fails only when a file the config names
     /// (TLS material, JWT keys) cannot be used, naming the resource it is about.
@@ -232,6 +241,14 @@ impl RouteState {
     }
 }
 
+/// The MCP route an old target was, if it was one.
+fn replaced(old: Option<&Target>) -> Option<&crate::mcp::McpRoute> {
+    match old {
+        Some(Target::Mcp(m)) => Some(m),
+        _ => None,
+    }
+}
+
 /// Where route `r` sends traffic; an MCP route keeps its previous compiled form (sessions,
 /// server eras, learned names) while its `mcp` settings are unchanged.
 fn target(
@@ -244,7 +261,7 @@ fn target(
         return Ok(match old {
             Some(Target::Mcp(kept)) if kept.spec == **m => Target::Mcp(kept.clone()),
             _ => Target::Mcp(Arc::new(
-                crate::mcp::McpRoute::new(&r.name, m, metrics)
+                crate::mcp::McpRoute::new(&r.name, m, metrics, replaced(old))
                     .map_err(|(i, e)| CompileError::in_route(&r.name, format!("mcp.tools.limits[{i}].rate"), e))?,
             )),
         });

@@ -364,7 +364,8 @@ async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
     let math = Fixture::start("math", "both", 0);
     let (script, _) = python_paths("mcp_server.py");
     let py = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let stdio = format!("        - {{ name: files, command: [\"{py}\", \"{script}\", --name, files-stdio, --stdio] }}\n");
+    let stdio =
+        format!("        - {{ name: files, command: [\"{py}\", \"{script}\", --name, files-stdio, --stdio] }}\n");
     let yaml = config(&[("math", &math)], "").replace("      servers:\n", &format!("      servers:\n{stdio}"));
     let weir = Weir::start(&yaml);
     let out = client(
@@ -400,7 +401,8 @@ async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
         }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let killed = std::process::Command::new("pkill").args(["-KILL", "-f", "--", "--name files-stdio --stdio"]).status().unwrap();
+    let killed =
+        std::process::Command::new("pkill").args(["-KILL", "-f", "--", "--name files-stdio --stdio"]).status().unwrap();
     assert!(killed.success(), "the stdio server was running");
     let out = run.await.unwrap();
     assert!(out["calls"][0]["error"].is_object(), "the call in flight fails: {out}");
@@ -409,4 +411,50 @@ async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
     assert!(weir.wait_log("an MCP stdio server exited", Duration::from_secs(5)).await, "{}", weir.logs());
     let out = client(&weir, "2026-07-28", "x", &[("files__whoami", json!({}))]).await;
     assert_eq!(out["calls"][0]["text"], "files-stdio", "started again: {out}");
+}
+
+/// Reads an event stream until `needle` arrives (or `within` passes).
+async fn stream_until(body: &mut hyper::body::Incoming, needle: &str, within: Duration) -> bool {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !seen.contains(needle) {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => seen.push_str(&String::from_utf8_lossy(f.data_ref().map_or(&[][..], |d| d))),
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_in_the_servers_is_announced_on_the_session_stream() {
+    let (math, next) = (Fixture::start("math", "both", 0), Fixture::start("next", "both", 0));
+    let weir = Weir::start(&config(&[("math", &math)], ""));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let (status, sid, body) = post(weir.addr, None, init).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"listChanged\":true"), "{body}");
+    let sid = sid.unwrap();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert_eq!(post(weir.addr, Some(&sid), list.clone()).await.2.matches("\"name\":").count(), 4);
+    let mut c = Client::connect(weir.addr).await;
+    let headers =
+        [("mcp-session-id", sid.as_str()), ("accept", "text/event-stream"), ("mcp-protocol-version", "2025-11-25")];
+    let rsp = c.try_send("GET", "/mcp", &headers, Bytes::new()).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.headers()["content-type"], "text/event-stream");
+    let mut stream = rsp.into_body();
+    // The operator adds a server: the open session stream hears of it, and the list has it.
+    weir.write_config(&config(&[("math", &math), ("next", &next)], ""));
+    assert!(
+        stream_until(&mut stream, "notifications/tools/list_changed", Duration::from_secs(10)).await,
+        "list_changed after a reload: {}",
+        weir.logs()
+    );
+    assert_eq!(post(weir.addr, Some(&sid), list.clone()).await.2.matches("\"name\":").count(), 8);
+    // A server going away is announced too (found when the tools are next listed).
+    drop(next);
+    assert_eq!(post(weir.addr, Some(&sid), list).await.2.matches("\"name\":").count(), 4);
+    assert!(stream_until(&mut stream, "notifications/tools/list_changed", Duration::from_secs(5)).await);
 }

@@ -100,7 +100,12 @@ impl McpRoute {
                 out.push(t);
             }
         }
-        *self.names_seen.write() = map;
+        let before = std::mem::replace(&mut *self.names_seen.write(), map);
+        let now = self.names_seen.read();
+        if !before.is_empty() && (before.len() != now.len() || before.keys().any(|k| !now.contains_key(k))) {
+            self.announce();
+        }
+        drop(now);
         out
     }
 

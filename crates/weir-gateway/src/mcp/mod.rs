@@ -63,6 +63,11 @@ pub struct McpRoute {
     limits: Vec<(Vec<String>, crate::filter::limit::RateLimit)>,
     idle: Duration,
     keepalive: Duration,
+    /// Bumped when the set of tools may have changed; session streams announce it. Shared
+    /// with the route this one replaces, so streams opened before a reload hear of it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Built to replace a route with other settings: announce once it serves.
+    replaced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for McpRoute {
@@ -74,7 +79,12 @@ impl std::fmt::Debug for McpRoute {
 impl McpRoute {
     /// The route `name` for `spec`; fails when a tool limit or the token check cannot be
     /// built (the field under the route, and why).
-    pub fn new(name: &str, spec: &McpSpec, metrics: &Arc<Metrics>) -> Result<Self, (String, BuildError)> {
+    pub fn new(
+        name: &str,
+        spec: &McpSpec,
+        metrics: &Arc<Metrics>,
+        replaces: Option<&McpRoute>,
+    ) -> Result<Self, (String, BuildError)> {
         let quick = spec.list_timeout.map_or(Duration::from_secs(5), |d| d.get());
         if spec.session_key.is_none() {
             tracing::warn!(
@@ -110,7 +120,22 @@ impl McpRoute {
             limits,
             idle,
             keepalive: idle.min(Duration::from_secs(15)),
+            changes: replaces.map_or_else(|| Arc::new(tokio::sync::watch::Sender::new(0)), |r| r.changes.clone()),
+            replaced: std::sync::atomic::AtomicBool::new(replaces.is_some()),
         })
+    }
+
+    /// Called once the snapshot holding it serves: a route that replaced another tells the
+    /// open session streams that the tools may have changed.
+    pub fn serving(&self) {
+        if self.replaced.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.announce();
+        }
+    }
+
+    /// Tells every open session stream to list the tools again.
+    fn announce(&self) {
+        self.changes.send_modify(|g| *g += 1);
     }
 
     /// Where its protected resource metadata is served, when it checks tokens.
@@ -208,7 +233,7 @@ impl McpRoute {
         let sid = self.sealer.seal(&session);
         let result = json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": false}},
+            "capabilities": {"tools": {"listChanged": true}},
             "serverInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")},
         });
         let mut rsp = json_response(StatusCode::OK, &wire::result(id, &result));
@@ -260,8 +285,8 @@ impl McpRoute {
         respond(reply, stateless)
     }
 
-    /// GET: the session's stream of server-initiated messages (keep-alive comments; Weir
-    /// sends nothing else on it yet).
+    /// GET: the session's stream of server-initiated messages: `tools/list_changed` when a
+    /// server's tools come or go or the route's servers change, keep-alive comments between.
     fn get(&self, headers: &HeaderMap) -> Response<GatewayBody> {
         if headers.get(wire::VERSION_HEADER).and_then(|v| v.to_str().ok()) == Some(wire::STATELESS) {
             return allow_only();
@@ -280,11 +305,21 @@ impl McpRoute {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let every = self.keepalive;
+        let mut changes = self.changes.subscribe();
+        changes.mark_unchanged();
         tokio::spawn(async move {
+            let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
             loop {
-                tokio::select! {
+                let send = tokio::select! {
                     () = tx.closed() => return,
-                    () = tokio::time::sleep(every) => if tx.send(Bytes::from_static(b": keep-alive\r\n\r\n")).await.is_err() { return },
+                    r = changes.changed() => match r {
+                        Ok(()) => changed.clone(),
+                        Err(_) => return,
+                    },
+                    () = tokio::time::sleep(every) => Bytes::from_static(b": keep-alive\r\n\r\n"),
+                };
+                if tx.send(send).await.is_err() {
+                    return;
                 }
             }
         });
