@@ -458,3 +458,35 @@ async fn a_change_in_the_servers_is_announced_on_the_session_stream() {
     assert_eq!(post(weir.addr, Some(&sid), list).await.2.matches("\"name\":").count(), 4);
     assert!(stream_until(&mut stream, "notifications/tools/list_changed", Duration::from_secs(5)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_and_resources_are_federated_too() {
+    let (math, next) = (Fixture::start("math", "legacy", 0), Fixture::start("next", "modern", 0));
+    let weir = Weir::start(&config(&[("math", &math), ("next", &next)], ""));
+    for mode in ["legacy", "2026-07-28"] {
+        let url = weir.url("/mcp");
+        let args = [
+            "--url",
+            &url,
+            "--mode",
+            mode,
+            "--catalog",
+            "--get",
+            "math__greet",
+            r#"{"who": "ann"}"#,
+            "--get",
+            "next__greet",
+            r#"{"who": "bo"}"#,
+            "--read",
+            "fixture://next/readme",
+            "--read",
+            "fixture://math/items/7",
+        ];
+        let out = run_python("mcp_client.py", args.iter().map(|s| (*s).to_owned()).collect()).await;
+        assert_eq!(out["prompts"], json!(["math__greet", "next__greet"]), "{out}");
+        assert_eq!(out["resources"], json!(["fixture://math/readme", "fixture://next/readme"]), "{out}");
+        assert_eq!(out["templates"], json!(["fixture://math/items/{item}", "fixture://next/items/{item}"]), "{out}");
+        assert_eq!(out["got"], json!(["Hello ann from math", "Hello bo from next"]), "{out}");
+        assert_eq!(out["read"], json!(["readme of next", "math item 7"]), "{out}");
+    }
+}

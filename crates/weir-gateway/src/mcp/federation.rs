@@ -29,6 +29,55 @@ pub enum Scope {
 /// Separates a server's name from its tool's in exposed names.
 pub const SEPARATOR: &str = "__";
 
+/// What a list federates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `tools/list`, `tools/call`.
+    Tools,
+    /// `prompts/list`, `prompts/get`.
+    Prompts,
+    /// `resources/list`, `resources/read`.
+    Resources,
+    /// `resources/templates/list`.
+    Templates,
+}
+
+impl Kind {
+    /// The list method.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The result's array.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::Templates => "resourceTemplates",
+        }
+    }
+
+    /// The field that names an item.
+    fn id_field(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::Templates => "uriTemplate",
+        }
+    }
+
+    /// Whether items are exposed under `SERVER__` names (a resource keeps its URI).
+    fn prefixed(self) -> bool {
+        matches!(self, Self::Tools | Self::Prompts)
+    }
+}
+
 /// How many pages of a list Weir follows per server.
 const MAX_PAGES: usize = 10;
 
@@ -72,11 +121,12 @@ impl McpRoute {
         }
     }
 
-    /// Every tool of every answering server, under exposed names, that `caller` may use.
-    pub(super) async fn tools(&self, scope: &Scope, caller: &Caller) -> Vec<Value> {
+    /// Every item of `kind` of every answering server, under exposed names; tools only when
+    /// `caller` may use them.
+    pub(super) async fn list(&self, kind: Kind, scope: &Scope, caller: &Caller) -> Vec<Value> {
         let lists = join_all((0..self.servers.len()).map(|i| async move {
             let srv = &self.servers[i];
-            match tokio::time::timeout(srv.quick, self.list_of(scope, i)).await {
+            match tokio::time::timeout(srv.quick, self.list_of(kind, scope, i)).await {
                 Ok(Ok(tools)) => Some(tools),
                 Ok(Err(e)) => self.unavailable(i, &e.to_string()),
                 Err(_) => self.unavailable(i, &format!("no list within {:?}", srv.quick)),
@@ -87,25 +137,29 @@ impl McpRoute {
         let mut out = Vec::new();
         for (i, tools) in lists.into_iter().enumerate() {
             for mut t in tools.into_iter().flatten() {
-                let Some(own) = t.get("name").and_then(Value::as_str).map(str::to_owned) else { continue };
+                let field = kind.id_field();
+                let Some(own) = t.get(field).and_then(Value::as_str).map(str::to_owned) else { continue };
                 let exposed = match self.names {
+                    _ if !kind.prefixed() => own.clone(),
                     NamePolicy::FirstWins if !map.contains_key(&own) => own.clone(),
                     _ => format!("{}{SEPARATOR}{own}", self.servers[i].name),
                 };
-                if map.contains_key(&exposed) || !self.policy.permits(&exposed, caller) {
+                if map.contains_key(&exposed) || (kind == Kind::Tools && !self.policy.permits(&exposed, caller)) {
                     continue;
                 }
-                t["name"] = json!(exposed);
+                t[field] = json!(exposed);
                 map.insert(exposed, (i, own));
                 out.push(t);
             }
         }
-        let before = std::mem::replace(&mut *self.names_seen.write(), map);
-        let now = self.names_seen.read();
-        if !before.is_empty() && (before.len() != now.len() || before.keys().any(|k| !now.contains_key(k))) {
+        let mut seen = self.names_seen.write();
+        let before = seen.insert(kind, map).unwrap_or_default();
+        let now = &seen[&kind];
+        let changed = before.len() != now.len() || before.keys().any(|k| !now.contains_key(k));
+        drop(seen);
+        if kind == Kind::Tools && !before.is_empty() && changed {
             self.announce();
         }
-        drop(now);
         out
     }
 
@@ -116,17 +170,21 @@ impl McpRoute {
         None
     }
 
-    async fn list_of(&self, scope: &Scope, i: usize) -> Result<Vec<Value>, ServerError> {
+    async fn list_of(&self, kind: Kind, scope: &Scope, i: usize) -> Result<Vec<Value>, ServerError> {
         let srv = &self.servers[i];
         let mut tools = Vec::new();
         let mut cursor = None;
         for _ in 0..MAX_PAGES {
             let id = srv.next_id();
             let params = cursor.take().map_or_else(|| json!({}), |c: Value| json!({"cursor": c}));
-            let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params});
+            let msg = json!({"jsonrpc": "2.0", "id": id, "method": kind.method(), "params": params});
             let m = self.send(scope, i, &msg).await?.response(&id).await?;
-            let result = m.get("result").ok_or(ServerError::Garbled("tools/list was refused"))?;
-            tools.extend(result.get("tools").and_then(Value::as_array).cloned().unwrap_or_default());
+            if m.pointer("/error/code") == Some(&json!(Code::MethodNotFound as i64)) {
+                // A server without prompts or resources has none to list.
+                return Ok(tools);
+            }
+            let result = m.get("result").ok_or(ServerError::Garbled("a list was refused"))?;
+            tools.extend(result.get(kind.key()).and_then(Value::as_array).cloned().unwrap_or_default());
             match result.get("nextCursor") {
                 Some(c) if !c.is_null() => cursor = Some(c.clone()),
                 _ => break,
@@ -135,48 +193,78 @@ impl McpRoute {
         Ok(tools)
     }
 
-    /// The server and own name of the tool exposed as `exposed`.
-    async fn owner(&self, scope: &Scope, caller: &Caller, exposed: &str) -> Option<(usize, String)> {
-        if let Some(found) = self.names_seen.read().get(exposed).cloned() {
+    /// The server and own name of the item of `kind` exposed as `exposed`.
+    async fn owner(&self, kind: Kind, scope: &Scope, caller: &Caller, exposed: &str) -> Option<(usize, String)> {
+        let seen = |k: Kind| self.names_seen.read().get(&k).and_then(|m| m.get(exposed).cloned());
+        if let Some(found) = seen(kind) {
             return Some(found);
         }
-        if self.names == NamePolicy::Prefix
+        if kind.prefixed()
+            && self.names == NamePolicy::Prefix
             && let Some((server, own)) = exposed.split_once(SEPARATOR)
         {
             let i = self.servers.iter().position(|s| s.name == server)?;
             return Some((i, own.to_owned()));
         }
         // Not seen yet: list once to learn the names.
-        self.tools(scope, caller).await;
-        self.names_seen.read().get(exposed).cloned()
+        self.list(kind, scope, caller).await;
+        if kind == Kind::Resources && seen(kind).is_none() {
+            // A URI a template makes: the server whose template's fixed start it has.
+            self.list(Kind::Templates, scope, caller).await;
+            let seen = self.names_seen.read();
+            let templates = seen.get(&Kind::Templates)?;
+            let (_, (i, _)) = templates
+                .iter()
+                .filter(|(t, _)| exposed.starts_with(t.split('{').next().unwrap_or(t)))
+                .max_by_key(|(t, _)| t.split('{').next().map_or(0, str::len))?;
+            return Some((*i, exposed.to_owned()));
+        }
+        seen(kind)
     }
 
-    /// Runs `tools/call` for the client's request `id`: refused when the caller may not use
-    /// the tool; otherwise the owning server's answer, streamed message by message.
-    pub(super) async fn call(self: &Arc<Self>, scope: &Scope, caller: &Caller, id: Value, params: Value) -> Reply {
-        let Some(exposed) = params.get("name").and_then(Value::as_str).map(str::to_owned) else {
-            return Reply::Error(id, Code::InvalidParams, "tools/call needs params.name".into());
+    /// Runs `tools/call` (`prompts/get`, `resources/read` for the other kinds) for the
+    /// client's request `id`: a tool is refused when the caller may not use it or its limit
+    /// is spent; otherwise the owning server's answer, streamed message by message.
+    pub(super) async fn call(
+        self: &Arc<Self>,
+        kind: Kind,
+        scope: &Scope,
+        caller: &Caller,
+        id: Value,
+        params: Value,
+    ) -> Reply {
+        let (field, method) = match kind {
+            Kind::Tools => ("name", "tools/call"),
+            Kind::Prompts => ("name", "prompts/get"),
+            Kind::Resources | Kind::Templates => ("uri", "resources/read"),
         };
-        let found = match self.policy.permits(&exposed, caller) {
-            true => self.owner(scope, caller, &exposed).await,
+        let Some(exposed) = params.get(field).and_then(Value::as_str).map(str::to_owned) else {
+            return Reply::Error(id, Code::InvalidParams, format!("{method} needs params.{field}"));
+        };
+        let tool = kind == Kind::Tools;
+        let found = match !tool || self.policy.permits(&exposed, caller) {
+            true => self.owner(kind, scope, caller, &exposed).await,
             false => None,
         };
         let Some((i, own)) = found else {
             let server = exposed.split_once(SEPARATOR).map_or("", |(s, _)| s);
-            self.metrics.mcp_call(&self.route, server, &exposed, "refused", None);
-            return Reply::Error(id, Code::InvalidParams, format!("Unknown tool: {exposed}"));
+            if tool {
+                self.metrics.mcp_call(&self.route, server, &exposed, "refused", None);
+            }
+            let what = if tool { "tool" } else { kind.id_field() };
+            return Reply::Error(id, Code::InvalidParams, format!("Unknown {what}: {exposed}"));
         };
         let srv = &self.servers[i];
-        if let Some(why) = self.limited(&exposed, caller).await {
+        if tool && let Some(why) = self.limited(&exposed, caller).await {
             self.metrics.mcp_call(&self.route, &srv.name, &exposed, "limited", None);
             return Reply::Error(id, Code::Limited, why);
         }
         let up_id = srv.next_id();
         let mut p = params;
-        p["name"] = json!(own);
+        p[field] = json!(own);
         // The server sees Weir's token, so clients sharing it never see each other's progress.
         let token = p.pointer_mut("/_meta/progressToken").map(|t| std::mem::replace(t, up_id.clone()));
-        let msg = json!({"jsonrpc": "2.0", "id": up_id, "method": "tools/call", "params": p});
+        let msg = json!({"jsonrpc": "2.0", "id": up_id, "method": method, "params": p});
         let started = Instant::now();
         let answer = match self.send(scope, i, &msg).await {
             Ok(a) => a,
@@ -193,7 +281,8 @@ impl McpRoute {
             }
         };
         let stateless = matches!(scope, Scope::Stateless);
-        let call = Call { route: self.clone(), server: i, tool: exposed, started, up_id, id, token, stateless };
+        let call =
+            Call { route: self.clone(), server: i, tool: exposed, started, up_id, id, token, stateless, metered: tool };
         if answer.streaming { Reply::Stream(call.stream(answer)) } else { call.once(answer).await }
     }
 }
@@ -244,6 +333,8 @@ struct Call {
     token: Option<Value>,
     /// The client speaks the stateless revision, whose results say they are complete.
     stateless: bool,
+    /// A tool call (counted in the tool metrics).
+    metered: bool,
 }
 
 impl Call {
@@ -266,6 +357,9 @@ impl Call {
     }
 
     fn record(&self, outcome: &'static str) {
+        if !self.metered {
+            return;
+        }
         let server = &self.route.servers[self.server].name;
         let took = self.started.elapsed().as_secs_f64();
         self.route.metrics.mcp_call(&self.route.route, server, &self.tool, outcome, Some(took));

@@ -32,7 +32,7 @@ use weir_config::mcp::{McpSpec, NamePolicy};
 use crate::body::GatewayBody;
 use crate::filter::BuildError;
 use crate::metrics::Metrics;
-use federation::{Reply, Scope};
+use federation::{Kind, Reply, Scope};
 use policy::{Caller, Policy};
 use server::Server;
 use session::{Sealer, Session};
@@ -50,8 +50,8 @@ pub struct McpRoute {
     sealer: Sealer,
     policy: Policy,
     names: NamePolicy,
-    /// Exposed tool name to (server, the server's own name), from the last list.
-    names_seen: RwLock<HashMap<String, (usize, String)>>,
+    /// Per kind, exposed name to (server, the server's own name), from the last list.
+    names_seen: RwLock<HashMap<federation::Kind, HashMap<String, (usize, String)>>>,
     /// Upstream sessions begun after the client's id was sealed, by (client session, server).
     late: moka::sync::Cache<(String, usize), String>,
     /// Sessions a client ended here (DELETE).
@@ -233,7 +233,7 @@ impl McpRoute {
         let sid = self.sealer.seal(&session);
         let result = json!({
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": true}},
+            "capabilities": {"tools": {"listChanged": true}, "prompts": {}, "resources": {}},
             "serverInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")},
         });
         let mut rsp = json_response(StatusCode::OK, &wire::result(id, &result));
@@ -269,8 +269,14 @@ impl McpRoute {
         let reply = match msg.method.as_str() {
             "ping" => Reply::Json(wire::result(&id, &json!({}))),
             "server/discover" if stateless => Reply::Json(wire::result(&id, &discover())),
-            "tools/list" => {
-                let mut result = json!({"tools": self.tools(scope, caller).await});
+            m @ ("tools/list" | "prompts/list" | "resources/list" | "resources/templates/list") => {
+                let kind = match m {
+                    "tools/list" => Kind::Tools,
+                    "prompts/list" => Kind::Prompts,
+                    "resources/list" => Kind::Resources,
+                    _ => Kind::Templates,
+                };
+                let mut result = json!({kind.key(): self.list(kind, scope, caller).await});
                 if stateless {
                     // What a caller sees depends on who it is (tool policy): never shared.
                     result["resultType"] = json!("complete");
@@ -279,7 +285,9 @@ impl McpRoute {
                 }
                 Reply::Json(wire::result(&id, &result))
             }
-            "tools/call" => self.call(scope, caller, id.clone(), msg.params).await,
+            "tools/call" => self.call(Kind::Tools, scope, caller, id.clone(), msg.params).await,
+            "prompts/get" => self.call(Kind::Prompts, scope, caller, id.clone(), msg.params).await,
+            "resources/read" => self.call(Kind::Resources, scope, caller, id.clone(), msg.params).await,
             _ => Reply::Error(id.clone(), Code::MethodNotFound, "Method not found".into()),
         };
         respond(reply, stateless)
@@ -348,7 +356,7 @@ impl McpRoute {
 fn discover() -> Value {
     json!({
         "supportedVersions": [wire::STATELESS],
-        "capabilities": {"tools": {"listChanged": false}},
+        "capabilities": {"tools": {"listChanged": false}, "prompts": {}, "resources": {}},
         "ttlMs": 0,
         "cacheScope": "private",
         "resultType": "complete",

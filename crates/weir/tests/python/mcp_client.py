@@ -5,6 +5,7 @@ the given mode, lists tools, makes the given calls and prints one JSON line:
 call began], "took"}]}.
 
   mcp_client.py --url URL --mode legacy|2026-07-28 [--token T] --call NAME '{"a": 1}' ...
+               [--catalog] [--get PROMPT '{"who": "x"}'] [--read URI]
 """
 
 import argparse
@@ -25,6 +26,18 @@ async def run(a):
     async with http, Client(streamable_http_client(a.url, http_client=http), mode=a.mode) as c:
         out["version"] = c.protocol_version
         out["tools"] = sorted(t.name for t in (await c.list_tools()).tools)
+        if a.catalog:
+            out["prompts"] = sorted(p.name for p in (await c.list_prompts()).prompts)
+            out["resources"] = sorted(str(r.uri) for r in (await c.list_resources()).resources)
+            out["templates"] = sorted(t.uri_template for t in (await c.list_resource_templates()).resource_templates)
+        out["got"] = []
+        for name, args in a.get:
+            r = await c.get_prompt(name, json.loads(args))
+            out["got"].append(" ".join(m.content.text for m in r.messages))
+        out["read"] = []
+        for uri in a.read:
+            r = await c.read_resource(uri)
+            out["read"].append(" ".join(x.text for x in r.contents))
         for name, args in a.call:
             began = time.monotonic()
             seen = []
@@ -50,6 +63,9 @@ def main():
     p.add_argument("--mode", choices=["legacy", "2026-07-28", "auto"], required=True)
     p.add_argument("--token")
     p.add_argument("--call", nargs=2, action="append", default=[], metavar=("TOOL", "ARGS"))
+    p.add_argument("--catalog", action="store_true", help="also list prompts, resources and templates")
+    p.add_argument("--get", nargs=2, action="append", default=[], metavar=("PROMPT", "ARGS"))
+    p.add_argument("--read", action="append", default=[], metavar="URI")
     anyio.run(run, p.parse_args())
 
 

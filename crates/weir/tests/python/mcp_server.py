@@ -2,7 +2,8 @@
 """An MCP fixture server on the Python SDK (mcp 2.x `MCPServer`), for the MCP route tests.
 
 Tools: add(a, b), slow(steps, interval_ms) (progress every interval_ms), whoami() (its --name),
-wipe() (for deny rules). Streamable HTTP at /mcp on 127.0.0.1:PORT.
+wipe() (for deny rules); a prompt greet(who), a resource fixture://NAME/readme and a template
+fixture://NAME/items/{item}. Streamable HTTP at /mcp on 127.0.0.1:PORT.
 
   --only both      the SDK's own behaviour: both revisions on one endpoint
   --only legacy    a handshake-era server (refuses the 2026-07-28 headers, as mcp 1.x servers do)
@@ -47,6 +48,21 @@ def build(name):
     def wipe() -> str:
         """A tool policies deny."""
         return "wiped"
+
+    @mcp.prompt()
+    def greet(who: str) -> str:
+        """Greets someone."""
+        return f"Hello {who} from {name}"
+
+    @mcp.resource(f"fixture://{name}/readme")
+    def readme() -> str:
+        """This server's readme."""
+        return f"readme of {name}"
+
+    @mcp.resource(f"fixture://{name}/items/{{item}}")
+    def item(item: str) -> str:
+        """One item."""
+        return f"{name} item {item}"
 
     return mcp
 
