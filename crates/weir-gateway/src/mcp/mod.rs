@@ -41,6 +41,9 @@ use wire::{Code, Message};
 /// Largest request body an MCP endpoint reads.
 const MAX_REQUEST: usize = 4 << 20;
 
+/// Exposed name to (server index, the server's own name).
+type Owners = HashMap<String, (usize, String)>;
+
 /// A compiled MCP route.
 pub struct McpRoute {
     /// What it was built from (an unchanged spec keeps the route, its sessions and caches).
@@ -51,7 +54,7 @@ pub struct McpRoute {
     policy: Policy,
     names: NamePolicy,
     /// Per kind, exposed name to (server, the server's own name), from the last list.
-    names_seen: RwLock<HashMap<federation::Kind, HashMap<String, (usize, String)>>>,
+    names_seen: RwLock<HashMap<federation::Kind, Owners>>,
     /// Upstream sessions begun after the client's id was sealed, by (client session, server).
     late: moka::sync::Cache<(String, usize), String>,
     /// Sessions a client ended here (DELETE).
