@@ -158,6 +158,8 @@ pub struct SpanEnd<'a> {
     pub retries: u32,
     /// The client's address.
     pub client: IpAddr,
+    /// On MCP routes: the JSON-RPC method and the tool, prompt or resource it named.
+    pub mcp: Option<(&'a str, Option<&'a str>)>,
 }
 
 impl RequestSpan {
@@ -183,6 +185,13 @@ impl RequestSpan {
         }
         if let Some(e) = end.endpoint {
             attrs.push(KeyValue::new("weir.endpoint", e.to_owned()));
+        }
+        if let Some((method, name)) = end.mcp {
+            s.update_name(format!("{method} {}", name.unwrap_or(end.route)));
+            attrs.push(KeyValue::new("mcp.method.name", method.to_owned()));
+            if let Some(n) = name {
+                attrs.push(KeyValue::new("gen_ai.tool.name", n.to_owned()));
+            }
         }
         s.set_attributes(attrs);
         if end.status >= 500 || end.status == 0 {

@@ -78,6 +78,7 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
     let took = started.elapsed();
     let m = trace.route.as_ref().map_or(&snap.unmatched, |r| &r.metrics);
     m.record(rsp.status().as_u16(), took.as_secs_f64());
+    let mcp = rsp.extensions().get::<crate::mcp::Called>();
     if let (Some((method, uri, bytes_in)), Some(route)) = (&line, &trace.route)
         && route.chain.has_log()
     {
@@ -95,6 +96,8 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
             consumer: trace.consumer.as_deref(),
             request_id: trace.request_id.as_ref().and_then(|v| v.to_str().ok()),
             client: &client.ip().to_string(),
+            mcp_method: mcp.map(|c| c.method.as_str()),
+            mcp_name: mcp.and_then(|c| c.name.as_deref()),
         };
         route.chain.log(&entry);
     }
@@ -108,6 +111,7 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
             status: rsp.status().as_u16(),
             retries: trace.tries.saturating_sub(1),
             client: client.ip(),
+            mcp: mcp.map(|c| (c.method.as_str(), c.name.as_deref())),
         });
     }
     rsp

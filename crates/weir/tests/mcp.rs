@@ -88,8 +88,11 @@ async fn client(weir: &Weir, mode: &str, token: &str, calls: &[(&str, Value)]) -
 async fn clients_of_either_revision_reach_servers_of_either_revision_through_one_endpoint() {
     // `math` speaks only the handshake revision, `next` only the stateless one.
     let (math, next) = (Fixture::start("math", "legacy", 0), Fixture::start("next", "modern", 0));
+    let logs = tempfile::tempdir().unwrap();
+    let access = logs.path().join("access.log");
     let policy = format!(
-        "      tools:\n        deny: [\"*__wipe\"]\n        rules:\n          - {{ tools: [\"*__whoami\"], claims: {{ role: admin }} }}\n        limits:\n          - {{ tools: [\"*__add\"], rate: {{ requests: 2, window: 1h, key: {{ consumer: {{}} }} }} }}\n    plugins:\n      - name: jwt-auth\n        config:\n          keys: [{{ alg: HS256, secret: {SECRET} }}]\n"
+        "      tools:\n        deny: [\"*__wipe\"]\n        rules:\n          - {{ tools: [\"*__whoami\"], claims: {{ role: admin }} }}\n        limits:\n          - {{ tools: [\"*__add\"], rate: {{ requests: 2, window: 1h, key: {{ consumer: {{}} }} }} }}\n    plugins:\n      - name: jwt-auth\n        config:\n          keys: [{{ alg: HS256, secret: {SECRET} }}]\n      - {{ name: access-log, config: {{ sink: {{ file: {{ path: \"{}\" }} }} }} }}\n",
+        access.display()
     );
     let weir = Weir::start(&config(&[("math", &math), ("next", &next)], &policy));
     let calls = [
@@ -172,6 +175,13 @@ async fn clients_of_either_revision_reach_servers_of_either_revision_through_one
         "{out}"
     );
     assert_eq!(out["calls"][1]["text"], "2", "{out}");
+    // The access log says which MCP method and tool each request was.
+    wait_until("the access log has the calls", Duration::from_secs(5), || async {
+        let text = std::fs::read_to_string(&access).unwrap_or_default();
+        text.contains(r#""mcp_method":"tools/call","mcp_name":"next__slow""#)
+            && text.contains(r#""mcp_method":"tools/list""#)
+    })
+    .await;
     // An admin may use the tools the rule holds back.
     let out = client(&weir, "2026-07-28", &token("admin"), &[("math__whoami", json!({}))]).await;
     assert_eq!(out["calls"][0]["text"], "math", "{out}");

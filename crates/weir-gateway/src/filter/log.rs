@@ -41,6 +41,12 @@ pub struct LogEntry<'a> {
     pub request_id: Option<&'a str>,
     /// The client's address.
     pub client: &'a str,
+    /// On MCP routes: the JSON-RPC method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<&'a str>,
+    /// On MCP routes: the tool, prompt or resource it named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_name: Option<&'a str>,
 }
 
 /// Where the request path hands lines.

@@ -446,6 +446,7 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             status,
             retries: t.tries.saturating_sub(1),
             client: self.ctx.client.ip(),
+            mcp: None,
         });
     }
 
@@ -469,6 +470,8 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
             consumer: t.consumer.as_deref(),
             request_id: t.request_id.as_deref(),
             client: std::str::from_utf8(&self.ctx.client_text).unwrap_or(""),
+            mcp_method: None,
+            mcp_name: None,
         };
         route.chain.log(&entry);
     }

@@ -41,6 +41,16 @@ use wire::{Code, Message};
 /// Largest request body an MCP endpoint reads.
 const MAX_REQUEST: usize = 4 << 20;
 
+/// What an MCP request asked, for the access log and the request's span (a response
+/// extension).
+#[derive(Clone, Debug)]
+pub struct Called {
+    /// The JSON-RPC method.
+    pub method: String,
+    /// The tool, prompt or resource it named.
+    pub name: Option<String>,
+}
+
 /// Exposed name to (server index, the server's own name).
 type Owners = HashMap<String, (usize, String)>;
 
@@ -182,6 +192,13 @@ impl McpRoute {
             Ok(m) => m,
             Err((code, why)) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, code, why, None),
         };
+        let called = Called { method: msg.method.clone(), name: msg.routed_name().map(str::to_owned) };
+        let mut rsp = self.answer(headers, msg, caller).await;
+        rsp.extensions_mut().insert(called);
+        rsp
+    }
+
+    async fn answer(self: &Arc<Self>, headers: &HeaderMap, msg: Message, caller: &Caller) -> Response<GatewayBody> {
         let version = headers.get(wire::VERSION_HEADER).and_then(|v| v.to_str().ok());
         match version {
             None => self.sessionful(headers, msg, caller).await,
