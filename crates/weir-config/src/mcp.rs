@@ -279,6 +279,41 @@ mod tests {
     }
 
     #[test]
+    fn bad_mcp_routes_are_refused_with_every_path() {
+        let yaml = r#"
+routes:
+  - name: tools
+    upstream: u
+    mcp:
+      session_key: short
+      servers:
+        - { name: Math, url: "ftp://x" }
+        - { name: two, url: "http://127.0.0.1:1/mcp", command: [x] }
+        - { name: three }
+      tools:
+        limits:
+          - { tools: [], rate: { requests: 0, window: 1m, key: { header: x-a } } }
+upstreams:
+  - { name: u, load_balancer: { endpoints: [{ address: 127.0.0.1, port: 1 }] } }
+"#;
+        let errs = crate::validate(crate::parse_yaml(yaml).unwrap()).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "routes[0]",
+            "routes[0].mcp.servers[0].name",
+            "routes[0].mcp.servers[0].url",
+            "routes[0].mcp.servers[1]",
+            "routes[0].mcp.servers[2]",
+            "routes[0].mcp.session_key",
+            "routes[0].mcp.tools.limits[0].tools",
+            "routes[0].mcp.tools.limits[0].rate.requests",
+            "routes[0].mcp.tools.limits[0].rate.key",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {errs}");
+        }
+    }
+
+    #[test]
     fn globs() {
         assert!(glob("math__*", "math__add"));
         assert!(glob("*", "x"));

@@ -374,8 +374,12 @@ async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
     let math = Fixture::start("math", "both", 0);
     let (script, _) = python_paths("mcp_server.py");
     let py = std::env::var("WEIR_PYTHON").unwrap_or_else(|_| "python3".into());
-    let stdio =
-        format!("        - {{ name: files, command: [\"{py}\", \"{script}\", --name, files-stdio, --stdio] }}\n");
+    let marks = tempfile::tempdir().unwrap();
+    let mark = marks.path().join("calls.jsonl");
+    let stdio = format!(
+        "        - {{ name: files, command: [\"{py}\", \"{script}\", --name, files-stdio, --stdio, --log, \"{}\"] }}\n",
+        mark.display()
+    );
     let yaml = config(&[("math", &math)], "").replace("      servers:\n", &format!("      servers:\n{stdio}"));
     let weir = Weir::start(&yaml);
     let out = client(
@@ -410,13 +414,20 @@ async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
             run_python("mcp_client.py", args.iter().map(|s| (*s).to_owned()).collect()).await
         }
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let killed =
-        std::process::Command::new("pkill").args(["-KILL", "-f", "--", "--name files-stdio --stdio"]).status().unwrap();
+    wait_until("the long call runs on the stdio server", Duration::from_secs(20), || async {
+        std::fs::read_to_string(&mark).unwrap_or_default().contains("\"steps\": 20")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "--", "--name files-stdio --stdio --log"])
+        .status()
+        .unwrap();
     assert!(killed.success(), "the stdio server was running");
     let out = run.await.unwrap();
     assert!(out["calls"][0]["error"].is_object(), "the call in flight fails: {out}");
-    assert!(out["calls"][0]["took"].as_f64().unwrap() < 3.5, "at once, not at the end of its steps: {out}");
+    let progress = out["calls"][0]["progress"].as_array().unwrap().len();
+    assert!(progress < 15, "at once, not at the end of its 20 steps: {out}");
     assert_eq!(out["calls"][1]["text"], "2", "{out}");
     assert!(weir.wait_log("an MCP stdio server exited", Duration::from_secs(5)).await, "{}", weir.logs());
     let out = client(&weir, "2026-07-28", "x", &[("files__whoami", json!({}))]).await;

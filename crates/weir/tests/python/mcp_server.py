@@ -23,7 +23,7 @@ from mcp.server.mcpserver import Context, MCPServer
 HANDSHAKE = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"}
 
 
-def build(name):
+def build(name, log=None):
     mcp = MCPServer(name, version="1.0.0", log_level="WARNING")
 
     @mcp.tool()
@@ -34,6 +34,9 @@ def build(name):
     @mcp.tool()
     async def slow(ctx: Context, steps: int = 5, interval_ms: int = 200) -> str:
         """Reports progress every interval_ms, steps times, then answers."""
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps({"tool": "slow", "steps": steps}) + "\n")
         for i in range(steps):
             await ctx.report_progress(i + 1, steps, f"step {i + 1}")
             await anyio.sleep(interval_ms / 1000)
@@ -119,7 +122,7 @@ def main():
     p.add_argument("--stdio", action="store_true", help="speak MCP on stdin and stdout instead")
     a = p.parse_args()
     if a.stdio:
-        return build(a.name).run("stdio")
+        return build(a.name, a.log).run("stdio")
     app = build(a.name).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
