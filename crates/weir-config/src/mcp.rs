@@ -91,8 +91,9 @@ pub struct McpServerSpec {
     /// `[python3, server.py]` (or `url`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// The protocol revision it speaks; `auto` asks it (`server/discover`) and falls back to
-    /// the `initialize` handshake.
+    /// The protocol revision it speaks; `auto` asks it (`server/discover`), falls back to the
+    /// `initialize` handshake, and tries the legacy HTTP+SSE transport (an event stream at
+    /// `url`) when `url` takes no POST.
     #[serde(default)]
     pub era: McpEra,
     /// Headers sent to this server on every request (its own credentials). The client's
@@ -114,6 +115,10 @@ pub enum McpEra {
     /// Stateless: no `initialize`, routing headers that match the body.
     #[serde(rename = "2026-07-28")]
     Stateless,
+    /// The legacy HTTP+SSE transport: `url` is the server's event stream (e.g.
+    /// `http://127.0.0.1:9000/sse`), and messages go where its `endpoint` event says.
+    #[serde(rename = "2024-11-05")]
+    Legacy,
 }
 
 /// How the names of federated tools are exposed.

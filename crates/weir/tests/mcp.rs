@@ -24,16 +24,28 @@ struct Fixture {
     child: Child,
     port: u16,
     log: std::path::PathBuf,
+    path: &'static str,
     _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     fn start(name: &str, only: &str, port: u16) -> Fixture {
+        Self::spawn(name, &["--only", only], port, "/mcp")
+    }
+
+    /// A server of the legacy HTTP+SSE transport (2024-11-05), its event stream at /sse.
+    fn sse(name: &str, port: u16) -> Fixture {
+        Self::spawn(name, &["--sse"], port, "/sse")
+    }
+
+    fn spawn(name: &str, args: &[&str], port: u16, path: &'static str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("requests.jsonl");
         let (script, _) = python_paths("mcp_server.py");
         let mut child = python()
-            .args([&script, "--name", name, "--only", only, "--port", &port.to_string(), "--log"])
+            .args([&script, "--name", name, "--port", &port.to_string()])
+            .args(args)
+            .arg("--log")
             .arg(&log)
             .stdout(Stdio::piped())
             .spawn()
@@ -43,7 +55,7 @@ impl Fixture {
         let port = line.trim().strip_prefix("port ").and_then(|p| p.parse().ok()).unwrap_or_else(|| {
             panic!("the fixture printed no port ({line:?}): pip install 'mcp==2.3.0'");
         });
-        Fixture { child, port, log, _dir: dir }
+        Fixture { child, port, log, path, _dir: dir }
     }
 
     /// Every request it received: (method, headers).
@@ -53,7 +65,7 @@ impl Fixture {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
+        format!("http://127.0.0.1:{}{}", self.port, self.path)
     }
 }
 
@@ -264,6 +276,36 @@ async fn a_session_continues_on_another_replica_and_after_a_restart() {
     assert_eq!(rsp.status(), 200);
     assert_eq!(post(b.addr, Some(&sid2), whoami(8)).await.0, 404);
     assert!(math.requests().iter().any(|r| r["method"] == "DELETE"), "the server's session was ended");
+    // The stateless revision: routing headers must say what the body says.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}});
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "math__whoami", "arguments": {}, "_meta": meta}});
+    for (method, name, status, code) in [
+        ("tools/call", "math__whoami", 200, None::<i64>),
+        ("tools/list", "math__whoami", 400, Some(-32020)),
+        ("tools/call", "math__add", 400, Some(-32020)),
+    ] {
+        let mut c = Client::connect(b.addr).await;
+        let headers = [
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", method),
+            ("mcp-name", name),
+        ];
+        let rsp = c.try_send("POST", "/mcp", &headers, Bytes::from(call.to_string())).await.unwrap();
+        assert_eq!(rsp.status(), status, "{method} {name}");
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        let Some(code) = code else {
+            // The answer (JSON or one event) carries the call's id and the tool's text.
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains("\"id\":9") && text.contains("\"text\":\"math\""), "{text}");
+            continue;
+        };
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["id"], 9, "errors carry the request's id: {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,6 +474,154 @@ async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
     assert!(weir.wait_log("an MCP stdio server exited", Duration::from_secs(5)).await, "{}", weir.logs());
     let out = client(&weir, "2026-07-28", "x", &[("files__whoami", json!({}))]).await;
     assert_eq!(out["calls"][0]["text"], "files-stdio", "started again: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_http_sse_servers_serve_clients_of_either_revision_and_come_back() {
+    // `old` is declared legacy; `auto`'s transport is found by asking.
+    let (old, auto, math) = (Fixture::sse("old", 0), Fixture::sse("auto", 0), Fixture::start("math", "both", 0));
+    let declared = format!("        - {{ name: old, url: \"{}\", era: \"2024-11-05\" }}\n", old.url());
+    let yaml = config(&[("auto", &auto), ("math", &math)], "")
+        .replace("      servers:\n", &format!("      servers:\n{declared}"));
+    let weir = Weir::start(&yaml);
+    let calls = [
+        ("old__add", json!({"a": 2, "b": 3})),
+        ("old__slow", json!({"steps": 3, "interval_ms": 200})),
+        ("auto__whoami", json!({})),
+    ];
+    // A client of the legacy transport too: its event stream is the route's path.
+    for mode in ["legacy", "2026-07-28", "sse"] {
+        let out = client(&weir, mode, "x", &calls).await;
+        assert_eq!(out["tools"].as_array().unwrap().len(), 12, "three servers' tools: {out}");
+        let c = &out["calls"];
+        assert_eq!(c[0]["text"], "5", "{out}");
+        assert_eq!(c[1]["text"], "old done after 3 steps", "{out}");
+        let p: Vec<f64> = c[1]["progress"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(p.len(), 3, "progress comes through the legacy stream: {out}");
+        assert!(p[0] < 0.15 && p[2] - p[0] > 0.3, "as it happens: {p:?}");
+        assert_eq!(c[2]["text"], "auto", "{out}");
+    }
+    // The server saw an event stream (GET) and posted messages, never the client's headers.
+    let reqs = old.requests();
+    assert!(reqs.iter().any(|r| r["method"] == "GET"), "{reqs:?}");
+    assert!(reqs.iter().filter(|r| r["method"] == "POST").count() >= 4, "{reqs:?}");
+    assert!(
+        weir.logs().matches("opened a legacy MCP event stream").count() == 2,
+        "one stream per server: {}",
+        weir.logs()
+    );
+    // Its stream ends with it: its tools drop out; back on its port, it is opened again.
+    let port = old.port;
+    drop(old);
+    let out = client(&weir, "2026-07-28", "x", &[("math__add", json!({"a": 1, "b": 1}))]).await;
+    assert_eq!(out["tools"].as_array().unwrap().len(), 8, "{out}");
+    assert_eq!(out["calls"][0]["text"], "2", "{out}");
+    let _old = Fixture::sse("old", port);
+    wait_until("the restarted legacy server is listed again", Duration::from_secs(10), || async {
+        let out = client(&weir, "legacy", "x", &[("old__add", json!({"a": 4, "b": 4}))]).await;
+        out["calls"][0]["text"] == "8"
+    })
+    .await;
+}
+
+/// Reads an event stream's frames into `seen` until `done` holds (false when `within` passes).
+async fn read_until(
+    body: &mut hyper::body::Incoming,
+    seen: &mut String,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(seen) {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => seen.push_str(&String::from_utf8_lossy(f.data_ref().map_or(&[][..], |d| d))),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The `id:` of each event in `text`, in order.
+fn event_ids(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.strip_prefix("id: ")).map(|l| l.trim().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_resumes_with_last_event_id_and_a_cancelled_call_stops() {
+    let math = Fixture::start("math", "both", 0);
+    let weir = Weir::start(&config(&[("math", &math)], ""));
+    let sid = initialize(weir.addr).await;
+    let session = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-11-25"),
+        ("mcp-session-id", sid.as_str()),
+    ];
+    let slow = |id: u64, steps: u64| {
+        Bytes::from(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "math__slow", "arguments": {"steps": steps, "interval_ms": 200},
+                "_meta": {"progressToken": format!("p{id}")}}})
+            .to_string(),
+        )
+    };
+    // The stream breaks after two progress events.
+    let mut c = Client::connect(weir.addr).await;
+    let rsp = c.try_send("POST", "/mcp", &session, slow(1, 6)).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut body = rsp.into_body();
+    let mut before = String::new();
+    let two = |t: &str| t.matches("notifications/progress").count() >= 2;
+    assert!(read_until(&mut body, &mut before, Duration::from_secs(5), two).await, "{before}");
+    let ids = event_ids(&before);
+    assert!(ids.len() >= 3 && ids[0].ends_with("-0"), "a priming event, then ids on every event: {before}");
+    let last = ids.last().unwrap().clone();
+    drop((body, c));
+    // A GET with the last id seen gets the rest: each event once, then the answer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = Client::connect(weir.addr).await;
+    let resume = [&session[1..], &[("last-event-id", last.as_str())]].concat();
+    let rsp = c.try_send("GET", "/mcp", &resume, Bytes::new()).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut after = String::new();
+    let answered = |t: &str| t.contains("math done after 6 steps");
+    assert!(read_until(&mut rsp.into_body(), &mut after, Duration::from_secs(5), answered).await, "{after}");
+    let progress = before.matches("notifications/progress").count() + after.matches("notifications/progress").count();
+    assert_eq!(progress, 6, "no event lost or repeated:\n{before}\n--\n{after}");
+    assert!(event_ids(&after).iter().all(|i| !ids.contains(i)), "{after}");
+    // An id no stream has: 400, said plainly.
+    let unknown = [&session[1..], &[("last-event-id", "00000000000000ff-3")]].concat();
+    let rsp = Client::connect(weir.addr).await.try_send("GET", "/mcp", &unknown, Bytes::new()).await.unwrap();
+    assert_eq!(rsp.status(), 400);
+    // A cancelled call's stream ends at once, not after its 50 steps.
+    let mut c = Client::connect(weir.addr).await;
+    let rsp = c.try_send("POST", "/mcp", &session, slow(2, 50)).await.unwrap();
+    let mut body = rsp.into_body();
+    let mut seen = String::new();
+    assert!(read_until(&mut body, &mut seen, Duration::from_secs(5), |t| t.contains("notifications/progress")).await);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}});
+    let rsp =
+        Client::connect(weir.addr).await.try_send("POST", "/mcp", &session, Bytes::from(cancel.to_string())).await;
+    assert_eq!(rsp.unwrap().status(), 202);
+    let ended = tokio::time::timeout(Duration::from_secs(3), async { while let Some(Ok(_)) = body.frame().await {} });
+    assert!(ended.await.is_ok(), "the cancelled call's stream ends");
+    let (_, metrics) = common::get(weir.admin, "/metrics", &[]).await;
+    assert!(
+        String::from_utf8_lossy(&metrics).contains(
+            "weir_mcp_tool_calls_total{route=\"tools\",server=\"math\",tool=\"math__slow\",outcome=\"cancelled\"} 1"
+        ),
+        "{}",
+        String::from_utf8_lossy(&metrics)
+    );
+}
+
+/// A sessionful client's `initialize` over plain HTTP; the session id Weir gives.
+async fn initialize(addr: SocketAddr) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let (status, sid, body) = post(addr, None, init).await;
+    assert_eq!(status, 200, "{body}");
+    sid.expect("initialize hands out a session id")
 }
 
 /// Reads an event stream until `needle` arrives (or `within` passes).

@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use weir_config::mcp::NamePolicy;
 
 use super::McpRoute;
+use super::call::Call;
 use super::policy::Caller;
 use super::server::{Answer, ServerError};
 use super::session::Session;
-use super::wire::{self, Code};
+use super::wire::Code;
 
 /// Where a request runs: in a client's sealed session, or without one.
 #[derive(Clone, Debug)]
@@ -280,9 +280,17 @@ impl McpRoute {
                 return Reply::Error(id, Code::Internal, format!("MCP server {:?} failed: {e}", srv.name));
             }
         };
-        let stateless = matches!(scope, Scope::Stateless);
-        let call =
-            Call { route: self.clone(), server: i, tool: exposed, started, up_id, id, token, stateless, metered: tool };
+        let call = Call {
+            route: self.clone(),
+            scope: scope.clone(),
+            server: i,
+            tool: exposed,
+            started,
+            up_id,
+            id,
+            token,
+            metered: tool,
+        };
         if answer.streaming { Reply::Stream(call.stream(answer)) } else { call.once(answer).await }
     }
 }
@@ -314,117 +322,9 @@ pub enum Reply {
     /// One message.
     Json(Value),
     /// An event stream, fed by a task.
-    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<bytes::Bytes>),
     /// A JSON-RPC error.
     Error(Value, Code, String),
     /// The client's session with a server has ended: the client must start again (404).
     SessionGone,
-}
-
-/// One tool call in flight.
-struct Call {
-    route: Arc<McpRoute>,
-    server: usize,
-    tool: String,
-    started: Instant,
-    up_id: Value,
-    id: Value,
-    /// The client's progress token, given back on progress notifications.
-    token: Option<Value>,
-    /// The client speaks the stateless revision, whose results say they are complete.
-    stateless: bool,
-    /// A tool call (counted in the tool metrics).
-    metered: bool,
-}
-
-impl Call {
-    /// `m` as the client should see it: its own request id back.
-    fn restore(&self, mut m: Value) -> Value {
-        if let (Some(token), Some(t)) = (&self.token, m.pointer_mut("/params/progressToken"))
-            && *t == self.up_id
-        {
-            *t = token.clone();
-        }
-        if m.get("id") == Some(&self.up_id) {
-            m["id"] = self.id.clone();
-            if self.stateless
-                && let Some(r) = m.get_mut("result").and_then(Value::as_object_mut)
-            {
-                r.entry("resultType").or_insert_with(|| json!("complete"));
-            }
-        }
-        m
-    }
-
-    fn record(&self, outcome: &'static str) {
-        if !self.metered {
-            return;
-        }
-        let server = &self.route.servers[self.server].name;
-        let took = self.started.elapsed().as_secs_f64();
-        self.route.metrics.mcp_call(&self.route.route, server, &self.tool, outcome, Some(took));
-    }
-
-    fn outcome(m: &Value) -> &'static str {
-        let failed = m.get("error").is_some() || m.pointer("/result/isError") == Some(&Value::Bool(true));
-        if failed { "error" } else { "ok" }
-    }
-
-    async fn once(self, answer: Answer) -> Reply {
-        match answer.response(&self.up_id).await {
-            Ok(m) => {
-                self.record(Self::outcome(&m));
-                Reply::Json(self.restore(m))
-            }
-            Err(e) => {
-                self.record("unavailable");
-                Reply::Error(self.id.clone(), Code::Internal, format!("the MCP server's answer broke: {e}"))
-            }
-        }
-    }
-
-    /// Forwards each message as it comes; keep-alive comments while the server is quiet; the
-    /// stream ends after the answer, after `idle` without a message, or when the client goes
-    /// (dropping the server's answer, which cancels its request).
-    fn stream(self, mut answer: Answer) -> tokio::sync::mpsc::Receiver<Bytes> {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let idle = self.route.idle;
-        let keepalive = self.route.keepalive;
-        tokio::spawn(async move {
-            let mut quiet = std::time::Duration::ZERO;
-            let outcome = loop {
-                let next = tokio::select! {
-                    m = answer.next() => m,
-                    () = tx.closed() => break "cancelled",
-                    () = tokio::time::sleep(keepalive) => {
-                        quiet += keepalive;
-                        if quiet >= idle || tx.send(Bytes::from_static(b": keep-alive\r\n\r\n")).await.is_err() {
-                            break "idle";
-                        }
-                        continue;
-                    }
-                };
-                quiet = std::time::Duration::ZERO;
-                match next {
-                    Ok(Some(m)) => {
-                        let last = m.get("id") == Some(&self.up_id);
-                        let outcome = Self::outcome(&m);
-                        if tx.send(wire::sse_event(&self.restore(m))).await.is_err() {
-                            break "cancelled";
-                        }
-                        if last {
-                            break outcome;
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        let why = "the MCP server's answer broke off (it stopped or went away)";
-                        let _ = tx.send(wire::sse_event(&wire::error(&self.id, Code::Internal, why))).await;
-                        break "unavailable";
-                    }
-                }
-            };
-            self.record(outcome);
-        });
-        rx
-    }
 }

@@ -5,14 +5,19 @@
 //!
 //! Owns: the HTTP side of an MCP endpoint (POST, GET, DELETE; the era of each request; the
 //! stateless revision's header checks; sealed session ids). [`federation`] lists and calls
-//! across servers, [`server`] is the client for one server, [`policy`] decides tool access,
-//! [`stdio`] runs servers that are commands, [`session`] seals ids, [`wire`] holds the message and event-stream formats.
+//! across servers, [`server`] is the client for one server ([`legacy`] for HTTP+SSE servers,
+//! [`stdio`] for servers that are commands, both sharing [`link`]), [`policy`] decides tool
+//! access, [`session`] seals ids, [`wire`] holds the message and event-stream formats.
 
 pub mod auth;
+pub mod call;
 pub mod federation;
+pub mod legacy;
+pub mod link;
 pub mod policy;
 pub mod server;
 pub mod session;
+pub mod sse_clients;
 pub mod stdio;
 pub mod wire;
 
@@ -69,6 +74,10 @@ pub struct McpRoute {
     late: moka::sync::Cache<(String, usize), String>,
     /// Sessions a client ended here (DELETE).
     ended: moka::sync::Cache<String, ()>,
+    /// Streamed calls of sessionful clients, by [`call::key`]: to resume or cancel them.
+    calls: moka::sync::Cache<u64, call::Handle>,
+    /// Legacy HTTP+SSE clients' open streams, by the key their endpoint names.
+    legacy_clients: moka::sync::Cache<String, Arc<sse_clients::Open>>,
     metrics: Arc<Metrics>,
     /// `auth`: bearer tokens checked as a resource server.
     guard: Option<auth::Guard>,
@@ -129,6 +138,8 @@ impl McpRoute {
             names_seen: RwLock::default(),
             late: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
             ended: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(86_400)).build(),
+            calls: moka::sync::Cache::new(100_000),
+            legacy_clients: moka::sync::Cache::new(100_000),
             metrics: metrics.clone(),
             limits,
             idle,
@@ -176,14 +187,15 @@ impl McpRoute {
             }
         }
         match parts.method {
-            Method::POST => self.post(&parts.headers, body, &caller).await,
-            Method::GET => self.get(&parts.headers),
+            Method::POST => self.post(&parts, body, &caller).await,
+            Method::GET => self.get(&parts.headers, parts.uri.path()),
             Method::DELETE => self.delete(&parts.headers).await,
             _ => allow_only(),
         }
     }
 
-    async fn post(self: &Arc<Self>, headers: &HeaderMap, body: Incoming, caller: &Caller) -> Response<GatewayBody> {
+    async fn post(self: &Arc<Self>, parts: &Parts, body: Incoming, caller: &Caller) -> Response<GatewayBody> {
+        let headers = &parts.headers;
         let bytes = match http_body_util::Limited::new(body, MAX_REQUEST).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "the MCP request body is over 4 MiB or cut short"),
@@ -193,7 +205,11 @@ impl McpRoute {
             Err((code, why)) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, code, why, None),
         };
         let called = Called { method: msg.method.clone(), name: msg.routed_name().map(str::to_owned) };
-        let mut rsp = self.answer(headers, msg, caller).await;
+        let legacy = sse_clients::stream_key(parts.uri.query()).filter(|_| !headers.contains_key(wire::SESSION_HEADER));
+        let mut rsp = match legacy {
+            Some(key) => self.post_legacy(key, msg, caller).await,
+            None => self.answer(headers, msg, caller).await,
+        };
         rsp.extensions_mut().insert(called);
         rsp
     }
@@ -238,6 +254,16 @@ impl McpRoute {
     }
 
     async fn initialize(&self, id: &Value, msg: &Message) -> Response<GatewayBody> {
+        let (sid, answer) = self.begin(id, msg).await;
+        let mut rsp = json_response(StatusCode::OK, &answer);
+        if let Ok(v) = HeaderValue::try_from(sid) {
+            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
+        }
+        rsp
+    }
+
+    /// Begins a session for `initialize`: its sealed id, and the answer.
+    async fn begin(&self, id: &Value, msg: &Message) -> (String, Value) {
         let asked = msg.params.get("protocolVersion").and_then(Value::as_str).unwrap_or(wire::SESSIONFUL);
         let version = if wire::HANDSHAKE.contains(&asked) { asked } else { wire::SESSIONFUL };
         // Every sessionful server gets its session now, so the sealed id carries them all and
@@ -256,11 +282,7 @@ impl McpRoute {
             "capabilities": {"tools": {"listChanged": true}, "prompts": {}, "resources": {}},
             "serverInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")},
         });
-        let mut rsp = json_response(StatusCode::OK, &wire::result(id, &result));
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
-        }
-        rsp
+        (sid, wire::result(id, &result))
     }
 
     fn open(&self, sid: &str) -> Option<Session> {
@@ -280,13 +302,24 @@ impl McpRoute {
     }
 
     async fn dispatch(self: &Arc<Self>, scope: &Scope, msg: Message, caller: &Caller) -> Response<GatewayBody> {
+        match self.reply(scope, msg, caller).await {
+            Some(reply) => respond(reply, matches!(scope, Scope::Stateless)),
+            None => Response::builder().status(StatusCode::ACCEPTED).body(GatewayBody::empty()).unwrap_or_default(),
+        }
+    }
+
+    /// What Weir answers `msg` with; `None` for a notification.
+    async fn reply(self: &Arc<Self>, scope: &Scope, msg: Message, caller: &Caller) -> Option<Reply> {
         let Some(id) = msg.id.clone() else {
-            // Notifications (initialized, cancelled, progress) end here: Weir speaks for
-            // itself to the servers.
-            return Response::builder().status(StatusCode::ACCEPTED).body(GatewayBody::empty()).unwrap_or_default();
+            // Notifications end here (Weir speaks for itself to the servers); a cancellation
+            // reaches the call it names.
+            if msg.method == "notifications/cancelled" {
+                self.cancel(scope, &msg.params);
+            }
+            return None;
         };
         let stateless = matches!(scope, Scope::Stateless);
-        let reply = match msg.method.as_str() {
+        Some(match msg.method.as_str() {
             "ping" => Reply::Json(wire::result(&id, &json!({}))),
             "server/discover" if stateless => Reply::Json(wire::result(&id, &discover())),
             m @ ("tools/list" | "prompts/list" | "resources/list" | "resources/templates/list") => {
@@ -309,15 +342,48 @@ impl McpRoute {
             "prompts/get" => self.call(Kind::Prompts, scope, caller, id.clone(), msg.params).await,
             "resources/read" => self.call(Kind::Resources, scope, caller, id.clone(), msg.params).await,
             _ => Reply::Error(id.clone(), Code::MethodNotFound, "Method not found".into()),
+        })
+    }
+
+    /// A sessionful client's `notifications/cancelled`: the streamed call it names stops.
+    fn cancel(&self, scope: &Scope, params: &Value) {
+        let (Scope::Session(sid, _), Some(id)) = (scope, params.get("requestId")) else { return };
+        if let Some(h) = self.calls.get(&call::key(sid, id)).filter(|h| *h.sid == **sid) {
+            let _ = h.control.try_send(call::Control::Cancel);
+        }
+    }
+
+    /// GET with `Last-Event-ID`: the broken stream of a call in this session, from the
+    /// event after that one.
+    fn resume(&self, sid: &str, last: &str) -> Response<GatewayBody> {
+        let handle = call::parse_event_id(last)
+            .and_then(|(key, seq)| Some((self.calls.get(&key).filter(|h| &*h.sid == sid)?, seq)));
+        let Some((h, after)) = handle else {
+            let why = "Bad Request: no stream to resume with that Last-Event-ID (it ended, or runs on another replica)";
+            return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, Code::InvalidRequest, why, None);
         };
-        respond(reply, stateless)
+        let (to, rx) = tokio::sync::mpsc::channel(16);
+        if h.control.try_send(call::Control::Resume { after, to }).is_err() {
+            return rpc_error(StatusCode::CONFLICT, &Value::Null, Code::InvalidRequest, "the stream is busy", None);
+        }
+        let mut rsp = event_stream(rx);
+        if let Ok(v) = HeaderValue::try_from(sid) {
+            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
+        }
+        rsp
     }
 
     /// GET: the session's stream of server-initiated messages: `tools/list_changed` when a
     /// server's tools come or go or the route's servers change, keep-alive comments between.
-    fn get(&self, headers: &HeaderMap) -> Response<GatewayBody> {
+    fn get(&self, headers: &HeaderMap, path: &str) -> Response<GatewayBody> {
         if headers.get(wire::VERSION_HEADER).and_then(|v| v.to_str().ok()) == Some(wire::STATELESS) {
             return allow_only();
+        }
+        let wants_events =
+            headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+        if wants_events && !headers.contains_key(wire::SESSION_HEADER) {
+            // No session to listen on: a client of the legacy HTTP+SSE transport.
+            return self.open_legacy(path);
         }
         let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
             return rpc_error(
@@ -331,11 +397,24 @@ impl McpRoute {
         if self.open(sid).is_none() {
             return session_not_found();
         }
+        if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+            return self.resume(sid, last);
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(self.listen(tx));
+        let mut rsp = event_stream(rx);
+        if let Ok(v) = HeaderValue::try_from(sid) {
+            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
+        }
+        rsp
+    }
+
+    /// Feeds a session's stream of server-initiated messages until it closes.
+    fn listen(&self, tx: tokio::sync::mpsc::Sender<Bytes>) -> impl Future<Output = ()> + use<> {
         let every = self.keepalive;
         let mut changes = self.changes.subscribe();
         changes.mark_unchanged();
-        tokio::spawn(async move {
+        async move {
             let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
             loop {
                 let send = tokio::select! {
@@ -350,12 +429,7 @@ impl McpRoute {
                     return;
                 }
             }
-        });
-        let mut rsp = event_stream(rx);
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
         }
-        rsp
     }
 
     /// DELETE: ends the session here and with every server.

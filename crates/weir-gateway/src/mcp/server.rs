@@ -1,6 +1,7 @@
 //! One MCP server behind a route, as Weir's client: which revision it speaks (asked once with
-//! `server/discover`, falling back to the `initialize` handshake), its sessions, and one
-//! exchange at a time whose answer is read as JSON or as an event stream, message by message.
+//! `server/discover`, falling back to the `initialize` handshake, then to the legacy HTTP+SSE
+//! transport), its sessions, and one exchange at a time whose answer is read as JSON or as an
+//! event stream, message by message.
 //!
 //! Requests are built fresh from the server's own settings: nothing of the client's request
 //! (its `Authorization` least of all) reaches the server. Request ids are Weir's own, so two
@@ -50,6 +51,8 @@ pub enum Era {
     Sessionful,
     /// Routing headers, no sessions.
     Stateless,
+    /// HTTP+SSE (2024-11-05): one event stream per server, messages posted beside it.
+    Legacy,
 }
 
 /// A server and Weir's client for it.
@@ -69,6 +72,8 @@ pub struct Server {
     pub quick: Duration,
     /// Set for a server Weir runs itself (`command`).
     stdio: Option<super::stdio::Stdio>,
+    /// Weir's client for it should it speak the legacy transport (`url` servers).
+    legacy: Option<super::legacy::Legacy>,
 }
 
 /// The messages of one answer, as they arrive.
@@ -123,7 +128,7 @@ impl Answer {
 impl Server {
     /// Weir's client for `spec`; `quick` bounds list calls and handshakes.
     pub fn new(spec: &McpServerSpec, quick: Duration) -> Self {
-        let headers = spec
+        let headers: Vec<(HeaderName, HeaderValue)> = spec
             .headers
             .iter()
             .filter_map(|(k, v)| {
@@ -133,15 +138,21 @@ impl Server {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(http);
+        let url: http::Uri = spec.url.as_deref().and_then(|u| u.parse().ok()).unwrap_or_default();
+        let stdio = (!spec.command.is_empty()).then(|| super::stdio::Stdio::new(&spec.name, &spec.command));
         Self {
             name: spec.name.clone(),
-            url: spec.url.as_deref().and_then(|u| u.parse().ok()).unwrap_or_default(),
-            stdio: (!spec.command.is_empty()).then(|| super::stdio::Stdio::new(&spec.name, &spec.command)),
+            legacy: stdio
+                .is_none()
+                .then(|| super::legacy::Legacy::new(&spec.name, url.clone(), headers.clone(), client.clone())),
+            url,
+            stdio,
             headers,
             configured: spec.era,
             era: OnceCell::new(),
             shared: Mutex::new(None),
-            client: Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(http),
+            client,
             ids: AtomicU64::new(1),
             quick,
         }
@@ -161,6 +172,7 @@ impl Server {
         match self.configured {
             McpEra::Sessionful => return Ok(Era::Sessionful),
             McpEra::Stateless => return Ok(Era::Stateless),
+            McpEra::Legacy => return Ok(Era::Legacy),
             McpEra::Auto => {}
         }
         self.era
@@ -173,12 +185,21 @@ impl Server {
                         Ok(_) | Err(ServerError::Garbled(_)) => Ok(Era::Sessionful),
                         Err(e) => Err(e),
                     },
+                    // A URL that takes no POST may be a legacy event stream.
+                    Err(ServerError::Status(s)) if s.is_client_error() && self.speaks_legacy().await => Ok(Era::Legacy),
                     Err(ServerError::Status(_) | ServerError::Garbled(_)) => Ok(Era::Sessionful),
                     Err(e) => Err(e),
                 }
             })
             .await
             .copied()
+    }
+
+    async fn speaks_legacy(&self) -> bool {
+        match &self.legacy {
+            Some(l) => l.probe().await,
+            None => false,
+        }
     }
 
     /// Starts a session (sessionful servers): `initialize`, then `notifications/initialized`.
@@ -223,19 +244,26 @@ impl Server {
         Ok(self.stdio.is_none() && self.era().await? == Era::Sessionful)
     }
 
-    /// Sends `msg` to a stdio server; a request's answer (and its progress, when it asked
-    /// for some) arrive as a stream of messages.
-    async fn exchange_stdio(&self, stdio: &super::stdio::Stdio, msg: &Value) -> Result<Answer, ServerError> {
+    /// Sends `msg` to a server whose answers come out of band (stdio, legacy event stream);
+    /// a request's answer (and its progress, when it asked for some) arrive as a stream of
+    /// messages.
+    async fn exchange_linked(&self, msg: &Value) -> Result<Answer, ServerError> {
         let id = msg.get("id").and_then(Value::as_str);
-        let chan = Some(stdio.send(&envelope(msg, Era::Sessionful), id).await?).filter(|_| id.is_some());
+        let msg = envelope(msg, Era::Sessionful);
+        let chan = match (&self.stdio, &self.legacy) {
+            (Some(stdio), _) => stdio.send(&msg, id).await?,
+            (None, Some(legacy)) => legacy.send(&msg, id, self.quick).await?,
+            (None, None) => return Err(ServerError::Unreachable("no transport".into())),
+        };
         let streaming = msg.pointer("/params/_meta/progressToken").is_some();
+        let chan = Some(chan).filter(|_| id.is_some());
         Ok(Answer { body: None, chan, sse: None, queued: Default::default(), session: None, streaming })
     }
 
     /// Sends `msg` in `era` (with `session` when sessionful); the answer's messages follow.
     pub async fn exchange(&self, msg: &Value, era: Era, session: Option<&str>) -> Result<Answer, ServerError> {
-        if let Some(stdio) = &self.stdio {
-            return self.exchange_stdio(stdio, msg).await;
+        if self.stdio.is_some() || era == Era::Legacy {
+            return self.exchange_linked(msg).await;
         }
         let routing = (era == Era::Stateless).then(|| routing_headers(msg)).flatten();
         let body = Bytes::from(serde_json::to_vec(&envelope(msg, era)).unwrap_or_default());
@@ -307,7 +335,7 @@ impl Server {
         match era {
             Era::Stateless => b = b.header(wire::VERSION_HEADER, wire::STATELESS),
             Era::Sessionful if session.is_some() => b = b.header(wire::VERSION_HEADER, wire::SESSIONFUL),
-            Era::Sessionful => {}
+            Era::Sessionful | Era::Legacy => {}
         }
         if let Some(s) = session {
             b = b.header(wire::SESSION_HEADER, s);
@@ -355,7 +383,7 @@ fn envelope(msg: &Value, era: Era) -> Value {
                 meta.entry(wire::META_CLIENT)
                     .or_insert_with(|| json!({"name": "weir", "version": env!("CARGO_PKG_VERSION")}));
             }
-            Era::Sessionful => {
+            Era::Sessionful | Era::Legacy => {
                 meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
             }
         }

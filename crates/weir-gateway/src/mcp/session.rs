@@ -72,7 +72,7 @@ impl Sealer {
     }
 }
 
-fn random<const N: usize>() -> [u8; N] {
+pub(super) fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     if aws_lc_rs::rand::fill(&mut b).is_err() {
         // The system's generator failing is not something a session id can recover from;

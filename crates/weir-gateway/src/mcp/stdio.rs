@@ -4,9 +4,7 @@
 //! `initialize` once, and starts it again after it exits (at most once a second); a call in
 //! flight when it dies ends as unavailable.
 
-use std::collections::HashMap;
 use std::process::Stdio as Piped;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -15,11 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 
+use super::link::Waiters;
 use super::server::ServerError;
 use super::wire;
-
-/// Where each awaited message goes: by request id, or by progress token.
-type Waiters = Arc<Mutex<HashMap<String, mpsc::Sender<Value>>>>;
 
 /// A supervised stdio server.
 #[derive(Debug)]
@@ -51,7 +47,6 @@ impl Stdio {
 
     /// Sends `msg`; its answer and progress (keyed by `id`) arrive on the returned channel.
     pub async fn send(&self, msg: &Value, id: Option<&str>) -> Result<mpsc::Receiver<Value>, ServerError> {
-        let (tx, rx) = mpsc::channel(16);
         let mut line = serde_json::to_vec(msg).unwrap_or_default();
         line.push(b'\n');
         let mut running = self.running.lock().await;
@@ -59,9 +54,10 @@ impl Stdio {
             *running = Some(self.start().await?);
         }
         let r = running.as_mut().ok_or_else(|| ServerError::Unreachable("not running".into()))?;
-        if let Some(id) = id {
-            r.waiters.lock().insert(id.to_owned(), tx);
-        }
+        let rx = match id {
+            Some(id) => r.waiters.expect(id),
+            None => mpsc::channel(1).1,
+        };
         if let Err(e) = r.stdin.write_all(&line).await {
             *running = None;
             return Err(ServerError::Unreachable(format!("its stdin closed: {e}")));
@@ -90,9 +86,8 @@ impl Stdio {
         let mut stdin = child.stdin.take().ok_or(ServerError::Unreachable("no stdin".into()))?;
         let waiters = Waiters::default();
         tokio::spawn(read(BufReader::new(stdout), waiters.clone(), self.name.clone()));
-        let (tx, mut rx) = mpsc::channel(4);
         let id = "weir-init";
-        waiters.lock().insert(id.to_owned(), tx);
+        let mut rx = waiters.expect(id);
         let init = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
             "protocolVersion": wire::SESSIONFUL, "capabilities": {},
             "clientInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")}}});
@@ -122,21 +117,10 @@ async fn read(mut out: BufReader<tokio::process::ChildStdout>, waiters: Waiters,
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let Ok(m) = serde_json::from_str::<Value>(&line) else { continue };
-        let answer = m.get("id").filter(|_| m.get("result").is_some() || m.get("error").is_some());
-        let key = match answer {
-            Some(id) => id.as_str().map(str::to_owned),
-            None => m.pointer("/params/progressToken").and_then(Value::as_str).map(str::to_owned),
-        };
-        let Some(key) = key else { continue };
-        let tx = match answer {
-            Some(_) => waiters.lock().remove(&key),
-            None => waiters.lock().get(&key).cloned(),
-        };
-        if let Some(tx) = tx {
-            let _ = tx.send(m).await;
+        if let Ok(m) = serde_json::from_str::<Value>(&line) {
+            waiters.deliver(m).await;
         }
     }
     tracing::warn!(server = %name, "an MCP stdio server exited; it is started again when next needed");
-    waiters.lock().clear();
+    waiters.release();
 }

@@ -104,14 +104,29 @@ pub fn sse_event(msg: &Value) -> Bytes {
     Bytes::from(out)
 }
 
+/// One message as an SSE event with an id, for a client that may resume the stream.
+pub fn sse_event_with_id(msg: &Value, id: &str) -> Bytes {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&sse_event(msg));
+    Bytes::from(out)
+}
+
 /// Reads the messages of an event stream as chunks arrive; lines may end in `\r\n`, `\n` or
 /// `\r`, and events without `data` (priming events, comments) are skipped.
 #[derive(Debug, Default)]
 pub struct SseReader {
     buf: Vec<u8>,
     data: Vec<u8>,
+    /// The `event:` of the event being read.
+    event: Vec<u8>,
     /// The last `id:` seen.
     pub last_id: Option<String>,
+    /// The data of the last `endpoint` event: where a legacy HTTP+SSE server (2024-11-05)
+    /// takes the messages of this stream's session.
+    pub endpoint: Option<String>,
 }
 
 /// Past this, an event that never ends is refused rather than buffered.
@@ -152,12 +167,15 @@ impl SseReader {
 
     fn line(&mut self, line: &[u8], out: &mut Vec<Value>) {
         if line.is_empty() {
-            if !self.data.is_empty()
+            if self.event == b"endpoint" {
+                self.endpoint = std::str::from_utf8(&self.data).ok().map(|d| d.trim().to_owned());
+            } else if !self.data.is_empty()
                 && let Ok(v) = serde_json::from_slice(&self.data)
             {
                 out.push(v);
             }
             self.data.clear();
+            self.event.clear();
             return;
         }
         let (field, value) = match line.iter().position(|&b| b == b':') {
@@ -173,6 +191,7 @@ impl SseReader {
                 self.data.extend_from_slice(value);
             }
             b"id" => self.last_id = std::str::from_utf8(value).ok().map(str::to_owned),
+            b"event" => value.clone_into(&mut self.event),
             _ => {}
         }
     }
@@ -192,6 +211,16 @@ mod tests {
             assert_eq!(got, vec![json!({"a": 1}), json!({"b": 2})], "cut at {cut}");
             assert_eq!(r.last_id.as_deref(), Some("1"));
         }
+    }
+
+    #[test]
+    fn a_legacy_servers_endpoint_event_is_kept_apart() {
+        let mut r = SseReader::default();
+        let got = r.push(
+            b"event: endpoint\r\ndata: /messages/?session_id=ab12\r\n\r\nevent: message\r\ndata: {\"a\":1}\r\n\r\n",
+        );
+        assert_eq!(got.unwrap(), vec![json!({"a": 1})]);
+        assert_eq!(r.endpoint.as_deref(), Some("/messages/?session_id=ab12"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -35,7 +36,8 @@ def main():
     out = {}
     try:
         d.get(base + "/ui")
-        wait = WebDriverWait(d, 20)
+        # Views re-render as they poll: an element found a moment ago may be gone, so try again.
+        wait = WebDriverWait(d, 20, ignored_exceptions=(StaleElementReferenceException,))
 
         def rows():
             found = [(r.get_attribute("data-id"), r.find_element(By.CSS_SELECTOR, ".revision").text)
@@ -54,9 +56,12 @@ def main():
         wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#items tr"))
         d.save_screenshot(os.path.join(shots, "dashboard-resources.png"))
         d.find_element(By.CSS_SELECTOR, "nav button[data-tab=rollouts]").click()
-        phase = wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".rollout-phase"))[0]
-        out["rollout_phase"] = phase.text
-        out["rollout_reason"] = d.find_element(By.CSS_SELECTOR, ".rollout-reason").text
+        # The view re-renders on every poll, so elements go stale between finding and reading:
+        # read the texts in the page, in one script, once the first rollout is drawn.
+        texts = wait.until(lambda _: d.execute_script(
+            "const p = document.querySelector('.rollout-phase'), r = document.querySelector('.rollout-reason');"
+            "return p && r ? [p.textContent, r.textContent] : null;"))
+        out["rollout_phase"], out["rollout_reason"] = (t.strip() for t in texts)
         d.save_screenshot(os.path.join(shots, "dashboard-rollout.png"))
         d.find_element(By.CSS_SELECTOR, "nav button[data-tab=history]").click()
         button = wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, f"button.rollback[data-rev='{to}']"))[0]

@@ -4,8 +4,10 @@ the given mode, lists tools, makes the given calls and prints one JSON line:
 {"version", "tools": [names], "calls": [{"tool", "text", "error", "progress": [seconds after the
 call began], "took"}]}.
 
-  mcp_client.py --url URL --mode legacy|2026-07-28 [--token T] --call NAME '{"a": 1}' ...
+  mcp_client.py --url URL --mode legacy|2026-07-28|sse [--token T] --call NAME '{"a": 1}' ...
                [--catalog] [--get PROMPT '{"who": "x"}'] [--read URI]
+
+--mode sse speaks the legacy HTTP+SSE transport (2024-11-05): an event stream at URL.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import time
 import anyio
 import httpx2
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -23,7 +26,11 @@ async def run(a):
     headers = {"authorization": f"Bearer {a.token}"} if a.token else {}
     http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=60.0))
     out = {"tools": [], "calls": []}
-    async with http, Client(streamable_http_client(a.url, http_client=http), mode=a.mode) as c:
+    if a.mode == "sse":
+        transport, mode = sse_client(a.url, headers=headers, timeout=30.0, sse_read_timeout=60.0), "legacy"
+    else:
+        transport, mode = streamable_http_client(a.url, http_client=http), a.mode
+    async with http, Client(transport, mode=mode) as c:
         out["version"] = c.protocol_version
         out["tools"] = sorted(t.name for t in (await c.list_tools()).tools)
         if a.catalog:
@@ -60,7 +67,7 @@ async def run(a):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
-    p.add_argument("--mode", choices=["legacy", "2026-07-28", "auto"], required=True)
+    p.add_argument("--mode", choices=["legacy", "2026-07-28", "auto", "sse"], required=True)
     p.add_argument("--token")
     p.add_argument("--call", nargs=2, action="append", default=[], metavar=("TOOL", "ARGS"))
     p.add_argument("--catalog", action="store_true", help="also list prompts, resources and templates")

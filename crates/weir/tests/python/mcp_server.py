@@ -3,13 +3,15 @@
 
 Tools: add(a, b), slow(steps, interval_ms) (progress every interval_ms), whoami() (its --name),
 wipe() (for deny rules); a prompt greet(who), a resource fixture://NAME/readme and a template
-fixture://NAME/items/{item}. Streamable HTTP at /mcp on 127.0.0.1:PORT.
+fixture://NAME/items/{item}. Streamable HTTP at /mcp on 127.0.0.1:PORT (or, with --sse, the
+legacy HTTP+SSE transport of 2024-11-05: the event stream at /sse, messages to /messages/).
 
   --only both      the SDK's own behaviour: both revisions on one endpoint
   --only legacy    a handshake-era server (refuses the 2026-07-28 headers, as mcp 1.x servers do)
   --only modern    a 2026-07-28-only server (refuses initialize and the handshake era)
   --log FILE       appends one JSON line per request: method, path and the request's headers
   --stdio          newline-delimited JSON-RPC on stdin and stdout (a server Weir starts itself)
+  --sse            the legacy HTTP+SSE transport instead of Streamable HTTP
 """
 
 import argparse
@@ -120,10 +122,14 @@ def main():
     p.add_argument("--only", choices=["both", "legacy", "modern"], default="both")
     p.add_argument("--log")
     p.add_argument("--stdio", action="store_true", help="speak MCP on stdin and stdout instead")
+    p.add_argument("--sse", action="store_true", help="the legacy HTTP+SSE transport (/sse, /messages/)")
     a = p.parse_args()
     if a.stdio:
         return build(a.name, a.log).run("stdio")
-    app = build(a.name).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+    if a.sse:
+        app = build(a.name, a.log).sse_app(host="127.0.0.1")
+    else:
+        app = build(a.name).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", a.port))
