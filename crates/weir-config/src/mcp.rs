@@ -35,6 +35,12 @@ pub struct McpSpec {
     /// route's `timeout` never cuts a live stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<HumanDuration>,
+    /// Origins (`https://app.example.com`) whose browser pages may call this endpoint. A
+    /// request with an `Origin` that is neither listed nor the endpoint's own (the `Host` it
+    /// was sent to) gets 403, as the MCP transport spec asks against DNS rebinding. Requests
+    /// without `Origin` (agents, not browsers) are not affected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
     /// Weir as an OAuth 2.1 resource server for this endpoint, as the MCP authorization spec
     /// asks: bearer tokens for `resource` only, and protected resource metadata that tells
     /// clients where to get them.
@@ -214,6 +220,17 @@ pub(crate) fn check(errs: &mut Errors, at: &str, m: &McpSpec) {
             if !token {
                 errs.push(format!("{here}.headers"), format!("{k:?} is not a header name"));
             }
+        }
+    }
+    for (i, o) in m.allowed_origins.iter().enumerate() {
+        let ok = ["https://", "http://"]
+            .iter()
+            .any(|p| o.strip_prefix(p).is_some_and(|r| !r.is_empty() && !r.contains('/')));
+        if !ok {
+            errs.push(
+                format!("{at}.mcp.allowed_origins[{i}]"),
+                "write an origin: scheme and host, e.g. https://app.example.com",
+            );
         }
     }
     if let Some(k) = &m.session_key

@@ -89,6 +89,16 @@ impl Call {
         {
             *t = token.clone();
         }
+        if m.get("method").is_some()
+            && let (Some(theirs), Scope::Session(sid, _)) = (m.get("id").cloned(), &self.scope)
+        {
+            // The server asks the client something (sampling, elicitation): the client gets
+            // an id of Weir's, whose answer goes back to this server under the server's id.
+            let ours = json!(format!("weir-ask-{}-{}", self.server, fastrand::u64(..)));
+            self.route.asked.insert((sid.clone(), ours.to_string()), (self.server, theirs));
+            m["id"] = ours;
+            return m;
+        }
         if m.get("id") == Some(&self.up_id) {
             m["id"] = self.id.clone();
             // The stateless revision's results say they are complete.

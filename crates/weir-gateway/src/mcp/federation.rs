@@ -85,7 +85,7 @@ impl McpRoute {
     /// The session to use with server `i` for `scope` (`None`: a stateless server).
     async fn session_for(&self, scope: &Scope, i: usize, renew: bool) -> Result<Option<String>, ServerError> {
         let srv = &self.servers[i];
-        if !srv.has_sessions().await? {
+        if !srv.has_sessions(matches!(scope, Scope::Session(..))).await? {
             return Ok(None);
         }
         match scope {
@@ -100,7 +100,7 @@ impl McpRoute {
                 if !renew && let Some(up) = self.late.get(&key) {
                     return Ok(Some(up));
                 }
-                let up = srv.initialize().await?;
+                let up = srv.initialize(&json!({})).await?;
                 self.late.insert(key, up.clone());
                 Ok(Some(up))
             }
@@ -110,7 +110,7 @@ impl McpRoute {
     /// Sends `msg` to server `i`, starting a new session once when the old one has ended.
     pub(super) async fn send(&self, scope: &Scope, i: usize, msg: &Value) -> Result<Answer, ServerError> {
         let srv = &self.servers[i];
-        let era = srv.era().await?;
+        let era = srv.era_for(matches!(scope, Scope::Session(..))).await?;
         let session = self.session_for(scope, i, false).await?;
         match srv.exchange(msg, era, session.as_deref()).await {
             Err(ServerError::SessionGone) => {
@@ -222,22 +222,20 @@ impl McpRoute {
         seen(kind)
     }
 
-    /// Runs `tools/call` (`prompts/get`, `resources/read` for the other kinds) for the
-    /// client's request `id`: a tool is refused when the caller may not use it or its limit
-    /// is spent; otherwise the owning server's answer, streamed message by message.
+    /// Runs `method` (`tools/call`, `prompts/get`, `resources/read`, `resources/subscribe`…)
+    /// on the item of `kind` that `params` names, for the client's request `id`: a tool is
+    /// refused when the caller may not use it or its limit is spent; otherwise the owning
+    /// server's answer, streamed message by message.
     pub(super) async fn call(
         self: &Arc<Self>,
         kind: Kind,
+        method: &str,
         scope: &Scope,
         caller: &Caller,
         id: Value,
         params: Value,
     ) -> Reply {
-        let (field, method) = match kind {
-            Kind::Tools => ("name", "tools/call"),
-            Kind::Prompts => ("name", "prompts/get"),
-            Kind::Resources | Kind::Templates => ("uri", "resources/read"),
-        };
+        let field = kind.id_field();
         let Some(exposed) = params.get(field).and_then(Value::as_str).map(str::to_owned) else {
             return Reply::Error(id, Code::InvalidParams, format!("{method} needs params.{field}"));
         };
@@ -251,48 +249,108 @@ impl McpRoute {
             if tool {
                 self.metrics.mcp_call(&self.route, server, &exposed, "refused", None);
             }
-            let what = if tool { "tool" } else { kind.id_field() };
+            let what = if tool { "tool" } else { field };
             return Reply::Error(id, Code::InvalidParams, format!("Unknown {what}: {exposed}"));
         };
-        let srv = &self.servers[i];
         if tool && let Some(why) = self.limited(&exposed, caller).await {
-            self.metrics.mcp_call(&self.route, &srv.name, &exposed, "limited", None);
+            self.metrics.mcp_call(&self.route, &self.servers[i].name, &exposed, "limited", None);
             return Reply::Error(id, Code::Limited, why);
         }
-        let up_id = srv.next_id();
         let mut p = params;
         p[field] = json!(own);
+        self.relay(scope, Target { server: i, exposed, metered: tool }, method, p, id).await
+    }
+
+    /// `completion/complete`: to the server that owns the prompt or resource template its
+    /// `ref` names, under that server's own name.
+    pub(super) async fn complete(
+        self: &Arc<Self>,
+        scope: &Scope,
+        caller: &Caller,
+        id: Value,
+        mut params: Value,
+    ) -> Reply {
+        let (kind, at) = match params.pointer("/ref/type").and_then(Value::as_str) {
+            Some("ref/prompt") => (Kind::Prompts, "/ref/name"),
+            Some("ref/resource") => (Kind::Templates, "/ref/uri"),
+            _ => return Reply::Error(id, Code::InvalidParams, "completion/complete needs params.ref".into()),
+        };
+        let Some(exposed) = params.pointer(at).and_then(Value::as_str).map(str::to_owned) else {
+            return Reply::Error(id, Code::InvalidParams, format!("completion/complete needs params{at}"));
+        };
+        let Some((i, own)) = self.owner(kind, scope, caller, &exposed).await else {
+            return Reply::Error(id, Code::InvalidParams, format!("Unknown reference: {exposed}"));
+        };
+        if let Some(v) = params.pointer_mut(at) {
+            *v = json!(own);
+        }
+        self.relay(scope, Target { server: i, exposed, metered: false }, "completion/complete", params, id).await
+    }
+
+    /// `logging/setLevel`: said to every server (those that fail are left out); Weir answers.
+    pub(super) async fn set_level(&self, scope: &Scope, id: Value, params: &Value) -> Reply {
+        join_all((0..self.servers.len()).map(|i| async move {
+            let srv = &self.servers[i];
+            let up_id = srv.next_id();
+            let msg = json!({"jsonrpc": "2.0", "id": up_id, "method": "logging/setLevel", "params": params});
+            let said = async { self.send(scope, i, &msg).await?.response(&up_id).await };
+            let _ = tokio::time::timeout(srv.quick, said).await;
+        }))
+        .await;
+        Reply::Json(super::wire::result(&id, &json!({})))
+    }
+
+    /// Sends the client's request `id` to `to.server` as Weir's own request, and answers with
+    /// what the server answers (once, or streamed).
+    async fn relay(self: &Arc<Self>, scope: &Scope, to: Target, method: &str, mut p: Value, id: Value) -> Reply {
+        let srv = &self.servers[to.server];
+        let up_id = srv.next_id();
         // The server sees Weir's token, so clients sharing it never see each other's progress.
         let token = p.pointer_mut("/_meta/progressToken").map(|t| std::mem::replace(t, up_id.clone()));
         let msg = json!({"jsonrpc": "2.0", "id": up_id, "method": method, "params": p});
         let started = Instant::now();
-        let answer = match self.send(scope, i, &msg).await {
+        let answer = match self.send(scope, to.server, &msg).await {
             Ok(a) => a,
             Err(ServerError::SessionGone) => return Reply::SessionGone,
             Err(e) => {
-                self.metrics.mcp_call(
-                    &self.route,
-                    &srv.name,
-                    &exposed,
-                    "unavailable",
-                    Some(started.elapsed().as_secs_f64()),
-                );
+                if to.metered {
+                    let took = Some(started.elapsed().as_secs_f64());
+                    self.metrics.mcp_call(&self.route, &srv.name, &to.exposed, "unavailable", took);
+                }
                 return Reply::Error(id, Code::Internal, format!("MCP server {:?} failed: {e}", srv.name));
             }
         };
         let call = Call {
             route: self.clone(),
             scope: scope.clone(),
-            server: i,
-            tool: exposed,
+            server: to.server,
+            tool: to.exposed,
             started,
             up_id,
             id,
             token,
-            metered: tool,
+            metered: to.metered,
         };
         if answer.streaming { Reply::Stream(call.stream(answer)) } else { call.once(answer).await }
     }
+
+    /// A client's answer to a request a server made during a call (sampling, elicitation):
+    /// to that server, under the id the server gave it.
+    pub(super) async fn answer_server(&self, scope: &Scope, mut m: Value) {
+        let Scope::Session(sid, _) = scope else { return };
+        let Some(id) = m.get("id").map(Value::to_string) else { return };
+        let Some((i, theirs)) = self.asked.remove(&(sid.clone(), id)) else { return };
+        m["id"] = theirs;
+        let _ = tokio::time::timeout(self.servers[i].quick, self.send(scope, i, &m)).await;
+    }
+}
+
+/// Where a client's request goes: the owning server, and the name it was asked by.
+struct Target {
+    server: usize,
+    exposed: String,
+    /// A tool call (counted in the tool metrics).
+    metered: bool,
 }
 
 impl McpRoute {

@@ -76,6 +76,9 @@ pub struct McpRoute {
     ended: moka::sync::Cache<String, ()>,
     /// Streamed calls of sessionful clients, by [`call::key`]: to resume or cancel them.
     calls: moka::sync::Cache<u64, call::Handle>,
+    /// Requests servers made of sessionful clients during calls, by (session, the id Weir
+    /// gave the client): the server and the id it gave.
+    asked: moka::sync::Cache<(String, String), (usize, Value)>,
     /// Legacy HTTP+SSE clients' open streams, by the key their endpoint names.
     legacy_clients: moka::sync::Cache<String, Arc<sse_clients::Open>>,
     metrics: Arc<Metrics>,
@@ -139,6 +142,7 @@ impl McpRoute {
             late: moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
             ended: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(86_400)).build(),
             calls: moka::sync::Cache::new(100_000),
+            asked: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
             legacy_clients: moka::sync::Cache::new(100_000),
             metrics: metrics.clone(),
             limits,
@@ -177,6 +181,10 @@ impl McpRoute {
 
     /// Answers one HTTP request to the endpoint.
     pub async fn serve(self: &Arc<Self>, parts: Parts, body: Incoming, mut caller: Caller) -> Response<GatewayBody> {
+        if !self.origin_allowed(&parts) {
+            let why = "Forbidden: this Origin may not call the MCP endpoint";
+            return rpc_error(StatusCode::FORBIDDEN, &Value::Null, Code::InvalidRequest, why, None);
+        }
         if let Some(g) = &self.guard {
             match g.check(&parts.headers).await {
                 Ok(claims) => {
@@ -194,6 +202,30 @@ impl McpRoute {
         }
     }
 
+    /// A sessionful client's answer to a server's request: passed to that server; 202.
+    async fn answered(&self, headers: &HeaderMap, answer: Value) -> Response<GatewayBody> {
+        let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            let why = "Bad Request: an answer needs the session it belongs to";
+            return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, Code::InvalidRequest, why, None);
+        };
+        let Some(s) = self.open(sid) else { return session_not_found() };
+        self.answer_server(&Scope::Session(sid.to_owned(), s), answer).await;
+        Response::builder().status(StatusCode::ACCEPTED).body(GatewayBody::empty()).unwrap_or_default()
+    }
+
+    /// No `Origin`, the endpoint's own (scheme aside, the `Host` it was sent to), or a listed one.
+    fn origin_allowed(&self, parts: &Parts) -> bool {
+        let headers = &parts.headers;
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+            return headers.get(header::ORIGIN).is_none();
+        };
+        let own = origin.split_once("://").map(|(_, rest)| rest);
+        // HTTP/2 has no Host field: the authority is in the URI.
+        let host =
+            headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str()));
+        (own.is_some() && own == host) || self.spec.allowed_origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+
     async fn post(self: &Arc<Self>, parts: &Parts, body: Incoming, caller: &Caller) -> Response<GatewayBody> {
         let headers = &parts.headers;
         let bytes = match http_body_util::Limited::new(body, MAX_REQUEST).collect().await {
@@ -202,6 +234,9 @@ impl McpRoute {
         };
         let msg = match Message::parse(&bytes) {
             Ok(m) => m,
+            Err((Code::InvalidRequest, _)) if let Some(answer) = wire::response(&bytes) => {
+                return self.answered(headers, answer).await;
+            }
             Err((code, why)) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, code, why, None),
         };
         let called = Called { method: msg.method.clone(), name: msg.routed_name().map(str::to_owned) };
@@ -266,11 +301,13 @@ impl McpRoute {
     async fn begin(&self, id: &Value, msg: &Message) -> (String, Value) {
         let asked = msg.params.get("protocolVersion").and_then(Value::as_str).unwrap_or(wire::SESSIONFUL);
         let version = if wire::HANDSHAKE.contains(&asked) { asked } else { wire::SESSIONFUL };
+        // The servers learn what the client can do (sampling, elicitation, roots).
+        let capabilities = &msg.params.get("capabilities").cloned().unwrap_or_else(|| json!({}));
         // Every sessionful server gets its session now, so the sealed id carries them all and
         // any replica can continue; one that is down is begun later, when first needed.
         let begun = futures_util::future::join_all(self.servers.iter().map(|s| async move {
-            match s.has_sessions().await {
-                Ok(true) => s.initialize().await.ok().map(|up| (s.name.clone(), up)),
+            match s.has_sessions(true).await {
+                Ok(true) => s.initialize(capabilities).await.ok().map(|up| (s.name.clone(), up)),
                 _ => None,
             }
         }))
@@ -320,6 +357,10 @@ impl McpRoute {
         };
         let stateless = matches!(scope, Scope::Stateless);
         Some(match msg.method.as_str() {
+            // Methods the stateless revision removed.
+            "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" if stateless => {
+                Reply::Error(id.clone(), Code::MethodNotFound, "Method not found".into())
+            }
             "ping" => Reply::Json(wire::result(&id, &json!({}))),
             "server/discover" if stateless => Reply::Json(wire::result(&id, &discover())),
             m @ ("tools/list" | "prompts/list" | "resources/list" | "resources/templates/list") => {
@@ -338,9 +379,13 @@ impl McpRoute {
                 }
                 Reply::Json(wire::result(&id, &result))
             }
-            "tools/call" => self.call(Kind::Tools, scope, caller, id.clone(), msg.params).await,
-            "prompts/get" => self.call(Kind::Prompts, scope, caller, id.clone(), msg.params).await,
-            "resources/read" => self.call(Kind::Resources, scope, caller, id.clone(), msg.params).await,
+            m @ "tools/call" => self.call(Kind::Tools, m, scope, caller, id, msg.params).await,
+            m @ "prompts/get" => self.call(Kind::Prompts, m, scope, caller, id, msg.params).await,
+            m @ ("resources/read" | "resources/subscribe" | "resources/unsubscribe") => {
+                self.call(Kind::Resources, m, scope, caller, id, msg.params).await
+            }
+            "completion/complete" => self.complete(scope, caller, id, msg.params).await,
+            "logging/setLevel" => self.set_level(scope, id, &msg.params).await,
             _ => Reply::Error(id.clone(), Code::MethodNotFound, "Method not found".into()),
         })
     }
@@ -449,7 +494,8 @@ impl McpRoute {
 /// What a stateless client learns from `server/discover`.
 fn discover() -> Value {
     json!({
-        "supportedVersions": [wire::STATELESS],
+        // Both revisions are served on this endpoint; errors about versions list the same.
+        "supportedVersions": [wire::STATELESS, wire::SESSIONFUL],
         "capabilities": {"tools": {"listChanged": false}, "prompts": {}, "resources": {}},
         "ttlMs": 0,
         "cacheScope": "private",
@@ -484,6 +530,9 @@ fn check_routing(headers: &HeaderMap, msg: &Message) -> Result<(), (Code, &'stat
                 Code::HeaderMismatch,
                 "mcp-protocol-version header does not match the request envelope's protocol version",
             ));
+        }
+        if msg.meta(wire::META_CAPABILITIES).is_none() {
+            return Err((Code::InvalidParams, "params._meta must carry the client's capabilities"));
         }
     }
     Ok(())

@@ -64,6 +64,10 @@ pub struct Server {
     headers: Vec<(HeaderName, HeaderValue)>,
     configured: McpEra,
     era: OnceCell<Era>,
+    /// A stateless server that also takes the handshake (its `server/discover` lists a
+    /// handshake-era version): sessionful clients get sessions with it, so it can ask them
+    /// things (sampling, elicitation) and keep per-session state (log level, subscriptions).
+    dual: std::sync::atomic::AtomicBool,
     /// The session used for clients that have none of their own (stateless clients).
     shared: Mutex<Option<String>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -151,6 +155,7 @@ impl Server {
             headers,
             configured: spec.era,
             era: OnceCell::new(),
+            dual: std::sync::atomic::AtomicBool::new(false),
             shared: Mutex::new(None),
             client,
             ids: AtomicU64::new(1),
@@ -181,7 +186,16 @@ impl Server {
                 let discover = json!({"jsonrpc": "2.0", "id": id, "method": "server/discover", "params": {}});
                 match self.exchange(&discover, Era::Stateless, None).await {
                     Ok(a) => match a.response(&id).await {
-                        Ok(m) if m.get("result").is_some() => Ok(Era::Stateless),
+                        Ok(m) if m.get("result").is_some() => {
+                            let versions = m.pointer("/result/supportedVersions").and_then(Value::as_array);
+                            let listed =
+                                versions.is_some_and(|v| v.iter().any(|v| wire::HANDSHAKE.iter().any(|h| v == h)));
+                            // Servers that serve both on one endpoint may list only the new
+                            // one: a handshake, ended at once, tells.
+                            let dual = listed || self.try_handshake().await;
+                            self.dual.store(dual, Ordering::Relaxed);
+                            Ok(Era::Stateless)
+                        }
                         Ok(_) | Err(ServerError::Garbled(_)) => Ok(Era::Sessionful),
                         Err(e) => Err(e),
                     },
@@ -202,12 +216,32 @@ impl Server {
         }
     }
 
-    /// Starts a session (sessionful servers): `initialize`, then `notifications/initialized`.
-    pub async fn initialize(&self) -> Result<String, ServerError> {
+    /// Whether a server found stateless also takes `initialize` (the session is ended).
+    async fn try_handshake(&self) -> bool {
+        match self.initialize(&json!({})).await {
+            Ok(session) => {
+                self.end(&session).await;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The revision to speak for a client of the sessionful revision (`sessionful`) or not.
+    pub async fn era_for(&self, sessionful: bool) -> Result<Era, ServerError> {
+        match self.era().await? {
+            Era::Stateless if sessionful && self.dual.load(Ordering::Relaxed) => Ok(Era::Sessionful),
+            era => Ok(era),
+        }
+    }
+
+    /// Starts a session (sessionful servers): `initialize` with the client's `capabilities`,
+    /// then `notifications/initialized`.
+    pub async fn initialize(&self, capabilities: &Value) -> Result<String, ServerError> {
         let id = self.next_id();
         let init = json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
             "protocolVersion": wire::SESSIONFUL,
-            "capabilities": {},
+            "capabilities": capabilities,
             "clientInfo": {"name": "weir", "version": env!("CARGO_PKG_VERSION")},
         }});
         let a = self.exchange(&init, Era::Sessionful, None).await?;
@@ -227,7 +261,7 @@ impl Server {
         if !renew && let Some(s) = self.shared.lock().clone() {
             return Ok(s);
         }
-        let s = self.initialize().await?;
+        let s = self.initialize(&json!({})).await?;
         *self.shared.lock() = Some(s.clone());
         Ok(s)
     }
@@ -238,10 +272,10 @@ impl Server {
         let _ = tokio::time::timeout(self.quick, self.client.request(req)).await;
     }
 
-    /// Whether Weir holds sessions with it (sessionful HTTP servers; a stdio server's process
-    /// is its one session).
-    pub async fn has_sessions(&self) -> Result<bool, ServerError> {
-        Ok(self.stdio.is_none() && self.era().await? == Era::Sessionful)
+    /// Whether Weir holds sessions with it for a client of the sessionful revision or not
+    /// (sessionful HTTP servers; a stdio server's process is its one session).
+    pub async fn has_sessions(&self, sessionful: bool) -> Result<bool, ServerError> {
+        Ok(self.stdio.is_none() && self.era_for(sessionful).await? == Era::Sessionful)
     }
 
     /// Sends `msg` to a server whose answers come out of band (stdio, legacy event stream);

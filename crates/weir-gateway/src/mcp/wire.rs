@@ -94,6 +94,15 @@ impl Message {
     }
 }
 
+/// A client's answer to a server's request (an id and a result or error, no method), if
+/// `body` is one.
+pub fn response(body: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let answer =
+        v.get("method").is_none() && v.get("id").is_some() && (v.get("result").is_some() || v.get("error").is_some());
+    answer.then_some(v)
+}
+
 /// One message as an SSE event.
 pub fn sse_event(msg: &Value) -> Bytes {
     let mut out = Vec::with_capacity(64);
