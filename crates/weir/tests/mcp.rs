@@ -424,6 +424,11 @@ async fn an_http_and_a_stdio_server_federate_and_a_killed_one_comes_back() {
     );
     let yaml = config(&[("math", &math)], "").replace("      servers:\n", &format!("      servers:\n{stdio}"));
     let weir = Weir::start(&yaml);
+    // The process starts on first use; under load Python's start can outlast the first list.
+    wait_until("the stdio server's tools are listed", Duration::from_secs(20), || async {
+        client(&weir, "2026-07-28", "x", &[]).await["tools"].as_array().unwrap().len() == 8
+    })
+    .await;
     let out = client(
         &weir,
         "2026-07-28",
@@ -656,6 +661,27 @@ async fn a_change_in_the_servers_is_announced_on_the_session_stream() {
     assert_eq!(rsp.status(), 200);
     assert_eq!(rsp.headers()["content-type"], "text/event-stream");
     let mut stream = rsp.into_body();
+    // A stateless client listens with `subscriptions/listen`: acknowledged first.
+    let listen = json!({"jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen", "params": {
+        "notifications": {"toolsListChanged": true, "promptsListChanged": true},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let stateless = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "subscriptions/listen"),
+    ];
+    let mut c2 = Client::connect(weir.addr).await;
+    let rsp = c2.try_send("POST", "/mcp", &stateless, Bytes::from(listen.to_string())).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut listening = rsp.into_body();
+    let mut heard = String::new();
+    let acked = |t: &str| t.contains("notifications/subscriptions/acknowledged");
+    assert!(read_until(&mut listening, &mut heard, Duration::from_secs(5), acked).await, "{heard}");
+    assert!(
+        heard.contains(r#""notifications":{"toolsListChanged":true}"#),
+        "only what Weir announces is honored: {heard}"
+    );
     // The operator adds a server: the open session stream hears of it, and the list has it.
     weir.write_config(&config(&[("math", &math), ("next", &next)], ""));
     assert!(
@@ -663,6 +689,9 @@ async fn a_change_in_the_servers_is_announced_on_the_session_stream() {
         "list_changed after a reload: {}",
         weir.logs()
     );
+    let changed = |t: &str| t.contains("notifications/tools/list_changed");
+    assert!(read_until(&mut listening, &mut heard, Duration::from_secs(5), changed).await, "{heard}");
+    assert!(heard.contains(r#""io.modelcontextprotocol/subscriptionId":"sub-1""#), "tagged: {heard}");
     assert_eq!(post(weir.addr, Some(&sid), list.clone()).await.2.matches("\"name\":").count(), 8);
     // A server going away is announced too (found when the tools are next listed).
     drop(next);

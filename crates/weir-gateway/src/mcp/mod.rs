@@ -363,6 +363,7 @@ impl McpRoute {
             }
             "ping" => Reply::Json(wire::result(&id, &json!({}))),
             "server/discover" if stateless => Reply::Json(wire::result(&id, &discover())),
+            "subscriptions/listen" if stateless => Reply::Stream(self.subscribe(&id, &msg.params)),
             m @ ("tools/list" | "prompts/list" | "resources/list" | "resources/templates/list") => {
                 let kind = match m {
                     "tools/list" => Kind::Tools,
@@ -388,6 +389,24 @@ impl McpRoute {
             "logging/setLevel" => self.set_level(scope, id, &msg.params).await,
             _ => Reply::Error(id.clone(), Code::MethodNotFound, "Method not found".into()),
         })
+    }
+
+    /// A stateless client's `subscriptions/listen`: the acknowledgement first, then
+    /// `tools/list_changed` (the one kind Weir announces, when asked for), each tagged with the
+    /// subscription's id.
+    fn subscribe(&self, id: &Value, params: &Value) -> tokio::sync::mpsc::Receiver<Bytes> {
+        let tools = params.pointer("/notifications/toolsListChanged") == Some(&Value::Bool(true));
+        let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
+        let honored = if tools { json!({"toolsListChanged": true}) } else { json!({}) };
+        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+            "params": {"notifications": honored, "_meta": meta}});
+        let changed =
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {"_meta": meta}});
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // A fresh channel has room for its first event.
+        let _ = tx.try_send(wire::sse_event(&ack));
+        tokio::spawn(self.listen(tx, tools.then(|| wire::sse_event(&changed))));
+        rx
     }
 
     /// A sessionful client's `notifications/cancelled`: the streamed call it names stops.
@@ -446,7 +465,8 @@ impl McpRoute {
             return self.resume(sid, last);
         }
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(self.listen(tx));
+        let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+        tokio::spawn(self.listen(tx, Some(changed)));
         let mut rsp = event_stream(rx);
         if let Ok(v) = HeaderValue::try_from(sid) {
             rsp.headers_mut().insert(wire::SESSION_HEADER, v);
@@ -454,19 +474,19 @@ impl McpRoute {
         rsp
     }
 
-    /// Feeds a session's stream of server-initiated messages until it closes.
-    fn listen(&self, tx: tokio::sync::mpsc::Sender<Bytes>) -> impl Future<Output = ()> + use<> {
+    /// Feeds a stream of server-initiated messages until it closes: `changed` whenever the
+    /// tools may have changed (never, if `None`), keep-alive comments between.
+    fn listen(&self, tx: tokio::sync::mpsc::Sender<Bytes>, changed: Option<Bytes>) -> impl Future<Output = ()> + use<> {
         let every = self.keepalive;
         let mut changes = self.changes.subscribe();
         changes.mark_unchanged();
         async move {
-            let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
             loop {
                 let send = tokio::select! {
                     () = tx.closed() => return,
-                    r = changes.changed() => match r {
-                        Ok(()) => changed.clone(),
-                        Err(_) => return,
+                    r = changes.changed(), if changed.is_some() => match (r, &changed) {
+                        (Ok(()), Some(c)) => c.clone(),
+                        _ => return,
                     },
                     () = tokio::time::sleep(every) => Bytes::from_static(b": keep-alive\r\n\r\n"),
                 };
@@ -496,7 +516,7 @@ fn discover() -> Value {
     json!({
         // Both revisions are served on this endpoint; errors about versions list the same.
         "supportedVersions": [wire::STATELESS, wire::SESSIONFUL],
-        "capabilities": {"tools": {"listChanged": false}, "prompts": {}, "resources": {}},
+        "capabilities": {"tools": {"listChanged": true}, "prompts": {}, "resources": {}},
         "ttlMs": 0,
         "cacheScope": "private",
         "resultType": "complete",

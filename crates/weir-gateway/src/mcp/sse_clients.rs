@@ -45,7 +45,8 @@ impl McpRoute {
         // A fresh channel has room for its first event.
         let _ = to.try_send(Bytes::from(endpoint));
         self.legacy_clients.insert(key.clone(), Arc::new(Open { to: to.clone(), sid: Mutex::new(None) }));
-        let listen = self.listen(to);
+        let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
+        let listen = self.listen(to, Some(changed));
         let streams = self.legacy_clients.clone();
         tokio::spawn(async move {
             listen.await;
