@@ -8,7 +8,8 @@ Starts fixture MCP servers (crates/weir/tests/python/mcp_server.py, the Python S
   - the same in the sessionful revision (a session through Weir holds one upstream session);
   - Weir's RSS before and after --sessions sessions are begun (`initialize`), and the servers'
     share of that work (the ids Weir hands out are sealed: it keeps no table of them);
-  - `tools/list` latency with 1 server and with --fanout servers behind the route.
+  - `tools/list` latency direct, with 1 server and with --fanout servers behind the route, and
+    with --fanout servers whose lists say `ttlMs` 60000, `cacheScope: public` (Weir keeps them).
 Prints one JSON object (and writes it to --out).
 
 usage: bench/mcp.py [--weir target/release/weir] [--calls 500] [--sessions 1000] [--fanout 10]
@@ -34,8 +35,8 @@ def pct(xs, p):
     return round(xs[min(len(xs) - 1, int(len(xs) * p / 100))], 3) if xs else None
 
 
-def start_server(name):
-    p = subprocess.Popen([sys.executable, FIXTURE, "--name", name, "--only", "both"], stdout=subprocess.PIPE, text=True)
+def start_server(name, extra=()):
+    p = subprocess.Popen([sys.executable, FIXTURE, "--name", name, "--only", "both", *extra], stdout=subprocess.PIPE, text=True)
     port = int(p.stdout.readline().split()[1])
     return p, port
 
@@ -55,7 +56,7 @@ def rss_kib(pid):
 def start_weir(weir, servers, tmp):
     listen, admin = free_port(), free_port()
     lines = "".join(f"        - {{ name: {n}, url: \"http://127.0.0.1:{p}/mcp\" }}\n" for n, p in servers)
-    cfg = os.path.join(tmp, f"weir-{len(servers)}.yaml")
+    cfg = os.path.join(tmp, f"weir-{servers[0][0]}-{len(servers)}.yaml")
     with open(cfg, "w") as f:
         f.write(f"listeners:\n  - {{ name: main, address: 127.0.0.1:{listen} }}\nadmin: {{ address: 127.0.0.1:{admin} }}\n"
                 f"routes:\n  - name: tools\n    match: {{ path: {{ exact: /mcp }} }}\n    mcp:\n"
@@ -160,10 +161,26 @@ def main():
             lst = lambda url: stateless(c, url, "tools/list", {})  # noqa: E731
             for _ in range(20):
                 lst(via), lst(via10)
+            kept = []
+            for i in range(a.fanout):
+                p, port = start_server(f"k{i}", ["--list-ttl", "60000", "--list-scope", "public"])
+                procs.append(p)
+                kept.append((f"k{i}", port))
+            wk, portk = start_weir(a.weir, kept, tmp)
+            procs.append(wk)
+            viak = f"http://127.0.0.1:{portk}/mcp"
+            lst(viak)
+            alone = timed(a.calls // 5, lambda: lst(direct))
             one = timed(a.calls // 5, lambda: lst(via))
             many = timed(a.calls // 5, lambda: lst(via10))
-            res["tools_list_ms"] = {"servers_1": {"p50": pct(one, 50), "p99": pct(one, 99)},
-                                    f"servers_{a.fanout}": {"p50": pct(many, 50), "p99": pct(many, 99)}}
+            cpu0 = cpu_seconds(wk.pid)
+            cached = timed(a.calls // 5, lambda: lst(viak))
+            cpu_cached = (cpu_seconds(wk.pid) - cpu0) / (a.calls // 5) * 1e6
+            res["tools_list_ms"] = {"direct": {"p50": pct(alone, 50), "p99": pct(alone, 99)},
+                                    "servers_1": {"p50": pct(one, 50), "p99": pct(one, 99)},
+                                    f"servers_{a.fanout}": {"p50": pct(many, 50), "p99": pct(many, 99)},
+                                    f"servers_{a.fanout}_kept": {"p50": pct(cached, 50), "p99": pct(cached, 99),
+                                                                 "weir_cpu_us_per_list": round(cpu_cached, 1)}}
     finally:
         for p in procs:
             p.kill()

@@ -529,6 +529,30 @@ async fn legacy_http_sse_servers_serve_clients_of_either_revision_and_come_back(
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_the_server_lets_be_kept_is_asked_once_while_it_holds() {
+    let kept = Fixture::spawn("kept", &["--list-ttl", "60000", "--list-scope", "public"], 0, "/mcp");
+    let fresh = Fixture::start("fresh", "both", 0);
+    let weir = Weir::start(&config(&[("kept", &kept), ("fresh", &fresh)], ""));
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    for _ in 0..4 {
+        let rsp =
+            Client::connect(weir.addr).await.try_send("POST", "/mcp", &headers, Bytes::from(list.to_string())).await;
+        let body = rsp.unwrap().into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body).matches("\"name\":").count(), 8, "both servers' tools");
+    }
+    let asked = |f: &Fixture| f.requests().iter().filter(|r| r["headers"]["mcp-method"] == "tools/list").count();
+    assert_eq!(asked(&kept), 1, "a list with ttlMs is kept while it holds");
+    assert_eq!(asked(&fresh), 4, "a list without one is asked each time");
+}
+
 /// Reads an event stream's frames into `seen` until `done` holds (false when `within` passes).
 async fn read_until(
     body: &mut hyper::body::Incoming,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -77,6 +77,9 @@ impl Kind {
         matches!(self, Self::Tools | Self::Prompts)
     }
 }
+
+/// A kept list: the server, the kind, and the client session a private one was asked in.
+pub type ListKey = (usize, Kind, Option<String>);
 
 /// How many pages of a list Weir follows per server.
 const MAX_PAGES: usize = 10;
@@ -170,10 +173,50 @@ impl McpRoute {
         None
     }
 
+    /// Server `i`'s items of `kind`: from the cache while the server's `ttlMs` holds, else
+    /// asked (every page), and kept when the server allows.
     async fn list_of(&self, kind: Kind, scope: &Scope, i: usize) -> Result<Vec<Value>, ServerError> {
+        let key = self.list_key(kind, scope, i).await;
+        let shared = (i, kind, None);
+        for k in [&shared, &key] {
+            if let Some((until, items)) = self.lists.get(k)
+                && Instant::now() < until
+            {
+                return Ok(items.to_vec());
+            }
+        }
+        let (items, ttl) = self.fetch_list(kind, scope, i).await?;
+        if let Some((ttl, public)) = ttl {
+            // A public answer serves everyone; a private one, only whom it was asked for.
+            let k = if public { shared } else { key };
+            self.lists.insert(k, (Instant::now() + ttl, Arc::from(items.as_slice())));
+        }
+        Ok(items)
+    }
+
+    /// Whose list a private answer is: the server, the kind, and the client session it was
+    /// asked in (`None` when Weir asked in its own name: a stateless or shared-session request,
+    /// or a server Weir holds no sessions with).
+    async fn list_key(&self, kind: Kind, scope: &Scope, i: usize) -> ListKey {
+        let own = match scope {
+            Scope::Session(sid, _) if self.servers[i].has_sessions(true).await.unwrap_or(false) => Some(sid.clone()),
+            _ => None,
+        };
+        (i, kind, own)
+    }
+
+    /// Asks every page; with how long the server lets the answer be reused (the least
+    /// `ttlMs` of its pages, when all give one) and whether across callers (`public`).
+    async fn fetch_list(
+        &self,
+        kind: Kind,
+        scope: &Scope,
+        i: usize,
+    ) -> Result<(Vec<Value>, Option<(Duration, bool)>), ServerError> {
         let srv = &self.servers[i];
-        let mut tools = Vec::new();
+        let mut items = Vec::new();
         let mut cursor = None;
+        let mut ttl: Option<(Duration, bool)> = Some((Duration::MAX, true));
         for _ in 0..MAX_PAGES {
             let id = srv.next_id();
             let params = cursor.take().map_or_else(|| json!({}), |c: Value| json!({"cursor": c}));
@@ -181,16 +224,19 @@ impl McpRoute {
             let m = self.send(scope, i, &msg).await?.response(&id).await?;
             if m.pointer("/error/code") == Some(&json!(Code::MethodNotFound as i64)) {
                 // A server without prompts or resources has none to list.
-                return Ok(tools);
+                return Ok((items, None));
             }
             let result = m.get("result").ok_or(ServerError::Garbled("a list was refused"))?;
-            tools.extend(result.get(kind.key()).and_then(Value::as_array).cloned().unwrap_or_default());
+            items.extend(result.get(kind.key()).and_then(Value::as_array).cloned().unwrap_or_default());
+            let page = result.get("ttlMs").and_then(Value::as_u64).filter(|ms| *ms > 0).map(Duration::from_millis);
+            let public = result.get("cacheScope").and_then(Value::as_str) == Some("public");
+            ttl = ttl.zip(page).map(|((t, p), page)| (t.min(page), p && public));
             match result.get("nextCursor") {
                 Some(c) if !c.is_null() => cursor = Some(c.clone()),
                 _ => break,
             }
         }
-        Ok(tools)
+        Ok((items, ttl))
     }
 
     /// The server and own name of the item of `kind` exposed as `exposed`.

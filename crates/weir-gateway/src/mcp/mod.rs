@@ -79,6 +79,9 @@ pub struct McpRoute {
     /// Requests servers made of sessionful clients during calls, by (session, the id Weir
     /// gave the client): the server and the id it gave.
     asked: moka::sync::Cache<(String, String), (usize, Value)>,
+    /// Servers' lists kept as long as their `ttlMs` allows, by (server, kind, client session
+    /// when asked in one): until when, and the items.
+    lists: moka::sync::Cache<federation::ListKey, (std::time::Instant, Arc<[Value]>)>,
     /// Legacy HTTP+SSE clients' open streams, by the key their endpoint names.
     legacy_clients: moka::sync::Cache<String, Arc<sse_clients::Open>>,
     metrics: Arc<Metrics>,
@@ -144,6 +147,7 @@ impl McpRoute {
             calls: moka::sync::Cache::new(100_000),
             asked: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(3600)).build(),
             legacy_clients: moka::sync::Cache::new(100_000),
+            lists: moka::sync::Cache::new(10_000),
             metrics: metrics.clone(),
             limits,
             idle,

@@ -12,6 +12,7 @@ legacy HTTP+SSE transport of 2024-11-05: the event stream at /sse, messages to /
   --log FILE       appends one JSON line per request: method, path and the request's headers
   --stdio          newline-delimited JSON-RPC on stdin and stdout (a server Weir starts itself)
   --sse            the legacy HTTP+SSE transport instead of Streamable HTTP
+  --list-ttl MS    tools/list answers carry ttlMs MS (2026-07-28), --list-scope public|private
 """
 
 import argparse
@@ -20,13 +21,15 @@ import socket
 
 import anyio
 import uvicorn
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 
 HANDSHAKE = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"}
 
 
-def build(name, log=None):
-    mcp = MCPServer(name, version="1.0.0", log_level="WARNING")
+def build(name, log=None, list_ttl=0, list_scope="private"):
+    hints = {"tools/list": CacheHint(ttl_ms=list_ttl, scope=list_scope)} if list_ttl else None
+    mcp = MCPServer(name, version="1.0.0", log_level="WARNING", cache_hints=hints)
 
     @mcp.tool()
     def add(a: int, b: int) -> int:
@@ -123,13 +126,17 @@ def main():
     p.add_argument("--log")
     p.add_argument("--stdio", action="store_true", help="speak MCP on stdin and stdout instead")
     p.add_argument("--sse", action="store_true", help="the legacy HTTP+SSE transport (/sse, /messages/)")
+    p.add_argument("--list-ttl", type=int, default=0)
+    p.add_argument("--list-scope", choices=["public", "private"], default="private")
     a = p.parse_args()
     if a.stdio:
         return build(a.name, a.log).run("stdio")
     if a.sse:
         app = build(a.name, a.log).sse_app(host="127.0.0.1")
     else:
-        app = build(a.name).streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
+        app = build(a.name, list_ttl=a.list_ttl, list_scope=a.list_scope).streamable_http_app(
+            streamable_http_path="/mcp", host="127.0.0.1"
+        )
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", a.port))
