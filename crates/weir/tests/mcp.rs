@@ -530,6 +530,31 @@ async fn legacy_http_sse_servers_serve_clients_of_either_revision_and_come_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_limit_in_redis_is_one_count_across_replicas() {
+    let r = common::redis::redis().await;
+    let math = Fixture::start("math", "both", 0);
+    let limits = format!(
+        "      tools:\n        limits:\n          - {{ tools: [\"*__add\"], rate: {{ requests: 3, window: 1h, policy: redis, redis_url: \"redis://127.0.0.1:{}\", key: {{ client_ip: {{}} }} }} }}\n",
+        r.port
+    );
+    let yaml = config(&[("math", &math)], &limits);
+    let (a, b) = (Weir::start(&yaml), Weir::start(&yaml));
+    let add = [("math__add", json!({"a": 1, "b": 1}))];
+    let whoami = [("math__whoami", json!({}))];
+    // Three calls admitted in all, whichever replica takes them; the fourth is refused.
+    for (i, weir) in [&a, &b, &a].into_iter().enumerate() {
+        let out = client(weir, "2026-07-28", "x", &add).await;
+        assert_eq!(out["calls"][0]["text"], "2", "call {i}: {out}");
+    }
+    let out = client(&b, "2026-07-28", "x", &add).await;
+    assert_eq!(out["calls"][0]["error"]["code"], -32000, "the shared count is spent: {out}");
+    // Only that tool: another still answers on either replica.
+    for weir in [&a, &b] {
+        assert_eq!(client(weir, "2026-07-28", "x", &whoami).await["calls"][0]["text"], "math");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_the_server_lets_be_kept_is_asked_once_while_it_holds() {
     let kept = Fixture::spawn("kept", &["--list-ttl", "60000", "--list-scope", "public"], 0, "/mcp");
     let fresh = Fixture::start("fresh", "both", 0);

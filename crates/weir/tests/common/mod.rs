@@ -25,6 +25,7 @@ pub mod load;
 pub mod pki;
 pub mod plugins;
 pub mod raw_http;
+pub mod redis;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 pub type Handler = Arc<dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync>;
