@@ -530,6 +530,39 @@ async fn legacy_http_sse_servers_serve_clients_of_either_revision_and_come_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_the_control_plane_pushes_is_announced_to_open_sessions() {
+    use common::fleet::{Cp, Gw};
+    let (math, next) = (Fixture::start("math", "both", 0), Fixture::start("next", "both", 0));
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &config(&[("math", &math)], ""));
+    let gw = Gw::start("gw1", &cp.grpc_url(), &dir.path().join("gw1"), "127.0.0.1:0");
+    let addr = gw.listen_addr();
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let sid = loop {
+        // 404 until the pushed route is installed.
+        if let (200, Some(sid), _) = post(addr, None, init.clone()).await {
+            break Some(sid);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the pushed MCP route never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sid = sid.unwrap();
+    assert_eq!(post(addr, Some(&sid), list.clone()).await.2.matches("\"name\":").count(), 4);
+    let headers =
+        [("mcp-session-id", sid.as_str()), ("accept", "text/event-stream"), ("mcp-protocol-version", "2025-11-25")];
+    let mut c = Client::connect(addr).await;
+    let mut stream = c.try_send("GET", "/mcp", &headers, Bytes::new()).await.unwrap().into_body();
+    // The operator adds a server through the control plane: the open stream hears of it.
+    cp.apply(dir.path(), &config(&[("math", &math), ("next", &next)], ""));
+    assert!(stream_until(&mut stream, "notifications/tools/list_changed", Duration::from_secs(10)).await);
+    assert_eq!(post(addr, Some(&sid), list).await.2.matches("\"name\":").count(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_limit_in_redis_is_one_count_across_replicas() {
     let r = common::redis::redis().await;
     let math = Fixture::start("math", "both", 0);
