@@ -295,6 +295,9 @@ impl McpRoute {
             if tool {
                 self.metrics.mcp_call(&self.route, server, &exposed, "refused", None);
             }
+            if kind == Kind::Resources {
+                return Reply::ErrorWith(id, Code::InvalidParams, "Resource not found".into(), json!({"uri": exposed}));
+            }
             let what = if tool { "tool" } else { field };
             return Reply::Error(id, Code::InvalidParams, format!("Unknown {what}: {exposed}"));
         };
@@ -429,6 +432,8 @@ pub enum Reply {
     Stream(tokio::sync::mpsc::Receiver<bytes::Bytes>),
     /// A JSON-RPC error.
     Error(Value, Code, String),
+    /// A JSON-RPC error with `data` (e.g. the URI of a resource not found).
+    ErrorWith(Value, Code, String, Value),
     /// The client's session with a server has ended: the client must start again (404).
     SessionGone,
 }

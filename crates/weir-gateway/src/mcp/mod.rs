@@ -567,15 +567,17 @@ fn respond(reply: Reply, stateless: bool) -> Response<GatewayBody> {
         Reply::Json(v) => json_response(StatusCode::OK, &v),
         Reply::Stream(rx) => event_stream(rx),
         Reply::SessionGone => session_not_found(),
-        Reply::Error(id, code, why) => {
-            // The stateless revision maps error codes to statuses; the sessionful one answers 200.
-            let status = match (stateless, code) {
-                (false, _) | (true, Code::Internal) => StatusCode::OK,
-                (true, Code::MethodNotFound) => StatusCode::NOT_FOUND,
-                (true, _) => StatusCode::BAD_REQUEST,
-            };
-            rpc_error(status, &id, code, &why, None)
-        }
+        Reply::Error(id, code, why) => rpc_error(error_status(stateless, code), &id, code, &why, None),
+        Reply::ErrorWith(id, code, why, data) => rpc_error(error_status(stateless, code), &id, code, &why, Some(data)),
+    }
+}
+
+/// The stateless revision maps error codes to statuses; the sessionful one answers 200.
+fn error_status(stateless: bool, code: Code) -> StatusCode {
+    match (stateless, code) {
+        (false, _) | (true, Code::Internal) => StatusCode::OK,
+        (true, Code::MethodNotFound) => StatusCode::NOT_FOUND,
+        (true, _) => StatusCode::BAD_REQUEST,
     }
 }
 

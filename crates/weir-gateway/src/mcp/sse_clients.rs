@@ -89,6 +89,11 @@ fn forward(reply: Reply, to: mpsc::Sender<Bytes>) {
     let event = match reply {
         Reply::Json(v) => wire::sse_event(&v),
         Reply::Error(id, code, why) => wire::sse_event(&wire::error(&id, code, &why)),
+        Reply::ErrorWith(id, code, why, data) => {
+            let mut e = wire::error(&id, code, &why);
+            e["error"]["data"] = data;
+            wire::sse_event(&e)
+        }
         Reply::SessionGone => {
             let gone = json!({"jsonrpc": "2.0", "id": null, "error": {"code": Code::InvalidRequest as i64, "message": "Session not found"}});
             wire::sse_event(&gone)
