@@ -102,6 +102,10 @@ pub struct McpServerSpec {
     /// `url`) when `url` takes no POST.
     #[serde(default)]
     pub era: McpEra,
+    /// For an `https://` URL: the CA to trust (default: the system's), the name to verify,
+    /// a client certificate, as an upstream's `tls` takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::spec::UpstreamTlsSpec>,
     /// Headers sent to this server on every request (its own credentials). The client's
     /// `Authorization` is never passed on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -205,9 +209,16 @@ pub(crate) fn check(errs: &mut Errors, at: &str, m: &McpSpec) {
         }
         match (&s.url, s.command.is_empty()) {
             (Some(url), true) => {
-                let authority = url.strip_prefix("http://").map(|r| r.split('/').next().unwrap_or(""));
+                let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+                let authority = rest.map(|r| r.split('/').next().unwrap_or(""));
                 if !authority.is_some_and(|a| !a.is_empty() && !a.contains(char::is_whitespace)) {
-                    errs.push(format!("{here}.url"), "write an http:// URL, e.g. http://127.0.0.1:9000/mcp");
+                    errs.push(
+                        format!("{here}.url"),
+                        "write an http:// or https:// URL, e.g. http://127.0.0.1:9000/mcp",
+                    );
+                }
+                if s.tls.is_some() && !url.starts_with("https://") {
+                    errs.push(format!("{here}.tls"), "`tls` is for an https:// URL");
                 }
             }
             (None, false) => {}

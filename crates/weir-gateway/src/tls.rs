@@ -220,6 +220,17 @@ impl std::fmt::Debug for UpstreamTls {
 
 /// Builds the TLS client config of an upstream (`h2` in ALPN when it speaks HTTP/2).
 pub fn upstream_tls(spec: &UpstreamTlsSpec, h2: bool) -> Result<UpstreamTls, TlsError> {
+    let cfg = client_config(spec, h2)?;
+    let sni = match &spec.sni {
+        Some(s) => Some(ServerName::try_from(s.clone()).map_err(|e| file_err(Path::new("sni"), e))?),
+        None => None,
+    };
+    Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)), sni })
+}
+
+/// The rustls client config `spec` describes: trusted roots (or none checked, for tests), a
+/// client certificate, and ALPN (`h2`, or `http/1.1`).
+pub fn client_config(spec: &UpstreamTlsSpec, h2: bool) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
@@ -238,11 +249,7 @@ pub fn upstream_tls(spec: &UpstreamTlsSpec, h2: bool) -> Result<UpstreamTls, Tls
         _ => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-    let sni = match &spec.sni {
-        Some(s) => Some(ServerName::try_from(s.clone()).map_err(|e| file_err(Path::new("sni"), e))?),
-        None => None,
-    };
-    Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)), sni })
+    Ok(cfg)
 }
 
 /// A verifier that accepts any certificate (still checking handshake signatures): for

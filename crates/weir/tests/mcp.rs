@@ -563,6 +563,30 @@ async fn a_server_the_control_plane_pushes_is_announced_to_open_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_server_is_reached_with_the_ca_it_names_and_refused_without() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = common::pki::ca("mcp test ca");
+    let (cert, key) = common::pki::write_pair(pki.path(), "server", &common::pki::leaf(&ca, &["mcp.test"]));
+    let ca_file = pki.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let math = Fixture::spawn("math", &["--tls", &cert, &key], 0, "/mcp");
+    let url = format!("https://127.0.0.1:{}/mcp", math.port);
+    let server = |tls: &str| {
+        let yaml = config(&[], "")
+            .replace("      servers:\n", &format!("      servers:\n        - {{ name: math, url: \"{url}\"{tls} }}\n"));
+        Weir::start(&yaml)
+    };
+    let trusting = server(&format!(", tls: {{ ca: \"{}\", sni: mcp.test }}", ca_file.display()));
+    let out = client(&trusting, "2026-07-28", "x", &[("math__add", json!({"a": 2, "b": 3}))]).await;
+    assert_eq!(out["calls"][0]["text"], "5", "over TLS, verified against the CA: {out}");
+    // Without the CA (the system's roots), the certificate is not trusted: no tools.
+    let doubting = server("");
+    let out = client(&doubting, "2026-07-28", "x", &[]).await;
+    assert_eq!(out["tools"].as_array().unwrap().len(), 0, "{out}");
+    assert!(doubting.wait_log("its tools are left out", Duration::from_secs(5)).await, "{}", doubting.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_limit_in_redis_is_one_count_across_replicas() {
     let r = common::redis::redis().await;
     let math = Fixture::start("math", "both", 0);

@@ -49,6 +49,10 @@ pub enum BuildError {
         /// What the client said.
         error: redis::RedisError,
     },
+    /// An MCP server's `tls` settings do not make a client config (a CA or client
+    /// certificate file that cannot be read, or that rustls refuses).
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A package plugin could not be compiled, checked or started.
     #[error("plugin {name:?}: {reason}")]
     Package {
@@ -93,6 +97,7 @@ impl BuildError {
             Self::Key { index, .. } | Self::NoKey { index, .. } => format!("keys[{index}]"),
             Self::RedisUrl { .. } => "redis_url".to_owned(),
             Self::Package { .. } => String::new(),
+            Self::Tls(_) => "tls".to_owned(),
         }
     }
 }

@@ -10,8 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -28,7 +26,7 @@ pub struct Legacy {
     name: String,
     url: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: super::server::McpClient,
     open: tokio::sync::Mutex<Option<Open>>,
 }
 
@@ -53,7 +51,7 @@ impl Legacy {
         name: &str,
         url: Uri,
         headers: Vec<(HeaderName, HeaderValue)>,
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: super::server::McpClient,
     ) -> Self {
         Self { name: name.to_owned(), url, headers, client, open: tokio::sync::Mutex::default() }
     }

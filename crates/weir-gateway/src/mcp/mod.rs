@@ -133,11 +133,16 @@ impl McpRoute {
         }
         let guard =
             spec.auth.as_ref().map(auth::Guard::new).transpose().map_err(|e| ("mcp.auth.verify".to_owned(), e))?;
+        let mut servers = Vec::with_capacity(spec.servers.len());
+        for (i, s) in spec.servers.iter().enumerate() {
+            let server = Server::new(s, quick).map_err(|e| (format!("mcp.servers[{i}].tls"), BuildError::Tls(e)))?;
+            servers.push(Arc::new(server));
+        }
         Ok(Self {
             guard,
             spec: spec.clone(),
             route: name.into(),
-            servers: spec.servers.iter().map(|s| Arc::new(Server::new(s, quick))).collect(),
+            servers,
             sealer: Sealer::new(spec.session_key.as_deref()),
             policy: Policy::new(&spec.tools),
             names: spec.names,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -70,7 +71,7 @@ pub struct Server {
     dual: std::sync::atomic::AtomicBool,
     /// The session used for clients that have none of their own (stateless clients).
     shared: Mutex<Option<String>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: McpClient,
     ids: AtomicU64,
     /// Deadline for a list call or a handshake.
     pub quick: Duration,
@@ -78,6 +79,29 @@ pub struct Server {
     stdio: Option<super::stdio::Stdio>,
     /// Weir's client for it should it speak the legacy transport (`url` servers).
     legacy: Option<super::legacy::Legacy>,
+}
+
+/// Weir's HTTP client for MCP servers: plain `http://`, or `https://` on the server's `tls`.
+pub type McpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The client for a server with these `tls` settings (the system's roots when none).
+fn client(tls: Option<&weir_config::spec::UpstreamTlsSpec>) -> Result<McpClient, crate::tls::TlsError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.enforce_http(false);
+    let mut cfg = crate::tls::client_config(tls.unwrap_or(&Default::default()), false)?;
+    // The connector offers its own ALPN (it refuses a config that has some).
+    cfg.alpn_protocols.clear();
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_or_http();
+    let https = match tls.and_then(|t| t.sni.clone()).map(rustls::pki_types::ServerName::try_from) {
+        Some(Ok(name)) => {
+            let fixed = hyper_rustls::FixedServerNameResolver::new(name.to_owned());
+            https.with_server_name_resolver(fixed).enable_http1().wrap_connector(http)
+        }
+        _ => https.enable_http1().wrap_connector(http),
+    };
+    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https))
 }
 
 /// The messages of one answer, as they arrive.
@@ -130,8 +154,9 @@ impl Answer {
 }
 
 impl Server {
-    /// Weir's client for `spec`; `quick` bounds list calls and handshakes.
-    pub fn new(spec: &McpServerSpec, quick: Duration) -> Self {
+    /// Weir's client for `spec`; `quick` bounds list calls and handshakes. Fails when its
+    /// `tls` settings make no client config.
+    pub fn new(spec: &McpServerSpec, quick: Duration) -> Result<Self, crate::tls::TlsError> {
         let headers: Vec<(HeaderName, HeaderValue)> = spec
             .headers
             .iter()
@@ -139,13 +164,10 @@ impl Server {
                 Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.as_str()).ok()?))
             })
             .collect();
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(http);
+        let client = client(spec.tls.as_ref())?;
         let url: http::Uri = spec.url.as_deref().and_then(|u| u.parse().ok()).unwrap_or_default();
         let stdio = (!spec.command.is_empty()).then(|| super::stdio::Stdio::new(&spec.name, &spec.command));
-        Self {
+        Ok(Self {
             name: spec.name.clone(),
             legacy: stdio
                 .is_none()
@@ -160,7 +182,7 @@ impl Server {
             client,
             ids: AtomicU64::new(1),
             quick,
-        }
+        })
     }
 
     /// A fresh request id of Weir's.

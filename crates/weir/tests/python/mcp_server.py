@@ -13,6 +13,7 @@ legacy HTTP+SSE transport of 2024-11-05: the event stream at /sse, messages to /
   --stdio          newline-delimited JSON-RPC on stdin and stdout (a server Weir starts itself)
   --sse            the legacy HTTP+SSE transport instead of Streamable HTTP
   --list-ttl MS    tools/list answers carry ttlMs MS (2026-07-28), --list-scope public|private
+  --tls CERT KEY   HTTPS with this certificate and key (PEM files)
 """
 
 import argparse
@@ -127,6 +128,7 @@ def main():
     p.add_argument("--stdio", action="store_true", help="speak MCP on stdin and stdout instead")
     p.add_argument("--sse", action="store_true", help="the legacy HTTP+SSE transport (/sse, /messages/)")
     p.add_argument("--list-ttl", type=int, default=0)
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--list-scope", choices=["public", "private"], default="private")
     a = p.parse_args()
     if a.stdio:
@@ -142,7 +144,8 @@ def main():
     sock.bind(("127.0.0.1", a.port))
     sock.listen(128)  # connections wait in the backlog until uvicorn serves
     print(f"port {sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(Era(app, a.only, a.log), log_level="warning")
+    tls = {"ssl_certfile": a.tls[0], "ssl_keyfile": a.tls[1]} if a.tls else {}
+    config = uvicorn.Config(Era(app, a.only, a.log), log_level="warning", **tls)
     anyio.run(uvicorn.Server(config).serve, [sock])
 
 
