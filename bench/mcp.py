@@ -7,7 +7,8 @@ Starts fixture MCP servers (crates/weir/tests/python/mcp_server.py, the Python S
     stateless revision (one keep-alive connection, JSON answers), and Weir's CPU time per call;
   - the same in the sessionful revision (a session through Weir holds one upstream session);
   - Weir's RSS before and after --sessions sessions are begun (`initialize`), and the servers'
-    share of that work (the ids Weir hands out are sealed: it keeps no table of them);
+    share of that work (the ids Weir hands out are sealed: it keeps no table of them), then
+    with all of them listening at once (each holding its GET stream open);
   - `tools/list` latency direct, with 1 server and with --fanout servers behind the route, and
     with --fanout servers whose lists say `ttlMs` 60000, `cacheScope: public` (Weir keeps them).
 Prints one JSON object (and writes it to --out).
@@ -106,6 +107,15 @@ def sessionful_call(client, url, sid, tool):
     client.post(url, json=body, headers=h).raise_for_status()
 
 
+def listen(port, sid):
+    """Opens a session's GET stream on a raw socket and leaves it open (the caller closes it)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall((f"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nmcp-session-id: {sid}\r\n"
+               "accept: text/event-stream\r\nmcp-protocol-version: 2025-11-25\r\n\r\n").encode())
+    return s
+
+
 def initialize(client, url):
     body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
@@ -153,8 +163,19 @@ def main():
             for _ in range(a.sessions):
                 initialize(c, via)
             took = time.perf_counter() - t0
-            res["sessions"] = {"count": a.sessions, "weir_rss_before_kib": before, "weir_rss_after_kib": rss_kib(w1.pid),
-                               "initialize_ms_mean": round(took / a.sessions * 1000, 3)}
+            after = rss_kib(w1.pid)
+            sids = [initialize(c, via) for _ in range(a.sessions)]
+            streams = [listen(port1, sid) for sid in sids]
+            for st in streams:
+                st.settimeout(5)
+                st.recv(256)  # the response head: the stream is open at Weir
+            listening = rss_kib(w1.pid)
+            for st in streams:
+                st.close()
+            res["sessions"] = {"count": a.sessions, "weir_rss_before_kib": before, "weir_rss_after_kib": after,
+                               "initialize_ms_mean": round(took / a.sessions * 1000, 3),
+                               "weir_rss_all_listening_kib": listening,
+                               "per_listening_session_kib": round((listening - after) / a.sessions, 2)}
             w10, port10 = start_weir(a.weir, servers, tmp)
             procs.append(w10)
             via10 = f"http://127.0.0.1:{port10}/mcp"
