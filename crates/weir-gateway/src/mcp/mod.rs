@@ -6,9 +6,12 @@
 //! Owns: the HTTP side of an MCP endpoint (POST, GET, DELETE; the era of each request; the
 //! stateless revision's header checks; sealed session ids). [`federation`] lists and calls
 //! across servers, [`server`] is the client for one server ([`legacy`] for HTTP+SSE servers,
-//! [`stdio`] for servers that are commands, both sharing [`link`]), [`policy`] decides tool
-//! access, [`session`] seals ids, [`wire`] holds the message and event-stream formats.
+//! [`stdio`] for servers that are commands, both sharing [`link`]), [`call`] carries a call's
+//! stream (resumption, cancellation), `streams` the GET and listen streams, [`sse_clients`]
+//! the legacy transport's clients, [`policy`] decides tool access, [`session`] seals ids,
+//! `answers` builds the HTTP answers, [`wire`] holds the message and event-stream formats.
 
+mod answers;
 pub mod auth;
 pub mod call;
 pub mod federation;
@@ -19,13 +22,13 @@ pub mod server;
 pub mod session;
 pub mod sse_clients;
 pub mod stdio;
+mod streams;
 pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -37,6 +40,7 @@ use weir_config::mcp::{McpSpec, NamePolicy};
 use crate::body::GatewayBody;
 use crate::filter::BuildError;
 use crate::metrics::Metrics;
+use answers::{allow_only, event_stream, json_response, plain, respond, rpc_error, session_not_found};
 use federation::{Kind, Reply, Scope};
 use policy::{Caller, Policy};
 use server::Server;
@@ -400,112 +404,6 @@ impl McpRoute {
         })
     }
 
-    /// A stateless client's `subscriptions/listen`: the acknowledgement first, then
-    /// `tools/list_changed` (the one kind Weir announces, when asked for), each tagged with the
-    /// subscription's id.
-    fn subscribe(&self, id: &Value, params: &Value) -> tokio::sync::mpsc::Receiver<Bytes> {
-        let tools = params.pointer("/notifications/toolsListChanged") == Some(&Value::Bool(true));
-        let meta = json!({"io.modelcontextprotocol/subscriptionId": id});
-        let honored = if tools { json!({"toolsListChanged": true}) } else { json!({}) };
-        let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
-            "params": {"notifications": honored, "_meta": meta}});
-        let changed =
-            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {"_meta": meta}});
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        // A fresh channel has room for its first event.
-        let _ = tx.try_send(wire::sse_event(&ack));
-        tokio::spawn(self.listen(tx, tools.then(|| wire::sse_event(&changed))));
-        rx
-    }
-
-    /// A sessionful client's `notifications/cancelled`: the streamed call it names stops.
-    fn cancel(&self, scope: &Scope, params: &Value) {
-        let (Scope::Session(sid, _), Some(id)) = (scope, params.get("requestId")) else { return };
-        if let Some(h) = self.calls.get(&call::key(sid, id)).filter(|h| *h.sid == **sid) {
-            let _ = h.control.try_send(call::Control::Cancel);
-        }
-    }
-
-    /// GET with `Last-Event-ID`: the broken stream of a call in this session, from the
-    /// event after that one.
-    fn resume(&self, sid: &str, last: &str) -> Response<GatewayBody> {
-        let handle = call::parse_event_id(last)
-            .and_then(|(key, seq)| Some((self.calls.get(&key).filter(|h| &*h.sid == sid)?, seq)));
-        let Some((h, after)) = handle else {
-            let why = "Bad Request: no stream to resume with that Last-Event-ID (it ended, or runs on another replica)";
-            return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, Code::InvalidRequest, why, None);
-        };
-        let (to, rx) = tokio::sync::mpsc::channel(16);
-        if h.control.try_send(call::Control::Resume { after, to }).is_err() {
-            return rpc_error(StatusCode::CONFLICT, &Value::Null, Code::InvalidRequest, "the stream is busy", None);
-        }
-        let mut rsp = event_stream(rx);
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
-        }
-        rsp
-    }
-
-    /// GET: the session's stream of server-initiated messages: `tools/list_changed` when a
-    /// server's tools come or go or the route's servers change, keep-alive comments between.
-    fn get(&self, headers: &HeaderMap, path: &str) -> Response<GatewayBody> {
-        if headers.get(wire::VERSION_HEADER).and_then(|v| v.to_str().ok()) == Some(wire::STATELESS) {
-            return allow_only();
-        }
-        let wants_events =
-            headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
-        if wants_events && !headers.contains_key(wire::SESSION_HEADER) {
-            // No session to listen on: a client of the legacy HTTP+SSE transport.
-            return self.open_legacy(path);
-        }
-        let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                Code::InvalidRequest,
-                "Bad Request: Missing session ID",
-                None,
-            );
-        };
-        if self.open(sid).is_none() {
-            return session_not_found();
-        }
-        if let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
-            return self.resume(sid, last);
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
-        tokio::spawn(self.listen(tx, Some(changed)));
-        let mut rsp = event_stream(rx);
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
-        }
-        rsp
-    }
-
-    /// Feeds a stream of server-initiated messages until it closes: `changed` whenever the
-    /// tools may have changed (never, if `None`), keep-alive comments between.
-    fn listen(&self, tx: tokio::sync::mpsc::Sender<Bytes>, changed: Option<Bytes>) -> impl Future<Output = ()> + use<> {
-        let every = self.keepalive;
-        let mut changes = self.changes.subscribe();
-        changes.mark_unchanged();
-        async move {
-            loop {
-                let send = tokio::select! {
-                    () = tx.closed() => return,
-                    r = changes.changed(), if changed.is_some() => match (r, &changed) {
-                        (Ok(()), Some(c)) => c.clone(),
-                        _ => return,
-                    },
-                    () = tokio::time::sleep(every) => Bytes::from_static(b": keep-alive\r\n\r\n"),
-                };
-                if tx.send(send).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-
     /// DELETE: ends the session here and with every server.
     async fn delete(&self, headers: &HeaderMap) -> Response<GatewayBody> {
         let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else { return allow_only() };
@@ -565,68 +463,4 @@ fn check_routing(headers: &HeaderMap, msg: &Message) -> Result<(), (Code, &'stat
         }
     }
     Ok(())
-}
-
-fn respond(reply: Reply, stateless: bool) -> Response<GatewayBody> {
-    match reply {
-        Reply::Json(v) => json_response(StatusCode::OK, &v),
-        Reply::Stream(rx) => event_stream(rx),
-        Reply::SessionGone => session_not_found(),
-        Reply::Error(id, code, why) => rpc_error(error_status(stateless, code), &id, code, &why, None),
-        Reply::ErrorWith(id, code, why, data) => rpc_error(error_status(stateless, code), &id, code, &why, Some(data)),
-    }
-}
-
-/// The stateless revision maps error codes to statuses; the sessionful one answers 200.
-fn error_status(stateless: bool, code: Code) -> StatusCode {
-    match (stateless, code) {
-        (false, _) | (true, Code::Internal) => StatusCode::OK,
-        (true, Code::MethodNotFound) => StatusCode::NOT_FOUND,
-        (true, _) => StatusCode::BAD_REQUEST,
-    }
-}
-
-fn json_response(status: StatusCode, v: &Value) -> Response<GatewayBody> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(GatewayBody::full(serde_json::to_vec(v).unwrap_or_default()))
-        .unwrap_or_default()
-}
-
-fn rpc_error(status: StatusCode, id: &Value, code: Code, why: &str, data: Option<Value>) -> Response<GatewayBody> {
-    let mut v = wire::error(id, code, why);
-    if let Some(d) = data {
-        v["error"]["data"] = d;
-    }
-    json_response(status, &v)
-}
-
-fn session_not_found() -> Response<GatewayBody> {
-    rpc_error(StatusCode::NOT_FOUND, &Value::Null, Code::InvalidRequest, "Session not found", None)
-}
-
-fn event_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<GatewayBody> {
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache, no-transform")
-        .header("x-accel-buffering", "no")
-        .body(GatewayBody::Stream(rx))
-        .unwrap_or_default()
-}
-
-fn allow_only() -> Response<GatewayBody> {
-    Response::builder()
-        .status(StatusCode::METHOD_NOT_ALLOWED)
-        .header(header::ALLOW, "GET, POST, DELETE")
-        .body(GatewayBody::empty())
-        .unwrap_or_default()
-}
-
-fn plain(status: StatusCode, why: &str) -> Response<GatewayBody> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain")
-        .body(GatewayBody::full(why.to_owned()))
-        .unwrap_or_default()
 }
