@@ -252,6 +252,15 @@ pub fn client_config(spec: &UpstreamTlsSpec, h2: bool) -> Result<rustls::ClientC
     Ok(cfg)
 }
 
+/// A client config that trusts no certificate: for a client that speaks plain HTTP but is
+/// typed for HTTPS, so that TLS through it could only fail.
+pub fn untrusting_client_config() -> Result<rustls::ClientConfig, TlsError> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 /// A verifier that accepts any certificate (still checking handshake signatures): for
 /// `insecure_skip_verify` and `weir loadtest --insecure`, never a default.
 pub fn insecure_verifier(provider: Arc<CryptoProvider>) -> Arc<dyn rustls::client::danger::ServerCertVerifier> {

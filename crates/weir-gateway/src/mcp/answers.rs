@@ -2,7 +2,7 @@
 //! with the status each revision wants, and the plain refusals.
 
 use bytes::Bytes;
-use http::{Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::Value;
 
 use super::federation::Reply;
@@ -43,15 +43,29 @@ pub(super) fn rpc_error(
     why: &str,
     data: Option<Value>,
 ) -> Response<GatewayBody> {
-    let mut v = wire::error(id, code, why);
-    if let Some(d) = data {
-        v["error"]["data"] = d;
-    }
-    json_response(status, &v)
+    json_response(status, &wire::error_with(id, code, why, data))
 }
 
 pub(super) fn session_not_found() -> Response<GatewayBody> {
     rpc_error(StatusCode::NOT_FOUND, &Value::Null, Code::InvalidRequest, "Session not found", None)
+}
+
+/// 400: a sessionful request without `Mcp-Session-Id`.
+pub(super) fn missing_session() -> Response<GatewayBody> {
+    rpc_error(StatusCode::BAD_REQUEST, &Value::Null, Code::InvalidRequest, "Bad Request: Missing session ID", None)
+}
+
+/// 202 with no body: a notification or a client's answer, taken.
+pub(super) fn accepted() -> Response<GatewayBody> {
+    Response::builder().status(StatusCode::ACCEPTED).body(GatewayBody::empty()).unwrap_or_default()
+}
+
+/// `rsp` with the session id it belongs to.
+pub(super) fn with_session(mut rsp: Response<GatewayBody>, sid: &str) -> Response<GatewayBody> {
+    if let Ok(v) = HeaderValue::try_from(sid) {
+        rsp.headers_mut().insert(wire::SESSION_HEADER, v);
+    }
+    rsp
 }
 
 pub(super) fn event_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<GatewayBody> {

@@ -197,7 +197,7 @@ impl Call {
                 () = feed.expiry() => return "cancelled",
                 () = tokio::time::sleep(keepalive) => {
                     quiet += keepalive;
-                    if quiet >= idle || !feed.deliver(Bytes::from_static(b": keep-alive\r\n\r\n")).await {
+                    if quiet >= idle || !feed.deliver(Bytes::from_static(wire::KEEP_ALIVE)).await {
                         return if quiet >= idle { "idle" } else { "cancelled" };
                     }
                     continue;

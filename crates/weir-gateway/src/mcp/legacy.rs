@@ -99,11 +99,7 @@ impl Legacy {
 
     /// Opens the stream, waits for its endpoint, reads it in a task, and says `initialize`.
     async fn connect(&self) -> Result<Open, ServerError> {
-        let mut req =
-            Request::builder().method(Method::GET).uri(self.url.clone()).header(header::ACCEPT, "text/event-stream");
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
+        let req = self.request(Method::GET, &self.url).header(header::ACCEPT, "text/event-stream");
         let req = req.body(Full::new(Bytes::new())).unwrap_or_default();
         let rsp = tokio::time::timeout(ENDPOINT_WAIT, self.client.request(req))
             .await
@@ -158,13 +154,7 @@ impl Legacy {
     /// Posts one message to the endpoint; the server accepts it (its answer comes on the stream).
     async fn post(&self, endpoint: &Uri, msg: &Value, quick: Duration) -> Result<(), ServerError> {
         let body = Bytes::from(serde_json::to_vec(msg).unwrap_or_default());
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(endpoint.clone())
-            .header(header::CONTENT_TYPE, "application/json");
-        for (k, v) in &self.headers {
-            req = req.header(k, v);
-        }
+        let req = self.request(Method::POST, endpoint).header(header::CONTENT_TYPE, "application/json");
         let req = req.body(Full::new(body)).unwrap_or_default();
         let wait = quick.max(Duration::from_secs(5));
         let rsp = tokio::time::timeout(wait, self.client.request(req))
@@ -176,6 +166,11 @@ impl Legacy {
             StatusCode::NOT_FOUND => Err(ServerError::SessionGone),
             s => Err(ServerError::Status(s)),
         }
+    }
+
+    /// A request to `uri` with the server's own `headers`.
+    fn request(&self, method: Method, uri: &Uri) -> http::request::Builder {
+        self.headers.iter().fold(Request::builder().method(method).uri(uri.clone()), |b, (k, v)| b.header(k, v))
     }
 
     /// The endpoint as an absolute URL on the stream's own origin (one elsewhere is refused:

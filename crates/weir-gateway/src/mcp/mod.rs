@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use parking_lot::RwLock;
@@ -40,7 +40,10 @@ use weir_config::mcp::{McpSpec, NamePolicy};
 use crate::body::GatewayBody;
 use crate::filter::BuildError;
 use crate::metrics::Metrics;
-use answers::{allow_only, event_stream, json_response, plain, respond, rpc_error, session_not_found};
+use answers::{
+    accepted, allow_only, event_stream, json_response, missing_session, plain, respond, rpc_error, session_not_found,
+    with_session,
+};
 use federation::{Kind, Reply, Scope};
 use policy::{Caller, Policy};
 use server::Server;
@@ -223,7 +226,7 @@ impl McpRoute {
         };
         let Some(s) = self.open(sid) else { return session_not_found() };
         self.answer_server(&Scope::Session(sid.to_owned(), s), answer).await;
-        Response::builder().status(StatusCode::ACCEPTED).body(GatewayBody::empty()).unwrap_or_default()
+        accepted()
     }
 
     /// No `Origin`, the endpoint's own (scheme aside, the `Host` it was sent to), or a listed one.
@@ -289,25 +292,16 @@ impl McpRoute {
             return self.initialize(&id, &msg).await;
         }
         let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-            let why = "Bad Request: Missing session ID";
-            return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, Code::InvalidRequest, why, None);
+            return missing_session();
         };
         let Some(s) = self.open(sid) else { return session_not_found() };
         let scope = Scope::Session(sid.to_owned(), s);
-        let mut rsp = self.dispatch(&scope, msg, caller).await;
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
-        }
-        rsp
+        with_session(self.dispatch(&scope, msg, caller).await, sid)
     }
 
     async fn initialize(&self, id: &Value, msg: &Message) -> Response<GatewayBody> {
         let (sid, answer) = self.begin(id, msg).await;
-        let mut rsp = json_response(StatusCode::OK, &answer);
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
-        }
-        rsp
+        with_session(json_response(StatusCode::OK, &answer), &sid)
     }
 
     /// Begins a session for `initialize`: its sealed id, and the answer.
@@ -354,7 +348,7 @@ impl McpRoute {
     async fn dispatch(self: &Arc<Self>, scope: &Scope, msg: Message, caller: &Caller) -> Response<GatewayBody> {
         match self.reply(scope, msg, caller).await {
             Some(reply) => respond(reply, matches!(scope, Scope::Stateless)),
-            None => Response::builder().status(StatusCode::ACCEPTED).body(GatewayBody::empty()).unwrap_or_default(),
+            None => accepted(),
         }
     }
 

@@ -84,24 +84,36 @@ pub struct Server {
 /// Weir's HTTP client for MCP servers: plain `http://`, or `https://` on the server's `tls`.
 pub type McpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// The client for a server with these `tls` settings (the system's roots when none).
-fn client(tls: Option<&weir_config::spec::UpstreamTlsSpec>) -> Result<McpClient, crate::tls::TlsError> {
+/// The client for a server at `url` with these `tls` settings (the system's roots when none).
+/// Only an `https://` server gets a TLS config: the system's roots are read for it alone.
+fn client(url: &str, tls: Option<&weir_config::spec::UpstreamTlsSpec>) -> Result<McpClient, crate::tls::TlsError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
     http.enforce_http(false);
-    let mut cfg = crate::tls::client_config(tls.unwrap_or(&Default::default()), false)?;
-    // The connector offers its own ALPN (it refuses a config that has some).
-    cfg.alpn_protocols.clear();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(cfg).https_or_http();
-    let https = match tls.and_then(|t| t.sni.clone()).map(rustls::pki_types::ServerName::try_from) {
-        Some(Ok(name)) => {
-            let fixed = hyper_rustls::FixedServerNameResolver::new(name.to_owned());
+    let cfg = match url.starts_with("https://") {
+        true => crate::tls::client_config(tls.unwrap_or(&Default::default()), false)?,
+        // Never used for TLS (the URL and any endpoint on its origin are http://); trusting
+        // nothing, it would fail closed.
+        false => crate::tls::untrusting_client_config()?,
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(without_alpn(cfg)).https_or_http();
+    let https = match tls.and_then(|t| t.sni.clone()) {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name)
+                .map_err(|e| crate::tls::TlsError::File { path: "sni".into(), reason: e.to_string() })?;
+            let fixed = hyper_rustls::FixedServerNameResolver::new(name);
             https.with_server_name_resolver(fixed).enable_http1().wrap_connector(http)
         }
-        _ => https.enable_http1().wrap_connector(http),
+        None => https.enable_http1().wrap_connector(http),
     };
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(https))
+}
+
+/// The connector offers its own ALPN (it refuses a config that has some).
+fn without_alpn(mut cfg: rustls::ClientConfig) -> rustls::ClientConfig {
+    cfg.alpn_protocols.clear();
+    cfg
 }
 
 /// The messages of one answer, as they arrive.
@@ -164,7 +176,7 @@ impl Server {
                 Some((HeaderName::try_from(k.as_str()).ok()?, HeaderValue::try_from(v.as_str()).ok()?))
             })
             .collect();
-        let client = client(spec.tls.as_ref())?;
+        let client = client(spec.url.as_deref().unwrap_or(""), spec.tls.as_ref())?;
         let url: http::Uri = spec.url.as_deref().and_then(|u| u.parse().ok()).unwrap_or_default();
         let stdio = (!spec.command.is_empty()).then(|| super::stdio::Stdio::new(&spec.name, &spec.command));
         Ok(Self {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::federation::{Reply, Scope};
@@ -45,8 +45,7 @@ impl McpRoute {
         // A fresh channel has room for its first event.
         let _ = to.try_send(Bytes::from(endpoint));
         self.legacy_clients.insert(key.clone(), Arc::new(Open { to: to.clone(), sid: Mutex::new(None) }));
-        let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
-        let listen = self.listen(to, Some(changed));
+        let listen = self.listen(to, Some(wire::tools_changed()));
         let streams = self.legacy_clients.clone();
         tokio::spawn(async move {
             listen.await;
@@ -89,15 +88,8 @@ fn forward(reply: Reply, to: mpsc::Sender<Bytes>) {
     let event = match reply {
         Reply::Json(v) => wire::sse_event(&v),
         Reply::Error(id, code, why) => wire::sse_event(&wire::error(&id, code, &why)),
-        Reply::ErrorWith(id, code, why, data) => {
-            let mut e = wire::error(&id, code, &why);
-            e["error"]["data"] = data;
-            wire::sse_event(&e)
-        }
-        Reply::SessionGone => {
-            let gone = json!({"jsonrpc": "2.0", "id": null, "error": {"code": Code::InvalidRequest as i64, "message": "Session not found"}});
-            wire::sse_event(&gone)
-        }
+        Reply::ErrorWith(id, code, why, data) => wire::sse_event(&wire::error_with(&id, code, &why, Some(data))),
+        Reply::SessionGone => wire::sse_event(&wire::error(&Value::Null, Code::InvalidRequest, "Session not found")),
         Reply::Stream(mut rx) => {
             tokio::spawn(async move {
                 while let Some(event) = rx.recv().await {

@@ -4,10 +4,10 @@
 //! `subscriptions/listen`.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::answers::{allow_only, event_stream, rpc_error, session_not_found};
+use super::answers::{allow_only, event_stream, missing_session, rpc_error, session_not_found, with_session};
 use super::federation::Scope;
 use super::wire::{self, Code};
 use super::{McpRoute, call};
@@ -53,11 +53,7 @@ impl McpRoute {
         if h.control.try_send(call::Control::Resume { after, to }).is_err() {
             return rpc_error(StatusCode::CONFLICT, &Value::Null, Code::InvalidRequest, "the stream is busy", None);
         }
-        let mut rsp = event_stream(rx);
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
-        }
-        rsp
+        with_session(event_stream(rx), sid)
     }
 
     /// GET: the session's stream of server-initiated messages: `tools/list_changed` when a
@@ -73,13 +69,7 @@ impl McpRoute {
             return self.open_legacy(path);
         }
         let Some(sid) = headers.get(wire::SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                Code::InvalidRequest,
-                "Bad Request: Missing session ID",
-                None,
-            );
+            return missing_session();
         };
         if self.open(sid).is_none() {
             return session_not_found();
@@ -88,13 +78,8 @@ impl McpRoute {
             return self.resume(sid, last);
         }
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let changed = wire::sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}));
-        tokio::spawn(self.listen(tx, Some(changed)));
-        let mut rsp = event_stream(rx);
-        if let Ok(v) = HeaderValue::try_from(sid) {
-            rsp.headers_mut().insert(wire::SESSION_HEADER, v);
-        }
-        rsp
+        tokio::spawn(self.listen(tx, Some(wire::tools_changed())));
+        with_session(event_stream(rx), sid)
     }
 
     /// Feeds a stream of server-initiated messages until it closes: `changed` whenever the
@@ -115,7 +100,7 @@ impl McpRoute {
                         (Ok(()), Some(c)) => c.clone(),
                         _ => return,
                     },
-                    () = tokio::time::sleep(every) => Bytes::from_static(b": keep-alive\r\n\r\n"),
+                    () = tokio::time::sleep(every) => Bytes::from_static(wire::KEEP_ALIVE),
                 };
                 if tx.send(send).await.is_err() {
                     return;

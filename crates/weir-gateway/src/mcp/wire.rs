@@ -49,7 +49,24 @@ pub enum Code {
 
 /// A JSON-RPC error answer to `id` (`null` when the request had none).
 pub fn error(id: &Value, code: Code, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code as i64, "message": message}})
+    error_with(id, code, message, None)
+}
+
+/// A JSON-RPC error answer with `data` (e.g. the URI of a resource not found).
+pub fn error_with(id: &Value, code: Code, message: &str, data: Option<Value>) -> Value {
+    let mut v = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code as i64, "message": message}});
+    if let Some(d) = data {
+        v["error"]["data"] = d;
+    }
+    v
+}
+
+/// An event-stream comment that keeps a quiet stream open.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\r\n\r\n";
+
+/// `notifications/tools/list_changed` as an event, for a session's or legacy client's stream.
+pub fn tools_changed() -> Bytes {
+    sse_event(&json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
 }
 
 /// A JSON-RPC result answer to `id`.
