@@ -737,15 +737,7 @@ async fn initialize(addr: SocketAddr) -> String {
 
 /// Reads an event stream until `needle` arrives (or `within` passes).
 async fn stream_until(body: &mut hyper::body::Incoming, needle: &str, within: Duration) -> bool {
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while !seen.contains(needle) {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(Ok(f))) => seen.push_str(&String::from_utf8_lossy(f.data_ref().map_or(&[][..], |d| d))),
-            _ => return false,
-        }
-    }
-    true
+    read_until(body, &mut String::new(), within, |seen| seen.contains(needle)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
