@@ -587,6 +587,33 @@ async fn an_https_server_is_reached_with_the_ca_it_names_and_refused_without() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mcp_call_is_a_span_named_after_its_method_and_tool() {
+    let receiver = common::otlp::Receiver::start();
+    let math = Fixture::start("math", "both", 0);
+    let tracing = format!("tracing: {{ otlp_endpoint: \"http://127.0.0.1:{}\", sample_ratio: 1.0 }}\n", receiver.port);
+    let weir = Weir::start(&format!("{tracing}{}", config(&[("math", &math)], "")));
+    let out = client(&weir, "2026-07-28", "x", &[("math__add", json!({"a": 1, "b": 2}))]).await;
+    assert_eq!(out["calls"][0]["text"], "3", "{out}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let call = loop {
+        let spans = receiver.spans();
+        if let Some(s) = spans.iter().find(|s| s["attributes"]["mcp.method.name"] == "tools/call") {
+            break s.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no tools/call span: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(call["name"], "tools/call math__add", "{call}");
+    assert_eq!(call["attributes"]["gen_ai.tool.name"], "math__add", "{call}");
+    assert_eq!(call["attributes"]["http.route"], "tools", "{call}");
+    let list = receiver.spans();
+    assert!(
+        list.iter().any(|s| s["attributes"]["mcp.method.name"] == "tools/list"),
+        "the list is a span too: {list:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_limit_in_redis_is_one_count_across_replicas() {
     let r = common::redis::redis().await;
     let math = Fixture::start("math", "both", 0);

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod etcd;
 pub mod fleet;
 pub mod load;
+pub mod otlp;
 pub mod pki;
 pub mod plugins;
 pub mod raw_http;
