@@ -587,6 +587,57 @@ async fn an_https_server_is_reached_with_the_ca_it_names_and_refused_without() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_outlasts_the_route_timeout_with_keep_alives_and_a_silent_one_is_cut() {
+    let math = Fixture::start("math", "both", 0);
+    let yaml =
+        config(&[("math", &math)], "").replace("    mcp:\n", "    timeout: 1s\n    mcp:\n      idle_timeout: 3s\n");
+    let weir = Weir::start(&yaml);
+    let sid = initialize(weir.addr).await;
+    let session = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-11-25"),
+        ("mcp-session-id", sid.as_str()),
+    ];
+    let slow = |id: u64, steps: u64, interval_ms: u64| {
+        Bytes::from(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "math__slow", "arguments": {"steps": steps, "interval_ms": interval_ms},
+                "_meta": {"progressToken": format!("p{id}")}}})
+            .to_string(),
+        )
+    };
+    // Progress every 2.5 s for 7.5 s: past the route's 1 s timeout, quiet under the 3 s idle
+    // cut, with keep-alive comments in the gaps.
+    let mut c = Client::connect(weir.addr).await;
+    let mut body = c.try_send("POST", "/mcp", &session, slow(1, 3, 2500)).await.unwrap().into_body();
+    let mut seen = String::new();
+    let done = |t: &str| t.contains("math done after 3 steps");
+    assert!(read_until(&mut body, &mut seen, Duration::from_secs(15), done).await, "{seen}");
+    assert!(seen.matches(": keep-alive").count() >= 3, "keep-alives between the progress: {seen}");
+    // 5 s without a word: the stream is cut at the idle timeout, before the answer.
+    let mut c = Client::connect(weir.addr).await;
+    let mut body = c.try_send("POST", "/mcp", &session, slow(2, 2, 5000)).await.unwrap().into_body();
+    let started = std::time::Instant::now();
+    let mut seen = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(f)) = body.frame().await {
+            seen.push_str(&String::from_utf8_lossy(f.data_ref().map_or(&[][..], |d| d)));
+        }
+    });
+    assert!(ended.await.is_ok(), "the silent stream is closed");
+    let took = started.elapsed();
+    assert!(!seen.contains("math done"), "cut before the answer: {seen}");
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(5), "at the idle timeout: {took:?}");
+    let (_, metrics) = common::get(weir.admin, "/metrics", &[]).await;
+    assert!(
+        String::from_utf8_lossy(&metrics).contains(
+            "weir_mcp_tool_calls_total{route=\"tools\",server=\"math\",tool=\"math__slow\",outcome=\"idle\"} 1"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_mcp_call_is_a_span_named_after_its_method_and_tool() {
     let receiver = common::otlp::Receiver::start();
     let math = Fixture::start("math", "both", 0);

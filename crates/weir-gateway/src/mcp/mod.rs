@@ -163,7 +163,8 @@ impl McpRoute {
             metrics: metrics.clone(),
             limits,
             idle,
-            keepalive: idle.min(Duration::from_secs(15)),
+            // A keep-alive always goes out before the idle cut, however short the cut.
+            keepalive: (idle / 2).min(Duration::from_secs(15)),
             changes: replaces.map_or_else(|| Arc::new(tokio::sync::watch::Sender::new(0)), |r| r.changes.clone()),
             replaced: std::sync::atomic::AtomicBool::new(replaces.is_some()),
         })
