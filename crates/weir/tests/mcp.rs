@@ -344,6 +344,28 @@ async fn a_server_that_dies_drops_out_of_the_list_and_comes_back() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stalls_is_left_out_within_the_list_timeout() {
+    let (math, next) = (Fixture::start("math", "both", 0), Fixture::start("next", "both", 0));
+    let weir = Weir::start(&config(&[("math", &math), ("next", &next)], ""));
+    let count = |out: &Value| out["tools"].as_array().unwrap().len();
+    assert_eq!(count(&client(&weir, "2026-07-28", "x", &[]).await), 8);
+    // Stopped, `next` accepts connections and never answers: the list waits for it only its
+    // 2 s list_timeout, and the other server's tools still come.
+    let signal = |sig: &str| std::process::Command::new("kill").args([sig, &next.child.id().to_string()]).status();
+    assert!(signal("-STOP").unwrap().success());
+    let started = std::time::Instant::now();
+    let out = client(&weir, "2026-07-28", "x", &[("math__add", json!({"a": 2, "b": 2}))]).await;
+    assert_eq!(count(&out), 4, "{out}");
+    assert_eq!(out["calls"][0]["text"], "4", "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "one stall costs one list_timeout: {:?}", started.elapsed());
+    assert!(signal("-CONT").unwrap().success());
+    wait_until("the resumed server's tools are listed again", Duration::from_secs(10), || async {
+        count(&client(&weir, "2026-07-28", "x", &[]).await) == 8
+    })
+    .await;
+}
+
 fn signed(claims: &Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
