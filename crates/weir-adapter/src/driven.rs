@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use weir_config::ValidConfig;
+use weir_config::assembly::Changed;
 use weir_gateway::sync::Target;
 use weir_proto::v1;
 
@@ -182,7 +183,7 @@ impl<P: Proxy> Target for Driven<P> {
             .collect();
     }
 
-    async fn apply(&mut self, cfg: ValidConfig, revision: u64) -> Result<(), Vec<v1::ErrorDetail>> {
+    async fn apply(&mut self, cfg: ValidConfig, revision: u64, _changed: &Changed) -> Result<(), Vec<v1::ErrorDetail>> {
         let rendered = self.proxy.render(&cfg, &self.ctx)?;
         let hash = rendered.hash();
         if self.serves(&hash).await {

@@ -145,7 +145,7 @@ fn balance(out: &mut Rendered, u: &UpstreamSpec) {
     }
 }
 
-fn servers(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
+fn servers(out: &mut Rendered, cfg: &ValidConfig, u: &UpstreamSpec) {
     let health = u.health_check.as_ref();
     let active = health.and_then(|h| h.active.as_ref());
     let passive = health.and_then(|h| h.passive.as_ref());
@@ -178,7 +178,7 @@ fn servers(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
         }
     }
     let weighted = u.load_balancer.policy != LbPolicy::RoundRobin;
-    let eps = endpoints(spec, u);
+    let eps = endpoints(cfg, u);
     // HAProxy weights go to 256: larger ones are scaled, keeping their ratios.
     let top = eps.iter().map(|e| e.2).max().unwrap_or(1).max(1);
     let scale = |w: u32| if top <= 256 { w } else { (u64::from(w) * 256 / u64::from(top)).max(1) as u32 };
@@ -237,7 +237,6 @@ fn plugins(out: &mut Rendered, plugins: &[(String, PluginConfig)]) {
 }
 
 fn route_backend(out: &mut Rendered, cfg: &ValidConfig, i: usize, r: &RouteSpec, u: &UpstreamSpec) {
-    let spec = cfg.spec();
     out.about(Some(route_key(&r.name)));
     out.line(0, format!("backend {}", backend(r, &u.name)));
     let timeout = r.timeout.map_or(std::time::Duration::from_secs(30), |t| t.get());
@@ -257,7 +256,7 @@ fn route_backend(out: &mut Rendered, cfg: &ValidConfig, i: usize, r: &RouteSpec,
     out.about(Some(upstream_key(&u.name)));
     out.line(1, format!("timeout connect {}", ms(u.connect_timeout.get())));
     balance(out, u);
-    servers(out, spec, u);
+    servers(out, cfg, u);
 }
 
 /// Characters a name may have where HAProxy takes it unquoted (sample fetch arguments).

@@ -147,7 +147,7 @@ fn refuse_upstream(u: &UpstreamSpec, no: &mut Refusals) {
     }
 }
 
-fn upstream(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
+fn upstream(out: &mut Rendered, cfg: &ValidConfig, u: &UpstreamSpec) {
     out.about(Some(upstream_key(&u.name)));
     out.line(1, format!("upstream {} {{", u.name));
     out.line(2, format!("zone {} 64k;", u.name));
@@ -164,7 +164,7 @@ fn upstream(out: &mut Rendered, spec: &ConfigSpec, u: &UpstreamSpec) {
     }
     let weighted = lb.policy != LbPolicy::RoundRobin;
     let passive = u.health_check.as_ref().and_then(|h| h.passive.as_ref());
-    let eps = endpoints(spec, u);
+    let eps = endpoints(cfg, u);
     for (host, port, weight) in &eps {
         let mut s = format!("server {}", host_port(host, *port));
         if weighted && *weight != 1 {
@@ -465,7 +465,7 @@ impl Nginx {
         routing_map(&mut out, spec);
         splits(&mut out, spec);
         for u in &spec.upstreams {
-            upstream(&mut out, spec, u);
+            upstream(&mut out, cfg, u);
         }
         for l in &spec.listeners {
             server(&mut out, cfg, l, ctx, &mut no);

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use sha2::Digest as _;
+use weir_config::ValidConfig;
 use weir_config::precedence::HostMatch;
 use weir_config::resources::{Kind, ResourceKey};
 use weir_config::spec::{ConfigSpec, PathMatch, RouteSpec, UpstreamSpec};
@@ -116,10 +117,9 @@ pub fn host_regex(host: &HostMatch) -> Option<String> {
 
 /// The endpoints of `u` as `(host, port, weight)`: listed, then registered with the control
 /// plane.
-pub fn endpoints(spec: &ConfigSpec, u: &UpstreamSpec) -> Vec<(String, u16, u32)> {
+pub fn endpoints(cfg: &ValidConfig, u: &UpstreamSpec) -> Vec<(String, u16, u32)> {
     let listed = u.load_balancer.endpoints.iter().map(|e| (e.address.clone(), e.port, e.weight));
-    let registered =
-        spec.registrations.iter().filter(|r| r.upstream == u.name).map(|r| (r.address.to_string(), r.port, r.weight));
+    let registered = cfg.registrations().endpoints(&u.name).into_iter().map(|e| (e.address, e.port, e.weight));
     listed.chain(registered).collect()
 }
 

@@ -6,18 +6,22 @@
 //! patch that turned out invalid. The control plane and the gateway's control-plane client
 //! both keep one.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::ValidConfig;
+use crate::error::Errors;
 use crate::error::{ConfigError, ConfigErrors};
-use crate::package::{ModuleError, ModuleRef, PackageSpec};
+use crate::package::{ModuleError, ModuleRef, Package, PackageSpec};
 use crate::plugins::{Consumer, PluginSpec};
+use crate::registrations::Registrations;
 use crate::resources::{Kind, ResourceIndex};
 use crate::spec::{ConfigSpec, ListenerSpec, RegistrationSpec, RouteSpec, UpstreamSpec};
-use crate::{ValidConfig, validate_with_packages};
+use crate::validate::{RoutePlugins, checked, takes_registrations};
 
 /// One parsed resource.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,11 +139,48 @@ pub struct Undo(Vec<Replaced>);
 /// A whole config as typed lists in declaration order.
 #[derive(Clone, Debug, Default)]
 pub struct Assembly {
+    /// Everything but packages and registrations (`spec.registrations` stays empty).
     spec: Arc<ConfigSpec>,
     /// `Package` resources (a standalone file lists package directories instead).
     packages: Vec<PackageSpec>,
+    /// `Registration` resources, indexed (they change far more often than the rest).
+    registrations: Registrations,
     /// Per kind, the declaration order of each entry (parallel to the spec's lists).
     orders: [Vec<u64>; Kind::ALL.len()],
+    /// What changed since the last config validated, and what that validation produced.
+    since: Since,
+}
+
+/// What changed since the last successful validation.
+#[derive(Clone, Debug, Default)]
+struct Since {
+    /// The last validation's products, for a check of registrations only.
+    last: Option<LastChecked>,
+    /// Anything but a registration changed (listeners, tracing included).
+    config: bool,
+    /// Registrations set or removed, by name.
+    registrations: BTreeSet<String>,
+    /// The upstreams those registrations belong or belonged to.
+    upstreams: BTreeSet<String>,
+}
+
+/// What a full validation found that a check of registrations alone reuses.
+#[derive(Clone, Debug)]
+struct LastChecked {
+    route_plugins: Arc<RoutePlugins>,
+    packages: Vec<Arc<Package>>,
+    /// Whether each upstream takes registrations.
+    takes: HashMap<String, bool>,
+}
+
+/// What differs between a validated config and the one the same [`Assembly`] validated
+/// before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// Only registrations: the endpoints of these upstreams (everything else is the same).
+    Endpoints(Vec<String>),
+    /// Anything may have changed (or nothing was validated before).
+    Config,
 }
 
 macro_rules! each_list {
@@ -243,7 +284,9 @@ impl Assembly {
                 Typed::Package(_) => Kind::Package,
                 Typed::Registration(_) => Kind::Registration,
             };
-            a.orders[kind as usize].push(order);
+            if kind != Kind::Registration {
+                a.orders[kind as usize].push(order);
+            }
             match t {
                 Typed::Listener(v) => spec.listeners.push(v),
                 Typed::Upstream(v) => spec.upstreams.push(v),
@@ -251,7 +294,9 @@ impl Assembly {
                 Typed::Plugin(v) => spec.plugins.push(v),
                 Typed::Consumer(v) => spec.consumers.push(v),
                 Typed::Package(v) => a.packages.push(v),
-                Typed::Registration(v) => spec.registrations.push(v),
+                Typed::Registration(v) => {
+                    a.registrations.set(&v.name.clone(), Some(v));
+                }
             }
         }
         a.spec = Arc::new(spec);
@@ -266,6 +311,10 @@ impl Assembly {
     /// Sets (`Some`) or removes (`None`) a resource; returns what it replaced. `typed` must
     /// be of the same kind.
     pub fn set(&mut self, kind: Kind, name: &str, order: u64, typed: Option<Typed>) -> Option<(u64, Typed)> {
+        if kind == Kind::Registration {
+            return self.set_registration(name, typed);
+        }
+        self.since.config = true;
         let orders = &mut self.orders[kind as usize];
         if kind == Kind::Package {
             let old = take(&mut self.packages, orders, name).map(|(o, v)| (o, Typed::Package(v)));
@@ -283,11 +332,27 @@ impl Assembly {
                 Typed::Route(v) => put(&mut spec.routes, orders, order, v),
                 Typed::Plugin(v) => put(&mut spec.plugins, orders, order, v),
                 Typed::Consumer(v) => put(&mut spec.consumers, orders, order, v),
-                Typed::Registration(v) => put(&mut spec.registrations, orders, order, v),
-                Typed::Package(_) => {}
+                Typed::Registration(_) | Typed::Package(_) => {}
             }
         }
         old
+    }
+
+    /// [`Assembly::set`] for a registration (kept in its index, not the spec).
+    fn set_registration(&mut self, name: &str, typed: Option<Typed>) -> Option<(u64, Typed)> {
+        let new = match typed {
+            Some(Typed::Registration(r)) => Some(r),
+            _ => None,
+        };
+        if let Some(r) = &new {
+            self.since.upstreams.insert(r.upstream.clone());
+        }
+        let old = self.registrations.set(name, new);
+        if let Some(o) = &old {
+            self.since.upstreams.insert(o.upstream.clone());
+        }
+        self.since.registrations.insert(name.to_owned());
+        old.map(|o| (0, Typed::Registration(o)))
     }
 
     /// [`Assembly::set`], remembering what to put back in `undo`.
@@ -308,6 +373,10 @@ impl Assembly {
 
     /// Replaces the whole listener list (a gateway's own listeners).
     pub fn set_listeners(&mut self, listeners: Vec<ListenerSpec>) {
+        if self.spec.listeners == listeners {
+            return;
+        }
+        self.since.config = true;
         self.orders[Kind::Listener as usize] = (0..listeners.len() as u64).collect();
         Arc::make_mut(&mut self.spec).listeners = listeners;
     }
@@ -315,13 +384,14 @@ impl Assembly {
     /// Sets the tracing settings (a gateway's own, like its listeners).
     pub fn set_tracing(&mut self, tracing: Option<crate::spec::TracingSpec>) {
         if self.spec.tracing != tracing {
+            self.since.config = true;
             Arc::make_mut(&mut self.spec).tracing = tracing;
         }
     }
 
     /// Cross-field validation of the whole config, without copying it. Errors name the
     /// resource (`Route/api.upstream`). Any `Package` must have its module from `module`.
-    pub fn validate(&self) -> Result<ValidConfig, ConfigErrors> {
+    pub fn validate(&mut self) -> Result<ValidConfig, ConfigErrors> {
         self.validate_with(|m| {
             Err(ModuleError::Missing { sha256: m.sha256.clone(), hint: "this check has no module store" })
         })
@@ -331,6 +401,54 @@ impl Assembly {
     /// store, which checked them against the hash); a module it lacks is an error at
     /// `Package/NAME.module`.
     pub fn validate_with(
+        &mut self,
+        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, ModuleError>,
+    ) -> Result<ValidConfig, ConfigErrors> {
+        self.validate_changes(module).map(|(cfg, _)| cfg)
+    }
+
+    /// [`Assembly::validate_with`], also saying what changed since the config validated
+    /// before. When only registrations changed, only they are checked (against the upstreams
+    /// they name): the cost of a registration does not grow with the config.
+    pub fn validate_changes(
+        &mut self,
+        module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, ModuleError>,
+    ) -> Result<(ValidConfig, Changed), ConfigErrors> {
+        if !self.since.config
+            && let Some(last) = &self.since.last
+        {
+            let mut errs = Errors::default();
+            for name in &self.since.registrations {
+                if let Some(r) = self.registrations.get(name) {
+                    let takes = |u: &str| last.takes.get(u).copied();
+                    self.registrations.check(&mut errs, &format!("Registration/{name}"), r, takes);
+                }
+            }
+            errs.finish()?;
+            let cfg = ValidConfig::from_parts(
+                self.spec.clone(),
+                last.route_plugins.clone(),
+                last.packages.clone(),
+                self.registrations.clone(),
+            );
+            self.since.registrations.clear();
+            let upstreams = std::mem::take(&mut self.since.upstreams).into_iter().collect();
+            return Ok((cfg, Changed::Endpoints(upstreams)));
+        }
+        let cfg = self.validate_all(module)?;
+        self.since = Since {
+            last: Some(LastChecked {
+                route_plugins: cfg.shared_route_plugins().clone(),
+                packages: cfg.packages().to_vec(),
+                takes: takes_registrations(&self.spec),
+            }),
+            ..Since::default()
+        };
+        Ok((cfg, Changed::Config))
+    }
+
+    /// Every check of the whole config.
+    fn validate_all(
         &self,
         module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, ModuleError>,
     ) -> Result<ValidConfig, ConfigErrors> {
@@ -342,8 +460,22 @@ impl Assembly {
                 Err(e) => errs.push(ConfigError { path: format!("Package/{}.module", p.name), message: e.to_string() }),
             }
         }
-        let checked = validate_with_packages(self.spec.clone(), packages).map_err(|e| self.index().relabel(e));
+        let takes = takes_registrations(&self.spec);
+        let mut reg_errs = Errors::default();
+        for r in self.registrations.iter() {
+            let at = format!("Registration/{}", r.name);
+            self.registrations.check(&mut reg_errs, &at, r, |u| takes.get(u).copied());
+        }
+        // The index has no order: errors are listed by path.
+        reg_errs.sort();
+        let checked = checked(self.spec.clone(), packages, self.registrations.clone(), reg_errs)
+            .map_err(|e| self.index().relabel(e));
         ConfigErrors::after(errs, checked)
+    }
+
+    /// The registered endpoints.
+    pub fn registrations(&self) -> &Registrations {
+        &self.registrations
     }
 
     /// The `Package` resources, in declaration order.
@@ -360,7 +492,7 @@ impl Assembly {
             s.plugins.iter().map(|x| x.name.clone()).collect(),
             s.consumers.iter().map(|x| x.name.clone()).collect(),
             self.packages.iter().map(|x| x.name.clone()).collect(),
-            s.registrations.iter().map(|x| x.name.clone()).collect(),
+            Vec::new(),
         ])
     }
 }
@@ -426,6 +558,63 @@ mod tests {
         a.undo(undo);
         assert_eq!(names(&a), ["a", "b"]);
         assert!(a.validate().is_ok());
+    }
+
+    fn registration(name: &str, up: &str, port: u16) -> Typed {
+        let body = json!({"name": name, "upstream": up, "address": "127.0.0.1", "port": port});
+        parse_resource(Kind::Registration, name, &body).unwrap()
+    }
+
+    #[test]
+    fn a_change_of_registrations_only_is_checked_alone_and_says_whose_endpoints_moved() {
+        let mut a = Assembly::default();
+        let taking = json!({"name": "svc", "discovery": {"registry": {}}});
+        let other = json!({"name": "plain", "load_balancer": {"endpoints": [{"address": "127.0.0.1", "port": 1}]}});
+        a.set(Kind::Upstream, "svc", 1, Some(parse_resource(Kind::Upstream, "svc", &taking).unwrap()));
+        a.set(Kind::Upstream, "plain", 2, Some(parse_resource(Kind::Upstream, "plain", &other).unwrap()));
+        a.set(Kind::Route, "r", 3, Some(route("r", "plain")));
+        a.set(Kind::Registration, "x", 4, Some(registration("x", "svc", 10)));
+        let (cfg, changed) = a.validate_changes(|_| unreachable!()).unwrap();
+        assert_eq!(changed, Changed::Config, "the first validation is whole");
+        assert_eq!(cfg.registrations().endpoints("svc").len(), 1);
+        assert!(a.spec().registrations.is_empty(), "registrations are kept beside the spec");
+
+        a.set(Kind::Registration, "y", 5, Some(registration("y", "svc", 11)));
+        let (cfg, changed) = a.validate_changes(|_| unreachable!()).unwrap();
+        assert_eq!(changed, Changed::Endpoints(vec!["svc".into()]));
+        assert_eq!(cfg.registrations().endpoints("svc").len(), 2);
+        assert_eq!(cfg.route_plugins(0), &[], "the rest is the last validation's");
+
+        // Wrong ones are refused with the paths a whole validation gives, and undone.
+        for (bad, path) in [
+            (registration("z", "plain", 12), "Registration/z.upstream"),
+            (registration("z", "nowhere", 12), "Registration/z.upstream"),
+            (registration("z", "svc", 10), "Registration/z"),
+        ] {
+            let mut undo = Undo::default();
+            a.set_undoable(&mut undo, Kind::Registration, "z", 6, Some(bad));
+            let quick = a.validate_changes(|_| unreachable!()).unwrap_err();
+            let whole = a.clone().validate_all(|_| unreachable!()).unwrap_err();
+            assert_eq!(quick.iter().map(|e| &e.path).collect::<Vec<_>>(), [path]);
+            // A whole validation also names the registration `z` collides with.
+            assert!(quick.iter().all(|e| whole.iter().any(|w| w == e)), "{quick:?} vs {whole:?}");
+            a.undo(undo);
+        }
+        let (_, changed) = a.validate_changes(|_| unreachable!()).unwrap();
+        // Every upstream the refused ones named was touched, in name order.
+        assert_eq!(changed, Changed::Endpoints(vec!["nowhere".into(), "plain".into(), "svc".into()]));
+
+        // A change of anything else is whole again; so is one of the gateway's own listeners.
+        a.set(Kind::Registration, "x", 4, None);
+        a.set(Kind::Route, "r", 3, Some(route("r", "svc")));
+        assert_eq!(a.validate_changes(|_| unreachable!()).unwrap().1, Changed::Config);
+        a.set_tracing(None);
+        a.set_listeners(Vec::new());
+        assert_eq!(
+            a.validate_changes(|_| unreachable!()).unwrap().1,
+            Changed::Endpoints(vec![]),
+            "the same listeners change nothing"
+        );
     }
 
     fn package(name: &str, sha: &str) -> Value {

@@ -100,6 +100,11 @@ impl Errors {
         self.0.push(ConfigError { path: path.into(), message: message.into() });
     }
 
+    /// Orders the errors by path (for errors found in no particular order).
+    pub(crate) fn sort(&mut self) {
+        self.0.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+
     pub(crate) fn finish(self) -> Result<(), ConfigErrors> {
         if self.0.is_empty() { Ok(()) } else { Err(ConfigErrors(self.0)) }
     }

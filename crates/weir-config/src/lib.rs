@@ -15,6 +15,7 @@ mod messages;
 pub mod package;
 pub mod plugins;
 pub mod precedence;
+pub mod registrations;
 pub mod resources;
 pub mod size;
 pub mod spec;

@@ -2,12 +2,13 @@
 //!
 //! Owns: every check that the JSON Schema cannot express. Reports all problems at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{ConfigErrors, Errors};
 use crate::package::Package;
 use crate::plugins::{self, PluginConfig};
+use crate::registrations::Registrations;
 use crate::spec::{ConfigSpec, HealthCheckSpec, MatchSpec, PathMatch, PoolSpec, RouteSpec, UpstreamSpec};
 
 /// A config that passed every check. The only way to get one is [`validate`].
@@ -16,11 +17,19 @@ pub struct ValidConfig {
     /// Shared so a caller that patches a config in place (see [`crate::assembly`]) validates
     /// it without a copy.
     spec: Arc<ConfigSpec>,
-    /// Per route (same order as `spec.routes`): its effective plugins, parsed.
-    route_plugins: Vec<Vec<(String, PluginConfig)>>,
+    /// Per route (same order as `spec.routes`): its effective plugins, parsed. Shared, so a
+    /// change of registrations only reuses them.
+    route_plugins: Arc<RoutePlugins>,
     /// The plugin packages `plugin_packages` names, as read by the caller.
     packages: Vec<Arc<Package>>,
+    /// The registered endpoints: a file's `registrations`, or the `Registration` resources
+    /// an [`crate::assembly::Assembly`] keeps beside its spec (then `spec.registrations` is
+    /// empty).
+    registrations: Registrations,
 }
+
+/// Per route, its effective plugins as `(name, config)`.
+pub(crate) type RoutePlugins = Vec<Vec<(String, PluginConfig)>>;
 
 impl ValidConfig {
     /// The effective plugins of route `i`: the top-level ones the route does not override,
@@ -32,6 +41,26 @@ impl ValidConfig {
     /// The plugin packages the config uses.
     pub fn packages(&self) -> &[Arc<Package>] {
         &self.packages
+    }
+
+    /// The registered endpoints (see [`Registrations::endpoints`]).
+    pub fn registrations(&self) -> &Registrations {
+        &self.registrations
+    }
+
+    /// A config from what a full validation found and registrations checked against it.
+    pub(crate) fn from_parts(
+        spec: Arc<ConfigSpec>,
+        route_plugins: Arc<RoutePlugins>,
+        packages: Vec<Arc<Package>>,
+        registrations: Registrations,
+    ) -> Self {
+        Self { spec, route_plugins, packages, registrations }
+    }
+
+    /// Every route's plugins, shared.
+    pub(crate) fn shared_route_plugins(&self) -> &Arc<RoutePlugins> {
+        &self.route_plugins
     }
 
     /// The validated spec.
@@ -58,7 +87,19 @@ pub fn validate_shared(spec: Arc<ConfigSpec>) -> Result<ValidConfig, ConfigError
 /// [`validate_shared`] with the plugin packages `spec.plugin_packages` names, read by the
 /// caller (this crate does no I/O): routes may then use them by name.
 pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>) -> Result<ValidConfig, ConfigErrors> {
+    let registrations = Registrations::from_specs(&spec.registrations);
     let mut errs = Errors::default();
+    check_registrations(&mut errs, &spec);
+    checked(spec, packages, registrations, errs)
+}
+
+/// Every check but the registrations' (the caller's, already in `errs`).
+pub(crate) fn checked(
+    spec: Arc<ConfigSpec>,
+    packages: Vec<Arc<Package>>,
+    registrations: Registrations,
+    mut errs: Errors,
+) -> Result<ValidConfig, ConfigErrors> {
     let mut seen = HashSet::new();
     for (i, p) in packages.iter().enumerate() {
         if !seen.insert(p.meta.name.as_str()) {
@@ -89,7 +130,6 @@ pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>
         }
         c.check(&mut errs, &format!("consumers[{i}]"));
     }
-    check_registrations(&mut errs, &spec);
     let mut global: Vec<(String, PluginConfig)> = spec
         .plugins
         .iter()
@@ -122,7 +162,7 @@ pub fn validate_with_packages(spec: Arc<ConfigSpec>, packages: Vec<Arc<Package>>
         route_plugins.push(all);
     }
     errs.finish()?;
-    Ok(ValidConfig { spec, route_plugins, packages })
+    Ok(ValidConfig { spec, route_plugins: Arc::new(route_plugins), packages, registrations })
 }
 
 /// The collector's address must be a URL.
@@ -319,54 +359,32 @@ fn check_template(errs: &mut Errors, path: &str, t: &str) {
 /// The largest endpoint weight (the hash ring places 100 points per unit of weight).
 const MAX_WEIGHT: u32 = 10_000;
 
-/// Each registration names an upstream that takes registrations, once per address and port.
+/// Each registration of a file names an upstream that takes registrations, once per address
+/// and port.
 fn check_registrations(errs: &mut Errors, spec: &ConfigSpec) {
     if spec.registrations.is_empty() {
         return;
     }
-    // Whether each upstream takes registrations, looked up once per registration.
-    let upstreams: std::collections::HashMap<&str, bool> = spec
-        .upstreams
-        .iter()
-        .map(|u| (u.name.as_str(), u.discovery.as_ref().is_some_and(|d| d.registry.is_some())))
-        .collect();
-    let takes = |name: &str| upstreams.get(name).copied();
+    let takes = takes_registrations(spec);
     let (mut names, mut endpoints) = (HashSet::new(), HashSet::new());
     for (i, r) in spec.registrations.iter().enumerate() {
         let at = format!("registrations[{i}]");
-        let name_ok = !r.name.is_empty()
-            && r.name.len() <= 128
-            && r.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !name_ok {
-            errs.push(
-                format!("{at}.name"),
-                format!("invalid name {:?}: use 1-128 letters, digits, '-', '_' or '.'", r.name),
-            );
-        }
+        crate::registrations::check_one(errs, &at, r, |u| takes.get(u).copied());
         if !names.insert(r.name.as_str()) {
             errs.push(format!("{at}.name"), format!("duplicate registration name {:?}", r.name));
         }
-        match takes(&r.upstream) {
-            None => errs.push(format!("{at}.upstream"), format!("upstream {:?} is not defined", r.upstream)),
-            Some(false) => errs.push(
-                format!("{at}.upstream"),
-                format!("upstream {:?} takes no registrations: give it `discovery: {{ registry: {{}} }}`", r.upstream),
-            ),
-            Some(true) => {}
-        }
         if !endpoints.insert((r.upstream.as_str(), r.address, r.port)) {
-            errs.push(at.clone(), format!("{}:{} is registered twice for {:?}", r.address, r.port, r.upstream));
-        }
-        if r.port == 0 {
-            errs.push(format!("{at}.port"), "must be between 1 and 65535");
-        }
-        if !(1..=MAX_WEIGHT).contains(&r.weight) {
-            errs.push(format!("{at}.weight"), format!("must be between 1 and {MAX_WEIGHT}"));
-        }
-        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&r.ttl.get()) {
-            errs.push(format!("{at}.ttl"), "must be between 1s and 1h");
+            errs.push(at, format!("{}:{} is registered twice for {:?}", r.address, r.port, r.upstream));
         }
     }
+}
+
+/// Whether each upstream takes registrations, by name.
+pub(crate) fn takes_registrations(spec: &ConfigSpec) -> HashMap<String, bool> {
+    spec.upstreams
+        .iter()
+        .map(|u| (u.name.clone(), u.discovery.as_ref().is_some_and(|d| d.registry.is_some())))
+        .collect()
 }
 
 fn check_dns(errs: &mut Errors, at: &str, d: &crate::spec::DnsDiscoverySpec) {

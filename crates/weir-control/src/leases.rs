@@ -14,13 +14,17 @@ use parking_lot::Mutex;
 /// The deadlines of the registrations this control plane watches.
 #[derive(Debug, Default)]
 pub struct Leases {
-    until: Mutex<HashMap<String, Instant>>,
+    /// Each deadline, and the sweep that last saw its registration stored.
+    until: Mutex<HashMap<String, (Instant, u64)>>,
+    /// Sweeps so far.
+    sweeps: std::sync::atomic::AtomicU64,
 }
 
 impl Leases {
     /// Registration `name` was renewed at `now`: it lives until `now + ttl`.
     pub fn renew(&self, name: &str, ttl: Duration, now: Instant) {
-        self.until.lock().insert(name.to_owned(), deadline(now, ttl));
+        let sweep = self.sweeps.load(std::sync::atomic::Ordering::Relaxed);
+        self.until.lock().insert(name.to_owned(), (deadline(now, ttl), sweep));
     }
 
     /// Forgets the leases of `names` (deleted).
@@ -42,27 +46,34 @@ impl Leases {
         now: Instant,
         adopt: bool,
     ) -> Vec<String> {
+        // Marked in place (no copy of every name per sweep), then the unmarked dropped.
+        let sweep = self.sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut until = self.until.lock();
-        let mut seen = HashMap::with_capacity(until.len());
         let mut out = Vec::new();
         for (name, ttl) in live {
-            let due = match until.get(name) {
-                Some(d) => *d,
-                None if adopt => deadline(now, ttl),
+            let due = match until.get_mut(name) {
+                Some((d, seen)) => {
+                    *seen = sweep;
+                    *d
+                }
+                None if adopt => {
+                    let d = deadline(now, ttl);
+                    until.insert(name.to_owned(), (d, sweep));
+                    d
+                }
                 None => continue,
             };
             if due <= now {
                 out.push(name.to_owned());
             }
-            seen.insert(name.to_owned(), due);
         }
-        *until = seen;
+        until.retain(|_, (_, seen)| *seen == sweep);
         out
     }
 
     /// How long `name` has left at `now`, if it is watched here.
     pub fn remaining(&self, name: &str, now: Instant) -> Option<Duration> {
-        self.until.lock().get(name).map(|d| d.saturating_duration_since(now))
+        self.until.lock().get(name).map(|(d, _)| d.saturating_duration_since(now))
     }
 }
 

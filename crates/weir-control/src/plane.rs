@@ -180,22 +180,24 @@ impl ControlPlane {
     /// Deletes, as one revision, the registrations not renewed within their ttl. On a shared
     /// store (etcd) only the elected control plane does, from the leases there.
     pub async fn expire_registrations(self: &Arc<Self>) {
-        let live: Vec<(String, Duration)> = self.read(|s| {
-            s.resources
-                .iter()
-                .filter(|(k, _)| k.kind == Kind::Registration)
-                .map(|(k, st)| (k.name.clone(), ttl_of(&st.body)))
-                .collect()
-        });
         let now = std::time::Instant::now();
         let leader = self.inner.read().store.leader();
         let expired = match leader {
-            None => self.leases.expired(live.iter().map(|(n, t)| (n.as_str(), *t)), now, true),
+            // From the typed registrations, under the read lock: no copy of every name.
+            None => {
+                let inner = self.inner.read();
+                let live = inner.assembly.registrations().iter().map(|r| (r.name.as_str(), r.ttl.get()));
+                self.leases.expired(live, now, true)
+            }
             Some(l) if !*l.borrow() => {
                 *self.elected_at.lock() = None;
                 return;
             }
-            Some(_) => self.expired_in_store(&live, now).await,
+            Some(_) => {
+                let live: Vec<(String, Duration)> =
+                    self.inner.read().assembly.registrations().iter().map(|r| (r.name.clone(), r.ttl.get())).collect();
+                self.expired_in_store(&live, now).await
+            }
         };
         if expired.is_empty() {
             return;
@@ -603,13 +605,6 @@ pub struct DryRun {
     /// Modules the caller has checked and will upload before applying for real (by sha256):
     /// a `Package` naming one is checked as if it were stored, and nothing is uploaded.
     pub pending_modules: Vec<String>,
-}
-
-/// A stored registration's ttl (its default when unreadable).
-fn ttl_of(body: &Value) -> Duration {
-    body.get("ttl")
-        .and_then(|t| serde_json::from_value::<weir_config::HumanDuration>(t.clone()).ok())
-        .map_or(Duration::from_secs(10), |t| t.get())
 }
 
 /// A body must be a mapping whose `name` (if given) is the resource's name.

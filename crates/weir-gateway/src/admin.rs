@@ -76,8 +76,8 @@ pub fn stats(gw: &Gateway) -> serde_json::Value {
     let mut names: Vec<_> = snap.upstreams.keys().collect();
     names.sort();
     for name in names {
-        let u = &snap.upstreams[name];
-        let eps: Vec<_> = u
+        let members = snap.upstreams[name].members();
+        let eps: Vec<_> = members
             .endpoints()
             .iter()
             .enumerate()
@@ -85,7 +85,7 @@ pub fn stats(gw: &Gateway) -> serde_json::Value {
                 let p = e.pool();
                 serde_json::json!({
                     "endpoint": e.label().as_ref(),
-                    "weight": u.weight(i),
+                    "weight": members.weight(i),
                     "available": e.is_available(),
                     "active_up": e.is_active_up(),
                     "ejected": e.is_ejected(),

@@ -1,9 +1,9 @@
 //! Endpoints from DNS (`upstreams[].discovery.dns`).
 //!
 //! Owns: one resolver task per discovering upstream, started, restarted and stopped as configs
-//! change; the last good answer of each (kept while DNS fails); and asking the gateway to rebuild
-//! the upstream when an answer changes. Rebuilding keeps every endpoint that stays
-//! ([`crate::upstream::Upstream::start_after`]), so a changed answer costs new endpoints only.
+//! change; the last good answer of each (kept while DNS fails); and handing a changed answer to
+//! the serving upstream, which takes it in place ([`crate::upstream::Upstream::set_endpoints`]):
+//! every endpoint that stays keeps its state, nothing else is rebuilt.
 //! Lookups go through hickory-resolver, which also caches within a record's TTL.
 
 use std::collections::HashMap;
@@ -17,7 +17,7 @@ use hickory_resolver::{ResolveError, TokioResolver};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use weir_config::ValidConfig;
-use weir_config::spec::{DnsDiscoverySpec, DnsRecord, EndpointSpec};
+use weir_config::spec::{DnsDiscoverySpec, DnsRecord, EndpointSpec, UpstreamSpec};
 
 use crate::gateway::Gateway;
 
@@ -35,8 +35,6 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Discovery {
     found: Mutex<Found>,
     watches: Mutex<HashMap<String, Watch>>,
-    /// Set when a rebuild with the answers failed.
-    dirty: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -100,21 +98,13 @@ impl Discovery {
         self.found.lock().clear();
     }
 
-    /// Marks the answers as not yet served (a rebuild failed), so the next answer rebuilds
-    /// even if it is the same.
-    pub(crate) fn unserved(&self) {
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Records `endpoints` for `upstream`; whether the gateway must rebuild (they differ from
-    /// the last answer, or the last rebuild failed).
-    fn update(&self, upstream: &str, endpoints: Vec<EndpointSpec>) -> bool {
-        let dirty = self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed);
+    /// Records `endpoints` for `upstream`; whether they differ from the last answer.
+    fn update(&self, upstream: &str, endpoints: &[EndpointSpec]) -> bool {
         let mut found = self.found.lock();
-        if found.get(upstream) == Some(&endpoints) {
-            return dirty;
+        if found.get(upstream).is_some_and(|old| old == endpoints) {
+            return false;
         }
-        found.insert(upstream.to_owned(), endpoints);
+        found.insert(upstream.to_owned(), endpoints.to_vec());
         true
     }
 }
@@ -205,7 +195,7 @@ fn failed(upstream: &str, spec: &DnsDiscoverySpec, why: &str) -> Duration {
     spec.min_ttl.get()
 }
 
-/// Looks `spec` up again each time its answer expires, rebuilding the upstream on a change.
+/// Looks `spec` up again each time its answer expires; a changed answer goes to the upstream.
 async fn watch(
     upstream: String,
     spec: DnsDiscoverySpec,
@@ -218,10 +208,9 @@ async fn watch(
         wait = match lookup(&resolver, &spec).await {
             Ok(answer) => {
                 let Some(g) = gateway.upgrade() else { return };
-                let n = answer.endpoints.len();
-                if g.discovery().update(&upstream, answer.endpoints) {
-                    tracing::info!(upstream = %upstream, endpoints = n, "discovered endpoints changed");
-                    g.rediscovered().await;
+                if g.discovery().update(&upstream, &answer.endpoints) {
+                    tracing::info!(upstream = %upstream, endpoints = answer.endpoints.len(), "discovered endpoints changed");
+                    g.rediscovered(&upstream, &answer.endpoints).await;
                 }
                 bounded(answer.ttl, &spec)
             }
@@ -230,29 +219,12 @@ async fn watch(
     }
 }
 
-/// The endpoints of every upstream that takes registrations, from the config's
-/// `registrations`, by upstream name.
-pub(crate) fn registered(spec: &weir_config::spec::ConfigSpec) -> Found {
-    let mut out = Found::new();
-    for r in &spec.registrations {
-        let ep = EndpointSpec { address: r.address.to_string(), port: r.port, weight: r.weight };
-        out.entry(r.upstream.clone()).or_default().push(ep);
+/// The endpoints discovery found for `u`: registered with the control plane (in `cfg`), or
+/// from DNS (`found`); none yet is an empty set, answered 503.
+pub(crate) fn endpoints(u: &UpstreamSpec, found: &Found, cfg: &ValidConfig) -> Vec<EndpointSpec> {
+    if u.discovery.as_ref().is_some_and(|d| d.registry.is_some()) {
+        cfg.registrations().endpoints(&u.name)
+    } else {
+        found.get(&u.name).cloned().unwrap_or_default()
     }
-    for eps in out.values_mut() {
-        eps.sort_by(|a, b| (&a.address, a.port).cmp(&(&b.address, b.port)));
-    }
-    out
-}
-
-/// `u`'s spec with the endpoints discovery found, by DNS (`found`) or registration
-/// (`registered`); none yet is an empty set, answered 503.
-pub(crate) fn filled(
-    u: &weir_config::spec::UpstreamSpec,
-    found: &Found,
-    registered: &Found,
-) -> weir_config::spec::UpstreamSpec {
-    let from = if u.discovery.as_ref().is_some_and(|d| d.registry.is_some()) { registered } else { found };
-    let mut u = u.clone();
-    u.load_balancer.endpoints = from.get(&u.name).cloned().unwrap_or_default();
-    u
 }

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use weir_config::ValidConfig;
-use weir_config::spec::ListenerSpec;
+use weir_config::spec::{EndpointSpec, ListenerSpec};
 
 use crate::discovery::Discovery;
 use crate::handover::{self, HandedSocket};
@@ -258,14 +258,32 @@ impl Gateway {
     /// What discovery found changed: the serving config is rebuilt with it, as the same
     /// version (the config did not change). Only the upstreams whose answers changed are
     /// rebuilt, keeping the endpoints that stay.
-    pub(crate) async fn rediscovered(&self) {
+    /// Gives `upstream` of the serving snapshot the endpoints DNS now answers, in place.
+    pub(crate) async fn rediscovered(&self, upstream: &str, endpoints: &[EndpointSpec]) {
+        // After an apply in progress, which may have started or stopped this watch.
         let _serial = self.apply_lock.lock().await;
-        let Some(cfg) = self.applied.lock().clone() else { return };
-        let version = self.state.load().version;
-        if let Err(e) = self.install(&cfg, version) {
-            self.discovery.unserved();
-            tracing::error!(error = %e, "cannot rebuild with the discovered endpoints; the previous ones keep serving");
+        let snap = self.state.load();
+        if let Some(u) =
+            snap.upstreams.get(upstream).filter(|u| u.spec().discovery.as_ref().is_some_and(|d| d.dns.is_some()))
+        {
+            u.set_endpoints(endpoints);
         }
+    }
+
+    /// Applies `cfg` when it differs from the config applied before only in the registered
+    /// endpoints of `upstreams`: those upstreams take their new endpoints in place; nothing
+    /// else is compiled, so a registration costs the same whatever the size of the config.
+    pub async fn apply_endpoints(&self, cfg: &ValidConfig, upstreams: &[String]) -> u64 {
+        let _serial = self.apply_lock.lock().await;
+        let snap = self.state.load();
+        for name in upstreams {
+            let Some(u) = snap.upstreams.get(name.as_str()) else { continue };
+            if u.spec().discovery.as_ref().is_some_and(|d| d.registry.is_some()) {
+                u.set_endpoints(&cfg.registrations().endpoints(name));
+            }
+        }
+        *self.applied.lock() = Some(cfg.clone());
+        snap.version
     }
 
     /// Endpoint discovery.

@@ -318,7 +318,7 @@ impl Metrics {
         self.healthy.clear();
         self.pool_connections.clear();
         for (name, u) in &snap.upstreams {
-            for e in u.endpoints() {
+            for e in u.members().endpoints() {
                 let (upstream, endpoint) = (name.to_string(), e.label().to_string());
                 self.healthy
                     .get_or_create(&EndpointLabel { upstream: upstream.clone(), endpoint: endpoint.clone() })

@@ -399,10 +399,9 @@ async fn attempts(
             let headers = outgoing.headers();
             upstream.pick(&PickCx { client_ip: conn.client.ip(), headers: Fields::Map(headers) }, tried)
         };
-        let Some(i) = pick else { break };
+        let Some((i, ep)) = pick else { break };
         let tried_before = tried;
         tried.add(i);
-        let ep = upstream.endpoints()[i].clone();
         trace.tries += 1;
         if trace.wants_detail(route) {
             trace.endpoint = Some(ep.label().clone());

@@ -141,15 +141,22 @@ impl Snapshot {
     ) -> Result<Self, CompileError> {
         let spec = cfg.spec();
         let mut upstreams: HashMap<Arc<str>, Arc<Upstream>> = HashMap::with_capacity(spec.upstreams.len());
-        let registered = crate::discovery::registered(spec);
+        // Kept upstreams whose discovered endpoints changed: changed in place once nothing
+        // can fail any more (a refused config changes nothing).
+        let mut moved: Vec<(Arc<Upstream>, Vec<weir_config::spec::EndpointSpec>)> = Vec::new();
         for u in &spec.upstreams {
-            let discovered = u.discovery.as_ref().map(|_| crate::discovery::filled(u, found, &registered));
-            let u = discovered.as_ref().unwrap_or(u);
+            let discovered = u.discovery.as_ref().map(|_| crate::discovery::endpoints(u, found, cfg));
+            let endpoints = discovered.as_deref().unwrap_or(&u.load_balancer.endpoints);
             let old = prev.and_then(|p| p.upstreams.get(u.name.as_str()));
             let up = match old.filter(|old| old.spec() == u) {
-                Some(k) => k.clone(),
+                Some(k) => {
+                    if let Some(eps) = discovered {
+                        moved.push((k.clone(), eps));
+                    }
+                    k.clone()
+                }
                 None => Arc::new(
-                    Upstream::start_after(u, metrics.upstream(&u.name), old.map(|o| &**o))
+                    Upstream::start_after(u, endpoints, metrics.upstream(&u.name), old.map(|o| &**o))
                         .map_err(|e| CompileError::upstream(&u.name, e))?,
                 ),
             };
@@ -206,6 +213,9 @@ impl Snapshot {
                 _ => None,
             })
             .collect();
+        for (u, eps) in moved {
+            u.set_endpoints(&eps);
+        }
         Ok(Self {
             version,
             well_known,

@@ -25,11 +25,10 @@ pub(crate) async fn tunnel(
     downstream: OnUpgrade,
 ) -> Result<Response<GatewayBody>, ProxyError> {
     let cx = PickCx { client_ip: conn.client.ip(), headers: crate::view::Fields::Map(req.headers()) };
-    let i = upstream.pick(&cx, Tried::default()).ok_or_else(|| ProxyError::NoHealthyEndpoint {
+    let (_, ep) = upstream.pick(&cx, Tried::default()).ok_or_else(|| ProxyError::NoHealthyEndpoint {
         route: route.name.clone(),
         upstream: upstream.name().clone(),
     })?;
-    let ep = upstream.endpoints()[i].clone();
     let lease = Lease::new(ep.clone());
     let mut sender = ep.connect_spawned(upstream.connect_timeout(), upstream.tls(), true).await.map_err(|e| {
         ep.record_failure(upstream.passive());

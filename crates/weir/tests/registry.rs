@@ -131,3 +131,58 @@ async fn a_python_grpcio_service_registers_renews_and_deregisters() {
     let (_, hist) = cp.call("GET", "/api/v1/history?limit=5", None).await;
     assert!(hist.to_string().contains("register"), "{hist}");
 }
+
+/// `/stats` of a gateway's admin listener.
+async fn stats(gw: &Gw) -> serde_json::Value {
+    let (status, body) = get(gw.admin, "/stats", &[]).await;
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Adding and removing a registered endpoint 50 times under load: no request fails, and the
+/// gateway takes each change in place. Its snapshot is not rebuilt (the version stays), the
+/// other upstream is not touched, and the endpoint that stays keeps its pooled connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_coming_and_going_50_times_under_load_fails_nothing_and_rebuilds_nothing() {
+    let (a, b, fixed) = (named("A").await, named("B").await, named("fixed").await);
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(dir.path(), 0, &[]);
+    cp.apply(dir.path(), &fleet_config(fixed.port()));
+    let gw = Gw::start("g", &cp.grpc_url(), &dir.path().join("g"), "127.0.0.1:0");
+    let addr = gw.listen_addr();
+    let body = |port: u16| json!({"address": "127.0.0.1", "port": port, "ttl": "10m"});
+    let (status, v) = cp.call("POST", "/api/v1/upstreams/svc/registrations", Some(&body(a.port()))).await;
+    assert_eq!(status, 201, "{v}");
+    gw.wait_serves(addr, "/", "A", Duration::from_secs(5)).await;
+    let version = stats(&gw).await["version"].clone();
+    let load = common::load::Load::start(addr, 4);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b_name = format!("svc.127.0.0.1-{}", b.port());
+    for i in 0..50 {
+        let (status, v) = if i % 2 == 0 {
+            cp.call("POST", "/api/v1/upstreams/svc/registrations", Some(&body(b.port()))).await
+        } else {
+            cp.call("DELETE", &format!("/api/v1/registrations/{b_name}"), None).await
+        };
+        assert!(status == 200 || status == 201, "{v}");
+        let rev = v["revision"].as_u64().unwrap();
+        wait_until("the gateway applied the change", Duration::from_secs(5), || async {
+            cp.gateway("g").await["applied_revision"].as_u64() >= Some(rev)
+        })
+        .await;
+        let eps = stats(&gw).await["upstreams"]["svc"]["endpoints"].as_array().unwrap().len();
+        assert_eq!(eps, if i % 2 == 0 { 2 } else { 1 }, "after change {i}");
+    }
+    let (seen, failures) = load.finish().await;
+    assert!(failures.is_empty(), "{} requests failed while B came and went: {failures:?}", failures.len());
+    assert!(seen.iter().any(|s| s == "B"), "B served while registered");
+    let s = stats(&gw).await;
+    assert_eq!(s["version"], version, "the snapshot was rebuilt: {s}");
+    let a_label = format!("127.0.0.1:{}", a.port());
+    let eps = s["upstreams"]["svc"]["endpoints"].as_array().unwrap();
+    let pool = &eps.iter().find(|e| e["endpoint"] == a_label.as_str()).expect("A is registered")["pool"];
+    assert!(pool["reused"].as_u64().unwrap() > 100, "{s}");
+    // Four clients: a pool rebuilt by any of the 50 changes would have dialled A anew.
+    assert!(pool["created"].as_u64().unwrap() <= 6, "A's pool was rebuilt: {s}");
+    assert!(a.conns.load(std::sync::atomic::Ordering::SeqCst) <= 6, "A accepted more connections than clients");
+}

@@ -218,7 +218,14 @@ pub struct State {
     /// The history holds the revisions after this one: older ones were folded into a base
     /// (see [`Store::trim`]), so the state can be rebuilt back to this revision, not before.
     pub history_base: u64,
+    /// The keys each of the latest revisions changed, oldest first, with no gap since the
+    /// state was loaded: a delta for a gateway that is a few revisions behind looks at what
+    /// changed, not at every resource.
+    recent: std::collections::VecDeque<(u64, Vec<Key>)>,
 }
+
+/// How many revisions [`State`] remembers the changed keys of.
+const RECENT: usize = 1024;
 
 impl State {
     /// Live resources of every kind, each kind in creation order.
@@ -231,10 +238,28 @@ impl State {
     /// What to send a gateway that has `base`: resources changed after it and keys removed
     /// after it.
     pub fn delta_since(&self, base: u64) -> (Vec<&Stored>, Vec<&Key>) {
-        let mut up: Vec<&Stored> = self.resources.values().filter(|s| s.version > base).collect();
+        let (mut up, gone): (Vec<&Stored>, Vec<&Key>) = match self.recent_since(base) {
+            Some(keys) => {
+                let up = keys.iter().filter_map(|k| self.resources.get(*k)).filter(|s| s.version > base).collect();
+                let gone = keys.into_iter().filter(|k| self.tombstones.get(*k).is_some_and(|r| *r > base)).collect();
+                (up, gone)
+            }
+            None => (
+                self.resources.values().filter(|s| s.version > base).collect(),
+                self.tombstones.iter().filter(|(_, r)| **r > base).map(|(k, _)| k).collect(),
+            ),
+        };
         up.sort_by_key(|s| (s.kind, s.order));
-        let gone = self.tombstones.iter().filter(|(_, r)| **r > base).map(|(k, _)| k).collect();
         (up, gone)
+    }
+
+    /// Every key changed after `base`, when the recent revisions cover all of them.
+    fn recent_since(&self, base: u64) -> Option<std::collections::BTreeSet<&Key>> {
+        let first = self.recent.front()?.0;
+        if first > base + 1 || self.recent.back()?.0 != self.revision {
+            return None;
+        }
+        Some(self.recent.iter().filter(|(r, _)| *r > base).flat_map(|(_, keys)| keys).collect())
     }
 
     /// Applies `edits` (`None` deletes) and returns the changes at `revision`, without
@@ -278,6 +303,14 @@ impl State {
     }
 
     fn commit(&mut self, rev: &Revision) {
+        // Remembered only while the revisions follow one another.
+        if self.recent.back().is_some_and(|(r, _)| *r + 1 != rev.revision) {
+            self.recent.clear();
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((rev.revision, rev.changes.iter().map(|c| Key::new(c.kind, c.name.clone())).collect()));
         self.revision = rev.revision;
         for c in &rev.changes {
             let key = Key::new(c.kind, c.name.clone());
@@ -565,7 +598,7 @@ impl Store {
 /// The state after loading `resources` at `revision` with creation orders up to `next_order`.
 fn loaded(revision: u64, next_order: u64, history_base: u64, resources: impl IntoIterator<Item = Stored>) -> State {
     let resources = resources.into_iter().map(|s| (Key::new(s.kind, s.name.clone()), s)).collect();
-    State { revision, next_order, resources, tombstones: HashMap::new(), history_base }
+    State { revision, next_order, resources, tombstones: HashMap::new(), history_base, recent: Default::default() }
 }
 
 /// What catching up with a shared store did.
@@ -590,6 +623,7 @@ fn replaced(old: &State, mut fresh: State) -> State {
         })
         .collect();
     fresh.tombstones = tombstones;
+    fresh.recent.clear();
     fresh
 }
 
@@ -715,5 +749,33 @@ mod tests {
         assert_eq!((at("b"), at("c"), at("a"), at("d")), (Some(9), Some(2), None, None));
         let (up, gone) = st.delta_since(2);
         assert_eq!((up.len(), gone.len()), (1, 1), "d added, b removed");
+    }
+
+    #[test]
+    fn deltas_from_the_recent_revisions_are_those_of_a_scan_of_everything() {
+        let mut st = State::default();
+        let edits: Vec<Vec<(Key, Option<Value>)>> = vec![
+            vec![route("a", "x"), route("b", "x"), route("c", "x")],
+            vec![route("a", "y")],
+            vec![(Key::new(Kind::Route, "b"), None), route("d", "x")],
+            vec![route("b", "z")],
+            vec![(Key::new(Kind::Route, "d"), None)],
+        ];
+        for (i, e) in edits.iter().enumerate() {
+            let plan = st.plan(e, i as u64 + 1);
+            st.commit(&Revision { revision: i as u64 + 1, time_ms: 0, cause: String::new(), changes: plan });
+        }
+        let mut scanned = st.clone();
+        scanned.recent.clear();
+        let names = |(up, gone): (Vec<&Stored>, Vec<&Key>)| {
+            let mut gone: Vec<String> = gone.iter().map(|k| k.name.clone()).collect();
+            gone.sort();
+            (up.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), gone)
+        };
+        for base in 0..=5 {
+            assert_eq!(names(st.delta_since(base)), names(scanned.delta_since(base)), "from {base}");
+        }
+        assert!(st.recent_since(0).is_some(), "every revision is remembered");
+        assert_eq!(names(st.delta_since(3)), (vec!["b".to_owned()], vec!["d".to_owned()]));
     }
 }

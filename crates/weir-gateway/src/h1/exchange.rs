@@ -290,10 +290,9 @@ impl<I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn<I> {
                 let headers = Fields::Raw { head: &b.read, fields: &b.fields, edits: &b.edits };
                 upstream.pick(&PickCx { client_ip: self.ctx.client.ip(), headers }, a.tried)
             };
-            let Some(i) = pick else { break };
+            let Some((i, ep)) = pick else { break };
             let before = a.tried;
             a.tried.add(i);
-            let ep = upstream.endpoints()[i].clone();
             t.tries += 1;
             if t.wants_detail(route) {
                 t.endpoint = Some(ep.label().clone());

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use weir_proto::v1::{self, config_request, config_response};
 
 use weir_config::ValidConfig;
+use weir_config::assembly::Changed;
 
 use crate::gateway::Gateway;
 use state::{Received, Resources};
@@ -38,10 +39,13 @@ pub trait Target: Send + 'static {
     fn describe(&self, d: &mut v1::Register);
     /// Makes `cfg` (the config at `revision`) what serves, or says why it cannot (the NACK's
     /// errors, each with the path of what it is about); what served before serves on then.
+    /// `changed` says how `cfg` differs from the config applied before it (a target may
+    /// apply it whole regardless).
     fn apply(
         &mut self,
         cfg: ValidConfig,
         revision: u64,
+        changed: &Changed,
     ) -> impl Future<Output = Result<(), Vec<v1::ErrorDetail>>> + Send;
     /// The runtime figures since the previous heartbeat.
     fn report(&mut self) -> impl Future<Output = v1::RuntimeReport> + Send;
@@ -76,7 +80,11 @@ impl Target for GatewayTarget {
         d.protocols = ["http1", "h2", "h2c", "grpc", "websocket", "tls"].map(String::from).to_vec();
     }
 
-    async fn apply(&mut self, cfg: ValidConfig, _revision: u64) -> Result<(), Vec<v1::ErrorDetail>> {
+    async fn apply(&mut self, cfg: ValidConfig, _revision: u64, changed: &Changed) -> Result<(), Vec<v1::ErrorDetail>> {
+        if let Changed::Endpoints(upstreams) = changed {
+            self.gw.apply_endpoints(&cfg, upstreams).await;
+            return Ok(());
+        }
         self.gw.apply(&cfg).await.map(drop).map_err(|e| {
             let (path, message) = match &e {
                 crate::ApplyError::Bind { name, .. } | crate::ApplyError::Tls { name, .. } => {
@@ -152,10 +160,15 @@ impl<T: Target> Syncer<T> {
     /// Validates and applies `self.received`.
     async fn apply_received(&mut self) -> Outcome {
         let t0 = std::time::Instant::now();
-        self.received_runs = false;
+        // A change relative to what runs only if the config received before is what runs.
+        let ran = std::mem::replace(&mut self.received_runs, false);
         let modules = &self.modules;
-        let cfg = match self.received.to_config(&self.opts.listen, self.opts.tracing.as_ref(), |m| modules.resolve(m)) {
-            Ok(c) => c,
+        let (cfg, changed) = match self
+            .received
+            .to_config(&self.opts.listen, self.opts.tracing.as_ref(), |m| modules.resolve(m))
+        {
+            Ok((c, changed)) if ran => (c, changed),
+            Ok((c, _)) => (c, Changed::Config),
             Err(errs) => {
                 return Outcome::Refused(
                     errs.iter().map(|e| v1::ErrorDetail { path: e.path.clone(), message: e.message.clone() }).collect(),
@@ -163,7 +176,7 @@ impl<T: Target> Syncer<T> {
             }
         };
         let t1 = std::time::Instant::now();
-        if let Err(errors) = self.target.apply(cfg, self.received.resources.revision).await {
+        if let Err(errors) = self.target.apply(cfg, self.received.resources.revision, &changed).await {
             return Outcome::Refused(errors);
         }
         tracing::debug!(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use weir_config::assembly::{Assembly, Typed, parse_resource};
+use weir_config::assembly::{Assembly, Changed, Typed, parse_resource};
 use weir_config::package::{ModuleError, ModuleRef, PackageSpec};
 use weir_config::resources::{self, Kind, ResourceKey};
 use weir_config::{ConfigError, ConfigErrors, ValidConfig};
@@ -35,8 +35,9 @@ pub struct Held {
 pub struct Resources {
     /// The control plane's revision.
     pub revision: u64,
-    /// By kind and name (`Kind/name` on disk).
-    pub items: BTreeMap<ResourceKey, Held>,
+    /// By kind and name (`Kind/name` on disk). A persistent map: the copy taken to write it
+    /// to disk shares it instead of copying every resource.
+    pub items: imbl::OrdMap<ResourceKey, Held>,
 }
 
 /// A message that does not fit what the gateway holds.
@@ -152,13 +153,14 @@ impl Received {
     /// The config to run: the received resources plus this gateway's listeners and tracing. A listener
     /// takes its settings (TLS, limits) from the `Listener` resource of the same name, if
     /// any, and its address from the gateway's own flags.
-    /// Each `Package`'s module comes from `module`.
+    /// Each `Package`'s module comes from `module`. Also says how it differs from the config
+    /// this returned before ([`Changed`]).
     pub fn to_config(
         &mut self,
         listen: &[(String, SocketAddr)],
         tracing: Option<&weir_config::spec::TracingSpec>,
         module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, ModuleError>,
-    ) -> Result<ValidConfig, ConfigErrors> {
+    ) -> Result<(ValidConfig, Changed), ConfigErrors> {
         let mut errs: Vec<ConfigError> = self.broken.values().flat_map(|e| e.iter().cloned()).collect();
         let mut listeners = Vec::with_capacity(listen.len());
         for (name, addr) in listen {
@@ -176,7 +178,7 @@ impl Received {
         }
         self.assembly.set_listeners(listeners);
         self.assembly.set_tracing(tracing.cloned());
-        self.assembly.validate_with(module)
+        self.assembly.validate_changes(module)
     }
 
     /// The `Package` resources received.

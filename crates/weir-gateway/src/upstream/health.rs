@@ -4,26 +4,30 @@
 //! hide a broken pooled connection. State changes are logged; balancers read the result
 //! through atomics and never wait on a probe.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use http::{Request, header};
 use tokio::task::JoinHandle;
 use weir_config::spec::ActiveHealthSpec;
 
-use super::Endpoint;
+use super::{Endpoint, Members};
 use crate::body::UpstreamBody;
 use crate::tls::UpstreamTls;
 
-/// Closes idle connections past their idle timeout or lifetime, about twice per timeout.
-pub(super) fn spawn_sweeper(endpoints: Vec<Arc<Endpoint>>, idle_timeout: Duration) -> JoinHandle<()> {
+/// Closes idle connections past their idle timeout or lifetime, about twice per timeout, on
+/// the endpoints `members` holds at each sweep; ends with the upstream.
+pub(super) fn spawn_sweeper(members: Weak<ArcSwap<Members>>, idle_timeout: Duration) -> JoinHandle<()> {
     let every = (idle_timeout / 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for e in &endpoints {
+            let Some(members) = members.upgrade() else { return };
+            for e in members.load().endpoints() {
                 e.pool().sweep();
             }
         }

@@ -56,10 +56,9 @@ impl Callouts {
 
 async fn send(upstream: &Upstream, call: HttpCall, client: IpAddr) -> Result<CallResponse, String> {
     let empty = HeaderMap::new();
-    let i = upstream
+    let (_, ep) = upstream
         .pick(&PickCx { client_ip: client, headers: Fields::Map(&empty) }, Tried::default())
         .ok_or("no healthy endpoint")?;
-    let ep = upstream.endpoints()[i].clone();
     let mut lease = Lease::new(ep.clone());
     let conn = match ep.pool().acquire(|| Box::pin(ep.dial(upstream.connect_timeout(), upstream.tls()))).await {
         Ok(c) => c,
