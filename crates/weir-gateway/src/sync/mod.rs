@@ -147,6 +147,9 @@ struct Syncer<T> {
     applied: u64,
     /// Whether `received` is what runs (false after a NACK).
     received_runs: bool,
+    /// Whether what `received` held before its last delta is what runs: only then may the
+    /// delta be applied as a change of it ([`Changed`]).
+    base_runs: bool,
     /// Whether what runs is newer than the copy on disk.
     unsaved: bool,
     last_saved: Option<std::time::Instant>,
@@ -161,7 +164,8 @@ impl<T: Target> Syncer<T> {
     async fn apply_received(&mut self) -> Outcome {
         let t0 = std::time::Instant::now();
         // A change relative to what runs only if the config received before is what runs.
-        let ran = std::mem::replace(&mut self.received_runs, false);
+        let ran = std::mem::replace(&mut self.base_runs, false);
+        self.received_runs = false;
         let modules = &self.modules;
         let (cfg, changed) = match self
             .received
@@ -252,6 +256,7 @@ pub async fn run_target<T: Target>(target: T, opts: SyncOptions, stop: Cancellat
         received: Received::default(),
         applied: 0,
         received_runs: false,
+        base_runs: false,
         unsaved: false,
         last_saved: None,
         save_seq: 0,
@@ -405,7 +410,7 @@ async fn session<T: Target>(
                     }
                     Some(config_response::Msg::Snapshot(snap)) => {
                         // From here `received` is not what runs until it is applied.
-                        s.received_runs = false;
+                        (s.received_runs, s.base_runs) = (false, false);
                         s.received = Received::new(Resources::from_snapshot(&snap)?);
                         if snap.revision == 0 {
                             // Nothing declared yet: stay unready rather than serve 404s.
@@ -415,7 +420,7 @@ async fn session<T: Target>(
                         snap.revision
                     }
                     Some(config_response::Msg::Delta(d)) => {
-                        s.received_runs = false;
+                        s.base_runs = std::mem::replace(&mut s.received_runs, false);
                         s.received.apply_delta(&d)?;
                         d.revision
                     }
