@@ -107,6 +107,7 @@ def main():
             "loading_all_registrations_ms": round(load_ms, 1),
             "propagation_ms": {"p50": round(pct(times, 50), 2), "p99": round(pct(times, 99), 2),
                                "max": round(max(times), 2)},
+            "slowest_ms": [[k, round(t, 1)] for k, t in sorted(enumerate(times), key=lambda x: -x[1])[:5]],
             "control_plane_bytes_per_registration": round((after_cp - before_cp) * 1024 / n),
             "gateway_bytes_per_registration": round(
                 (sum(after_gw) - sum(before_gw)) * 1024 / len(gws) / n),

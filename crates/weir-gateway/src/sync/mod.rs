@@ -150,13 +150,8 @@ struct Syncer<T> {
     /// Whether what `received` held before its last delta is what runs: only then may the
     /// delta be applied as a change of it ([`Changed`]).
     base_runs: bool,
-    /// Whether what runs is newer than the copy on disk.
-    unsaved: bool,
-    last_saved: Option<std::time::Instant>,
-    /// Sequence of the last save started, and (shared with the writer) of the last written:
-    /// saves run one at a time and an older one never overwrites a newer one.
-    save_seq: u64,
-    written_seq: Arc<parking_lot::Mutex<u64>>,
+    /// The copy on disk of what runs.
+    disk: state::Disk,
 }
 
 impl<T: Target> Syncer<T> {
@@ -193,34 +188,8 @@ impl<T: Target> Syncer<T> {
         let keep: std::collections::HashSet<&str> =
             self.received.packages().iter().map(|p| p.module.sha256.as_str()).collect();
         self.modules.retain(&keep);
-        self.unsaved = true;
-        self.persist(false);
+        self.disk.save(&self.received);
         Outcome::Applied
-    }
-
-    /// Writes what runs to the state dir, at most once a second (a burst of revisions costs
-    /// one write); `force` skips the wait.
-    fn persist(&mut self, force: bool) {
-        let recent = self.last_saved.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
-        if !self.unsaved || !self.received_runs || (recent && !force) {
-            return;
-        }
-        self.unsaved = false;
-        self.last_saved = Some(std::time::Instant::now());
-        self.save_seq += 1;
-        let (seq, written) = (self.save_seq, self.written_seq.clone());
-        let (dir, copy) = (self.opts.state_dir.clone(), self.received.resources.clone());
-        // Off the async thread; a failure only costs the next cold start.
-        tokio::task::spawn_blocking(move || {
-            let mut last = written.lock();
-            if *last > seq {
-                return;
-            }
-            match state::save(&dir, &copy) {
-                Ok(()) => *last = seq,
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the applied snapshot"),
-            }
-        });
     }
 
     fn applied_revision(&self) -> u64 {
@@ -249,6 +218,7 @@ pub async fn run(gw: Arc<Gateway>, opts: SyncOptions, stop: CancellationToken) {
 /// Runs the config source of `target` until `stop`: cold-starts from the persisted snapshot
 /// if there is one, then keeps a stream to a control plane open, reconnecting as needed.
 pub async fn run_target<T: Target>(target: T, opts: SyncOptions, stop: CancellationToken) {
+    let (disk, saved) = state::Disk::open(&opts.state_dir);
     let mut s = Syncer {
         target,
         modules: modules::Modules::new(&opts.state_dir),
@@ -257,12 +227,9 @@ pub async fn run_target<T: Target>(target: T, opts: SyncOptions, stop: Cancellat
         applied: 0,
         received_runs: false,
         base_runs: false,
-        unsaved: false,
-        last_saved: None,
-        save_seq: 0,
-        written_seq: Arc::default(),
+        disk,
     };
-    if let Some(saved) = state::load(&s.opts.state_dir) {
+    if let Some(saved) = saved {
         s.received = Received::new(saved);
         // The modules of its packages were kept beside it.
         for p in s.received.packages() {
@@ -286,10 +253,12 @@ pub async fn run_target<T: Target>(target: T, opts: SyncOptions, stop: Cancellat
         let url = s.opts.control_planes[next % s.opts.control_planes.len()].clone();
         next += 1;
         let ended = session(&mut s, &url, &stop, &mut backoff).await;
-        // Whatever runs now is what a restart without a control plane should serve.
-        s.persist(true);
         match ended {
-            Ok(()) => return,
+            Ok(()) => {
+                // What runs is what a restart without a control plane should serve.
+                let _ = tokio::task::spawn_blocking(move || s.disk.finish()).await;
+                return;
+            }
             Err(e) => tracing::warn!(control_plane = %url, error = %e, "control-plane stream ended; reconnecting"),
         }
         let wait = backoff.next();
@@ -391,7 +360,6 @@ async fn session<T: Target>(
                 let report = s.target.report().await;
                 let hb = v1::Heartbeat { applied_revision: s.applied_revision(), report: Some(report) };
                 tx.send(send(config_request::Msg::Heartbeat(hb))).await?;
-                s.persist(false);
             }
             m = inbound.message() => {
                 let Some(m) = m? else { return Err("the control plane closed the stream".into()) };

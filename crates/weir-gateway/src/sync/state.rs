@@ -3,8 +3,9 @@
 //!
 //! Owns: the resource map at the last received revision (snapshots replace it, deltas patch
 //! it), assembling it with the gateway's own listeners into a [`ValidConfig`] (the same
-//! validation a file gets), and persisting the last good one atomically (write + rename) so
-//! the gateway cold-starts without its control plane.
+//! validation a file gets), and persisting the last good one so the gateway cold-starts
+//! without its control plane: a whole snapshot written atomically (write + rename), then each
+//! applied delta appended to a log beside it, so a change costs what it changed on disk too.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub struct Received {
     listeners: BTreeMap<String, Value>,
     /// Resources that failed their schema here, by key.
     broken: BTreeMap<ResourceKey, ConfigErrors>,
+    /// The last delta patched in, as the disk log keeps it (`None` after a whole snapshot).
+    last_delta: Option<Logged>,
 }
 
 impl Received {
@@ -115,17 +118,21 @@ impl Received {
         if d.base_revision != self.resources.revision {
             return Err(StreamError::Gap { base: d.base_revision, held: self.resources.revision });
         }
+        let mut logged = Logged { base: d.base_revision, revision: d.revision, ..Logged::default() };
         for r in &d.removed {
             let k = key(&r.kind, &r.name)?;
             self.resources.items.remove(&k);
             self.set(&k, None);
+            logged.removed.push(k);
         }
         for r in &d.upserted {
             let (k, h) = held(r)?;
             self.set(&k, Some(&h));
+            logged.upserted.push((k.clone(), h.clone()));
             self.resources.items.insert(k, h);
         }
         self.resources.revision = d.revision;
+        self.last_delta = Some(logged);
         Ok(())
     }
 
@@ -187,26 +194,167 @@ impl Received {
     }
 }
 
-/// The file that holds the last good resources.
-pub fn snapshot_path(dir: &Path) -> PathBuf {
-    dir.join("snapshot.json")
+/// A delta as the disk log keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Logged {
+    base: u64,
+    revision: u64,
+    upserted: Vec<(ResourceKey, Held)>,
+    removed: Vec<ResourceKey>,
 }
 
-/// Reads the persisted resources, if any.
-pub fn load(dir: &Path) -> Option<Resources> {
-    let path = snapshot_path(dir);
-    let text = std::fs::read(&path).ok()?;
-    match serde_json::from_slice(&text) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable persisted snapshot");
-            None
+impl Logged {
+    fn apply_to(self, r: &mut Resources) {
+        for k in &self.removed {
+            r.items.remove(k);
+        }
+        for (k, h) in self.upserted {
+            r.items.insert(k, h);
+        }
+        r.revision = self.revision;
+    }
+}
+
+/// Deltas logged after a whole snapshot before the next whole one is written (which empties
+/// the log), so a cold start replays at most this many.
+const MAX_LOGGED: usize = 1000;
+
+/// The last good resources on disk: `snapshot.json`, then `snapshot.log`, one delta per line.
+/// Writes go, in order, to one thread of their own, off the async threads; a failed write
+/// only costs the next cold start.
+#[derive(Debug)]
+pub struct Disk {
+    tx: std::sync::mpsc::Sender<Write>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// The revision the files hold once the writes sent are done (0: none).
+    revision: u64,
+    /// Deltas in the log after the whole snapshot.
+    logged: usize,
+}
+
+#[derive(Debug)]
+enum Write {
+    Whole(Resources),
+    Delta(Vec<u8>),
+}
+
+impl Disk {
+    /// Reads what `dir` holds, if anything, and starts the writer.
+    pub fn open(dir: &Path) -> (Self, Option<Resources>) {
+        let loaded = load(dir);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = dir.to_owned();
+        let writer = std::thread::Builder::new()
+            .name("weir-state".into())
+            .spawn(move || write_all(&dir, &rx))
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the state writer; nothing will be persisted"))
+            .ok();
+        let (revision, logged) = loaded.as_ref().map_or((0, 0), |(r, n)| (r.revision, *n));
+        (Self { tx, writer, revision, logged }, loaded.map(|(r, _)| r))
+    }
+
+    /// Keeps `r`, which now runs: its last delta appended to the log when it follows what the
+    /// disk holds, else the whole of it (a copy that shares the map).
+    pub fn save(&mut self, r: &Received) {
+        let revision = r.resources.revision;
+        let delta = r.last_delta.as_ref().filter(|d| d.base == self.revision && d.revision == revision);
+        let line = delta.filter(|_| self.logged < MAX_LOGGED).and_then(|d| serde_json::to_vec(d).ok());
+        let write = match line {
+            Some(line) => {
+                self.logged += 1;
+                Write::Delta(line)
+            }
+            None => {
+                self.logged = 0;
+                Write::Whole(r.resources.clone())
+            }
+        };
+        if self.tx.send(write).is_ok() {
+            self.revision = revision;
+        }
+    }
+
+    /// Waits for the writes sent so far.
+    pub fn finish(mut self) {
+        let (tx, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
     }
 }
 
+/// The writer thread: each write in turn until the sender is gone.
+fn write_all(dir: &Path, rx: &std::sync::mpsc::Receiver<Write>) {
+    let mut log: Option<std::fs::File> = None;
+    for w in rx {
+        let done = match w {
+            Write::Whole(r) => {
+                log = None;
+                save(dir, &r).and_then(|()| match std::fs::remove_file(log_path(dir)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                })
+            }
+            Write::Delta(line) => append(dir, &mut log, &line),
+        };
+        if let Err(e) = done {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot persist the applied snapshot");
+        }
+    }
+}
+
+/// Appends one line to the log, opening it (owner-only) the first time.
+fn append(dir: &Path, log: &mut Option<std::fs::File>, line: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = match log {
+        Some(f) => f,
+        None => log.insert(std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(log_path(dir))?),
+    };
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line);
+    buf.push(b'\n');
+    f.write_all(&buf)
+}
+
+/// The file that holds the last good resources, whole.
+pub fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot.json")
+}
+
+/// The file of deltas applied after it.
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot.log")
+}
+
+/// Reads the persisted resources, if any: the snapshot, then each logged delta that follows
+/// it (a torn last line, or one that does not follow, ends the replay). Also says how many
+/// deltas were replayed.
+fn load(dir: &Path) -> Option<(Resources, usize)> {
+    let path = snapshot_path(dir);
+    let text = std::fs::read(&path).ok()?;
+    let mut r: Resources = match serde_json::from_slice(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable persisted snapshot");
+            return None;
+        }
+    };
+    let log = std::fs::read(log_path(dir)).unwrap_or_default();
+    let mut replayed = 0;
+    for line in log.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Logged>(line) {
+            Ok(d) if d.base == r.revision => d.apply_to(&mut r),
+            _ => break,
+        }
+        replayed += 1;
+    }
+    Some((r, replayed))
+}
+
 /// Writes the resources atomically (a reader never sees half a file).
-pub fn save(dir: &Path, r: &Resources) -> std::io::Result<()> {
+fn save(dir: &Path, r: &Resources) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     std::fs::create_dir_all(dir)?;
@@ -217,4 +365,59 @@ pub fn save(dir: &Path, r: &Resources) -> std::io::Result<()> {
     f.write_all(&serde_json::to_vec(r)?)?;
     drop(f);
     std::fs::rename(&tmp, snapshot_path(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(base: u64, name: &str, port: u16, removed: &[&str]) -> v1::Delta {
+        let body =
+            serde_json::json!({"name": name, "load_balancer": {"endpoints": [{"address": "127.0.0.1", "port": port}]}});
+        v1::Delta {
+            revision: base + 1,
+            base_revision: base,
+            upserted: vec![v1::Resource {
+                kind: "Upstream".into(),
+                name: name.into(),
+                version: base + 1,
+                body: serde_json::to_vec(&body).unwrap(),
+                order: 1,
+            }],
+            removed: removed.iter().map(|n| v1::ResourceKey { kind: "Upstream".into(), name: (*n).into() }).collect(),
+        }
+    }
+
+    #[test]
+    fn deltas_are_logged_after_a_whole_snapshot_and_replayed_on_a_cold_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut disk, none) = Disk::open(dir.path());
+        assert!(none.is_none());
+        let mut r = Received::new(Resources { revision: 1, ..Resources::default() });
+        disk.save(&r);
+        for (base, name, gone) in [(1, "a", &[][..]), (2, "b", &[]), (3, "c", &["a"])] {
+            r.apply_delta(&delta(base, name, 10 + base as u16, gone)).unwrap();
+            disk.save(&r);
+        }
+        disk.finish();
+        let log = std::fs::read_to_string(dir.path().join("snapshot.log")).unwrap();
+        assert_eq!(log.lines().count(), 3, "one line per delta: {log}");
+        let (disk, loaded) = Disk::open(dir.path());
+        assert_eq!(loaded.as_ref(), Some(&r.resources), "the snapshot and its deltas are what ran");
+        assert_eq!((disk.revision, disk.logged), (4, 3));
+        disk.finish();
+
+        // A torn last line ends the replay there.
+        let torn = format!("{log}{{\"base\":4,\"revis");
+        std::fs::write(dir.path().join("snapshot.log"), torn).unwrap();
+        assert_eq!(load(dir.path()).map(|(r, n)| (r.revision, n)), Some((4, 3)));
+        // A delta that does not follow what the disk holds writes the whole again, and empties the log.
+        let (mut disk, _) = Disk::open(dir.path());
+        r.apply_delta(&delta(4, "d", 20, &[])).unwrap();
+        r.resources.revision = 9;
+        disk.save(&r);
+        disk.finish();
+        assert!(!dir.path().join("snapshot.log").exists());
+        assert_eq!(load(dir.path()).map(|(r, n)| (r.revision, n)), Some((9, 0)));
+    }
 }
