@@ -22,14 +22,21 @@ fn fleet_config(fixed: u16) -> String {
     )
 }
 
+/// A control plane holding [`fleet_config`] and its gateway `g`, with the gateway's client
+/// address.
+fn fleet(dir: &std::path::Path, fixed: u16) -> (Cp, Gw, std::net::SocketAddr) {
+    let cp = Cp::start(dir, 0, &[]);
+    cp.apply(dir, &fleet_config(fixed));
+    let gw = Gw::start("g", &cp.grpc_url(), &dir.join("g"), "127.0.0.1:0");
+    let addr = gw.listen_addr();
+    (cp, gw, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_endpoints_serve_while_renewed_and_leave_within_their_ttl() {
     let (a, b, fixed) = (named("A").await, named("B").await, named("fixed").await);
     let dir = tempfile::tempdir().unwrap();
-    let cp = Cp::start(dir.path(), 0, &[]);
-    cp.apply(dir.path(), &fleet_config(fixed.port()));
-    let gw = Gw::start("g", &cp.grpc_url(), &dir.path().join("g"), "127.0.0.1:0");
-    let addr = gw.listen_addr();
+    let (cp, gw, addr) = fleet(dir.path(), fixed.port());
     assert_eq!(get(addr, "/", &[]).await.0, 503, "nothing registered yet");
 
     // A through the CLI, B through REST with a weight.
@@ -140,16 +147,14 @@ async fn stats(gw: &Gw) -> serde_json::Value {
 }
 
 /// Adding and removing a registered endpoint 50 times under load: no request fails, and the
-/// gateway takes each change in place. Its snapshot is not rebuilt (the version stays), the
-/// other upstream is not touched, and the endpoint that stays keeps its pooled connections.
+/// gateway takes each change in place. Its snapshot is not rebuilt (the version stays, so no
+/// route or upstream was compiled again), and the endpoint that stays keeps its pooled
+/// connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_coming_and_going_50_times_under_load_fails_nothing_and_rebuilds_nothing() {
     let (a, b, fixed) = (named("A").await, named("B").await, named("fixed").await);
     let dir = tempfile::tempdir().unwrap();
-    let cp = Cp::start(dir.path(), 0, &[]);
-    cp.apply(dir.path(), &fleet_config(fixed.port()));
-    let gw = Gw::start("g", &cp.grpc_url(), &dir.path().join("g"), "127.0.0.1:0");
-    let addr = gw.listen_addr();
+    let (cp, gw, addr) = fleet(dir.path(), fixed.port());
     let body = |port: u16| json!({"address": "127.0.0.1", "port": port, "ttl": "10m"});
     let (status, v) = cp.call("POST", "/api/v1/upstreams/svc/registrations", Some(&body(a.port()))).await;
     assert_eq!(status, 201, "{v}");
