@@ -27,27 +27,37 @@ impl Dns {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hosts");
         std::fs::write(&file, hosts).unwrap();
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // A port free for UDP may be taken for TCP (or taken by the time dnsmasq binds it): a
+        // dnsmasq that exits is started again on another port.
+        for _ in 0..5 {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = Self::spawn(dir.path(), &file, port, srv);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                // Ready when it answers TCP on its port.
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Dns { child, port, hosts: file, _dir: dir };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start on any of 5 ports");
+    }
+
+    fn spawn(dir: &Path, hosts: &Path, port: u16, srv: &[&str]) -> Child {
         let bin = if Path::new("/usr/sbin/dnsmasq").exists() { "/usr/sbin/dnsmasq" } else { "dnsmasq" };
         let mut cmd = Command::new(bin);
         cmd.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--bind-interfaces"])
             .args(["--listen-address=127.0.0.1", "--user=root", "--local-ttl=0", "--log-facility=-"])
             .arg(format!("--port={port}"))
-            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!("--addn-hosts={}", file.display()));
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
+            .arg(format!("--addn-hosts={}", hosts.display()));
         for s in srv {
             cmd.arg(format!("--srv-host={s}"));
         }
-        let child =
-            cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dnsmasq (apt-get install dnsmasq-base)");
-        let dns = Dns { child, port, hosts: file, _dir: dir };
-        // Ready when it answers TCP on its port.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "dnsmasq did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        dns
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dnsmasq (apt-get install dnsmasq-base)")
     }
 
     /// Replaces the A records and has dnsmasq read them again (SIGHUP).
@@ -151,7 +161,7 @@ async fn srv_records_give_ports_and_weights() {
 fn discovery_settings_are_checked_with_paths() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("weir.yaml");
-    let up = "  - name: app\n    load_balancer: { endpoints: [{ address: 127.0.0.1, port: 80 }] }\n    discovery:\n      dns: { name: \"bad name\", min_ttl: 10ms, max_ttl: 1ms }\n";
+    let up = "  - name: app\n    load_balancer: { endpoints: [{ address: 127.0.0.1, port: 80 }] }\n    discovery:\n      dns: { name: \"bad name\", min_ttl: 5ms, max_ttl: 1ms }\n";
     std::fs::write(&cfg, config("  - { name: app, upstream: app }", up)).unwrap();
     let out =
         Command::new(env!("CARGO_BIN_EXE_weir")).args(["validate", "-c", cfg.to_str().unwrap()]).output().unwrap();
