@@ -11,8 +11,13 @@ the address it was reached at). Reports p50/p99. A gateway polls DNS, so the tim
 below by the record's TTL clamped to `min_ttl`: expect about min_ttl/2 at p50 and min_ttl plus
 the apply at p99.
 
+With `--upstreams U` the gateways also discover U-1 other upstreams of `--endpoints E` A
+records each (never dialled, asked every 5 s), to show that a change costs the same whatever
+else a gateway watches.
+
 usage: bench/dns_propagation.py [--weir target/release/weir] [--gateways 10] [--changes 100]
-                                [--min-ttl 100ms] [--out bench/out/dns-propagation.json]
+                                [--min-ttl 100ms] [--upstreams 1] [--endpoints 10]
+                                [--out bench/out/dns-propagation.json]
 Everything stops by itself; only loopback is used.
 """
 import argparse
@@ -67,13 +72,23 @@ def main():
     ap.add_argument("--gateways", type=int, default=10)
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--min-ttl", default="100ms")
+    ap.add_argument("--upstreams", type=int, default=1)
+    ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--out")
     a = ap.parse_args()
     a.weir = os.path.abspath(a.weir)
     tmp = tempfile.mkdtemp(prefix="weir-dns-")
     hosts = os.path.join(tmp, "hosts")
-    with open(hosts, "w") as f:
-        f.write("127.0.0.1 svc.bench.test\n")
+    others = [f"127.1.{k // 250}.{k % 250 + 1} o{u}.bench.test\n"
+              for u in range(1, a.upstreams) for k in range(a.endpoints)]
+
+    def write_hosts(address):
+        with open(hosts + ".tmp", "w") as f:
+            f.write(f"{address} svc.bench.test\n")
+            f.writelines(others)
+        os.replace(hosts + ".tmp", hosts)
+
+    write_hosts("127.0.0.1")
     procs = []
     log = open(os.path.join(tmp, "logs.txt"), "w")
     print(f"logs: {tmp}/logs.txt", file=sys.stderr)
@@ -87,27 +102,29 @@ def main():
         for i in range(a.gateways):
             port = free_port()
             cfg = os.path.join(tmp, f"g{i}.yaml")
+            server = f'server: "127.0.0.1:{dns_port}"'
             with open(cfg, "w") as f:
                 f.write(f"""listeners: [{{ name: main, address: "127.0.0.1:{port}" }}]
 routes: [{{ name: all, upstream: svc }}]
 upstreams:
   - name: svc
     discovery:
-      dns: {{ name: svc.bench.test, port: {up}, server: "127.0.0.1:{dns_port}", min_ttl: {a.min_ttl}, max_ttl: 1s }}
+      dns: {{ name: svc.bench.test, port: {up}, {server}, min_ttl: {a.min_ttl}, max_ttl: 1s }}
 """)
+                for u in range(1, a.upstreams):
+                    f.write(f"  - {{ name: o{u}, discovery: {{ dns: {{ name: o{u}.bench.test, port: 9, {server}, "
+                            f"min_ttl: 5s, max_ttl: 5s }} }} }}\n")
             procs.append(subprocess.Popen([a.weir, "standalone", "-c", cfg, "--workers", "1"], cwd=tmp,
                                           stdout=subprocess.DEVNULL, stderr=log,
                                           env={"RUST_LOG": "warn", **os.environ}))
             ports.append(port)
         for p in ports:
-            wait_until(lambda p=p: answered_by(p) == "127.0.0.1", 20, f"the gateway on {p}")
+            wait_until(lambda p=p: answered_by(p) == "127.0.0.1", 60, f"the gateway on {p}")
         times = []
         current = "127.0.0.1"
         for _ in range(a.changes):
             current = "127.0.0.2" if current == "127.0.0.1" else "127.0.0.1"
-            with open(hosts + ".tmp", "w") as f:
-                f.write(f"{current} svc.bench.test\n")
-            os.replace(hosts + ".tmp", hosts)
+            write_hosts(current)
             t = time.perf_counter()
             dns.send_signal(signal.SIGHUP)
             waiting = set(ports)
@@ -118,6 +135,7 @@ upstreams:
             times.append((time.perf_counter() - t) * 1000)
         result = {
             "gateways": a.gateways, "changes": a.changes, "min_ttl": a.min_ttl,
+            "upstreams": a.upstreams, "endpoints_each_other": a.endpoints if a.upstreams > 1 else 0,
             "propagation_ms": {"p50": round(pct(times, 50), 2), "p99": round(pct(times, 99), 2),
                                "max": round(max(times), 2)},
         }

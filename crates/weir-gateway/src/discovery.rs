@@ -27,6 +27,9 @@ pub(crate) type Found = HashMap<String, Vec<EndpointSpec>>;
 /// How long the first lookup of a new upstream may hold up the config that adds it.
 const FIRST_LOOKUP: Duration = Duration::from_secs(2);
 
+/// How many first lookups of a config run at once.
+const FIRST_LOOKUPS_AT_ONCE: usize = 32;
+
 /// How long one query waits for the server.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -85,7 +88,13 @@ impl Discovery {
             };
             (resolver, wait)
         });
-        let started = futures_util::future::join_all(firsts).await;
+        // A bounded number at a time: a thousand upstreams asking at once drop answers at the
+        // server. `buffered` keeps their order.
+        let started: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+            futures_util::stream::iter(firsts.collect::<Vec<_>>()),
+            FIRST_LOOKUPS_AT_ONCE,
+        ))
+        .await;
         for ((name, spec), (resolver, wait)) in new.into_iter().zip(started) {
             let task = tokio::spawn(watch(name.to_owned(), spec.clone(), resolver, wait, gateway.clone()));
             self.watches.lock().insert(name.to_owned(), Watch { spec: spec.clone(), task });
@@ -195,6 +204,12 @@ fn failed(upstream: &str, spec: &DnsDiscoverySpec, why: &str) -> Duration {
     spec.min_ttl.get()
 }
 
+/// `wait` shortened by up to a tenth at random, so upstreams whose answers expire together
+/// (all looked up when one config started them) drift apart instead of asking in bursts.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(1.0 - fastrand::f64() * 0.1)
+}
+
 /// Looks `spec` up again each time its answer expires; a changed answer goes to the upstream.
 async fn watch(
     upstream: String,
@@ -204,7 +219,7 @@ async fn watch(
     gateway: Weak<Gateway>,
 ) {
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(jittered(wait)).await;
         wait = match lookup(&resolver, &spec).await {
             Ok(answer) => {
                 let Some(g) = gateway.upgrade() else { return };
