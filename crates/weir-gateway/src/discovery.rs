@@ -30,8 +30,11 @@ const FIRST_LOOKUP: Duration = Duration::from_secs(2);
 /// How many first lookups of a config run at once.
 const FIRST_LOOKUPS_AT_ONCE: usize = 32;
 
-/// How long one query waits for the server.
+/// How long one query waits for the server at most.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one query waits at least, however short `min_ttl` is.
+const LOOKUP_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 
 /// The resolver tasks and their answers.
 #[derive(Debug, Default)]
@@ -134,8 +137,10 @@ fn resolver(spec: &DnsDiscoverySpec) -> TokioResolver {
     let mut builder = builder;
     let o = builder.options_mut();
     // A dead server is noticed in seconds, not the library's 10 (5s × 2), and retried on
-    // the watch's own schedule; /etc/hosts is not a discovery source.
-    o.timeout = LOOKUP_TIMEOUT;
+    // the watch's own schedule; /etc/hosts is not a discovery source. A query (UDP) that got
+    // lost is asked again after about `min_ttl`, not a whole second: an upstream that follows
+    // its record closely should not fall a second behind for one dropped packet.
+    o.timeout = spec.min_ttl.get().clamp(LOOKUP_TIMEOUT_MIN, LOOKUP_TIMEOUT);
     o.attempts = 1;
     o.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
     builder.build()
