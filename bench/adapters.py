@@ -11,7 +11,6 @@ usage: bench/adapters.py [--weir target/release/weir] [--routes 1000] [--applies
 Everything stops by itself; only loopback is used. Needs nginx and haproxy on PATH.
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from propagation import call, free_port, get, pct, wait_until  # noqa: E402
+from propagation import call, free_port, get, pct, report, stop_all, wait_until  # noqa: E402
 
 
 def serves_after(port, path, t0, out, key):
@@ -95,19 +94,9 @@ def main():
         result = {"routes": a.routes, "applies": a.applies,
                   "apply_to_serving_ms": {kind: {"p50": round(pct(t, 50), 1), "p99": round(pct(t, 99), 1)}
                                           for kind, t in times.items()}}
-        print(json.dumps(result, indent=2))
-        if a.out:
-            os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-            with open(a.out, "w") as f:
-                json.dump(result, f, indent=2)
+        report(result, a.out)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         for kind in ("nginx", "haproxy"):
             try:
                 pid = open(os.path.join(tmp, kind, f"{kind}.pid")).read().strip()

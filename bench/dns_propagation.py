@@ -33,7 +33,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from propagation import free_port, pct, wait_until  # noqa: E402
+from propagation import free_port, pct, report, stop_all, wait_until  # noqa: E402
 
 
 def answered_by(port):
@@ -139,19 +139,9 @@ upstreams:
             "propagation_ms": {"p50": round(pct(times, 50), 2), "p99": round(pct(times, 99), 2),
                                "max": round(max(times), 2)},
         }
-        print(json.dumps(result, indent=2))
-        if a.out:
-            os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-            with open(a.out, "w") as f:
-                json.dump(result, f, indent=2)
+        report(result, a.out)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

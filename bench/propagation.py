@@ -72,6 +72,26 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def report(result, out):
+    """Prints `result` and, with `out`, writes it there as JSON."""
+    print(json.dumps(result, indent=2))
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def stop_all(procs):
+    """SIGTERM to every process, then SIGKILL to any still running after 10 s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weir", default="target/release/weir")
@@ -150,19 +170,9 @@ def main():
             "gateway_rss_mib": {"mean": round(sum(gw_rss) / len(gw_rss) / 1024, 1),
                                 "max": round(max(gw_rss) / 1024, 1)},
         }
-        print(json.dumps(result, indent=2))
-        if a.out:
-            os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-            with open(a.out, "w") as f:
-                json.dump(result, f, indent=2)
+        report(result, a.out)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

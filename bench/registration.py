@@ -14,7 +14,6 @@ usage: bench/registration.py [--weir target/release/weir] [--gateways 10] [--ups
 Everything stops by itself; only loopback is used (registered endpoints are never dialled).
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from propagation import call, free_port, get, pct, rss_kib, wait_until  # noqa: E402
+from propagation import call, free_port, get, pct, report, rss_kib, stop_all, wait_until  # noqa: E402
 
 
 def revision_everywhere(base, gateways, rev, within=30):
@@ -114,19 +113,9 @@ def main():
             "control_plane_rss_mib": round(after_cp / 1024, 1),
             "gateway_rss_mib_mean": round(sum(after_gw) / len(gws) / 1024, 1),
         }
-        print(json.dumps(result, indent=2))
-        if a.out:
-            os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-            with open(a.out, "w") as f:
-                json.dump(result, f, indent=2)
+        report(result, a.out)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":
