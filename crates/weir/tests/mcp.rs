@@ -608,6 +608,16 @@ async fn an_https_server_is_reached_with_the_ca_it_names_and_refused_without() {
     assert!(doubting.wait_log("its tools are left out", Duration::from_secs(5)).await, "{}", doubting.logs());
 }
 
+/// The headers of a POST in session `sid` that takes JSON or an event stream back.
+fn posting(sid: &str) -> [(&'static str, &str); 4] {
+    [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-11-25"),
+        ("mcp-session-id", sid),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_stream_outlasts_the_route_timeout_with_keep_alives_and_a_silent_one_is_cut() {
     let math = Fixture::start("math", "both", 0);
@@ -615,12 +625,7 @@ async fn a_live_stream_outlasts_the_route_timeout_with_keep_alives_and_a_silent_
         config(&[("math", &math)], "").replace("    mcp:\n", "    timeout: 1s\n    mcp:\n      idle_timeout: 3s\n");
     let weir = Weir::start(&yaml);
     let sid = initialize(weir.addr).await;
-    let session = [
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-protocol-version", "2025-11-25"),
-        ("mcp-session-id", sid.as_str()),
-    ];
+    let session = posting(&sid);
     let slow = |id: u64, steps: u64, interval_ms: u64| {
         Bytes::from(
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
@@ -762,12 +767,7 @@ async fn a_broken_stream_resumes_with_last_event_id_and_a_cancelled_call_stops()
     let math = Fixture::start("math", "both", 0);
     let weir = Weir::start(&config(&[("math", &math)], ""));
     let sid = initialize(weir.addr).await;
-    let session = [
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-protocol-version", "2025-11-25"),
-        ("mcp-session-id", sid.as_str()),
-    ];
+    let session = posting(&sid);
     let slow = |id: u64, steps: u64| {
         Bytes::from(
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
