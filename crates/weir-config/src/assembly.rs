@@ -435,12 +435,13 @@ impl Assembly {
             let upstreams = std::mem::take(&mut self.since.upstreams).into_iter().collect();
             return Ok((cfg, Changed::Endpoints(upstreams)));
         }
-        let cfg = self.validate_all(module)?;
+        let takes = takes_registrations(&self.spec);
+        let cfg = self.validate_all(module, &takes)?;
         self.since = Since {
             last: Some(LastChecked {
                 route_plugins: cfg.shared_route_plugins().clone(),
                 packages: cfg.packages().to_vec(),
-                takes: takes_registrations(&self.spec),
+                takes,
             }),
             ..Since::default()
         };
@@ -451,6 +452,7 @@ impl Assembly {
     fn validate_all(
         &self,
         module: impl Fn(&ModuleRef) -> Result<Arc<[u8]>, ModuleError>,
+        takes: &HashMap<String, bool>,
     ) -> Result<ValidConfig, ConfigErrors> {
         let mut errs = Vec::new();
         let mut packages = Vec::with_capacity(self.packages.len());
@@ -460,7 +462,6 @@ impl Assembly {
                 Err(e) => errs.push(ConfigError { path: format!("Package/{}.module", p.name), message: e.to_string() }),
             }
         }
-        let takes = takes_registrations(&self.spec);
         let mut reg_errs = Errors::default();
         for r in self.registrations.iter() {
             let at = format!("Registration/{}", r.name);
@@ -594,7 +595,8 @@ mod tests {
             let mut undo = Undo::default();
             a.set_undoable(&mut undo, Kind::Registration, "z", 6, Some(bad));
             let quick = a.validate_changes(|_| unreachable!()).unwrap_err();
-            let whole = a.clone().validate_all(|_| unreachable!()).unwrap_err();
+            let takes = takes_registrations(a.spec());
+            let whole = a.clone().validate_all(|_| unreachable!(), &takes).unwrap_err();
             assert_eq!(quick.iter().map(|e| &e.path).collect::<Vec<_>>(), [path]);
             // A whole validation also names the registration `z` collides with.
             assert!(quick.iter().all(|e| whole.iter().any(|w| w == e)), "{quick:?} vs {whole:?}");
